@@ -1,0 +1,302 @@
+//! The command line: flags, their `SECRET_RELOADER_*` environment variables and the aliases that
+//! make secret-reloader a drop-in for configmap-reload.
+//!
+//! This module only describes and parses; `config` turns the parsed flags into a validated
+//! [`Config`](crate::config::Config), and every error there names the flag it is about.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::parse::duration;
+
+/// Watch mounted Kubernetes secrets and make the app apply every rotation.
+#[derive(Debug, Parser)]
+#[command(name = "secret-reloader", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// One-shot commands; without one, the daemon runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of the daemon.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Self-contained local demonstration: a kubelet-style volume, an app that reloads on SIGHUP,
+    /// a rotation every few seconds and the daemon reloading it, with measured latency.
+    Demo(DemoArgs),
+    /// The demonstration app (also used by the tests): holds a credential, reloads it on SIGHUP
+    /// and reports which version it holds.
+    #[command(hide = true)]
+    DemoApp(DemoAppArgs),
+}
+
+/// When to reload a target whose process may hold an older version at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadOnStart {
+    /// Reload once when the target process started before the current content appeared.
+    Auto,
+    /// Always reload once at start.
+    Always,
+    /// Never reload at start; only changes seen while running cause reloads.
+    Never,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Only what an operator must act on.
+    Error,
+    /// Also what an operator should look at.
+    Warn,
+    /// Also every reload and change (default).
+    Info,
+    /// Also scans and decisions.
+    Debug,
+    /// Everything, including raw filesystem events.
+    Trace,
+}
+
+/// Flags of the daemon (and of the one-shot reports built on the same configuration).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// File or directory to watch (repeatable; a comma-separated list in the env var).
+    #[arg(
+        short = 'w',
+        long = "watch",
+        visible_alias = "volume-dir",
+        value_name = "PATH",
+        env = "SECRET_RELOADER_WATCH",
+        value_delimiter = ','
+    )]
+    pub watch: Vec<PathBuf>,
+
+    /// Quiet period before acting on writers without a commit point (kubelet's `..data` swap
+    /// skips it).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = duration,
+          env = "SECRET_RELOADER_DEBOUNCE")]
+    pub debounce: Duration,
+
+    /// Cap on the total wait of the quiet period while events keep arriving.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration,
+          env = "SECRET_RELOADER_DEBOUNCE_MAX")]
+    pub debounce_max: Duration,
+
+    /// Safety net: rescan everything at this interval even without events.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration,
+          env = "SECRET_RELOADER_RESYNC_INTERVAL")]
+    pub resync_interval: Duration,
+
+    /// Poll at this interval instead of using inotify (network filesystems).
+    #[arg(long, value_name = "DURATION", value_parser = duration,
+          env = "SECRET_RELOADER_POLL_INTERVAL")]
+    pub poll_interval: Option<Duration>,
+
+    /// Reload at start when the target may hold an older version.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "SECRET_RELOADER_RELOAD_ON_START"
+    )]
+    pub reload_on_start: ReloadOnStart,
+
+    /// Storm protection: at most one action per target per interval; changes in between coalesce.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration,
+          env = "SECRET_RELOADER_MIN_RELOAD_INTERVAL")]
+    pub min_reload_interval: Duration,
+
+    /// Endpoint to call on change (repeatable; a comma-separated list in the env var).
+    #[arg(
+        long = "reload-url",
+        visible_alias = "webhook-url",
+        value_name = "URL",
+        env = "SECRET_RELOADER_RELOAD_URL",
+        value_delimiter = ','
+    )]
+    pub reload_url: Vec<String>,
+
+    /// HTTP method of the reload call.
+    #[arg(
+        long,
+        visible_alias = "webhook-method",
+        value_name = "METHOD",
+        default_value = "POST",
+        env = "SECRET_RELOADER_RELOAD_METHOD"
+    )]
+    pub reload_method: String,
+
+    /// HTTP status that means the reload succeeded.
+    #[arg(
+        long,
+        visible_alias = "webhook-status-code",
+        value_name = "CODE",
+        default_value_t = 200,
+        env = "SECRET_RELOADER_RELOAD_EXPECTED_STATUS"
+    )]
+    pub reload_expected_status: u16,
+
+    /// Extra header of the reload call, 'Name: value' (repeatable).
+    #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER")]
+    pub reload_header: Vec<String>,
+
+    /// File holding a bearer token for the reload call; read at every call (it rotates too).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SECRET_RELOADER_RELOAD_BEARER_TOKEN_FILE"
+    )]
+    pub reload_bearer_token_file: Option<PathBuf>,
+
+    /// Time limit of one reload action (HTTP call or command), connection included.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration,
+          env = "SECRET_RELOADER_RELOAD_TIMEOUT")]
+    pub reload_timeout: Duration,
+
+    /// Retries per version after the first failed attempt; then the version is reported failed
+    /// until the next change or resync. Default: retry until it lands.
+    #[arg(
+        long,
+        visible_alias = "webhook-retries",
+        value_name = "N",
+        env = "SECRET_RELOADER_RELOAD_RETRIES"
+    )]
+    pub reload_retries: Option<u32>,
+
+    /// Cap of the exponential backoff between failed attempts.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration,
+          env = "SECRET_RELOADER_RETRY_BACKOFF_MAX")]
+    pub retry_backoff_max: Duration,
+
+    /// Signal sent to the target process (HUP, USR1, TERM, ... or a number).
+    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_SIGNAL")]
+    pub signal: Option<String>,
+
+    /// Target process by name (comm or argv[0] basename) in the shared PID namespace.
+    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_PROCESS_NAME")]
+    pub process_name: Option<String>,
+
+    /// Target process by a regular expression on its command line.
+    #[arg(long, value_name = "REGEX", env = "SECRET_RELOADER_PROCESS_CMDLINE")]
+    pub process_cmdline: Option<String>,
+
+    /// Target process by the pid written in this file.
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Signal every matching process, not only the oldest one whose parent does not match.
+    #[arg(long, env = "SECRET_RELOADER_SIGNAL_ALL")]
+    pub signal_all: bool,
+
+    /// Command run on change, 'CMD ARGS' (shell-style quoting, no shell); success is exit 0.
+    #[arg(long, value_name = "COMMAND", env = "SECRET_RELOADER_EXEC")]
+    pub exec: Vec<String>,
+
+    /// Address of /metrics, /status, /healthz and /readyz.
+    #[arg(
+        long,
+        visible_alias = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9533",
+        env = "SECRET_RELOADER_LISTEN"
+    )]
+    pub listen: String,
+
+    /// Log line format.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "SECRET_RELOADER_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log verbosity.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "info",
+        env = "SECRET_RELOADER_LOG_LEVEL"
+    )]
+    pub log_level: LogLevel,
+
+    /// JSON file describing several watch groups, each with its own targets.
+    #[arg(long, value_name = "FILE", env = "SECRET_RELOADER_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Key for the HMAC fingerprints, shared by pods so their fingerprints compare (random per
+    /// process otherwise).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SECRET_RELOADER_FINGERPRINT_KEY_FILE"
+    )]
+    pub fingerprint_key_file: Option<PathBuf>,
+
+    /// On SIGTERM, how long an action in flight may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration,
+          env = "SECRET_RELOADER_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+
+    /// Where the PID namespace is mounted (tests point it elsewhere).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc",
+        hide = true,
+        env = "SECRET_RELOADER_PROC_ROOT"
+    )]
+    pub proc_root: PathBuf,
+}
+
+/// Flags of `secret-reloader demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Time between rotations.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration)]
+    pub interval: Duration,
+    /// Stop after this many rotations (default: until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub rotations: Option<u32>,
+    /// Address of the daemon's metrics and status during the demo.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9533")]
+    pub listen: String,
+}
+
+/// Flags of the demonstration app.
+#[derive(Debug, Args)]
+pub struct DemoAppArgs {
+    /// The credential file it holds; its first line names the version.
+    #[arg(long, value_name = "PATH")]
+    pub credential: PathBuf,
+    /// File rewritten after every (re)load: pid, reload count, version, monotonic time.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// File the app writes its pid to.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Wait this long before installing the SIGHUP handler (a slow-starting app).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub handler_delay: Option<Duration>,
+    /// Fork this many worker processes of the same name (a master and its workers).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: u32,
+    /// Ignore SIGHUP instead of handling it (a misconfigured app).
+    #[arg(long)]
+    pub ignore_hup: bool,
+}

@@ -1,0 +1,279 @@
+//! The `--config` JSON file: several watch groups, each with its own targets.
+//!
+//! ```json
+//! {
+//!   "groups": [
+//!     { "name": "tls", "watch": ["/etc/tls"],
+//!       "targets": [ { "type": "signal", "process_name": "nginx" } ] },
+//!     { "name": "web-config", "watch": ["/etc/prometheus"], "debounce": "200ms",
+//!       "targets": [ { "type": "http", "url": "http://127.0.0.1:9090/-/reload" } ] }
+//!   ]
+//! }
+//! ```
+//!
+//! Unknown fields are errors (a typo must not silently turn a setting off), and every message
+//! names the file and the field path, like `groups[1].targets[0].url`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{
+    Action, ExecAction, GroupConfig, HttpAction, SignalAction, TargetDefaults, exec_argv, parse,
+    selector, target, watch_paths,
+};
+use crate::cli::{ReloadOnStart, RunArgs};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    groups: Vec<FileGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGroup {
+    name: String,
+    watch: Vec<PathBuf>,
+    debounce: Option<String>,
+    debounce_max: Option<String>,
+    min_reload_interval: Option<String>,
+    reload_on_start: Option<ReloadOnStart>,
+    reload_retries: Option<u32>,
+    targets: Vec<FileTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum FileTarget {
+    Http {
+        name: Option<String>,
+        url: String,
+        method: Option<String>,
+        expected_status: Option<u16>,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        bearer_token_file: Option<PathBuf>,
+        timeout: Option<String>,
+    },
+    Signal {
+        name: Option<String>,
+        signal: Option<String>,
+        process_name: Option<String>,
+        process_cmdline: Option<String>,
+        pid_file: Option<PathBuf>,
+        #[serde(default)]
+        signal_all: bool,
+    },
+    Exec {
+        name: Option<String>,
+        command: Command,
+        timeout: Option<String>,
+    },
+}
+
+/// A command as one shell-style string or as an argument list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+/// Reads and validates the groups of `path`; problems go to `errs`.
+pub(crate) fn load(
+    path: &Path,
+    args: &RunArgs,
+    defaults: &TargetDefaults,
+    errs: &mut Vec<String>,
+) -> Vec<GroupConfig> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(format!("--config: cannot read {shown}: {e}"));
+            return Vec::new();
+        }
+    };
+    let file: FileConfig = match serde_json::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.push(format!("--config {shown}: {e}"));
+            return Vec::new();
+        }
+    };
+    if file.groups.is_empty() {
+        errs.push(format!(
+            "--config {shown}: groups is empty: describe at least one watch group"
+        ));
+    }
+    let mut out = Vec::new();
+    for (gi, g) in file.groups.into_iter().enumerate() {
+        let at = format!("--config {shown}: groups[{gi}]");
+        let mut dur = |field: &str, v: Option<String>, default| match v {
+            None => default,
+            Some(s) => parse::duration(&s).unwrap_or_else(|e| {
+                errs.push(format!("{at}.{field}: {e}"));
+                default
+            }),
+        };
+        let debounce = dur("debounce", g.debounce, args.debounce);
+        let debounce_max = dur("debounce_max", g.debounce_max, args.debounce_max);
+        let min_reload_interval = dur(
+            "min_reload_interval",
+            g.min_reload_interval,
+            defaults.min_reload_interval,
+        );
+        if debounce_max < debounce {
+            errs.push(format!(
+                "{at}.debounce_max must not be shorter than debounce"
+            ));
+        }
+        if g.watch.is_empty() {
+            errs.push(format!(
+                "{at}.watch is empty: list the files or directories to watch"
+            ));
+        }
+        if g.targets.is_empty() {
+            errs.push(format!(
+                "{at}.targets is empty: add an http, signal or exec target"
+            ));
+        }
+        let group_defaults = TargetDefaults {
+            min_reload_interval,
+            reload_on_start: g.reload_on_start.unwrap_or(defaults.reload_on_start),
+            retries: g.reload_retries.or(defaults.retries),
+            ..defaults.clone()
+        };
+        let targets = g
+            .targets
+            .into_iter()
+            .enumerate()
+            .filter_map(|(ti, t)| {
+                let at = format!("{at}.targets[{ti}].");
+                let (name, action) = file_target(t, &at, &group_defaults, errs)?;
+                Some(target(name.unwrap_or_default(), action, &group_defaults))
+            })
+            .collect();
+        out.push(GroupConfig {
+            name: g.name,
+            paths: watch_paths(&g.watch, &format!("{at}.watch"), errs),
+            debounce,
+            debounce_max,
+            targets,
+        });
+    }
+    out
+}
+
+fn file_target(
+    t: FileTarget,
+    at: &str,
+    d: &TargetDefaults,
+    errs: &mut Vec<String>,
+) -> Option<(Option<String>, Action)> {
+    let timeout = |v: Option<String>, errs: &mut Vec<String>| match v {
+        None => Some(d.timeout),
+        Some(s) => parse::duration(&s)
+            .map_err(|e| errs.push(format!("{at}timeout: {e}")))
+            .ok(),
+    };
+    match t {
+        FileTarget::Http {
+            name,
+            url,
+            method,
+            expected_status,
+            headers,
+            bearer_token_file,
+            timeout: to,
+        } => {
+            let endpoint = parse::endpoint(&url)
+                .map_err(|e| errs.push(format!("{at}url: {e}")))
+                .ok();
+            let method = parse::method(method.as_deref().unwrap_or("POST"))
+                .map_err(|e| errs.push(format!("{at}method: {e}")))
+                .ok();
+            let expected_status = parse::status(expected_status.unwrap_or(200))
+                .map_err(|e| errs.push(format!("{at}expected_status: {e}")))
+                .ok();
+            let mut hs = Vec::new();
+            for (k, v) in headers {
+                match parse::header(&format!("{k}: {v}")) {
+                    Ok(h) => hs.push(h),
+                    Err(e) => errs.push(format!("{at}headers: {e}")),
+                }
+            }
+            let timeout = timeout(to, errs);
+            Some((
+                name,
+                Action::Http(HttpAction {
+                    endpoint: endpoint?,
+                    method: method?,
+                    expected_status: expected_status?,
+                    headers: hs,
+                    bearer_token_file,
+                    timeout: timeout?,
+                }),
+            ))
+        }
+        FileTarget::Signal {
+            name,
+            signal,
+            process_name,
+            process_cmdline,
+            pid_file,
+            signal_all,
+        } => {
+            let sel = selector(
+                process_name.as_deref(),
+                process_cmdline.as_deref(),
+                pid_file.as_deref(),
+                at,
+                errs,
+            );
+            if sel.is_none()
+                && process_name.is_none()
+                && process_cmdline.is_none()
+                && pid_file.is_none()
+            {
+                errs.push(format!(
+                    "{at}: a signal target needs process_name, process_cmdline or pid_file"
+                ));
+            }
+            let signal = parse::signal(signal.as_deref().unwrap_or("HUP"))
+                .map_err(|e| errs.push(format!("{at}signal: {e}")))
+                .ok();
+            Some((
+                name,
+                Action::Signal(SignalAction {
+                    signal: signal?,
+                    selector: sel?,
+                    all: signal_all,
+                }),
+            ))
+        }
+        FileTarget::Exec {
+            name,
+            command,
+            timeout: to,
+        } => {
+            let argv = match command {
+                Command::Line(line) => exec_argv(&line),
+                Command::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
+                Command::Argv(argv) => Ok(argv),
+            }
+            .map_err(|e| errs.push(format!("{at}command: {e}")))
+            .ok();
+            let timeout = timeout(to, errs);
+            Some((
+                name,
+                Action::Exec(ExecAction {
+                    argv: argv?,
+                    timeout: timeout?,
+                }),
+            ))
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Parsers for the value types of flags and config fields: durations, signals, reload URLs,
+//! headers and listen addresses. Each error says what was expected, so that the caller only has
+//! to prefix the flag or field name.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+use nix::sys::signal::Signal;
+
+/// A duration such as `100ms`, `5s`, `2m` or `0`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("'{s}' is not a duration ({e}): write a number with a unit, like 100ms, 5s or 2m")
+    })
+}
+
+/// A signal by name (`HUP`, `SIGHUP`, `hup`) or number (`1`).
+pub fn signal(s: &str) -> Result<Signal, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("'{s}' is not a signal number on Linux"));
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let sig = Signal::from_str(&name).map_err(|_| {
+        format!(
+            "'{s}' is not a signal name: use HUP, USR1, USR2, TERM, QUIT, INT, WINCH or a number"
+        )
+    })?;
+    if matches!(
+        sig,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    ) {
+        return Err(format!(
+            "'{s}' stops the process instead of reloading it: use HUP, USR1, USR2 or TERM"
+        ));
+    }
+    Ok(sig)
+}
+
+/// Where and how to reach an HTTP endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The URL as given (used only for requests; labels use [`Endpoint::label`]).
+    pub uri: Uri,
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// A label value that cannot carry credentials: scheme, host, port and path, no query.
+    pub fn label(&self) -> String {
+        format!(
+            "http://{}:{}{}",
+            self.host_for_url(),
+            self.port,
+            self.uri.path()
+        )
+    }
+
+    /// The `Host` header value.
+    pub fn host_header(&self) -> String {
+        format!("{}:{}", self.host_for_url(), self.port)
+    }
+
+    fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+/// An `http://` URL of a reload or verify endpoint.
+pub fn endpoint(s: &str) -> Result<Endpoint, String> {
+    let uri: Uri = s.trim().parse().map_err(|e| {
+        format!("'{s}' is not a URL ({e}): write it like http://127.0.0.1:9090/-/reload")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "'{s}': https is not supported; the app is reached over the pod's loopback, \
+                 use http://127.0.0.1:PORT/..."
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "'{s}' is not an http:// URL: write it like http://127.0.0.1:9090/-/reload"
+            ));
+        }
+    }
+    let authority = uri.authority().ok_or_else(|| {
+        format!("'{s}' has no host: write it like http://127.0.0.1:9090/-/reload")
+    })?;
+    if authority.as_str().contains('@') {
+        return Err(
+            "credentials in the URL are not supported (they would end up in logs and labels): \
+                    use --reload-header 'Authorization: ...' or --reload-bearer-token-file"
+                .to_string(),
+        );
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(Endpoint { uri, host, port })
+}
+
+/// An HTTP method such as `POST` or `GET`.
+pub fn method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("'{s}' is not an HTTP method: use POST, GET or PUT"))
+}
+
+/// An HTTP status code the reload call must answer with.
+pub fn status(code: u16) -> Result<u16, String> {
+    if (100..=599).contains(&code) {
+        Ok(code)
+    } else {
+        Err(format!("{code} is not an HTTP status code (100-599)"))
+    }
+}
+
+/// A header `Name: value`.
+pub fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| {
+        format!(
+            "'{}' is not a header: write it as 'Name: value'",
+            redact_header(s)
+        )
+    })?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("'{}' is not a valid header name", name.trim()))?;
+    let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
+        format!("the value of header '{name}' has characters a header cannot carry")
+    })?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// Header values may be credentials: error messages show only the name part.
+fn redact_header(s: &str) -> String {
+    match s.split_once(':') {
+        Some((name, _)) => format!("{name}: ..."),
+        None if s.len() > 16 => "...".to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// A listen address: `host:port`, `[v6]:port` or `:port` (all interfaces, as configmap-reload).
+pub fn listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{s}' has no valid port: write it like 0.0.0.0:9533 or :9533"))?;
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{s}' has no valid port: write it like 127.0.0.1:9533"))?;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    s.parse().map_err(|_| {
+        format!("'{s}' is not an address: write it like 0.0.0.0:9533, [::]:9533 or :9533")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("0").unwrap(), Duration::ZERO);
+        assert!(duration("fast").unwrap_err().contains("100ms"));
+        assert!(duration("5").is_err());
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal("HUP").unwrap(), Signal::SIGHUP);
+        assert_eq!(signal("sigusr1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(signal("15").unwrap(), Signal::SIGTERM);
+        assert!(signal("HUPP").unwrap_err().contains("HUPP"));
+        assert!(signal("99").is_err());
+        assert!(signal("STOP").unwrap_err().contains("stops"));
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = endpoint("http://127.0.0.1:9090/-/reload?token=abc").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 9090));
+        assert_eq!(e.label(), "http://127.0.0.1:9090/-/reload");
+        let e = endpoint("http://[::1]/x").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 80));
+        assert_eq!(e.host_header(), "[::1]:80");
+        assert!(endpoint("https://x/").unwrap_err().contains("https"));
+        assert!(endpoint("ftp://x/").unwrap_err().contains("http://"));
+        assert!(
+            endpoint("http://u:p@x/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(endpoint("not a url").is_err());
+    }
+
+    #[test]
+    fn headers_never_echo_values() {
+        let (n, v) = header("X-Token: s3cr3t").unwrap();
+        assert_eq!(n.as_str(), "x-token");
+        assert_eq!(v.to_str().unwrap(), "s3cr3t");
+        let err = header("Authorization Bearer s3cr3t-value-long").unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen(":9533").unwrap().to_string(), "0.0.0.0:9533");
+        assert_eq!(listen("127.0.0.1:0").unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(listen("[::]:9533").unwrap().to_string(), "[::]:9533");
+        assert!(listen("nowhere").is_err());
+    }
+}
