@@ -143,7 +143,7 @@ impl ProcFs {
         own_pid: i32,
     ) -> Result<Vec<ProcInfo>, FindError> {
         if let Selector::PidFile(path) = selector {
-            return self.from_pid_file(path).map(|p| vec![p]);
+            return self.read_pid_file(path).map(|p| vec![p]);
         }
         let procs = self
             .processes()
@@ -167,7 +167,7 @@ impl ProcFs {
         Ok(top.into_iter().collect())
     }
 
-    fn from_pid_file(&self, path: &Path) -> Result<ProcInfo, FindError> {
+    fn read_pid_file(&self, path: &Path) -> Result<ProcInfo, FindError> {
         let text = fs::read_to_string(path)
             .map_err(|e| FindError::PidFile(path.to_path_buf(), e.to_string()))?;
         let pid: i32 = text.trim().parse().map_err(|_| {

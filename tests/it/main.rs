@@ -1,1 +1,12 @@
-//! Integration tests (being written).
+//! Integration tests: the built binary and the library against real processes, real signals, real
+//! HTTP servers on 127.0.0.1 and real directories laid out the way kubelet lays them out.
+//!
+//! Every test has its own directories, ports and process names, and kills what it started even
+//! when it fails (guards in `support`).
+
+mod cli;
+mod http;
+mod library;
+mod signal;
+mod support;
+mod volumes;

@@ -1,0 +1,322 @@
+//! Test support: real processes, real HTTP servers, real directories, each test with its own.
+//!
+//! - [`Daemon`]: the built binary on `127.0.0.1:<ephemeral>`, killed on drop.
+//! - [`App`]: the demonstration app under a unique process name, killed on drop.
+//! - [`Sink`] (in `sink.rs`): a real HTTP endpoint on 127.0.0.1 that counts calls.
+//! - [`eventually`]: poll a condition with a generous deadline; never a fixed sleep as assertion.
+
+#![allow(dead_code)]
+
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use secret_reloader::atomic_writer::{AtomicWriter, SymlinkOrder};
+
+/// Generous deadline for anything the daemon should do "at once" (the machine is shared).
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secret-reloader")
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("sr-it-").tempdir().expect("temp dir")
+}
+
+/// A short random hex string for unique names.
+pub fn unique() -> String {
+    format!("{:06x}", getrandom::u32().unwrap() & 0xff_ffff)
+}
+
+/// Polls `cond` every 10 ms until it holds or `DEADLINE` passes; panics with `what` and the last
+/// value seen.
+pub fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, cond: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = probe();
+        if cond(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; last seen: {v:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lets time pass for things that must NOT happen (a reload that should not come): the
+/// assertion is on the state after it, and the wait is longer than the daemon would need.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(600));
+}
+
+/// A plain HTTP/1.0 GET; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the text format (enough for the daemon's own output).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}')),
+            None => (series.to_string(), ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"").expect("label pair");
+            map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+        }
+        out.push(Sample { name, labels: map, value: value.parse().expect("sample value") });
+    }
+    out
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parse_metrics(text)
+        .into_iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
+}
+
+/// The daemon binary, running; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `args` (plus `--listen 127.0.0.1:0`) and waits for its address.
+    pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with(args, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).args(["--listen", "127.0.0.1:0"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(cmd)
+    }
+
+    /// Spawns a prepared command whose stderr is piped, and waits for the listening address.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd.spawn().expect("start the daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(DEADLINE) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not start listening; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon { child, addr, log }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The pid of the daemon process.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").expect("GET /metrics").1
+    }
+
+    /// The value of one metric sample, if exported.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric(&self.metrics(), &format!("secret_reloader_{name}"), labels)
+    }
+
+    /// `/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.addr, "/status").expect("GET /status");
+        assert_eq!(code, 200);
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        eventually("/readyz to answer 200", || http_get(self.addr, "/readyz").map(|r| r.0).unwrap_or(0), |c| *c == 200);
+    }
+
+    /// Sends SIGTERM and waits (with the deadline) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::SIGTERM);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+    }
+}
+
+/// What the demonstration app reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppState {
+    pub pid: i32,
+    pub reloads: u64,
+    pub version: String,
+}
+
+/// The demonstration app under a unique process name (so a daemon told `--process-name` finds
+/// this test's app and no other); killed on drop, its workers with it.
+pub struct App {
+    child: Option<Child>,
+    pub name: String,
+    pub state_file: PathBuf,
+    exe: PathBuf,
+    args: Vec<String>,
+}
+
+impl App {
+    /// Starts `<dir>/bin/<name> demo-app --credential <credential> <extra>`.
+    pub fn start(dir: &Path, credential: &Path, extra: &[&str]) -> App {
+        let name = format!("app{}", unique());
+        let bin_dir = dir.join("bin");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        let exe = bin_dir.join(&name);
+        std::os::unix::fs::symlink(bin(), &exe).unwrap();
+        let state_file = dir.join(format!("{name}.state"));
+        let mut args = vec!["demo-app".to_string(), "--credential".into(), credential.display().to_string()];
+        args.extend(["--state-file".to_string(), state_file.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut app = App { child: None, name, state_file, exe, args };
+        app.spawn();
+        app
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.state_file);
+        let child = Command::new(&self.exe).args(&self.args).stdout(Stdio::null()).spawn().expect("start app");
+        self.child = Some(child);
+    }
+
+    /// The pid of the (master) process.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// The state file of the master, or of worker `i`.
+    pub fn state_of(path: &Path) -> Option<AppState> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut st = AppState::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("pid", v)) => st.pid = v.parse().ok()?,
+                Some(("reloads", v)) => st.reloads = v.parse().ok()?,
+                Some(("version", v)) => st.version = v.to_string(),
+                _ => {}
+            }
+        }
+        Some(st)
+    }
+
+    /// What the app reports now.
+    pub fn state(&self) -> Option<AppState> {
+        App::state_of(&self.state_file)
+    }
+
+    /// Waits until the app reports it is up (handler installed, credential loaded).
+    pub fn wait_up(&self) -> AppState {
+        let pid = self.pid();
+        eventually(&format!("app {} to report", self.name), || self.state(), |s| s.as_ref().is_some_and(|s| s.pid == pid))
+            .unwrap()
+    }
+
+    /// Reloads so far (0 when not up).
+    pub fn reloads(&self) -> u64 {
+        self.state().map_or(0, |s| s.reloads)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills the app and starts it again (a new pid).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Version file content the demo app understands: first line names the version.
+pub fn credential(version: &str) -> String {
+    format!("version={version}\nsecret=s3cr3t-{version}-value\n")
+}

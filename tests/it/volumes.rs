@@ -1,0 +1,258 @@
+//! Watching: kubelet's atomic writer in both symlink orders, other writers (in-place, rename-over,
+//! delete + recreate), paths that appear late, directories removed and created again, special
+//! files, polling. Each real change must give exactly one call; nothing else may give one.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::support::sink::Sink;
+use crate::support::{AtomicWriter, Daemon, SymlinkOrder, credential, eventually, settle, tempdir};
+
+/// A daemon calling `sink` for changes under `watch`, with storm protection off so that every
+/// change is its own action.
+fn daemon_for(watch: &Path, sink: &Sink, extra: &[&str]) -> Daemon {
+    let url = sink.url("/-/reload");
+    let mut args = vec!["--watch", watch.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"];
+    args.extend(extra);
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    d
+}
+
+/// Waits for the `n`-th call and checks it loaded `version`.
+fn expect_call(sink: &Sink, n: usize, version: &str) {
+    let calls = eventually(&format!("call {n} (version {version})"), || sink.calls(), |c| c.len() >= n);
+    assert_eq!(calls.len(), n, "exactly {n} calls expected: {calls:#?}");
+    assert_eq!(calls[n - 1].version.as_deref(), Some(version), "call {n} loaded the wrong version");
+}
+
+fn kubelet_updates(order: SymlinkOrder) {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol).with_order(order);
+    w.write(&[("token", credential("1")), ("ca.crt", "ca-1".into())]).unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let d = daemon_for(&vol, &sink, &[]);
+    settle();
+    assert_eq!(sink.count(), 0, "no call at start for an HTTP target (auto): the app loaded what is there");
+
+    for i in 2..=12 {
+        let v = i.to_string();
+        // Keys come and go as a Secret is edited: added every third version, dropped after.
+        let mut keys = vec![("token", credential(&v)), ("ca.crt", format!("ca-{}", i / 4))];
+        if i % 3 == 0 {
+            keys.push(("extra.key", format!("extra-{i}")));
+        }
+        w.write(&keys).unwrap();
+        expect_call(&sink, i - 1, &v);
+    }
+    settle();
+    assert_eq!(sink.count(), 11, "one call per update, none after");
+    assert_eq!(d.metric("changes_total", &[("watch", "default")]), Some(11.0));
+    assert_eq!(d.metric("reloads_total", &[("result", "success")]), Some(11.0));
+    assert_eq!(d.metric("stale", &[]), Some(0.0));
+}
+
+#[test]
+fn kubelet_updates_give_one_call_each_symlinks_after_swap() {
+    kubelet_updates(SymlinkOrder::AfterSwap);
+}
+
+#[test]
+fn kubelet_updates_give_one_call_each_symlinks_before_swap() {
+    kubelet_updates(SymlinkOrder::BeforeSwap);
+}
+
+#[test]
+fn new_key_symlink_after_swap_gives_one_call_for_a_watched_file() {
+    // Watching one key of a volume: a key added by the update is complete at the swap.
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("other", "x")]).unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("..data/token")));
+    let _d = daemon_for(&vol.join("token"), &sink, &[]);
+    w.write(&[("other", "x".to_string()), ("token", credential("1"))]).unwrap();
+    expect_call(&sink, 1, "1");
+    w.write(&[("other", "changed but not watched".to_string()), ("token", credential("1"))]).unwrap();
+    w.write(&[("other", "x".to_string()), ("token", credential("2"))]).unwrap();
+    expect_call(&sink, 2, "2");
+    settle();
+    assert_eq!(sink.count(), 2, "a change of another key of the volume is not a change of the watched file");
+}
+
+#[test]
+fn touch_chmod_and_identical_content_give_no_call() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let plain = dir.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("password"), "p1").unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let d = daemon_for(&vol, &sink, &["--watch", plain.to_str().unwrap()]);
+
+    w.write(&[("token", credential("1"))]).unwrap(); // kubelet rewriting identical data
+    let real = vol.join("..data/token");
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap(); // chmod
+    let f = fs::File::options().append(true).open(&real).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap(); // touch
+    drop(f);
+    fs::set_permissions(plain.join("password"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(plain.join("password"), "p1").unwrap(); // same bytes written again
+    settle();
+    assert_eq!(sink.count(), 0, "nothing changed the content: {:#?}", sink.calls());
+    let status = d.status();
+    let files = status["watches"][0]["files"].as_array().unwrap();
+    let token = files.iter().find(|f| f["path"].as_str().unwrap().ends_with("/vol/token")).unwrap();
+    assert_eq!(token["mode"], "0600", "the scan after chmod shows the new mode: {token}");
+
+    w.write(&[("token", credential("2"))]).unwrap();
+    expect_call(&sink, 1, "2");
+}
+
+#[test]
+fn other_writers_in_place_rename_over_delete_recreate() {
+    let dir = tempdir();
+    let plain = dir.path().join("secrets");
+    fs::create_dir(&plain).unwrap();
+    let token = plain.join("token");
+    fs::write(&token, credential("1")).unwrap();
+    let sink = Sink::start_with_probe(Some(token.clone()));
+    let _d = daemon_for(&plain, &sink, &[]);
+
+    // In-place write (truncate and write through one descriptor).
+    fs::write(&token, credential("2")).unwrap();
+    expect_call(&sink, 1, "2");
+    // Rename-over: write a temporary file, rename it onto the name (Vault Agent, editors).
+    let tmp = plain.join(".token.tmp");
+    fs::write(&tmp, credential("3")).unwrap();
+    fs::rename(&tmp, &token).unwrap();
+    expect_call(&sink, 2, "3");
+    // Delete and create again.
+    fs::remove_file(&token).unwrap();
+    fs::write(&token, credential("4")).unwrap();
+    expect_call(&sink, 3, "4");
+    settle();
+    assert_eq!(sink.count(), 3);
+}
+
+#[test]
+fn watched_single_file_rename_over_and_in_place() {
+    let dir = tempdir();
+    let file = dir.path().join("token");
+    fs::write(&file, credential("1")).unwrap();
+    let sink = Sink::start_with_probe(Some(file.clone()));
+    let _d = daemon_for(&file, &sink, &[]);
+    let tmp = dir.path().join("token.new");
+    fs::write(&tmp, credential("2")).unwrap();
+    fs::rename(&tmp, &file).unwrap();
+    expect_call(&sink, 1, "2");
+    fs::write(&file, credential("3")).unwrap();
+    expect_call(&sink, 2, "3");
+    fs::write(dir.path().join("unrelated"), "x").unwrap();
+    settle();
+    assert_eq!(sink.count(), 2, "a sibling file is not watched content");
+}
+
+#[test]
+fn path_that_appears_after_start_is_reloaded_once() {
+    let dir = tempdir();
+    let vol = dir.path().join("not/there/yet");
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let d = daemon_for(&vol, &sink, &[]);
+    let status = d.status();
+    assert_eq!(status["watches"][0]["complete"], false);
+    assert!(status["watches"][0]["problems"][0].as_str().unwrap().contains("does not exist"), "{status}");
+    AtomicWriter::new(&vol).write(&[("token", credential("1"))]).unwrap();
+    expect_call(&sink, 1, "1");
+    AtomicWriter::new(&vol).write(&[("token", credential("2"))]).unwrap();
+    expect_call(&sink, 2, "2");
+}
+
+#[test]
+fn directory_removed_and_created_again_is_watched_again() {
+    let dir = tempdir();
+    let plain = dir.path().join("conf");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("token"), credential("1")).unwrap();
+    let sink = Sink::start_with_probe(Some(plain.join("token")));
+    let d = daemon_for(&plain, &sink, &[]);
+    fs::remove_dir_all(&plain).unwrap();
+    eventually("the removal to be seen", || d.status()["watches"][0]["complete"].clone(), |c| c == false);
+    settle();
+    assert_eq!(sink.count(), 0, "an incomplete version is never reloaded");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("token"), credential("2")).unwrap();
+    expect_call(&sink, 1, "2");
+    // The new directory is watched: a change inside it is seen without a resync.
+    fs::write(plain.join("token"), credential("3")).unwrap();
+    expect_call(&sink, 2, "3");
+}
+
+#[test]
+fn special_files_are_skipped_and_reported_without_hanging() {
+    let dir = tempdir();
+    let plain = dir.path().join("conf");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("token"), credential("1")).unwrap();
+    nix::unistd::mkfifo(&plain.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(plain.join("sock")).unwrap();
+    std::os::unix::fs::symlink("loop2", plain.join("loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", plain.join("loop2")).unwrap();
+    std::os::unix::fs::symlink("missing", plain.join("dangling")).unwrap();
+    let sink = Sink::start_with_probe(Some(plain.join("token")));
+    let d = daemon_for(&plain, &sink, &[]);
+    let status = d.status();
+    let skipped = status["watches"][0]["skipped"].to_string();
+    for name in ["fifo", "sock", "loop1", "dangling"] {
+        assert!(skipped.contains(name), "{name} not reported as skipped: {skipped}");
+    }
+    assert_eq!(status["watches"][0]["complete"], true, "skipped entries do not block: {status}");
+    fs::write(plain.join("token"), credential("2")).unwrap();
+    expect_call(&sink, 1, "2");
+}
+
+#[test]
+fn forced_polling_sees_changes_and_says_so() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let d = daemon_for(&vol, &sink, &["--poll-interval", "100ms"]);
+    assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
+    assert_eq!(d.status()["watches"][0]["watch_mode"], "poll");
+    w.write(&[("token", credential("2"))]).unwrap();
+    expect_call(&sink, 1, "2");
+}
+
+#[test]
+fn status_shows_files_owners_modes_and_keyed_fingerprints_only() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let sink = Sink::start();
+    let d = daemon_for(&vol, &sink, &[]);
+    let status = d.status();
+    let watch = &status["watches"][0];
+    assert_eq!(watch["name"], "default");
+    assert_eq!(watch["paths"][0]["layout"], "kubelet_volume");
+    let file = &watch["files"][0];
+    assert!(file["path"].as_str().unwrap().ends_with("/vol/token"), "{file}");
+    assert_eq!(file["mode"], "0644");
+    assert_eq!(file["uid"], nix::unistd::getuid().as_raw());
+    let fp = watch["fingerprint"].as_str().unwrap();
+    assert_eq!(fp.len(), 16);
+    assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
+    let target = &status["targets"][0];
+    assert_eq!(target["applied_fingerprint"], watch["fingerprint"]);
+    assert_eq!(target["stale"], false);
+    assert_eq!(status["ready"], true);
+    assert!(status["config"]["groups"][0]["targets"][0]["action"]["url"].as_str().unwrap().ends_with("/-/reload"));
+    let text = status.to_string() + &d.metrics() + &d.log();
+    assert!(!text.contains("s3cr3t"), "secret content leaked");
+}
