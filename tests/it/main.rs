@@ -7,6 +7,7 @@
 mod cli;
 mod http;
 mod library;
+mod nginx;
 mod signal;
 mod support;
 mod volumes;

@@ -256,3 +256,61 @@ fn status_shows_files_owners_modes_and_keyed_fingerprints_only() {
     let text = status.to_string() + &d.metrics() + &d.log();
     assert!(!text.contains("s3cr3t"), "secret content leaked");
 }
+
+/// Runs the daemon in a new user namespace whose inotify limits are set to `limits` (the
+/// `/proc/sys/user` files are per user namespace): the machine's own limits stay untouched.
+fn daemon_with_inotify_limits(limits: &[(&str, &str)], args: &[&str]) -> Daemon {
+    let mut script = String::new();
+    for (file, value) in limits {
+        script.push_str(&format!("echo {value} > /proc/sys/user/{file} && "));
+    }
+    script.push_str("exec \"$0\" \"$@\"");
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c", &script, crate::support::bin()])
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let d = Daemon::spawn(cmd);
+    d.wait_ready();
+    d
+}
+
+#[test]
+fn watch_limit_reached_falls_back_to_polling_and_says_so() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let url = sink.url("/-/reload");
+    let d = daemon_with_inotify_limits(
+        &[("max_inotify_watches", "1")],
+        &["--watch", vol.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"],
+    );
+    assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
+    assert!(d.metric("watch_errors_total", &[("kind", "watch_limit")]).unwrap() >= 1.0);
+    let mode = d.status()["watches"][0]["watch_mode"].as_str().unwrap().to_string();
+    assert!(mode.starts_with("poll (fallback") && mode.contains("max_user_watches"), "{mode}");
+    assert!(d.log().contains("polling instead"), "{}", d.log());
+    w.write(&[("token", credential("2"))]).unwrap();
+    expect_call(&sink, 1, "2");
+}
+
+#[test]
+fn inotify_unavailable_falls_back_to_polling() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let url = sink.url("/-/reload");
+    let d = daemon_with_inotify_limits(
+        &[("max_inotify_instances", "0")],
+        &["--watch", vol.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"],
+    );
+    assert_eq!(d.metric("watch_errors_total", &[("kind", "inotify_init")]), Some(1.0));
+    assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
+    w.write(&[("token", credential("2"))]).unwrap();
+    expect_call(&sink, 1, "2");
+}
