@@ -96,16 +96,20 @@ impl GroupScanner {
             let due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.poll_interval);
             let next = [due, next_resync, poll_due].into_iter().flatten().min();
-            let sleep = async {
-                match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
+            // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
+            // would add up to a millisecond.
+            if next.is_none_or(|t| t > Instant::now()) {
+                let sleep = async {
+                    match next {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = self.wake.notify.notified() => continue,
+                    _ = sleep => {}
+                    _ = crate::shutdown::stopped(&mut stop) => return,
                 }
-            };
-            tokio::select! {
-                _ = self.wake.notify.notified() => continue,
-                _ = sleep => {}
-                _ = crate::shutdown::stopped(&mut stop) => return,
             }
             let now = Instant::now();
             let resync_now = next_resync.is_some_and(|t| t <= now);
