@@ -67,7 +67,7 @@ impl AtomicWriter {
         &self.dir
     }
 
-    /// Writes `keys` (each with mode 0644) as the new version; returns when `..data` was swapped.
+    /// Writes `keys` (each with mode 0644) as the new version; see [`AtomicWriter::write_keys`].
     pub fn write<K: AsRef<str>, V: AsRef<[u8]>>(&self, keys: &[(K, V)]) -> io::Result<Instant> {
         let keys = keys
             .iter()
@@ -84,7 +84,8 @@ impl AtomicWriter {
         self.write_keys(&keys)
     }
 
-    /// Writes `keys` as the new version; returns the instant just after the `..data` swap.
+    /// Writes `keys` as the new version; returns the instant the `..data` rename was entered (a
+    /// lower bound of the commit, so latencies measured from it are never flattered).
     pub fn write_keys(&self, keys: &BTreeMap<String, Key>) -> io::Result<Instant> {
         fs::create_dir_all(&self.dir)?;
         let data_link = self.dir.join(KUBELET_DATA);
@@ -114,8 +115,8 @@ impl AtomicWriter {
         let tmp_link = self.dir.join("..data_tmp");
         let _ = fs::remove_file(&tmp_link);
         symlink(&ts_name, &tmp_link)?;
-        fs::rename(&tmp_link, &data_link)?;
         let swapped = Instant::now();
+        fs::rename(&tmp_link, &data_link)?;
         if self.order == SymlinkOrder::AfterSwap {
             self.create_user_visible(&new_top)?;
         }

@@ -72,16 +72,25 @@ impl ProcFs {
         self.root.join(pid.to_string()).join(file)
     }
 
+    /// Reads a small procfs file in one `read` (procfs reports size 0, so the standard library
+    /// would grow its buffer read by read; this is on the reload path).
+    fn read_small(&self, pid: i32, file: &str) -> io::Result<String> {
+        use std::io::Read;
+        let mut buf = Vec::with_capacity(4096);
+        fs::File::open(self.pid_path(pid, file))?.read_to_end(&mut buf)?;
+        String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+    }
+
     /// The stat line of one process.
     pub fn stat(&self, pid: i32) -> io::Result<ProcInfo> {
-        let text = fs::read_to_string(self.pid_path(pid, "stat"))?;
+        let text = self.read_small(pid, "stat")?;
         parse_stat(&text)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))
     }
 
     /// Identity and signal masks of one process.
     pub fn status(&self, pid: i32) -> io::Result<ProcStatus> {
-        let text = fs::read_to_string(self.pid_path(pid, "status"))?;
+        let text = self.read_small(pid, "status")?;
         parse_status(&text)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable status"))
     }

@@ -22,6 +22,9 @@ use crate::watch::{Wake, WatchError, WatchHub};
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
 pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Scans that took less than this run on the runtime thread; longer ones on the blocking pool.
+const INLINE_SCAN_LIMIT: Duration = Duration::from_millis(2);
+
 /// A complete version of a group's content, as its targets see it.
 #[derive(Debug, Clone)]
 pub struct Version {
@@ -77,6 +80,8 @@ struct Memory {
     polling: bool,
     problems: Vec<String>,
     scanned_once: bool,
+    /// Duration of the last scan: decides whether the next one runs inline.
+    last_scan_took: Duration,
 }
 
 impl GroupScanner {
@@ -88,6 +93,7 @@ impl GroupScanner {
             polling: false,
             problems: Vec::new(),
             scanned_once: false,
+            last_scan_took: INLINE_SCAN_LIMIT,
         };
         let mut next_resync = self.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
@@ -136,15 +142,23 @@ impl GroupScanner {
             self.hub.clone(),
             self.index,
         );
-        let joined =
-            tokio::task::spawn_blocking(move || scan_and_watch(&paths, &key, &hub, index)).await;
-        let (scan, watched) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(watch = %self.group.name, error = %e, "scan failed unexpectedly; retrying at the next event");
-                return;
+        // Secrets are small: a scan that took little time last time runs right here, saving two
+        // thread handoffs on the reload path. Large content goes to the blocking pool so that it
+        // never stalls the admin server or other groups.
+        let (scan, watched) = if mem.last_scan_took < INLINE_SCAN_LIMIT {
+            scan_and_watch(&paths, &key, &hub, index)
+        } else {
+            match tokio::task::spawn_blocking(move || scan_and_watch(&paths, &key, &hub, index))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(watch = %self.group.name, error = %e, "scan failed unexpectedly; retrying at the next event");
+                    return;
+                }
             }
         };
+        mem.last_scan_took = started.elapsed();
         let name = self.group.name.as_str();
         self.record_watch_mode(mem, watched);
         lock(&self.state.groups[self.index]).record_scan(&scan);

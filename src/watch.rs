@@ -85,6 +85,8 @@ pub fn classify(kind: &EventKind, path: &Path) -> Option<Signal> {
             Some(Signal::Closed(path.to_path_buf()))
         }
         EventKind::Access(_) => None,
+        // notify reports a rename as From, To and then Both: Both only repeats the other two.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         _ if path.file_name().is_some_and(|n| n == KUBELET_DATA) => Some(Signal::Commit),
         EventKind::Modify(ModifyKind::Data(_)) => Some(Signal::Write(path.to_path_buf())),
         _ => Some(Signal::Other),

@@ -34,7 +34,11 @@ impl Daemon {
                 }
             }
         });
-        let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(10)).expect("daemon listening").parse().unwrap();
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("daemon listening")
+            .parse()
+            .unwrap();
         let d = Daemon { child, addr };
         let deadline = Instant::now() + Duration::from_secs(10);
         while get(d.addr, "/readyz") != Some(200) {
@@ -50,7 +54,8 @@ impl Daemon {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -61,17 +66,25 @@ impl Daemon {
 
     /// utime + stime in clock ticks, all threads.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<&str> = rest.split_whitespace().collect();
         // After the command: state is field 3, utime 14, stime 15 (1-based overall).
-        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
     }
 
     /// Number of threads.
     pub fn threads(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status.lines().find(|l| l.starts_with("Threads:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("Threads:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 

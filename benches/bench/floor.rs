@@ -25,6 +25,15 @@ pub fn start(dir: &Path, action: FloorAction) {
     let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_MOVED_TO) };
     assert!(wd >= 0, "inotify_add_watch failed");
     std::thread::spawn(move || {
+        // Like a signal from the daemon, the floor's SIGHUP must wake another thread of this
+        // process: blocked here, the kernel cannot deliver it on this thread's return from kill.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGHUP);
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&set),
+            None,
+        );
         let mut buf = [0u8; 4096];
         loop {
             let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -42,7 +51,9 @@ pub fn start(dir: &Path, action: FloorAction) {
                 FloorAction::Http(addr) => {
                     if let Ok(mut s) = TcpStream::connect(addr) {
                         let _ = s.set_nodelay(true);
-                        let _ = s.write_all(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+                        let _ = s.write_all(
+                            b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                        );
                         let mut sink = [0u8; 256];
                         let _ = s.read(&mut sink);
                     }

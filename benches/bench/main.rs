@@ -28,11 +28,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let opts = Opts {
-        bin: std::env::var("SECRET_RELOADER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string()),
+        bin: std::env::var("SECRET_RELOADER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string()),
         iterations: if quick { 40 } else { 200 },
         updates: if quick { 200 } else { 1000 },
         idle: Duration::from_secs(if quick { 5 } else { 30 }),
-        write: args.iter().position(|a| a == "--write").and_then(|i| args.get(i + 1)).map(PathBuf::from),
+        write: args
+            .iter()
+            .position(|a| a == "--write")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from),
     };
     let mut out = String::new();
     header(&mut out, &opts);
@@ -55,32 +60,52 @@ fn header(out: &mut String, o: &Opts) {
         .unwrap_or("?")
         .trim()
         .to_string();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(out, "# secret-reloader benchmark\n");
-    let _ = writeln!(out, "- date: {}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
-    let _ = writeln!(out, "- machine: {cpu}, {cores} cores, Linux {}", kernel.trim());
+    let _ = writeln!(
+        out,
+        "- date: {}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    let _ = writeln!(
+        out,
+        "- machine: {cpu}, {cores} cores, Linux {}",
+        kernel.trim()
+    );
     let _ = writeln!(
         out,
         "- binary: `{}`, {:.2} MiB, {}",
         o.bin,
         size as f64 / 1048576.0,
-        if is_static(Path::new(&o.bin)) { "static" } else { "dynamically linked" }
+        if is_static(Path::new(&o.bin)) {
+            "static"
+        } else {
+            "dynamically linked"
+        }
     );
     let _ = writeln!(out, "- iterations per latency row: {}\n", o.iterations);
 }
 
 /// Whether an ELF file has no program interpreter (PT_INTERP), i.e. is statically linked.
 fn is_static(path: &Path) -> bool {
-    let Ok(b) = std::fs::read(path) else { return false };
+    let Ok(b) = std::fs::read(path) else {
+        return false;
+    };
     if b.len() < 64 || &b[..4] != b"\x7fELF" {
         return false;
     }
     let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16::from_le_bytes([b[54], b[55]]) as usize, u16::from_le_bytes([b[56], b[57]]) as usize);
+    let (phentsize, phnum) = (
+        u16::from_le_bytes([b[54], b[55]]) as usize,
+        u16::from_le_bytes([b[56], b[57]]) as usize,
+    );
     (0..phnum).all(|i| {
         let at = phoff + i * phentsize;
-        b.get(at..at + 4).is_none_or(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+        b.get(at..at + 4)
+            .is_none_or(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
     })
 }
 
@@ -97,21 +122,42 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let n = v.len();
     if n == 0 {
-        return Stats { median: f64::NAN, p99: f64::NAN, max: f64::NAN, n };
+        return Stats {
+            median: f64::NAN,
+            p99: f64::NAN,
+            max: f64::NAN,
+            n,
+        };
     }
-    Stats { median: ms(v[n / 2]), p99: ms(v[(n * 99 / 100).min(n - 1)]), max: ms(v[n - 1]), n }
+    Stats {
+        median: ms(v[n / 2]),
+        p99: ms(v[(n * 99 / 100).min(n - 1)]),
+        max: ms(v[n - 1]),
+        n,
+    }
 }
 
 fn row(out: &mut String, what: &str, s: &Stats) {
-    let _ = writeln!(out, "| {what} | {:.3} | {:.3} | {:.3} | {} |", s.median, s.p99, s.max, s.n);
+    let _ = writeln!(
+        out,
+        "| {what} | {:.3} | {:.3} | {:.3} | {} |",
+        s.median, s.p99, s.max, s.n
+    );
 }
 
 /// Rotates `iterations` times and times each swap → `wait` stamp.
-fn measure(writer: &AtomicWriter, iterations: usize, mut wait: impl FnMut() -> Option<Instant>, mut before: impl FnMut()) -> Vec<Duration> {
+fn measure(
+    writer: &AtomicWriter,
+    iterations: usize,
+    mut wait: impl FnMut() -> Option<Instant>,
+    mut before: impl FnMut(),
+) -> Vec<Duration> {
     let mut v = Vec::with_capacity(iterations);
     for i in 0..iterations {
         before();
-        let swapped = writer.write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))]).expect("rotate");
+        let swapped = writer
+            .write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))])
+            .expect("rotate");
         match wait() {
             Some(at) => v.push(at.saturating_duration_since(swapped)),
             None => eprintln!("  iteration {i}: no action within the deadline"),
@@ -122,7 +168,10 @@ fn measure(writer: &AtomicWriter, iterations: usize, mut wait: impl FnMut() -> O
 }
 
 fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
-    let dir = tempfile::Builder::new().prefix(&format!("sr-bench-{tag}-")).tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("sr-bench-{tag}-"))
+        .tempdir()
+        .unwrap();
     let w = AtomicWriter::new(dir.path().join("vol"));
     w.write(&[("token", "version=start\n")]).unwrap();
     (dir, w)
@@ -130,7 +179,10 @@ fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
 
 fn latency(out: &mut String, o: &Opts) {
     let _ = writeln!(out, "## Latency: kubelet `..data` swap → action (ms)\n");
-    let _ = writeln!(out, "| path | median | p99 | max | n |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| path | median | p99 | max | n |\n|---|---|---|---|---|"
+    );
     let deadline = Duration::from_secs(3);
     let common = ["--min-reload-interval", "0", "--reload-on-start", "never"];
 
@@ -141,8 +193,17 @@ fn latency(out: &mut String, o: &Opts) {
     let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
     args.extend(common);
     let d = Daemon::start(&o.bin, &args);
-    let http_s = stats(measure(&w, o.iterations, || http.next(deadline), || http.drain()));
-    row(out, "secret-reloader → HTTP call (kubelet fast path)", &http_s);
+    let http_s = stats(measure(
+        &w,
+        o.iterations,
+        || http.next(deadline),
+        || http.drain(),
+    ));
+    row(
+        out,
+        "secret-reloader → HTTP call (kubelet fast path)",
+        &http_s,
+    );
     drop(d);
 
     let sig = SignalProbe::install();
@@ -150,30 +211,62 @@ fn latency(out: &mut String, o: &Opts) {
     let vol = dir.path().join("vol");
     let pid_file = dir.path().join("bench.pid");
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    let mut args = vec!["--watch", vol.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap()];
+    let mut args = vec![
+        "--watch",
+        vol.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ];
     args.extend(common);
     let d = Daemon::start(&o.bin, &args);
-    let sig_s = stats(measure(&w, o.iterations, || sig.wait(deadline), || sig.reset()));
-    row(out, "secret-reloader → SIGHUP delivered (kubelet fast path)", &sig_s);
+    let sig_s = stats(measure(
+        &w,
+        o.iterations,
+        || sig.wait(deadline),
+        || sig.reset(),
+    ));
+    row(
+        out,
+        "secret-reloader → SIGHUP delivered (kubelet fast path)",
+        &sig_s,
+    );
     drop(d);
 
     let (dir, w) = volume("floor-signal");
     floor::start(w.dir(), floor::FloorAction::Signal);
-    let floor_sig = stats(measure(&w, o.iterations, || sig.wait(deadline), || sig.reset()));
+    let floor_sig = stats(measure(
+        &w,
+        o.iterations,
+        || sig.wait(deadline),
+        || sig.reset(),
+    ));
     row(out, "floor: inotify read → kill(SIGHUP)", &floor_sig);
     drop(dir);
 
     let (dir, w) = volume("floor-http");
     floor::start(w.dir(), floor::FloorAction::Http(http.addr));
-    let floor_http = stats(measure(&w, o.iterations, || http.next(deadline), || http.drain()));
+    let floor_http = stats(measure(
+        &w,
+        o.iterations,
+        || http.next(deadline),
+        || http.drain(),
+    ));
     row(out, "floor: inotify read → one HTTP request", &floor_http);
     drop(dir);
 
     // A writer without a commit point: the quiet period (default 100ms) is the latency.
-    let dir = tempfile::Builder::new().prefix("sr-bench-plain-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("sr-bench-plain-")
+        .tempdir()
+        .unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "version=start\n").unwrap();
-    let mut args = vec!["--watch", dir.path().to_str().unwrap(), "--reload-url", &url];
+    let mut args = vec![
+        "--watch",
+        dir.path().to_str().unwrap(),
+        "--reload-url",
+        &url,
+    ];
     args.extend(common);
     let d = Daemon::start(&o.bin, &args);
     let mut v = Vec::new();
@@ -185,7 +278,11 @@ fn latency(out: &mut String, o: &Opts) {
             v.push(at - written);
         }
     }
-    row(out, "secret-reloader → HTTP call (in-place writer, default --debounce 100ms)", &stats(v));
+    row(
+        out,
+        "secret-reloader → HTTP call (in-place writer, default --debounce 100ms)",
+        &stats(v),
+    );
     drop(d);
 
     let _ = writeln!(
@@ -203,7 +300,17 @@ fn footprint(out: &mut String, o: &Opts) {
     let (dir, w) = volume("footprint");
     let vol = dir.path().join("vol");
     let url = http.url();
-    let d = Daemon::start(&o.bin, &["--watch", vol.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"]);
+    let d = Daemon::start(
+        &o.bin,
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--reload-url",
+            &url,
+            "--min-reload-interval",
+            "0",
+        ],
+    );
     std::thread::sleep(Duration::from_secs(1));
     let rss_start = d.rss_kib();
     let threads = d.threads();
@@ -221,10 +328,23 @@ fn footprint(out: &mut String, o: &Opts) {
     std::thread::sleep(o.idle);
     let idle_ticks = d.cpu_ticks() - t0;
     let _ = writeln!(out, "| reading | value |\n|---|---|");
-    let _ = writeln!(out, "| RSS after start | {:.2} MiB |", rss_start as f64 / 1024.0);
-    let _ = writeln!(out, "| RSS after {} updates (each reloaded) | {:.2} MiB |", o.updates, rss_after as f64 / 1024.0);
+    let _ = writeln!(
+        out,
+        "| RSS after start | {:.2} MiB |",
+        rss_start as f64 / 1024.0
+    );
+    let _ = writeln!(
+        out,
+        "| RSS after {} updates (each reloaded) | {:.2} MiB |",
+        o.updates,
+        rss_after as f64 / 1024.0
+    );
     let _ = writeln!(out, "| threads | {threads} |");
-    let _ = writeln!(out, "| CPU ticks over {} s idle | {idle_ticks} |", o.idle.as_secs());
+    let _ = writeln!(
+        out,
+        "| CPU ticks over {} s idle | {idle_ticks} |",
+        o.idle.as_secs()
+    );
     if missed > 0 {
         let _ = writeln!(out, "| updates without a reload within 3 s | {missed} |");
     }

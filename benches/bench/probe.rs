@@ -33,7 +33,9 @@ impl HttpProbe {
                     }
                 }
                 let at = Instant::now();
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
                 if tx.send(at).is_err() {
                     return;
                 }

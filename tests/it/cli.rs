@@ -7,7 +7,10 @@ use crate::support::{bin, tempdir};
 /// Runs the binary with `args` and `env`; returns (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(bin());
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -22,7 +25,10 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -31,38 +37,157 @@ fn bad_flags_exit_2_and_name_the_flag() {
     let w = dir.path().to_str().unwrap();
     let cases: &[(&[&str], &[&str])] = &[
         (&[], &["nothing to watch", "--watch"]),
-        (&["--watch", w], &["no action given", "--reload-url", "--exec"]),
+        (
+            &["--watch", w],
+            &["no action given", "--reload-url", "--exec"],
+        ),
         (&["--reload-url", "http://127.0.0.1:1/"], &["--watch"]),
-        (&["--watch", w, "--reload-url", "ftp://x/"], &["--reload-url", "http://"]),
-        (&["--watch", w, "--reload-url", "https://127.0.0.1/-/reload"], &["--reload-url", "https is not supported"]),
-        (&["--watch", w, "--reload-url", "http://user:pw@127.0.0.1/"], &["--reload-url", "credentials"]),
-        (&["--watch", w, "--process-name", "a", "--pid-file", "/p"], &["--process-name", "--pid-file", "only one"]),
-        (&["--watch", w, "--signal", "HUPP", "--process-name", "a"], &["--signal", "HUPP"]),
-        (&["--watch", w, "--signal", "STOP", "--process-name", "a"], &["--signal", "stops the process"]),
-        (&["--watch", w, "--signal", "HUP"], &["--signal needs a target process"]),
+        (
+            &["--watch", w, "--reload-url", "ftp://x/"],
+            &["--reload-url", "http://"],
+        ),
+        (
+            &["--watch", w, "--reload-url", "https://127.0.0.1/-/reload"],
+            &["--reload-url", "https is not supported"],
+        ),
+        (
+            &["--watch", w, "--reload-url", "http://user:pw@127.0.0.1/"],
+            &["--reload-url", "credentials"],
+        ),
+        (
+            &["--watch", w, "--process-name", "a", "--pid-file", "/p"],
+            &["--process-name", "--pid-file", "only one"],
+        ),
+        (
+            &["--watch", w, "--signal", "HUPP", "--process-name", "a"],
+            &["--signal", "HUPP"],
+        ),
+        (
+            &["--watch", w, "--signal", "STOP", "--process-name", "a"],
+            &["--signal", "stops the process"],
+        ),
+        (
+            &["--watch", w, "--signal", "HUP"],
+            &["--signal needs a target process"],
+        ),
         (&["--watch", w, "--signal-all"], &["--signal-all"]),
-        (&["--watch", w, "--process-name", "a/b"], &["--process-name", "a/b"]),
-        (&["--watch", w, "--process-cmdline", "(", "--signal", "HUP"], &["--process-cmdline", "regular expression"]),
-        (&["--watch", w, "--exec", "sh -c 'unbalanced"], &["--exec", "unbalanced quotes"]),
-        (&["--watch", w, "--exec", "true", "--debounce", "fast"], &["--debounce", "fast"]),
-        (&["--watch", w, "--exec", "true", "--debounce", "1s", "--debounce-max", "10ms"], &["--debounce-max"]),
-        (&["--watch", w, "--exec", "true", "--poll-interval", "1ms"], &["--poll-interval"]),
-        (&["--watch", w, "--exec", "true", "--listen", "nowhere"], &["--listen", "nowhere"]),
-        (&["--watch", w, "--exec", "true", "--log-format", "xml"], &["--log-format", "xml"]),
-        (&["--watch", w, "--exec", "true", "--reload-on-start", "sometimes"], &["--reload-on-start"]),
-        (&["--watch", w, "--reload-url", "http://127.0.0.1:1/", "--reload-method", "GE T"], &["--reload-method"]),
-        (&["--watch", w, "--reload-url", "http://127.0.0.1:1/", "--reload-expected-status", "42"], &["--reload-expected-status"]),
-        (&["--watch", w, "--reload-url", "http://127.0.0.1:1/", "--reload-header", "X-Token s3cr3tvalue123456"], &["--reload-header"]),
-        (&["--watch", w, "--exec", "true", "--reload-header", "X: y"], &["--reload-header", "--reload-url"]),
-        (&["--watch", w, "--exec", "true", "--fingerprint-key-file", "/nonexistent/key"], &["--fingerprint-key-file", "/nonexistent/key"]),
-        (&["--watch", w, "--exec", "true", "--frobnicate"], &["--frobnicate"]),
-        (&["--watch", w, "--webhook-retries", "many", "--exec", "true"], &["--reload-retries", "many"]),
+        (
+            &["--watch", w, "--process-name", "a/b"],
+            &["--process-name", "a/b"],
+        ),
+        (
+            &["--watch", w, "--process-cmdline", "(", "--signal", "HUP"],
+            &["--process-cmdline", "regular expression"],
+        ),
+        (
+            &["--watch", w, "--exec", "sh -c 'unbalanced"],
+            &["--exec", "unbalanced quotes"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--debounce", "fast"],
+            &["--debounce", "fast"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--exec",
+                "true",
+                "--debounce",
+                "1s",
+                "--debounce-max",
+                "10ms",
+            ],
+            &["--debounce-max"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--poll-interval", "1ms"],
+            &["--poll-interval"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--listen", "nowhere"],
+            &["--listen", "nowhere"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--log-format", "xml"],
+            &["--log-format", "xml"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--exec",
+                "true",
+                "--reload-on-start",
+                "sometimes",
+            ],
+            &["--reload-on-start"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--reload-url",
+                "http://127.0.0.1:1/",
+                "--reload-method",
+                "GE T",
+            ],
+            &["--reload-method"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--reload-url",
+                "http://127.0.0.1:1/",
+                "--reload-expected-status",
+                "42",
+            ],
+            &["--reload-expected-status"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--reload-url",
+                "http://127.0.0.1:1/",
+                "--reload-header",
+                "X-Token s3cr3tvalue123456",
+            ],
+            &["--reload-header"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--reload-header", "X: y"],
+            &["--reload-header", "--reload-url"],
+        ),
+        (
+            &[
+                "--watch",
+                w,
+                "--exec",
+                "true",
+                "--fingerprint-key-file",
+                "/nonexistent/key",
+            ],
+            &["--fingerprint-key-file", "/nonexistent/key"],
+        ),
+        (
+            &["--watch", w, "--exec", "true", "--frobnicate"],
+            &["--frobnicate"],
+        ),
+        (
+            &["--watch", w, "--webhook-retries", "many", "--exec", "true"],
+            &["--reload-retries", "many"],
+        ),
     ];
     for (args, wants) in cases {
         let (code, err) = run(args, &[]);
         assert_eq!(code, 2, "{args:?} should exit 2; stderr:\n{err}");
         for want in *wants {
-            assert!(err.contains(want), "{args:?}: expected {want:?} in stderr, got:\n{err}");
+            assert!(
+                err.contains(want),
+                "{args:?}: expected {want:?} in stderr, got:\n{err}"
+            );
         }
         assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     }
@@ -72,7 +197,21 @@ fn bad_flags_exit_2_and_name_the_flag() {
 fn every_problem_is_reported_in_one_run() {
     let dir = tempdir();
     let w = dir.path().to_str().unwrap();
-    let (code, err) = run(&["--watch", w, "--reload-url", "ftp://x/", "--listen", "nowhere", "--signal", "NOPE", "--process-name", "a"], &[]);
+    let (code, err) = run(
+        &[
+            "--watch",
+            w,
+            "--reload-url",
+            "ftp://x/",
+            "--listen",
+            "nowhere",
+            "--signal",
+            "NOPE",
+            "--process-name",
+            "a",
+        ],
+        &[],
+    );
     assert_eq!(code, 2);
     for want in ["--reload-url", "--listen", "--signal"] {
         assert!(err.contains(want), "expected {want} in:\n{err}");
@@ -83,10 +222,22 @@ fn every_problem_is_reported_in_one_run() {
 fn bad_environment_values_name_the_flag() {
     let dir = tempdir();
     let w = dir.path().to_str().unwrap();
-    let (code, err) = run(&["--exec", "true"], &[("SECRET_RELOADER_WATCH", w), ("SECRET_RELOADER_DEBOUNCE", "soon")]);
+    let (code, err) = run(
+        &["--exec", "true"],
+        &[
+            ("SECRET_RELOADER_WATCH", w),
+            ("SECRET_RELOADER_DEBOUNCE", "soon"),
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--debounce") && err.contains("soon"), "{err}");
-    let (code, err) = run(&["--exec", "true"], &[("SECRET_RELOADER_WATCH", w), ("SECRET_RELOADER_SIGNAL_ALL", "maybe")]);
+    let (code, err) = run(
+        &["--exec", "true"],
+        &[
+            ("SECRET_RELOADER_WATCH", w),
+            ("SECRET_RELOADER_SIGNAL_ALL", "maybe"),
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--signal-all"), "{err}");
 }
@@ -100,38 +251,68 @@ fn config_file_errors_name_the_field() {
         p.display().to_string()
     };
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (dir.path().join("missing.json").display().to_string(), vec!["--config", "missing.json"]),
-        (write("syntax.json", "{ \"groups\": [ }"), vec!["syntax.json", "line 1"]),
         (
-            write("unknown.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"http","urll":"http://127.0.0.1/"}]}]}"#),
+            dir.path().join("missing.json").display().to_string(),
+            vec!["--config", "missing.json"],
+        ),
+        (
+            write("syntax.json", "{ \"groups\": [ }"),
+            vec!["syntax.json", "line 1"],
+        ),
+        (
+            write(
+                "unknown.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"http","urll":"http://127.0.0.1/"}]}]}"#,
+            ),
             vec!["unknown field `urll`"],
         ),
         (
-            write("badurl.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"exec","command":"true"},{"type":"http","url":"gopher://x"}]}]}"#),
+            write(
+                "badurl.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"exec","command":"true"},{"type":"http","url":"gopher://x"}]}]}"#,
+            ),
             vec!["groups[0].targets[1].url"],
         ),
         (
-            write("dup.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"exec","command":"true"}]},{"name":"a","watch":["/y"],"targets":[{"type":"exec","command":["true"]}]}]}"#),
+            write(
+                "dup.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"exec","command":"true"}]},{"name":"a","watch":["/y"],"targets":[{"type":"exec","command":["true"]}]}]}"#,
+            ),
             vec!["'a' is used twice"],
         ),
         (
-            write("notargets.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[]}]}"#),
+            write(
+                "notargets.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[]}]}"#,
+            ),
             vec!["groups[0].targets is empty"],
         ),
         (
-            write("badsig.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal","signal":"BOOM","process_name":"x"}]}]}"#),
+            write(
+                "badsig.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal","signal":"BOOM","process_name":"x"}]}]}"#,
+            ),
             vec!["groups[0].targets[0].signal", "BOOM"],
         ),
         (
-            write("nosel.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal"}]}]}"#),
+            write(
+                "nosel.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal"}]}]}"#,
+            ),
             vec!["groups[0].targets[0]", "process_name"],
         ),
         (
-            write("baddur.json", r#"{"groups":[{"name":"a","watch":["/x"],"debounce":"quick","targets":[{"type":"exec","command":"true"}]}]}"#),
+            write(
+                "baddur.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"debounce":"quick","targets":[{"type":"exec","command":"true"}]}]}"#,
+            ),
             vec!["groups[0].debounce", "quick"],
         ),
         (
-            write("badtype.json", r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"carrier-pigeon"}]}]}"#),
+            write(
+                "badtype.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"carrier-pigeon"}]}]}"#,
+            ),
             vec!["carrier-pigeon"],
         ),
     ];
@@ -149,7 +330,14 @@ fn help_and_version() {
     let out = Command::new(bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--watch", "--reload-url", "--webhook-url", "--process-name", "--exec", "SECRET_RELOADER_WATCH"] {
+    for flag in [
+        "--watch",
+        "--reload-url",
+        "--webhook-url",
+        "--process-name",
+        "--exec",
+        "SECRET_RELOADER_WATCH",
+    ] {
         assert!(help.contains(flag), "help lacks {flag}");
     }
     let out = Command::new(bin()).arg("--version").output().unwrap();
@@ -162,7 +350,20 @@ fn unusable_listen_address_is_a_runtime_error_exit_1() {
     let dir = tempdir();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, err) = run(&["--watch", dir.path().to_str().unwrap(), "--exec", "true", "--listen", &addr], &[]);
+    let (code, err) = run(
+        &[
+            "--watch",
+            dir.path().to_str().unwrap(),
+            "--exec",
+            "true",
+            "--listen",
+            &addr,
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot listen on") && err.contains("--listen"), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains("--listen"),
+        "{err}"
+    );
 }

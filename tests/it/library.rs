@@ -16,7 +16,10 @@ fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
     writer.write(&[("token", credential("1"))]).unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
     let marker = dir.path().join("exec-ran");
-    let exec = format!("sh -c 'echo \"$SECRET_RELOADER_WATCH $SECRET_RELOADER_FINGERPRINT\" >> {}'", marker.display());
+    let exec = format!(
+        "sh -c 'echo \"$SECRET_RELOADER_WATCH $SECRET_RELOADER_FINGERPRINT\" >> {}'",
+        marker.display()
+    );
     let config = Config::from_argv([
         "secret-reloader",
         "--watch",
@@ -35,7 +38,10 @@ fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
     listener.set_nonblocking(true).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             secret_reloader::serve(config, listener, async {
@@ -44,12 +50,20 @@ fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
             .await
         })
     });
-    eventually("ready", || http_get(addr, "/readyz").map(|r| r.0).unwrap_or(0), |c| *c == 200);
+    eventually(
+        "ready",
+        || http_get(addr, "/readyz").map(|r| r.0).unwrap_or(0),
+        |c| *c == 200,
+    );
 
     writer.write(&[("token", credential("2"))]).unwrap();
     let calls = eventually("the HTTP call", || sink.calls(), |c| c.len() == 1);
     assert_eq!(calls[0].version.as_deref(), Some("2"));
-    let ran = eventually("the command", || std::fs::read_to_string(&marker).unwrap_or_default(), |t| !t.is_empty());
+    let ran = eventually(
+        "the command",
+        || std::fs::read_to_string(&marker).unwrap_or_default(),
+        |t| !t.is_empty(),
+    );
     let (group, fp) = ran.trim().split_once(' ').expect("two words");
     assert_eq!(group, "default");
     assert_eq!(fp.len(), 16, "the keyed fingerprint, shortened: {fp}");
@@ -57,11 +71,17 @@ fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
     stop_tx.send(()).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while !daemon.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "serve did not return after shutdown");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not return after shutdown"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     daemon.join().unwrap().expect("clean shutdown");
-    assert!(http_get(addr, "/healthz").is_err(), "the admin server stopped");
+    assert!(
+        http_get(addr, "/healthz").is_err(),
+        "the admin server stopped"
+    );
 }
 
 #[test]
@@ -84,10 +104,24 @@ fn failing_command_is_retried_and_reported() {
     ]);
     d.wait_ready();
     writer.write(&[("token", credential("2"))]).unwrap();
-    let status = eventually("a failure", || d.status(), |s| s["targets"][0]["state"] == "retrying");
-    assert!(status["targets"][0]["last_error"]["message"].as_str().unwrap().contains("exit status: 1"), "{status}");
+    let status = eventually(
+        "a failure",
+        || d.status(),
+        |s| s["targets"][0]["state"] == "retrying",
+    );
+    assert!(
+        status["targets"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 1"),
+        "{status}"
+    );
     std::fs::write(&flag, "").unwrap();
-    eventually("the retry to succeed", || d.metric("stale", &[]), |v| *v == Some(0.0));
+    eventually(
+        "the retry to succeed",
+        || d.metric("stale", &[]),
+        |v| *v == Some(0.0),
+    );
     let exec_hang = crate::support::Daemon::start(&[
         "--watch",
         vol.to_str().unwrap(),
@@ -98,8 +132,17 @@ fn failing_command_is_retried_and_reported() {
         "--reload-on-start",
         "always",
     ]);
-    let status = eventually("the time limit", || exec_hang.status(), |s| !s["targets"][0]["last_error"].is_null());
-    assert!(status["targets"][0]["last_error"]["message"].as_str().unwrap().contains("did not finish within"));
+    let status = eventually(
+        "the time limit",
+        || exec_hang.status(),
+        |s| !s["targets"][0]["last_error"].is_null(),
+    );
+    assert!(
+        status["targets"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within")
+    );
     let mut exec_hang = exec_hang;
     assert!(exec_hang.terminate().success());
 }

@@ -15,7 +15,10 @@ use crate::support::{AtomicWriter, Daemon, bin, eventually, settle, tempdir};
 /// Requires the Debian package: `.ci/run` installs it. Its absence is a failure, not a skip.
 fn nginx() -> &'static str {
     let path = "/usr/sbin/nginx";
-    assert!(Path::new(path).exists(), "nginx is not installed: apt-get install nginx-light (see .ci/run)");
+    assert!(
+        Path::new(path).exists(),
+        "nginx is not installed: apt-get install nginx-light (see .ci/run)"
+    );
     path
 }
 
@@ -23,21 +26,44 @@ fn nginx() -> &'static str {
 pub fn cert(dir: &Path, cn: &str) -> (String, String) {
     let (crt, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
         .args(["-subj", &format!("/CN={cn}"), "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&crt)
         .output()
         .expect("openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-    (std::fs::read_to_string(crt).unwrap(), std::fs::read_to_string(key).unwrap())
+    assert!(
+        out.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(crt).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+    )
 }
 
 /// The subject of the certificate served on `port`, as `openssl s_client` sees it.
 pub fn served_subject(port: u16) -> String {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output();
@@ -53,7 +79,11 @@ pub fn served_subject(port: u16) -> String {
 
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes an nginx configuration serving TLS from `vol` on `port`, everything under `dir`.
@@ -76,13 +106,27 @@ pub fn nginx_conf(dir: &Path, vol: &Path, port: u16) -> std::path::PathBuf {
 
 /// nginx and the daemon (with `daemon_args`) in a new PID namespace.
 pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon {
-    let script = format!("{} -e {}/error.log -c {} & exec \"$0\" \"$@\"", nginx(), dir.display(), conf.display());
+    let script = format!(
+        "{} -e {}/error.log -c {} & exec \"$0\" \"$@\"",
+        nginx(),
+        dir.display(),
+        conf.display()
+    );
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", &script, bin()])
-        .args(daemon_args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "sh",
+        "-c",
+        &script,
+        bin(),
+    ])
+    .args(daemon_args)
+    .args(["--listen", "127.0.0.1:0"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     Daemon::spawn(cmd)
 }
 
@@ -97,20 +141,45 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
     std::thread::sleep(Duration::from_millis(100)); // nginx starts clearly after this content
     let port = free_port();
     let conf = nginx_conf(dir.path(), &vol, port);
-    let d = nginx_and_daemon(dir.path(), &conf, &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"]);
+    let d = nginx_and_daemon(
+        dir.path(),
+        &conf,
+        &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"],
+    );
     d.wait_ready();
-    eventually("nginx to serve v1", || served_subject(port), |s| s.contains("CN=v1"));
+    eventually(
+        "nginx to serve v1",
+        || served_subject(port),
+        |s| s.contains("CN=v1"),
+    );
     settle();
     let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-    assert_eq!(log().matches("(SIGHUP) received").count(), 0, "no reload at start: nginx read this content");
+    assert_eq!(
+        log().matches("(SIGHUP) received").count(),
+        0,
+        "no reload at start: nginx read this content"
+    );
 
     w.write(&[("tls.crt", &crt2), ("tls.key", &key2)]).unwrap();
-    eventually("nginx to serve v2", || served_subject(port), |s| s.contains("CN=v2"));
+    eventually(
+        "nginx to serve v2",
+        || served_subject(port),
+        |s| s.contains("CN=v2"),
+    );
     settle();
     let log = log();
-    assert_eq!(log.matches("(SIGHUP) received").count(), 1, "exactly one SIGHUP: {log}");
+    assert_eq!(
+        log.matches("(SIGHUP) received").count(),
+        1,
+        "exactly one SIGHUP: {log}"
+    );
     let master = std::fs::read_to_string(dir.path().join("nginx.pid")).unwrap();
     let status = d.status();
-    let detail = status["targets"][0]["last_attempt"]["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("SIGHUP sent to pid {} (nginx)", master.trim())), "{detail} vs master {master}");
+    let detail = status["targets"][0]["last_attempt"]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(
+        detail.contains(&format!("SIGHUP sent to pid {} (nginx)", master.trim())),
+        "{detail} vs master {master}"
+    );
 }

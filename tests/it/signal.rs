@@ -21,7 +21,12 @@ fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
 }
 
 fn daemon(vol: &Path, selector: &[&str], extra: &[&str]) -> Daemon {
-    let mut args = vec!["--watch", vol.to_str().unwrap(), "--min-reload-interval", "0"];
+    let mut args = vec![
+        "--watch",
+        vol.to_str().unwrap(),
+        "--min-reload-interval",
+        "0",
+    ];
     args.extend(selector);
     args.extend(extra);
     let d = Daemon::start(&args);
@@ -30,9 +35,11 @@ fn daemon(vol: &Path, selector: &[&str], extra: &[&str]) -> Daemon {
 }
 
 fn expect_reloads(app: &App, n: u64, version: &str) {
-    let st = eventually(&format!("{} reloads of {}", n, app.name), || app.state(), |s| {
-        s.as_ref().is_some_and(|s| s.reloads >= n)
-    })
+    let st = eventually(
+        &format!("{} reloads of {}", n, app.name),
+        || app.state(),
+        |s| s.as_ref().is_some_and(|s| s.reloads >= n),
+    )
     .unwrap();
     assert_eq!(st.reloads, n, "exactly {n} reloads expected");
     assert_eq!(st.version, version);
@@ -47,7 +54,11 @@ fn sighup_once_per_change_by_process_name() {
     app.wait_up();
     let d = daemon(&vol, &["--process-name", &app.name], &[]);
     settle();
-    assert_eq!(app.reloads(), 0, "the app started after the content: no reload at start");
+    assert_eq!(
+        app.reloads(),
+        0,
+        "the app started after the content: no reload at start"
+    );
     for i in 2..=6 {
         w.write(&[("token", credential(&i.to_string()))]).unwrap();
         expect_reloads(&app, i - 1, &i.to_string());
@@ -56,8 +67,14 @@ fn sighup_once_per_change_by_process_name() {
     settle();
     assert_eq!(app.reloads(), 5);
     let status = d.status();
-    let attempt = status["targets"][0]["last_attempt"]["detail"].as_str().unwrap().to_string();
-    assert!(attempt.contains(&format!("SIGHUP sent to pid {}", app.pid())), "{attempt}");
+    let attempt = status["targets"][0]["last_attempt"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        attempt.contains(&format!("SIGHUP sent to pid {}", app.pid())),
+        "{attempt}"
+    );
 }
 
 #[test]
@@ -77,7 +94,11 @@ fn restarted_process_is_looked_up_again() {
     let_content_age();
     w.write(&[("token", credential("3"))]).unwrap();
     expect_reloads(&app, 1, "3");
-    assert_eq!(app.state().unwrap().pid, app.pid(), "the new process got the signal");
+    assert_eq!(
+        app.state().unwrap().pid,
+        app.pid(),
+        "the new process got the signal"
+    );
 }
 
 #[test]
@@ -87,21 +108,53 @@ fn only_the_master_of_master_and_workers_is_signalled() {
     let_content_age();
     let app = App::start(dir.path(), &vol.join("token"), &["--workers", "2"]);
     app.wait_up();
-    let worker = |i: usize| App::state_of(Path::new(&format!("{}.worker{i}", app.state_file.display())));
-    eventually("both workers up", || (worker(0), worker(1)), |(a, b)| a.is_some() && b.is_some());
+    let worker = |i: usize| {
+        App::state_of(Path::new(&format!(
+            "{}.worker{i}",
+            app.state_file.display()
+        )))
+    };
+    eventually(
+        "both workers up",
+        || (worker(0), worker(1)),
+        |(a, b)| a.is_some() && b.is_some(),
+    );
     let _d = daemon(&vol, &["--process-name", &app.name], &[]);
     w.write(&[("token", credential("2"))]).unwrap();
     expect_reloads(&app, 1, "2");
     settle();
-    assert_eq!(worker(0).unwrap().reloads, 0, "worker 0 must not be signalled");
-    assert_eq!(worker(1).unwrap().reloads, 0, "worker 1 must not be signalled");
+    assert_eq!(
+        worker(0).unwrap().reloads,
+        0,
+        "worker 0 must not be signalled"
+    );
+    assert_eq!(
+        worker(1).unwrap().reloads,
+        0,
+        "worker 1 must not be signalled"
+    );
 
     // --signal-all signals every match.
-    let d = daemon(&vol, &["--process-name", &app.name, "--signal-all", "--reload-on-start", "never"], &[]);
+    let d = daemon(
+        &vol,
+        &[
+            "--process-name",
+            &app.name,
+            "--signal-all",
+            "--reload-on-start",
+            "never",
+        ],
+        &[],
+    );
     w.write(&[("token", credential("3"))]).unwrap();
-    eventually("every process signalled", || (worker(0), worker(1)), |(a, b)| {
-        a.as_ref().is_some_and(|s| s.version == "3") && b.as_ref().is_some_and(|s| s.version == "3")
-    });
+    eventually(
+        "every process signalled",
+        || (worker(0), worker(1)),
+        |(a, b)| {
+            a.as_ref().is_some_and(|s| s.version == "3")
+                && b.as_ref().is_some_and(|s| s.version == "3")
+        },
+    );
     drop(d);
 }
 
@@ -110,11 +163,19 @@ fn app_without_handler_yet_is_not_killed_and_is_reloaded_once_it_has_one() {
     let dir = tempdir();
     let (w, vol) = volume(dir.path());
     // The app starts, then the content changes before it installs its SIGHUP handler.
-    let mut app = App::start(dir.path(), &vol.join("token"), &["--handler-delay", "1500ms"]);
+    let mut app = App::start(
+        dir.path(),
+        &vol.join("token"),
+        &["--handler-delay", "1500ms"],
+    );
     std::thread::sleep(Duration::from_millis(50));
     w.write(&[("token", credential("2"))]).unwrap();
     let d = daemon(&vol, &["--process-name", &app.name], &[]);
-    eventually("the daemon to wait for the handler", || d.log(), |l| l.contains("has no SIGHUP handler"));
+    eventually(
+        "the daemon to wait for the handler",
+        || d.log(),
+        |l| l.contains("has no SIGHUP handler"),
+    );
     assert!(app.alive(), "the app was killed");
     assert_eq!(d.status()["targets"][0]["state"], "waiting");
     expect_reloads(&app, 1, "2");
@@ -130,8 +191,14 @@ fn app_ignoring_the_signal_is_reported_as_a_configuration_error() {
     app.wait_up();
     let d = daemon(&vol, &["--process-name", &app.name], &[]);
     w.write(&[("token", credential("2"))]).unwrap();
-    let status = eventually("the error to be reported", || d.status(), |s| !s["targets"][0]["last_error"].is_null());
-    let msg = status["targets"][0]["last_error"]["message"].as_str().unwrap();
+    let status = eventually(
+        "the error to be reported",
+        || d.status(),
+        |s| !s["targets"][0]["last_error"].is_null(),
+    );
+    let msg = status["targets"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap();
     assert!(msg.contains("ignores SIGHUP"), "{msg}");
     assert_eq!(status["targets"][0]["stale"], true);
     assert!(app.alive());
@@ -140,22 +207,49 @@ fn app_ignoring_the_signal_is_reported_as_a_configuration_error() {
 #[test]
 fn sidecar_without_permission_says_what_it_needs() {
     let dir = tempdir();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let (w, vol) = volume(dir.path());
     let_content_age();
     let app = App::start(dir.path(), &vol.join("token"), &[]); // runs as root
     app.wait_up();
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin()])
-        .args(["--watch", vol.to_str().unwrap(), "--process-name", &app.name, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        bin(),
+    ])
+    .args([
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        &app.name,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let d = Daemon::spawn(cmd);
     d.wait_ready();
     w.write(&[("token", credential("2"))]).unwrap();
-    let status = eventually("the permission error", || d.status(), |s| !s["targets"][0]["last_error"].is_null());
-    let msg = status["targets"][0]["last_error"]["message"].as_str().unwrap();
-    assert!(msg.contains("not permitted") && msg.contains("runAsUser") && msg.contains("CAP_KILL"), "{msg}");
+    let status = eventually(
+        "the permission error",
+        || d.status(),
+        |s| !s["targets"][0]["last_error"].is_null(),
+    );
+    let msg = status["targets"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("not permitted") && msg.contains("runAsUser") && msg.contains("CAP_KILL"),
+        "{msg}"
+    );
     assert!(msg.contains("uid 65534"), "{msg}");
     assert_eq!(app.reloads(), 0);
 }
@@ -174,7 +268,11 @@ fn start_up_policy_auto_never_always() {
     drop(d);
     // Restarting the sidecar again: still older than the content, so auto reloads once more,
     // while never does not.
-    let d = daemon(&vol, &["--process-name", &app.name, "--reload-on-start", "never"], &[]);
+    let d = daemon(
+        &vol,
+        &["--process-name", &app.name, "--reload-on-start", "never"],
+        &[],
+    );
     settle();
     assert_eq!(app.reloads(), 1, "never: no reload at start");
     drop(d);
@@ -186,9 +284,17 @@ fn start_up_policy_auto_never_always() {
     fresh.wait_up();
     let d = daemon(&vol2, &["--process-name", &fresh.name], &[]);
     settle();
-    assert_eq!(fresh.reloads(), 0, "auto: a sidecar restart alone causes no reload");
+    assert_eq!(
+        fresh.reloads(),
+        0,
+        "auto: a sidecar restart alone causes no reload"
+    );
     drop(d);
-    let _d = daemon(&vol2, &["--process-name", &fresh.name, "--reload-on-start", "always"], &[]);
+    let _d = daemon(
+        &vol2,
+        &["--process-name", &fresh.name, "--reload-on-start", "always"],
+        &[],
+    );
     expect_reloads(&fresh, 1, "1");
 }
 
@@ -198,7 +304,11 @@ fn pid_file_and_command_line_selectors() {
     let (w, vol) = volume(dir.path());
     let_content_age();
     let pid_file = dir.path().join("app.pid");
-    let app = App::start(dir.path(), &vol.join("token"), &["--pid-file", pid_file.to_str().unwrap()]);
+    let app = App::start(
+        dir.path(),
+        &vol.join("token"),
+        &["--pid-file", pid_file.to_str().unwrap()],
+    );
     app.wait_up();
     let d1 = daemon(&vol, &["--pid-file", pid_file.to_str().unwrap()], &[]);
     w.write(&[("token", credential("2"))]).unwrap();
@@ -206,7 +316,18 @@ fn pid_file_and_command_line_selectors() {
     drop(d1);
     let pattern = format!("{}.*demo-app", app.name);
     // The app is older than the content: a new sidecar would reload it once at start (auto).
-    let _d2 = daemon(&vol, &["--process-cmdline", &pattern, "--signal", "SIGHUP", "--reload-on-start", "never"], &[]);
+    let _d2 = daemon(
+        &vol,
+        &[
+            "--process-cmdline",
+            &pattern,
+            "--signal",
+            "SIGHUP",
+            "--reload-on-start",
+            "never",
+        ],
+        &[],
+    );
     w.write(&[("token", credential("3"))]).unwrap();
     expect_reloads(&app, 2, "3");
 }
@@ -217,9 +338,22 @@ fn missing_process_is_waited_for_and_reported() {
     let (w, vol) = volume(dir.path());
     let d = daemon(&vol, &["--process-name", "app-not-here"], &[]);
     w.write(&[("token", credential("2"))]).unwrap();
-    let status = eventually("waiting to be reported", || d.status(), |s| s["targets"][0]["state"] == "waiting");
-    let msg = status["targets"][0]["last_error"]["message"].as_str().unwrap();
-    assert!(msg.contains("no process matches --process-name app-not-here"), "{msg}");
+    let status = eventually(
+        "waiting to be reported",
+        || d.status(),
+        |s| s["targets"][0]["state"] == "waiting",
+    );
+    let msg = status["targets"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("no process matches --process-name app-not-here"),
+        "{msg}"
+    );
     assert_eq!(d.metric("stale", &[]), Some(1.0));
-    assert_eq!(d.metric("reloads_total", &[("result", "failure")]), Some(0.0), "waiting is not a failed action");
+    assert_eq!(
+        d.metric("reloads_total", &[("result", "failure")]),
+        Some(0.0),
+        "waiting is not a failed action"
+    );
 }

@@ -13,7 +13,14 @@ use crate::support::{AtomicWriter, Daemon, SymlinkOrder, credential, eventually,
 /// change is its own action.
 fn daemon_for(watch: &Path, sink: &Sink, extra: &[&str]) -> Daemon {
     let url = sink.url("/-/reload");
-    let mut args = vec!["--watch", watch.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"];
+    let mut args = vec![
+        "--watch",
+        watch.to_str().unwrap(),
+        "--reload-url",
+        &url,
+        "--min-reload-interval",
+        "0",
+    ];
     args.extend(extra);
     let d = Daemon::start(&args);
     d.wait_ready();
@@ -22,25 +29,41 @@ fn daemon_for(watch: &Path, sink: &Sink, extra: &[&str]) -> Daemon {
 
 /// Waits for the `n`-th call and checks it loaded `version`.
 fn expect_call(sink: &Sink, n: usize, version: &str) {
-    let calls = eventually(&format!("call {n} (version {version})"), || sink.calls(), |c| c.len() >= n);
+    let calls = eventually(
+        &format!("call {n} (version {version})"),
+        || sink.calls(),
+        |c| c.len() >= n,
+    );
     assert_eq!(calls.len(), n, "exactly {n} calls expected: {calls:#?}");
-    assert_eq!(calls[n - 1].version.as_deref(), Some(version), "call {n} loaded the wrong version");
+    assert_eq!(
+        calls[n - 1].version.as_deref(),
+        Some(version),
+        "call {n} loaded the wrong version"
+    );
 }
 
 fn kubelet_updates(order: SymlinkOrder) {
     let dir = tempdir();
     let vol = dir.path().join("vol");
     let w = AtomicWriter::new(&vol).with_order(order);
-    w.write(&[("token", credential("1")), ("ca.crt", "ca-1".into())]).unwrap();
+    w.write(&[("token", credential("1")), ("ca.crt", "ca-1".into())])
+        .unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
     let d = daemon_for(&vol, &sink, &[]);
     settle();
-    assert_eq!(sink.count(), 0, "no call at start for an HTTP target (auto): the app loaded what is there");
+    assert_eq!(
+        sink.count(),
+        0,
+        "no call at start for an HTTP target (auto): the app loaded what is there"
+    );
 
     for i in 2..=12 {
         let v = i.to_string();
         // Keys come and go as a Secret is edited: added every third version, dropped after.
-        let mut keys = vec![("token", credential(&v)), ("ca.crt", format!("ca-{}", i / 4))];
+        let mut keys = vec![
+            ("token", credential(&v)),
+            ("ca.crt", format!("ca-{}", i / 4)),
+        ];
         if i % 3 == 0 {
             keys.push(("extra.key", format!("extra-{i}")));
         }
@@ -49,8 +72,14 @@ fn kubelet_updates(order: SymlinkOrder) {
     }
     settle();
     assert_eq!(sink.count(), 11, "one call per update, none after");
-    assert_eq!(d.metric("changes_total", &[("watch", "default")]), Some(11.0));
-    assert_eq!(d.metric("reloads_total", &[("result", "success")]), Some(11.0));
+    assert_eq!(
+        d.metric("changes_total", &[("watch", "default")]),
+        Some(11.0)
+    );
+    assert_eq!(
+        d.metric("reloads_total", &[("result", "success")]),
+        Some(11.0)
+    );
     assert_eq!(d.metric("stale", &[]), Some(0.0));
 }
 
@@ -73,13 +102,23 @@ fn new_key_symlink_after_swap_gives_one_call_for_a_watched_file() {
     w.write(&[("other", "x")]).unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("..data/token")));
     let _d = daemon_for(&vol.join("token"), &sink, &[]);
-    w.write(&[("other", "x".to_string()), ("token", credential("1"))]).unwrap();
+    w.write(&[("other", "x".to_string()), ("token", credential("1"))])
+        .unwrap();
     expect_call(&sink, 1, "1");
-    w.write(&[("other", "changed but not watched".to_string()), ("token", credential("1"))]).unwrap();
-    w.write(&[("other", "x".to_string()), ("token", credential("2"))]).unwrap();
+    w.write(&[
+        ("other", "changed but not watched".to_string()),
+        ("token", credential("1")),
+    ])
+    .unwrap();
+    w.write(&[("other", "x".to_string()), ("token", credential("2"))])
+        .unwrap();
     expect_call(&sink, 2, "2");
     settle();
-    assert_eq!(sink.count(), 2, "a change of another key of the volume is not a change of the watched file");
+    assert_eq!(
+        sink.count(),
+        2,
+        "a change of another key of the volume is not a change of the watched file"
+    );
 }
 
 #[test]
@@ -103,11 +142,22 @@ fn touch_chmod_and_identical_content_give_no_call() {
     fs::set_permissions(plain.join("password"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::write(plain.join("password"), "p1").unwrap(); // same bytes written again
     settle();
-    assert_eq!(sink.count(), 0, "nothing changed the content: {:#?}", sink.calls());
+    assert_eq!(
+        sink.count(),
+        0,
+        "nothing changed the content: {:#?}",
+        sink.calls()
+    );
     let status = d.status();
     let files = status["watches"][0]["files"].as_array().unwrap();
-    let token = files.iter().find(|f| f["path"].as_str().unwrap().ends_with("/vol/token")).unwrap();
-    assert_eq!(token["mode"], "0600", "the scan after chmod shows the new mode: {token}");
+    let token = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("/vol/token"))
+        .unwrap();
+    assert_eq!(
+        token["mode"], "0600",
+        "the scan after chmod shows the new mode: {token}"
+    );
 
     w.write(&[("token", credential("2"))]).unwrap();
     expect_call(&sink, 1, "2");
@@ -165,10 +215,20 @@ fn path_that_appears_after_start_is_reloaded_once() {
     let d = daemon_for(&vol, &sink, &[]);
     let status = d.status();
     assert_eq!(status["watches"][0]["complete"], false);
-    assert!(status["watches"][0]["problems"][0].as_str().unwrap().contains("does not exist"), "{status}");
-    AtomicWriter::new(&vol).write(&[("token", credential("1"))]).unwrap();
+    assert!(
+        status["watches"][0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{status}"
+    );
+    AtomicWriter::new(&vol)
+        .write(&[("token", credential("1"))])
+        .unwrap();
     expect_call(&sink, 1, "1");
-    AtomicWriter::new(&vol).write(&[("token", credential("2"))]).unwrap();
+    AtomicWriter::new(&vol)
+        .write(&[("token", credential("2"))])
+        .unwrap();
     expect_call(&sink, 2, "2");
 }
 
@@ -181,7 +241,11 @@ fn directory_removed_and_created_again_is_watched_again() {
     let sink = Sink::start_with_probe(Some(plain.join("token")));
     let d = daemon_for(&plain, &sink, &[]);
     fs::remove_dir_all(&plain).unwrap();
-    eventually("the removal to be seen", || d.status()["watches"][0]["complete"].clone(), |c| c == false);
+    eventually(
+        "the removal to be seen",
+        || d.status()["watches"][0]["complete"].clone(),
+        |c| c == false,
+    );
     settle();
     assert_eq!(sink.count(), 0, "an incomplete version is never reloaded");
     fs::create_dir(&plain).unwrap();
@@ -198,7 +262,11 @@ fn special_files_are_skipped_and_reported_without_hanging() {
     let plain = dir.path().join("conf");
     fs::create_dir(&plain).unwrap();
     fs::write(plain.join("token"), credential("1")).unwrap();
-    nix::unistd::mkfifo(&plain.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &plain.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(plain.join("sock")).unwrap();
     std::os::unix::fs::symlink("loop2", plain.join("loop1")).unwrap();
     std::os::unix::fs::symlink("loop1", plain.join("loop2")).unwrap();
@@ -208,9 +276,15 @@ fn special_files_are_skipped_and_reported_without_hanging() {
     let status = d.status();
     let skipped = status["watches"][0]["skipped"].to_string();
     for name in ["fifo", "sock", "loop1", "dangling"] {
-        assert!(skipped.contains(name), "{name} not reported as skipped: {skipped}");
+        assert!(
+            skipped.contains(name),
+            "{name} not reported as skipped: {skipped}"
+        );
     }
-    assert_eq!(status["watches"][0]["complete"], true, "skipped entries do not block: {status}");
+    assert_eq!(
+        status["watches"][0]["complete"], true,
+        "skipped entries do not block: {status}"
+    );
     fs::write(plain.join("token"), credential("2")).unwrap();
     expect_call(&sink, 1, "2");
 }
@@ -242,7 +316,10 @@ fn status_shows_files_owners_modes_and_keyed_fingerprints_only() {
     assert_eq!(watch["name"], "default");
     assert_eq!(watch["paths"][0]["layout"], "kubelet_volume");
     let file = &watch["files"][0];
-    assert!(file["path"].as_str().unwrap().ends_with("/vol/token"), "{file}");
+    assert!(
+        file["path"].as_str().unwrap().ends_with("/vol/token"),
+        "{file}"
+    );
     assert_eq!(file["mode"], "0644");
     assert_eq!(file["uid"], nix::unistd::getuid().as_raw());
     let fp = watch["fingerprint"].as_str().unwrap();
@@ -252,7 +329,12 @@ fn status_shows_files_owners_modes_and_keyed_fingerprints_only() {
     assert_eq!(target["applied_fingerprint"], watch["fingerprint"]);
     assert_eq!(target["stale"], false);
     assert_eq!(status["ready"], true);
-    assert!(status["config"]["groups"][0]["targets"][0]["action"]["url"].as_str().unwrap().ends_with("/-/reload"));
+    assert!(
+        status["config"]["groups"][0]["targets"][0]["action"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/-/reload")
+    );
     let text = status.to_string() + &d.metrics() + &d.log();
     assert!(!text.contains("s3cr3t"), "secret content leaked");
 }
@@ -266,11 +348,18 @@ fn daemon_with_inotify_limits(limits: &[(&str, &str)], args: &[&str]) -> Daemon 
     }
     script.push_str("exec \"$0\" \"$@\"");
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--user", "--map-root-user", "sh", "-c", &script, crate::support::bin()])
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        &script,
+        crate::support::bin(),
+    ])
+    .args(args)
+    .args(["--listen", "127.0.0.1:0"])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
     let d = Daemon::spawn(cmd);
     d.wait_ready();
     d
@@ -286,12 +375,29 @@ fn watch_limit_reached_falls_back_to_polling_and_says_so() {
     let url = sink.url("/-/reload");
     let d = daemon_with_inotify_limits(
         &[("max_inotify_watches", "1")],
-        &["--watch", vol.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"],
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--reload-url",
+            &url,
+            "--min-reload-interval",
+            "0",
+        ],
     );
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
-    assert!(d.metric("watch_errors_total", &[("kind", "watch_limit")]).unwrap() >= 1.0);
-    let mode = d.status()["watches"][0]["watch_mode"].as_str().unwrap().to_string();
-    assert!(mode.starts_with("poll (fallback") && mode.contains("max_user_watches"), "{mode}");
+    assert!(
+        d.metric("watch_errors_total", &[("kind", "watch_limit")])
+            .unwrap()
+            >= 1.0
+    );
+    let mode = d.status()["watches"][0]["watch_mode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        mode.starts_with("poll (fallback") && mode.contains("max_user_watches"),
+        "{mode}"
+    );
     assert!(d.log().contains("polling instead"), "{}", d.log());
     w.write(&[("token", credential("2"))]).unwrap();
     expect_call(&sink, 1, "2");
@@ -307,9 +413,19 @@ fn inotify_unavailable_falls_back_to_polling() {
     let url = sink.url("/-/reload");
     let d = daemon_with_inotify_limits(
         &[("max_inotify_instances", "0")],
-        &["--watch", vol.to_str().unwrap(), "--reload-url", &url, "--min-reload-interval", "0"],
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--reload-url",
+            &url,
+            "--min-reload-interval",
+            "0",
+        ],
     );
-    assert_eq!(d.metric("watch_errors_total", &[("kind", "inotify_init")]), Some(1.0));
+    assert_eq!(
+        d.metric("watch_errors_total", &[("kind", "inotify_init")]),
+        Some(1.0)
+    );
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
     w.write(&[("token", credential("2"))]).unwrap();
     expect_call(&sink, 1, "2");

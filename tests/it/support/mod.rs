@@ -29,7 +29,10 @@ pub fn bin() -> &'static str {
 
 /// A fresh temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("sr-it-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("sr-it-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// A short random hex string for unique names.
@@ -39,7 +42,11 @@ pub fn unique() -> String {
 
 /// Polls `cond` every 10 ms until it holds or `DEADLINE` passes; panics with `what` and the last
 /// value seen.
-pub fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, cond: impl Fn(&T) -> bool) -> T {
+pub fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    cond: impl Fn(&T) -> bool,
+) -> T {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let v = probe();
@@ -66,8 +73,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -82,7 +96,10 @@ pub struct Sample {
 /// Parses the text format (enough for the daemon's own output).
 pub fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("sample line");
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}')),
@@ -93,7 +110,11 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             let (k, v) = pair.split_once("=\"").expect("label pair");
             map.insert(k.to_string(), v.trim_end_matches('"').to_string());
         }
-        out.push(Sample { name, labels: map, value: value.parse().expect("sample value") });
+        out.push(Sample {
+            name,
+            labels: map,
+            value: value.parse().expect("sample value"),
+        });
     }
     out
 }
@@ -102,7 +123,12 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     parse_metrics(text)
         .into_iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
 }
 
@@ -122,7 +148,11 @@ impl Daemon {
     /// As [`Daemon::start`], with extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(bin());
-        cmd.args(args).args(["--listen", "127.0.0.1:0"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -151,7 +181,10 @@ impl Daemon {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon did not start listening; log:\n{}", log.lock().unwrap());
+                panic!(
+                    "daemon did not start listening; log:\n{}",
+                    log.lock().unwrap()
+                );
             }
         };
         Daemon { child, addr, log }
@@ -186,18 +219,29 @@ impl Daemon {
 
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&self) {
-        eventually("/readyz to answer 200", || http_get(self.addr, "/readyz").map(|r| r.0).unwrap_or(0), |c| *c == 200);
+        eventually(
+            "/readyz to answer 200",
+            || http_get(self.addr, "/readyz").map(|r| r.0).unwrap_or(0),
+            |c| *c == 200,
+        );
     }
 
     /// Sends SIGTERM and waits (with the deadline) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::SIGTERM,
+        );
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after SIGTERM; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -240,17 +284,31 @@ impl App {
         let exe = bin_dir.join(&name);
         std::os::unix::fs::symlink(bin(), &exe).unwrap();
         let state_file = dir.join(format!("{name}.state"));
-        let mut args = vec!["demo-app".to_string(), "--credential".into(), credential.display().to_string()];
+        let mut args = vec![
+            "demo-app".to_string(),
+            "--credential".into(),
+            credential.display().to_string(),
+        ];
         args.extend(["--state-file".to_string(), state_file.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut app = App { child: None, name, state_file, exe, args };
+        let mut app = App {
+            child: None,
+            name,
+            state_file,
+            exe,
+            args,
+        };
         app.spawn();
         app
     }
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.state_file);
-        let child = Command::new(&self.exe).args(&self.args).stdout(Stdio::null()).spawn().expect("start app");
+        let child = Command::new(&self.exe)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start app");
         self.child = Some(child);
     }
 
@@ -282,8 +340,12 @@ impl App {
     /// Waits until the app reports it is up (handler installed, credential loaded).
     pub fn wait_up(&self) -> AppState {
         let pid = self.pid();
-        eventually(&format!("app {} to report", self.name), || self.state(), |s| s.as_ref().is_some_and(|s| s.pid == pid))
-            .unwrap()
+        eventually(
+            &format!("app {} to report", self.name),
+            || self.state(),
+            |s| s.as_ref().is_some_and(|s| s.pid == pid),
+        )
+        .unwrap()
     }
 
     /// Reloads so far (0 when not up).

@@ -65,12 +65,19 @@ impl Sink {
 
     /// An endpoint that reads the version in `probe` at every call.
     pub fn start_with_probe(probe: Option<PathBuf>) -> Sink {
-        let inner = Arc::new(Inner { mode: Mutex::new(Mode::Status(200)), calls: Mutex::new(Vec::new()), probe });
+        let inner = Arc::new(Inner {
+            mode: Mutex::new(Mode::Status(200)),
+            calls: Mutex::new(Vec::new()),
+            probe,
+        });
         let (control, mut rx) = mpsc::unbounded_channel::<Control>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let shared = inner.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let mut addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
                 let mut listener = Some(bind(addr).await);
@@ -106,7 +113,11 @@ impl Sink {
             });
         });
         let addr = addr_rx.recv().expect("sink address");
-        Sink { addr, inner, control }
+        Sink {
+            addr,
+            inner,
+            control,
+        }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -145,7 +156,10 @@ impl Sink {
 
     /// Calls answered with 2xx (successful deliveries).
     pub fn delivered(&self) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| c.answered.is_some_and(|s| (200..300).contains(&s))).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.answered.is_some_and(|s| (200..300).contains(&s)))
+            .collect()
     }
 }
 
@@ -156,11 +170,22 @@ async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
     socket.listen(128).unwrap()
 }
 
-async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let mode = *inner.mode.lock().unwrap();
-    let version = inner.probe.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| {
-        t.lines().next().unwrap_or("").trim_start_matches("version=").to_string()
-    });
+    let version = inner
+        .probe
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("version=")
+                .to_string()
+        });
     let call = Call {
         at: Instant::now(),
         method: req.method().to_string(),
