@@ -72,13 +72,11 @@ impl ProcFs {
         self.root.join(pid.to_string()).join(file)
     }
 
-    /// Reads a small procfs file in one `read` (procfs reports size 0, so the standard library
-    /// would grow its buffer read by read; this is on the reload path).
+    /// Reads a small procfs file: open, one `read`, close. procfs generates `stat` and `status`
+    /// whole, so a read shorter than the buffer has everything (the standard library would stat
+    /// the file and read until an empty read). This is on the reload path.
     fn read_small(&self, pid: i32, file: &str) -> io::Result<String> {
-        use std::io::Read;
-        let mut buf = Vec::with_capacity(4096);
-        fs::File::open(self.pid_path(pid, file))?.read_to_end(&mut buf)?;
-        String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+        read_short_file(&self.pid_path(pid, file))
     }
 
     /// The stat line of one process.
@@ -199,6 +197,25 @@ impl ProcFs {
                 info.start_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
             )
     }
+}
+
+/// Reads a file of at most a few KiB with as few system calls as possible: a read that does not
+/// fill the buffer has reached the end (procfs files and small local files are read whole).
+fn read_short_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 /// Why no process was found.

@@ -159,9 +159,64 @@ impl GroupScanner {
             }
         };
         mem.last_scan_took = started.elapsed();
+        let scan = Arc::new(scan);
+        let first = !mem.scanned_once;
+        mem.scanned_once = true;
+        // Publish first and let the targets act; the bookkeeping below can wait that long.
+        let changed = match scan.fingerprint {
+            Some(fp) if mem.published != Some(fp) || resync => {
+                let changed = mem.published != Some(fp);
+                mem.published = Some(fp);
+                self.tx.send_replace(Some(Arc::new(Version {
+                    fingerprint: fp,
+                    content_time: scan.content_time,
+                    scan: scan.clone(),
+                    resync_round: mem.resync_round,
+                    at_start: first,
+                    seen_at: started,
+                })));
+                tokio::task::yield_now().await;
+                changed && !first
+            }
+            _ => false,
+        };
+        self.record(mem, &scan, watched, changed);
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
+    }
+
+    /// Status, metrics and logs of one scan.
+    fn record(
+        &self,
+        mem: &mut Memory,
+        scan: &Scan,
+        watched: Result<(), WatchError>,
+        changed: bool,
+    ) {
         let name = self.group.name.as_str();
         self.record_watch_mode(mem, watched);
-        lock(&self.state.groups[self.index]).record_scan(&scan);
+        let mut g = lock(&self.state.groups[self.index]);
+        g.record_scan(scan);
+        if changed {
+            let now = SystemTime::now();
+            g.changes += 1;
+            g.last_change = Some(now);
+            drop(g);
+            self.metrics.changes_total.with_label_values(&[name]).inc();
+            let unix = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.metrics
+                .last_change_timestamp_seconds
+                .with_label_values(&[name])
+                .set(unix);
+            let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
+            tracing::info!(watch = name, fingerprint = %fp, files = scan.files.len(), "content changed");
+        } else {
+            drop(g);
+        }
         self.metrics
             .watched_files
             .with_label_values(&[name])
@@ -179,43 +234,6 @@ impl GroupScanner {
         }
         for s in &scan.skipped {
             tracing::debug!(watch = name, "{s}");
-        }
-        let first = !mem.scanned_once;
-        mem.scanned_once = true;
-        if let Some(fp) = scan.fingerprint {
-            let changed = mem.published != Some(fp);
-            if changed || resync {
-                if changed && !first {
-                    self.metrics.changes_total.with_label_values(&[name]).inc();
-                    let now = SystemTime::now();
-                    self.metrics
-                        .last_change_timestamp_seconds
-                        .with_label_values(&[name])
-                        .set(
-                            now.duration_since(SystemTime::UNIX_EPOCH)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0),
-                        );
-                    let mut g = lock(&self.state.groups[self.index]);
-                    g.changes += 1;
-                    g.last_change = Some(now);
-                    drop(g);
-                    tracing::info!(watch = name, fingerprint = %fp, files = scan.files.len(), "content changed");
-                }
-                mem.published = Some(fp);
-                let version = Version {
-                    fingerprint: fp,
-                    content_time: scan.content_time,
-                    scan: Arc::new(scan),
-                    resync_round: mem.resync_round,
-                    at_start: first,
-                    seen_at: started,
-                };
-                self.tx.send_replace(Some(Arc::new(version)));
-            }
-        }
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
         }
     }
 
