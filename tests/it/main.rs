@@ -5,8 +5,10 @@
 //! when it fails (guards in `support`).
 
 mod cli;
+mod faults;
 mod http;
 mod library;
+mod lifecycle;
 mod nginx;
 mod signal;
 mod support;

@@ -357,3 +357,30 @@ fn missing_process_is_waited_for_and_reported() {
         "waiting is not a failed action"
     );
 }
+
+#[test]
+fn term_named_to_restart_the_container_is_sent_without_a_handler() {
+    let dir = tempdir();
+    let (w, vol) = volume(dir.path());
+    // The app never gets to install handlers within the test: SIGTERM's default ends it, which
+    // is what --signal TERM is for (Kubernetes then restarts the container with the new content).
+    let mut app = App::start(dir.path(), &vol.join("token"), &["--handler-delay", "1h"]);
+    let _d = daemon(
+        &vol,
+        &[
+            "--process-name",
+            &app.name,
+            "--signal",
+            "TERM",
+            "--reload-on-start",
+            "never",
+        ],
+        &[],
+    );
+    w.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "the app to be ended by SIGTERM",
+        || app.alive(),
+        |alive| !alive,
+    );
+}

@@ -168,8 +168,11 @@ impl Daemon {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Text logs say `addr=127.0.0.1:1234`, JSON logs `"addr":"127.0.0.1:1234"`.
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                } else if let Some(addr) = line.split("\"addr\":\"").nth(1) {
+                    let _ = tx.send(addr.split('"').next().unwrap_or("").to_string());
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
@@ -228,10 +231,12 @@ impl Daemon {
 
     /// Sends SIGTERM and waits (with the deadline) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::SIGTERM,
-        );
+        self.stop_with(nix::sys::signal::SIGTERM)
+    }
+
+    /// Sends `sig` and waits (with the deadline) for the exit status.
+    pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
