@@ -65,16 +65,6 @@ impl Router {
                     .then_some(i)
             })
     }
-
-    /// Number of groups.
-    pub fn len(&self) -> usize {
-        self.groups.len()
-    }
-
-    /// Whether there are no groups.
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
 }
 
 /// What an event kind means for the debouncer; `None` for events that cannot change content
@@ -292,10 +282,5 @@ impl WatchHub {
             }
         }
         result
-    }
-
-    /// Number of directories watched with inotify.
-    pub fn watched_dirs(&self) -> usize {
-        lock(&self.dirs).len()
     }
 }
