@@ -48,6 +48,25 @@ pub enum ReloadOnStart {
     Never,
 }
 
+/// What to do with a new version the app cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessPolicy {
+    /// Reload anyway, and report.
+    Warn,
+    /// Do not reload it into the app; report, and reload once it is readable.
+    Block,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -206,6 +225,56 @@ pub struct RunArgs {
     /// Command run on change, 'CMD ARGS' (shell-style quoting, no shell); success is exit 0.
     #[arg(long, value_name = "COMMAND", env = "SECRET_RELOADER_EXEC")]
     pub exec: Vec<String>,
+
+    /// URL probed after each reload (2xx expected); the target counts as reloaded only when it
+    /// passes.
+    #[arg(long, value_name = "URL", env = "SECRET_RELOADER_VERIFY_URL")]
+    pub verify_url: Option<String>,
+
+    /// Text the verify response must contain.
+    #[arg(long, value_name = "TEXT", env = "SECRET_RELOADER_VERIFY_CONTAINS")]
+    pub verify_contains: Option<String>,
+
+    /// The app's uid (its runAsUser); default: read from the target process.
+    #[arg(long, value_name = "UID", env = "SECRET_RELOADER_APP_UID")]
+    pub app_uid: Option<u32>,
+
+    /// The app's gid (its runAsGroup); default: read from the target process.
+    #[arg(long, value_name = "GID", env = "SECRET_RELOADER_APP_GID")]
+    pub app_gid: Option<u32>,
+
+    /// The app's supplementary groups, such as the pod's fsGroup (comma-separated).
+    #[arg(
+        long,
+        value_name = "GID,...",
+        env = "SECRET_RELOADER_APP_GROUPS",
+        value_delimiter = ','
+    )]
+    pub app_groups: Vec<u32>,
+
+    /// What to do with a new version the app cannot read: warn (reload anyway) or block.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "warn",
+        env = "SECRET_RELOADER_ACCESS_POLICY"
+    )]
+    pub access_policy: AccessPolicy,
+
+    /// Hold back versions whose PEM files do not parse or whose private key matches no
+    /// certificate (a writer half-way through replacing them).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "on",
+        env = "SECRET_RELOADER_CONSISTENCY_CHECK"
+    )]
+    pub consistency_check: OnOff,
+
+    /// How long an inconsistent version may be held back before it is reported as an error.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = duration,
+          env = "SECRET_RELOADER_CONSISTENCY_TIMEOUT")]
+    pub consistency_timeout: Duration,
 
     /// Address of /metrics, /status, /healthz and /readyz.
     #[arg(

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod atomic_writer;
 pub mod cli;
 pub mod config;
@@ -30,8 +31,10 @@ pub mod debounce;
 pub mod demo;
 pub mod demo_app;
 pub mod fingerprint;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod pem;
 pub mod process;
 pub mod reload;
 pub mod scanner;

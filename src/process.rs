@@ -42,6 +42,12 @@ pub struct ProcStatus {
     pub uid: u32,
     /// Real gid.
     pub gid: u32,
+    /// Filesystem uid: the one file permissions are checked against.
+    pub fsuid: u32,
+    /// Filesystem gid.
+    pub fsgid: u32,
+    /// Effective capabilities.
+    pub cap_eff: u64,
     /// Supplementary groups.
     pub groups: Vec<u32>,
     /// Signals the process catches with a handler (bit n-1 for signal n).
@@ -289,13 +295,14 @@ pub fn parse_status(text: &str) -> Option<ProcStatus> {
         let value = value.trim();
         match key {
             "Uid" => {
-                st.uid = value.split_ascii_whitespace().next()?.parse().ok()?;
+                (st.uid, st.fsuid) = real_and_fs(value)?;
                 seen |= 1;
             }
             "Gid" => {
-                st.gid = value.split_ascii_whitespace().next()?.parse().ok()?;
+                (st.gid, st.fsgid) = real_and_fs(value)?;
                 seen |= 2;
             }
+            "CapEff" => st.cap_eff = u64::from_str_radix(value, 16).ok()?,
             "Groups" => {
                 st.groups = value
                     .split_ascii_whitespace()
@@ -314,6 +321,15 @@ pub fn parse_status(text: &str) -> Option<ProcStatus> {
         }
     }
     (seen == 15).then_some(st)
+}
+
+/// The first (real) and last (filesystem) of the four ids on a `Uid:` or `Gid:` line.
+fn real_and_fs(value: &str) -> Option<(u32, u32)> {
+    let ids: Vec<u32> = value
+        .split_ascii_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some((*ids.first()?, *ids.last()?))
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -362,10 +378,10 @@ mod tests {
 
     #[test]
     fn status_masks_and_ids() {
-        let text = "Name:\tnginx\nUid:\t101\t101\t101\t101\nGid:\t102\t102\t102\t102\nGroups:\t102 2000 \n\
+        let text = "Name:\tnginx\nUid:\t101\t101\t101\t103\nGid:\t102\t102\t102\t102\nGroups:\t102 2000 \n\
                     SigIgn:\t0000000000001000\nSigCgt:\t0000000180004a03\n";
         let st = parse_status(text).unwrap();
-        assert_eq!((st.uid, st.gid), (101, 102));
+        assert_eq!((st.uid, st.gid, st.fsuid, st.fsgid), (101, 102, 103, 102));
         assert_eq!(st.groups, vec![102, 2000]);
         assert!(st.catches(1)); // HUP
         assert!(st.catches(10)); // USR1 is bit 9: 0x200 is set in 0x4a03

@@ -18,13 +18,20 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use zeroize::Zeroize;
+
 use crate::fingerprint::{Fingerprint, FingerprintKey};
+use crate::pem::PemCheck;
 
 /// Name of kubelet's commit-point symlink.
 pub const KUBELET_DATA: &str = "..data";
 
 /// Deepest directory nesting followed below a watched directory.
 const MAX_DEPTH: usize = 16;
+
+/// Files up to this size are read whole and inspected (PEM checks); larger ones are streamed
+/// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
+const INSPECT_LIMIT: u64 = 1024 * 1024;
 
 /// One file of a version.
 #[derive(Debug, Clone)]
@@ -74,6 +81,12 @@ pub struct Scan {
     pub skipped: Vec<String>,
     /// Fingerprint of the whole version; `None` when incomplete.
     pub fingerprint: Option<Fingerprint>,
+    /// Why the PEM material is not usable (unparsable, a key matching no certificate).
+    pub inconsistent: Vec<String>,
+    /// PEM material that could not be checked (encrypted keys, keys without a public part).
+    pub not_checked: Vec<String>,
+    /// Earliest certificate expiry of each file holding certificates.
+    pub cert_expiry: Vec<(PathBuf, SystemTime)>,
     /// When the newest part of the content appeared on disk (latest ctime).
     pub content_time: Option<SystemTime>,
     /// Directories to watch to see the next change.
@@ -87,6 +100,7 @@ pub fn scan(paths: &[PathBuf], key: &FingerprintKey) -> Scan {
         files: BTreeMap::new(),
         scan: Scan::empty(),
         visited: HashSet::new(),
+        pem: PemCheck::default(),
     };
     for p in paths {
         let layout = s.path(p);
@@ -94,6 +108,10 @@ pub fn scan(paths: &[PathBuf], key: &FingerprintKey) -> Scan {
     }
     let mut scan = s.scan;
     scan.files = s.files.into_values().collect();
+    let pem = s.pem.finish();
+    scan.inconsistent = pem.problems;
+    scan.not_checked = pem.notes;
+    scan.cert_expiry = pem.expiry;
     if scan.problems.is_empty() {
         let parts = scan
             .files
@@ -112,6 +130,9 @@ impl Scan {
             problems: Vec::new(),
             skipped: Vec::new(),
             fingerprint: None,
+            inconsistent: Vec::new(),
+            not_checked: Vec::new(),
+            cert_expiry: Vec::new(),
             content_time: None,
             watch_dirs: BTreeSet::new(),
         }
@@ -135,6 +156,8 @@ struct Scanning<'a> {
     scan: Scan,
     /// Directories already walked (device, inode): symlink loops end here.
     visited: HashSet<(u64, u64)>,
+    /// PEM material seen so far.
+    pem: PemCheck,
 }
 
 impl Scanning<'_> {
@@ -301,7 +324,7 @@ impl Scanning<'_> {
                 return;
             }
         };
-        match self.key.digest_reader(&file) {
+        match self.digest(file, &md, shown) {
             Ok((fingerprint, size)) => {
                 self.scan.saw_ctime(&md);
                 self.files.insert(
@@ -323,6 +346,26 @@ impl Scanning<'_> {
                     .push(format!("cannot read {}: {}", shown.display(), explain(&e)))
             }
         }
+    }
+}
+
+impl Scanning<'_> {
+    /// Fingerprints an open file. Small files are read whole, inspected, and wiped.
+    fn digest(
+        &mut self,
+        mut file: File,
+        md: &Metadata,
+        shown: &Path,
+    ) -> io::Result<(Fingerprint, u64)> {
+        if md.len() > INSPECT_LIMIT {
+            return self.key.digest_reader(&file);
+        }
+        let mut content = Vec::with_capacity(md.len() as usize + 1);
+        io::Read::read_to_end(&mut file, &mut content)?;
+        let result = self.key.digest_reader(&content[..]);
+        self.pem.add_file(shown, &content);
+        content.zeroize();
+        result
     }
 }
 

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    Action, ExecAction, GroupConfig, HttpAction, SignalAction, TargetDefaults, exec_argv, parse,
-    selector, target, watch_paths,
+    Action, ExecAction, GroupConfig, GroupDefaults, HttpAction, SignalAction, TargetDefaults,
+    exec_argv, flags, parse, selector, target, watch_paths,
 };
-use crate::cli::{ReloadOnStart, RunArgs};
+use crate::cli::{AccessPolicy, ReloadOnStart};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,13 @@ struct FileGroup {
     min_reload_interval: Option<String>,
     reload_on_start: Option<ReloadOnStart>,
     reload_retries: Option<u32>,
+    app_uid: Option<u32>,
+    app_gid: Option<u32>,
+    #[serde(default)]
+    app_groups: Vec<u32>,
+    access_policy: Option<AccessPolicy>,
+    consistency_check: Option<bool>,
+    consistency_timeout: Option<String>,
     targets: Vec<FileTarget>,
 }
 
@@ -56,6 +63,8 @@ enum FileTarget {
         headers: BTreeMap<String, String>,
         bearer_token_file: Option<PathBuf>,
         timeout: Option<String>,
+        verify_url: Option<String>,
+        verify_contains: Option<String>,
     },
     Signal {
         name: Option<String>,
@@ -65,12 +74,39 @@ enum FileTarget {
         pid_file: Option<PathBuf>,
         #[serde(default)]
         signal_all: bool,
+        verify_url: Option<String>,
+        verify_contains: Option<String>,
     },
     Exec {
         name: Option<String>,
         command: Command,
         timeout: Option<String>,
+        verify_url: Option<String>,
+        verify_contains: Option<String>,
     },
+}
+
+impl FileTarget {
+    /// The verification fields every kind of target has.
+    fn verify(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            FileTarget::Http {
+                verify_url,
+                verify_contains,
+                ..
+            }
+            | FileTarget::Signal {
+                verify_url,
+                verify_contains,
+                ..
+            }
+            | FileTarget::Exec {
+                verify_url,
+                verify_contains,
+                ..
+            } => (verify_url.as_deref(), verify_contains.as_deref()),
+        }
+    }
 }
 
 /// A command as one shell-style string or as an argument list.
@@ -84,7 +120,7 @@ enum Command {
 /// Reads and validates the groups of `path`; problems go to `errs`.
 pub(crate) fn load(
     path: &Path,
-    args: &RunArgs,
+    gd: &GroupDefaults,
     defaults: &TargetDefaults,
     errs: &mut Vec<String>,
 ) -> Vec<GroupConfig> {
@@ -118,8 +154,13 @@ pub(crate) fn load(
                 default
             }),
         };
-        let debounce = dur("debounce", g.debounce, args.debounce);
-        let debounce_max = dur("debounce_max", g.debounce_max, args.debounce_max);
+        let debounce = dur("debounce", g.debounce, gd.debounce);
+        let debounce_max = dur("debounce_max", g.debounce_max, gd.debounce_max);
+        let consistency_timeout = dur(
+            "consistency_timeout",
+            g.consistency_timeout,
+            gd.consistency_timeout,
+        );
         let min_reload_interval = dur(
             "min_reload_interval",
             g.min_reload_interval,
@@ -140,6 +181,21 @@ pub(crate) fn load(
                 "{at}.targets is empty: add an http, signal or exec target"
             ));
         }
+        let app = if g.app_uid.is_some() || g.app_gid.is_some() || !g.app_groups.is_empty() {
+            flags::declared_identity(
+                g.app_uid,
+                g.app_gid,
+                &g.app_groups,
+                [
+                    &format!("{at}.app_uid"),
+                    &format!("{at}.app_gid"),
+                    &format!("{at}.app_groups"),
+                ],
+                errs,
+            )
+        } else {
+            gd.app.clone()
+        };
         let group_defaults = TargetDefaults {
             min_reload_interval,
             reload_on_start: g.reload_on_start.unwrap_or(defaults.reload_on_start),
@@ -152,8 +208,20 @@ pub(crate) fn load(
             .enumerate()
             .filter_map(|(ti, t)| {
                 let at = format!("{at}.targets[{ti}].");
+                let verify = match t.verify() {
+                    (None, None) => group_defaults.verify.clone(),
+                    (url, contains) => flags::verify(
+                        url,
+                        contains,
+                        group_defaults.timeout,
+                        [&format!("{at}verify_url"), &format!("{at}verify_contains")],
+                        errs,
+                    ),
+                };
                 let (name, action) = file_target(t, &at, &group_defaults, errs)?;
-                Some(target(name.unwrap_or_default(), action, &group_defaults))
+                let mut t = target(name.unwrap_or_default(), action, &group_defaults);
+                t.verify = verify;
+                Some(t)
             })
             .collect();
         out.push(GroupConfig {
@@ -161,6 +229,10 @@ pub(crate) fn load(
             paths: watch_paths(&g.watch, &format!("{at}.watch"), errs),
             debounce,
             debounce_max,
+            app,
+            access_policy: g.access_policy.unwrap_or(gd.access_policy),
+            consistency_check: g.consistency_check.unwrap_or(gd.consistency_check),
+            consistency_timeout,
             targets,
         });
     }
@@ -188,6 +260,7 @@ fn file_target(
             headers,
             bearer_token_file,
             timeout: to,
+            ..
         } => {
             let endpoint = parse::endpoint(&url)
                 .map_err(|e| errs.push(format!("{at}url: {e}")))
@@ -225,6 +298,7 @@ fn file_target(
             process_cmdline,
             pid_file,
             signal_all,
+            ..
         } => {
             let sel = selector(
                 process_name.as_deref(),
@@ -258,6 +332,7 @@ fn file_target(
             name,
             command,
             timeout: to,
+            ..
         } => {
             let argv = match command {
                 Command::Line(line) => exec_argv(&line),

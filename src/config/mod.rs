@@ -5,21 +5,23 @@
 //! (exit code 2).
 
 pub mod file;
+mod flags;
 pub mod parse;
+mod summary;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::{AccessPolicy, Cli, LogFormat, LogLevel, OnOff, ReloadOnStart, RunArgs};
+use crate::fingerprint::FingerprintKey;
+use crate::identity::Identity;
 use clap::Parser;
+pub(crate) use flags::{exec_argv, selector, watch_paths};
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-
-use crate::cli::{Cli, LogFormat, LogLevel, ReloadOnStart, RunArgs};
-use crate::fingerprint::FingerprintKey;
 pub use parse::Endpoint;
 
 /// Name of the watch group formed by `--watch` and the action flags.
@@ -61,6 +63,14 @@ pub struct GroupConfig {
     pub debounce: Duration,
     /// Cap on the total wait while events keep arriving.
     pub debounce_max: Duration,
+    /// The app's identity as declared (`--app-uid`/`--app-gid`); the process's wins when found.
+    pub app: Option<Identity>,
+    /// What to do with a version the app cannot read.
+    pub access_policy: AccessPolicy,
+    /// Hold back versions whose PEM material is not usable.
+    pub consistency_check: bool,
+    /// How long an inconsistent version is held back before it is reported as an error.
+    pub consistency_timeout: Duration,
     /// Targets reloaded on a change of this group's content.
     pub targets: Vec<TargetConfig>,
 }
@@ -80,6 +90,19 @@ pub struct TargetConfig {
     pub retries: Option<u32>,
     /// Cap of the exponential backoff between failed attempts.
     pub retry_backoff_max: Duration,
+    /// Probe after each reload; the reload counts only when it passes.
+    pub verify: Option<Verify>,
+}
+
+/// Verification of a reload.
+#[derive(Debug, Clone)]
+pub struct Verify {
+    /// Probed with GET; 2xx expected.
+    pub endpoint: Endpoint,
+    /// Text the answer must contain.
+    pub contains: Option<String>,
+    /// Limit of one probe.
+    pub timeout: Duration,
 }
 
 /// What a reload does.
@@ -167,6 +190,18 @@ pub(crate) struct TargetDefaults {
     pub retries: Option<u32>,
     pub retry_backoff_max: Duration,
     pub timeout: Duration,
+    pub verify: Option<Verify>,
+}
+
+/// Group settings taken from the flags; the config file may override them per group.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupDefaults {
+    pub debounce: Duration,
+    pub debounce_max: Duration,
+    pub app: Option<Identity>,
+    pub access_policy: AccessPolicy,
+    pub consistency_check: bool,
+    pub consistency_timeout: Duration,
 }
 
 impl Config {
@@ -184,20 +219,42 @@ impl Config {
     /// Validates parsed flags (and the `--config` file they name).
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
         let mut errs = Vec::new();
+        let verify = flags::verify(
+            args.verify_url.as_deref(),
+            args.verify_contains.as_deref(),
+            args.reload_timeout,
+            ["--verify-url", "--verify-contains"],
+            &mut errs,
+        );
         let defaults = TargetDefaults {
             min_reload_interval: args.min_reload_interval,
             reload_on_start: args.reload_on_start,
             retries: args.reload_retries,
             retry_backoff_max: args.retry_backoff_max,
             timeout: args.reload_timeout,
+            verify,
+        };
+        let group_defaults = GroupDefaults {
+            debounce: args.debounce,
+            debounce_max: args.debounce_max,
+            app: flags::declared_identity(
+                args.app_uid,
+                args.app_gid,
+                &args.app_groups,
+                ["--app-uid", "--app-gid", "--app-groups"],
+                &mut errs,
+            ),
+            access_policy: args.access_policy,
+            consistency_check: args.consistency_check == OnOff::On,
+            consistency_timeout: args.consistency_timeout,
         };
         let mut groups = Vec::new();
-        let cli_actions = cli_actions(args, &mut errs);
+        let cli_actions = flags::cli_actions(args, &mut errs);
         if !args.watch.is_empty() || !cli_actions.is_empty() {
             if args.watch.is_empty() {
                 errs.push("the action flags need something to watch: add --watch PATH".into());
             }
-            if !any_action_flag(args) {
+            if !flags::any_action_flag(args) {
                 errs.push(
                     "no action given: add --reload-url URL, --process-name NAME (or \
                      --process-cmdline/--pid-file, with --signal), or --exec COMMAND"
@@ -213,12 +270,17 @@ impl Config {
                 paths: watch_paths(&args.watch, "--watch", &mut errs),
                 debounce: args.debounce,
                 debounce_max: args.debounce_max,
+                app: group_defaults.app.clone(),
+                access_policy: group_defaults.access_policy,
+                consistency_check: group_defaults.consistency_check,
+                consistency_timeout: group_defaults.consistency_timeout,
                 targets,
             });
         }
         if let Some(path) = &args.config {
-            groups.extend(file::load(path, args, &defaults, &mut errs));
+            groups.extend(file::load(path, &group_defaults, &defaults, &mut errs));
         }
+        check_access_policy(&groups, &mut errs);
         if groups.is_empty() && errs.is_empty() {
             errs.push(
                 "nothing to watch: give --watch PATH with an action, or --config FILE".into(),
@@ -282,68 +344,6 @@ impl Config {
             _ => Err(ConfigError(errs)),
         }
     }
-
-    /// The configuration in force, as shown by `/status`: no header values, no URL queries.
-    pub fn summary(&self) -> Value {
-        let groups: Vec<Value> = self
-            .groups
-            .iter()
-            .map(|g| {
-                json!({
-                    "name": g.name,
-                    "watch": g.paths,
-                    "debounce": humantime::format_duration(g.debounce).to_string(),
-                    "debounce_max": humantime::format_duration(g.debounce_max).to_string(),
-                    "targets": g.targets.iter().map(TargetConfig::summary).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({
-            "groups": groups,
-            "listen": self.listen.to_string(),
-            "resync_interval": self.resync_interval.map(|d| humantime::format_duration(d).to_string()),
-            "poll_interval": self.poll_interval.map(|d| humantime::format_duration(d).to_string()),
-            "fingerprint_key": if self.fingerprint_key_shared { "file" } else { "random per process" },
-        })
-    }
-}
-
-impl TargetConfig {
-    fn summary(&self) -> Value {
-        let action = match &self.action {
-            Action::Http(h) => json!({
-                "type": "http",
-                "url": h.endpoint.label(),
-                "method": h.method.as_str(),
-                "expected_status": h.expected_status,
-                "headers": h.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-                "bearer_token_file": h.bearer_token_file,
-                "timeout": humantime::format_duration(h.timeout).to_string(),
-            }),
-            Action::Signal(s) => json!({
-                "type": "signal",
-                "signal": s.signal.as_str(),
-                "selector": match &s.selector {
-                    Selector::Name(n) => json!({"process_name": n}),
-                    Selector::Cmdline(r) => json!({"process_cmdline": r.as_str()}),
-                    Selector::PidFile(p) => json!({"pid_file": p}),
-                },
-                "signal_all": s.all,
-            }),
-            Action::Exec(e) => json!({
-                "type": "exec",
-                "command": e.argv.first(),
-                "timeout": humantime::format_duration(e.timeout).to_string(),
-            }),
-        };
-        json!({
-            "name": self.name,
-            "action": action,
-            "min_reload_interval": humantime::format_duration(self.min_reload_interval).to_string(),
-            "reload_on_start": self.reload_on_start,
-            "retries": self.retries,
-        })
-    }
 }
 
 /// Builds a target with the group's defaults; an empty name is derived from the action.
@@ -360,6 +360,24 @@ pub(crate) fn target(name: String, action: Action, d: &TargetDefaults) -> Target
         reload_on_start: d.reload_on_start,
         retries: d.retries,
         retry_backoff_max: d.retry_backoff_max,
+        verify: d.verify.clone(),
+    }
+}
+
+/// `--access-policy block` needs to know who the app is.
+fn check_access_policy(groups: &[GroupConfig], errs: &mut Vec<String>) {
+    for g in groups {
+        let knows_app = g.app.is_some()
+            || g.targets
+                .iter()
+                .any(|t| matches!(t.action, Action::Signal(_)));
+        if g.access_policy == AccessPolicy::Block && !knows_app {
+            errs.push(format!(
+                "watch group '{}': access policy block needs the app's identity: give --app-uid and --app-gid \
+                 (app_uid/app_gid in the config file) or a signal target whose process it can be read from",
+                g.name
+            ));
+        }
     }
 }
 
@@ -376,184 +394,6 @@ fn default_name(action: &Action) -> String {
             format!("exec:{}", prog.rsplit('/').next().unwrap_or(prog))
         }
     }
-}
-
-/// Whether any flag that makes an action was given (valid or not).
-fn any_action_flag(args: &RunArgs) -> bool {
-    !args.reload_url.is_empty()
-        || !args.exec.is_empty()
-        || args.signal.is_some()
-        || args.process_name.is_some()
-        || args.process_cmdline.is_some()
-        || args.pid_file.is_some()
-}
-
-/// The actions described by the command-line flags.
-fn cli_actions(args: &RunArgs, errs: &mut Vec<String>) -> Vec<Action> {
-    let mut actions = Vec::new();
-    let mut headers = Vec::new();
-    for h in &args.reload_header {
-        match parse::header(h) {
-            Ok(h) => headers.push(h),
-            Err(e) => errs.push(format!("--reload-header: {e}")),
-        }
-    }
-    let method =
-        parse::method(&args.reload_method).map_err(|e| errs.push(format!("--reload-method: {e}")));
-    let status = parse::status(args.reload_expected_status)
-        .map_err(|e| errs.push(format!("--reload-expected-status: {e}")));
-    if args.reload_url.is_empty()
-        && (!headers.is_empty() || args.reload_bearer_token_file.is_some())
-    {
-        errs.push("--reload-header and --reload-bearer-token-file need --reload-url".into());
-    }
-    for url in &args.reload_url {
-        match parse::endpoint(url) {
-            Ok(endpoint) => {
-                if let (Ok(method), Ok(expected_status)) = (&method, &status) {
-                    actions.push(Action::Http(HttpAction {
-                        endpoint,
-                        method: method.clone(),
-                        expected_status: *expected_status,
-                        headers: headers.clone(),
-                        bearer_token_file: args.reload_bearer_token_file.clone(),
-                        timeout: args.reload_timeout,
-                    }));
-                }
-            }
-            Err(e) => errs.push(format!("--reload-url: {e}")),
-        }
-    }
-    let selector = selector(
-        args.process_name.as_deref(),
-        args.process_cmdline.as_deref(),
-        args.pid_file.as_deref(),
-        "--",
-        errs,
-    );
-    match (selector, &args.signal) {
-        (Some(selector), sig) => {
-            let sig = sig.as_deref().unwrap_or("HUP");
-            match parse::signal(sig) {
-                Ok(signal) => actions.push(Action::Signal(SignalAction {
-                    signal,
-                    selector,
-                    all: args.signal_all,
-                })),
-                Err(e) => errs.push(format!("--signal: {e}")),
-            }
-        }
-        (None, Some(_)) => errs.push(
-            "--signal needs a target process: add --process-name, --process-cmdline or --pid-file"
-                .into(),
-        ),
-        (None, None) if args.signal_all => {
-            errs.push("--signal-all needs --process-name or --process-cmdline".into())
-        }
-        (None, None) => {}
-    }
-    for cmd in &args.exec {
-        match exec_argv(cmd) {
-            Ok(argv) => actions.push(Action::Exec(ExecAction {
-                argv,
-                timeout: args.reload_timeout,
-            })),
-            Err(e) => errs.push(format!("--exec: {e}")),
-        }
-    }
-    actions
-}
-
-/// Splits a command with shell-style quoting (no shell runs it).
-pub(crate) fn exec_argv(cmd: &str) -> Result<Vec<String>, String> {
-    match shlex::split(cmd) {
-        Some(argv) if !argv.is_empty() => Ok(argv),
-        Some(_) => Err("the command is empty".into()),
-        None => Err(format!("'{cmd}' has unbalanced quotes")),
-    }
-}
-
-/// Exactly one of the three selectors; `prefix` is `--` for flags and a field path for the file.
-pub(crate) fn selector(
-    name: Option<&str>,
-    cmdline: Option<&str>,
-    pid_file: Option<&Path>,
-    prefix: &str,
-    errs: &mut Vec<String>,
-) -> Option<Selector> {
-    let field = |f: &str| {
-        if prefix == "--" {
-            format!("--{}", f.replace('_', "-"))
-        } else {
-            format!("{prefix}{f}")
-        }
-    };
-    let given = [name.is_some(), cmdline.is_some(), pid_file.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if given > 1 {
-        errs.push(format!(
-            "{}, {} and {} each select the target process: give only one",
-            field("process_name"),
-            field("process_cmdline"),
-            field("pid_file")
-        ));
-        return None;
-    }
-    if let Some(n) = name {
-        if n.is_empty() || n.contains('/') {
-            errs.push(format!(
-                "{}: '{n}' is not a process name (no slashes, not empty)",
-                field("process_name")
-            ));
-            return None;
-        }
-        return Some(Selector::Name(n.to_string()));
-    }
-    if let Some(r) = cmdline {
-        return match regex_lite::Regex::new(r) {
-            Ok(re) => Some(Selector::Cmdline(re)),
-            Err(e) => {
-                errs.push(format!(
-                    "{}: '{r}' is not a regular expression: {e}",
-                    field("process_cmdline")
-                ));
-                None
-            }
-        };
-    }
-    pid_file.map(|p| Selector::PidFile(absolute(p)))
-}
-
-/// Absolute, lexically cleaned watch paths (symlinks are left alone: they matter here).
-pub(crate) fn watch_paths(paths: &[PathBuf], field: &str, errs: &mut Vec<String>) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        if p.as_os_str().is_empty() {
-            errs.push(format!("{field}: an empty path"));
-            continue;
-        }
-        let p = absolute(p);
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(p)
-    };
-    joined
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
 }
 
 /// Group names must be unique label values; target names are made unique with a `#n` suffix.

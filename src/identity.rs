@@ -1,0 +1,197 @@
+//! Who the app runs as, and who the sidecar runs as.
+//!
+//! The app's identity is read from its process (`/proc/<pid>/status`: the filesystem uid/gid, the
+//! ones file access is checked against, and the supplementary groups, which hold the pod's
+//! `fsGroup`) or, without a process target, declared with `--app-uid`/`--app-gid`. When both are
+//! there and disagree, `runAsUser`/`runAsGroup` changed in one place and not the other: that is
+//! drift, reported as such.
+
+use serde::Serialize;
+
+use crate::config::Selector;
+use crate::process::{ProcFs, ProcInfo, ProcStatus};
+
+/// CAP_DAC_OVERRIDE: bypasses file permission checks.
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+/// CAP_DAC_READ_SEARCH: bypasses read and search permission checks.
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// CAP_KILL: bypasses permission checks for sending signals.
+pub const CAP_KILL: u32 = 5;
+
+/// A uid, a gid and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+}
+
+impl Identity {
+    /// Whether `gid` is the primary group or a supplementary one.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)?;
+        let extra: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| **g != self.gid)
+            .map(u32::to_string)
+            .collect();
+        if !extra.is_empty() {
+            write!(f, " (groups {})", extra.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// The app's identity and where it was learned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppIdentity {
+    /// The identity file access is checked against.
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// `pid 42 (nginx)` or `--app-uid/--app-gid`.
+    pub source: String,
+}
+
+/// The sidecar's own identity and the capabilities that matter here.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sidecar {
+    /// uid, gid, groups.
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// May signal processes of other uids.
+    pub cap_kill: bool,
+    /// May read files regardless of their mode.
+    pub cap_dac_override: bool,
+}
+
+impl Sidecar {
+    /// This process, from `/proc/self/status`.
+    pub fn current(procfs: &ProcFs) -> Sidecar {
+        let st = procfs.status(std::process::id() as i32).unwrap_or_default();
+        Sidecar {
+            identity: Identity {
+                uid: st.fsuid,
+                gid: st.fsgid,
+                groups: st.groups.clone(),
+            },
+            cap_kill: has_cap(&st, CAP_KILL),
+            cap_dac_override: has_cap(&st, CAP_DAC_OVERRIDE) || has_cap(&st, CAP_DAC_READ_SEARCH),
+        }
+    }
+
+    /// Whether this sidecar may signal a process running as `uid`.
+    pub fn may_signal(&self, uid: u32) -> bool {
+        self.identity.uid == 0 || self.identity.uid == uid || self.cap_kill
+    }
+}
+
+fn has_cap(st: &ProcStatus, cap: u32) -> bool {
+    st.cap_eff & (1u64 << cap) != 0
+}
+
+/// What resolving the app's identity found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// The identity to check access against; `None` when unknown.
+    pub app: Option<AppIdentity>,
+    /// Declared and actual identity differ: what and how.
+    pub drift: Option<String>,
+}
+
+/// Finds a group's app identity, scan after scan, cheaply: the process found last time is reused
+/// while it is provably the same one (pid and start time).
+pub struct IdentityResolver {
+    /// From `--app-uid`/`--app-gid`/`--app-groups`.
+    declared: Option<Identity>,
+    /// Selector of the group's first signal target.
+    selector: Option<Selector>,
+    /// Where processes are looked up.
+    procfs: ProcFs,
+    /// Process found last time.
+    cached: Option<ProcInfo>,
+}
+
+impl IdentityResolver {
+    /// A resolver from the declared identity and the group's process selector (either optional).
+    pub fn new(declared: Option<Identity>, selector: Option<Selector>, procfs: ProcFs) -> Self {
+        IdentityResolver {
+            declared,
+            selector,
+            procfs,
+            cached: None,
+        }
+    }
+
+    /// Whether any identity can ever be known.
+    pub fn is_configured(&self) -> bool {
+        self.declared.is_some() || self.selector.is_some()
+    }
+
+    /// The app's identity now.
+    pub fn resolve(&mut self) -> Resolved {
+        let Some((p, st)) = self.process() else {
+            return Resolved {
+                app: self.declared.clone().map(|identity| AppIdentity {
+                    identity,
+                    source: "--app-uid/--app-gid".into(),
+                }),
+                drift: None,
+            };
+        };
+        let drift = self.declared.as_ref().and_then(|d| {
+            (d.uid != st.uid || d.gid != st.gid).then(|| {
+                format!(
+                    "--app-uid/--app-gid say {}:{} but pid {} ({}) runs as {}:{}: runAsUser/runAsGroup changed in \
+                     one place and not the other",
+                    d.uid, d.gid, p.pid, p.comm, st.uid, st.gid
+                )
+            })
+        });
+        let identity = Identity {
+            uid: st.fsuid,
+            gid: st.fsgid,
+            groups: st.groups,
+        };
+        Resolved {
+            app: Some(AppIdentity {
+                identity,
+                source: format!("pid {} ({})", p.pid, p.comm),
+            }),
+            drift,
+        }
+    }
+
+    fn process(&mut self) -> Option<(ProcInfo, ProcStatus)> {
+        let selector = self.selector.as_ref()?;
+        if let Some(last) = &self.cached {
+            let same = self
+                .procfs
+                .stat(last.pid)
+                .is_ok_and(|now| now.start_ticks == last.start_ticks);
+            if same && !matches!(selector, Selector::PidFile(_)) {
+                if let Ok(st) = self.procfs.status(last.pid) {
+                    return Some((last.clone(), st));
+                }
+            }
+        }
+        let found = self
+            .procfs
+            .find(selector, false, std::process::id() as i32)
+            .ok()?
+            .into_iter()
+            .next()?;
+        let st = self.procfs.status(found.pid).ok()?;
+        self.cached = Some(found.clone());
+        Some((found, st))
+    }
+}
