@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::debounce::Debounce;
+use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
 use crate::process::ProcFs;
 use crate::reload::Actor;
@@ -84,6 +85,14 @@ pub async fn serve(
     for (t, _, _) in &targets {
         metrics.init_target(t);
     }
+    for t in config
+        .groups
+        .iter()
+        .flat_map(|g| &g.targets)
+        .filter(|t| t.verify.is_some())
+    {
+        metrics.init_verify(&t.name);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let addr = listener.local_addr().ok();
@@ -137,6 +146,14 @@ pub async fn serve(
             poll_interval: config.poll_interval.unwrap_or(FALLBACK_POLL_INTERVAL),
             forced_poll: config.poll_interval.is_some(),
             ready: Some(ready_tx),
+            identity: IdentityResolver::new(
+                group.app.clone(),
+                group.targets.iter().find_map(|t| match &t.action {
+                    crate::config::Action::Signal(s) => Some(s.selector.clone()),
+                    _ => None,
+                }),
+                procfs.clone(),
+            ),
         };
         scanners.spawn(scanner.run(stop_rx.clone()));
         for target in &group.targets {

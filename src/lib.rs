@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod assess;
 pub mod atomic_writer;
 pub mod cli;
 pub mod config;

@@ -41,6 +41,16 @@ pub struct Metrics {
     pub watch_errors_total: IntCounterVec,
     /// 1 while a watch group is polled instead of watched with inotify.
     pub polling: IntGaugeVec,
+    /// 1 when the app's uid/gids can read the file.
+    pub file_access_ok: IntGaugeVec,
+    /// Unix time the earliest certificate of a file expires.
+    pub cert_expiry_timestamp_seconds: GaugeVec,
+    /// Verification probes after reloads, by target and result.
+    pub verify_total: IntCounterVec,
+    /// 1 while the content on disk is held back (incomplete, inconsistent, unreadable by the app).
+    pub content_blocked: IntGaugeVec,
+    /// 1 while the declared app identity differs from the process's.
+    pub identity_drift: IntGaugeVec,
     /// Always 1, labelled with the version.
     pub build_info: IntGaugeVec,
 }
@@ -69,6 +79,11 @@ impl Metrics {
             "changes_total",
             "Distinct content changes seen.",
             &["watch"],
+        );
+        let verify_total = counter(
+            "verify_total",
+            "Verification probes after reloads, by target and result.",
+            &["target", "result"],
         );
         let watch_errors_total = counter(
             "watch_errors_total",
@@ -115,6 +130,26 @@ impl Metrics {
             "Always 1; the version is a label.",
             &["version"],
         );
+        let file_access_ok = int_gauge(
+            "file_access_ok",
+            "1 when the app's uid/gids can read the file (owner, group and other bits, parent directories).",
+            &["watch", "path"],
+        );
+        let content_blocked = int_gauge(
+            "content_blocked",
+            "1 while the content on disk is held back: incomplete, inconsistent PEM, or unreadable by the app (block policy).",
+            &["watch"],
+        );
+        let identity_drift = int_gauge(
+            "identity_drift",
+            "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
+            &["watch"],
+        );
+        let cert_expiry_timestamp_seconds = gauge(
+            "cert_expiry_timestamp_seconds",
+            "Unix time the earliest certificate of the file expires.",
+            &["watch", "path"],
+        );
         let reload_duration_seconds = HistogramVec::new(
             HistogramOpts::new(
                 name("reload_duration_seconds"),
@@ -148,6 +183,11 @@ impl Metrics {
             watched_files,
             watch_errors_total,
             polling,
+            file_access_ok,
+            cert_expiry_timestamp_seconds,
+            verify_total,
+            content_blocked,
+            identity_drift,
             build_info,
         }
     }
@@ -157,6 +197,8 @@ impl Metrics {
         self.changes_total.with_label_values(&[group]);
         self.watched_files.with_label_values(&[group]);
         self.polling.with_label_values(&[group]);
+        self.content_blocked.with_label_values(&[group]);
+        self.identity_drift.with_label_values(&[group]);
     }
 
     /// Exports a target's series at zero before anything happens.
@@ -165,6 +207,13 @@ impl Metrics {
             self.reloads_total.with_label_values(&[target, result]);
         }
         self.stale.with_label_values(&[target]);
+    }
+
+    /// Exports verification series of a target that verifies.
+    pub fn init_verify(&self, target: &str) {
+        for result in ["success", "failure"] {
+            self.verify_total.with_label_values(&[target, result]);
+        }
     }
 
     /// Counts one watch problem.

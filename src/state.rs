@@ -11,6 +11,9 @@ use std::time::SystemTime;
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
+use crate::access::Verdict;
+use crate::assess::Assessment;
+use crate::identity::AppIdentity;
 use crate::snapshot::{Layout, Scan};
 
 /// Shared state of the daemon.
@@ -44,6 +47,19 @@ pub struct GroupStatus {
     pub files: Vec<FileStatus>,
     /// Why the version is incomplete.
     pub problems: Vec<String>,
+    /// Why its PEM material is not usable.
+    pub inconsistent: Vec<String>,
+    /// PEM material that could not be checked.
+    pub not_checked: Vec<String>,
+    /// Why the content on disk is not reloaded into the app; empty when it is.
+    pub held_back: Vec<String>,
+    /// Since when it is held back.
+    #[serde(serialize_with = "rfc3339")]
+    pub held_back_since: Option<SystemTime>,
+    /// The app's identity, as the access verdicts use it; `null` when unknown.
+    pub app_identity: Option<AppIdentity>,
+    /// Declared and actual app identity differ.
+    pub identity_drift: Option<String>,
     /// Entries skipped (special files, loops).
     pub skipped: Vec<String>,
     /// Distinct content changes seen since start.
@@ -83,6 +99,11 @@ pub struct FileStatus {
     pub size: u64,
     /// Keyed fingerprint of the file.
     pub fingerprint: String,
+    /// Whether the app can read it; `null` when the app's identity is unknown.
+    pub access: Option<Verdict>,
+    /// When its earliest certificate expires.
+    #[serde(serialize_with = "rfc3339")]
+    pub cert_expires: Option<SystemTime>,
 }
 
 /// What `/status` says about a target.
@@ -162,6 +183,12 @@ impl State {
                         paths: Vec::new(),
                         files: Vec::new(),
                         problems: vec!["not scanned yet".into()],
+                        inconsistent: Vec::new(),
+                        not_checked: Vec::new(),
+                        held_back: Vec::new(),
+                        held_back_since: None,
+                        app_identity: None,
+                        identity_drift: None,
                         skipped: Vec::new(),
                         changes: 0,
                         last_scan: None,
@@ -223,8 +250,8 @@ impl State {
 }
 
 impl GroupStatus {
-    /// Records the outcome of a scan.
-    pub fn record_scan(&mut self, scan: &Scan) {
+    /// Records the outcome of a scan and its assessment.
+    pub fn record_scan(&mut self, scan: &Scan, a: &Assessment) {
         self.last_scan = Some(SystemTime::now());
         self.complete = scan.problems.is_empty();
         if let Some(fp) = &scan.fingerprint {
@@ -248,9 +275,29 @@ impl GroupStatus {
                 mode: format!("{:04o}", f.mode),
                 size: f.size,
                 fingerprint: f.fingerprint.short(),
+                access: a
+                    .verdicts
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, v)| v.clone()),
+                cert_expires: scan
+                    .cert_expiry
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, t)| *t),
             })
             .collect();
         self.problems = scan.problems.clone();
+        self.inconsistent = scan.inconsistent.clone();
+        self.not_checked = scan.not_checked.clone();
+        if a.held_back.is_empty() {
+            self.held_back_since = None;
+        } else if self.held_back.is_empty() {
+            self.held_back_since = Some(SystemTime::now());
+        }
+        self.held_back = a.held_back.clone();
+        self.app_identity = a.identity.app.clone();
+        self.identity_drift = a.identity.drift.clone();
         self.skipped = scan.skipped.clone();
         self.content_time = scan.content_time;
     }

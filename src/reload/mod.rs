@@ -8,6 +8,7 @@ pub mod exec;
 pub mod http;
 pub mod reconciler;
 pub mod signal;
+pub mod verify;
 
 use crate::config::Action;
 use crate::process::ProcFs;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{ActionError, Actor, Outcome};
+use super::{ActionError, Actor, Outcome, verify};
 use crate::cli::ReloadOnStart;
 use crate::config::TargetConfig;
 use crate::fingerprint::Fingerprint;
@@ -141,8 +141,20 @@ impl Reconciler {
         let at = SystemTime::now();
         let t0 = Instant::now();
         let force = p.force == Some(v.fingerprint);
-        let result = self.actor.apply(v, force).await;
+        let mut result = self.actor.apply(v, force).await;
         let took = t0.elapsed();
+        if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg.verify) {
+            // Only a passing verification makes the version count as applied.
+            let (verdict, checked) = match verify::verify(check).await {
+                Ok(msg) => ("success", Ok(Outcome::Done(format!("{detail}; {msg}")))),
+                Err(msg) => ("failure", Err(ActionError::Failed(msg))),
+            };
+            self.metrics
+                .verify_total
+                .with_label_values(&[&name, verdict])
+                .inc();
+            result = checked;
+        }
         let fp = v.fingerprint;
         match result {
             Ok(outcome) => {

@@ -3,7 +3,10 @@
 //! and publishes each new complete version to the group's targets.
 //!
 //! Versions travel through a `tokio::sync::watch` channel: the latest value wins, so a burst of
-//! changes coalesces and nothing queues up behind a slow target.
+//! changes coalesces and nothing queues up behind a slow target. A version that is not fit to be
+//! reloaded (see [`crate::assess`]) is held back: not published, and reported.
+
+mod record;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,8 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
+use crate::assess::{Assessment, Policy, assess, held_back_by_content};
+use crate::cli::AccessPolicy;
 use crate::config::GroupConfig;
 use crate::fingerprint::{Fingerprint, FingerprintKey};
+use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Scan};
 use crate::state::{State, lock};
@@ -71,6 +77,8 @@ pub struct GroupScanner {
     pub forced_poll: bool,
     /// Told once the first scan is done and the watches are set up.
     pub ready: Option<oneshot::Sender<()>>,
+    /// Finds the app's identity for the access verdicts.
+    pub identity: IdentityResolver,
 }
 
 /// What the scanner remembers between scans.
@@ -78,8 +86,9 @@ struct Memory {
     published: Option<Fingerprint>,
     resync_round: u64,
     polling: bool,
-    problems: Vec<String>,
     scanned_once: bool,
+    /// What was last reported, so that each change is logged once.
+    journal: record::Journal,
     /// Duration of the last scan: decides whether the next one runs inline.
     last_scan_took: Duration,
 }
@@ -91,8 +100,8 @@ impl GroupScanner {
             published: None,
             resync_round: 0,
             polling: false,
-            problems: Vec::new(),
             scanned_once: false,
+            journal: record::Journal::default(),
             last_scan_took: INLINE_SCAN_LIMIT,
         };
         let mut next_resync = self.resync.map(|d| Instant::now() + d);
@@ -101,6 +110,9 @@ impl GroupScanner {
         loop {
             let due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.poll_interval);
+            // A hold that lasts past the timeout is reported when it does, not at the next event.
+            let escalation = mem.journal.escalation_due(self.group.consistency_timeout);
+            let due = [due, escalation].into_iter().flatten().min();
             let next = [due, next_resync, poll_due].into_iter().flatten().min();
             // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
             // would add up to a millisecond.
@@ -133,7 +145,7 @@ impl GroupScanner {
         }
     }
 
-    /// One scan: read the content, reconcile the watches, record, publish.
+    /// One scan: read the content, reconcile the watches, assess, publish, record.
     async fn scan(&mut self, mem: &mut Memory, resync: bool) {
         let started = Instant::now();
         let (paths, key, hub, index) = (
@@ -162,9 +174,23 @@ impl GroupScanner {
         let scan = Arc::new(scan);
         let first = !mem.scanned_once;
         mem.scanned_once = true;
-        // Publish first and let the targets act; the bookkeeping below can wait that long.
+        // Access verdicts are needed before publishing only when they can hold a version back;
+        // otherwise they wait until the targets have acted.
+        let policy = Policy {
+            access: self.group.access_policy,
+            consistency: self.group.consistency_check,
+        };
+        let blocking = policy.access == AccessPolicy::Block;
+        let before = if blocking {
+            assess(&scan, &mut self.identity, policy)
+        } else {
+            Assessment {
+                held_back: held_back_by_content(&scan, policy),
+                ..Assessment::default()
+            }
+        };
         let changed = match scan.fingerprint {
-            Some(fp) if mem.published != Some(fp) || resync => {
+            Some(fp) if before.held_back.is_empty() && (mem.published != Some(fp) || resync) => {
                 let changed = mem.published != Some(fp);
                 mem.published = Some(fp);
                 self.tx.send_replace(Some(Arc::new(Version {
@@ -180,93 +206,16 @@ impl GroupScanner {
             }
             _ => false,
         };
-        self.record(mem, &scan, watched, changed);
+        let assessment = if blocking {
+            before
+        } else {
+            assess(&scan, &mut self.identity, policy)
+        };
+        self.record_watch_mode(mem, watched);
+        self.record(&mut mem.journal, &scan, &assessment, changed);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
-    }
-
-    /// Status, metrics and logs of one scan.
-    fn record(
-        &self,
-        mem: &mut Memory,
-        scan: &Scan,
-        watched: Result<(), WatchError>,
-        changed: bool,
-    ) {
-        let name = self.group.name.as_str();
-        self.record_watch_mode(mem, watched);
-        let mut g = lock(&self.state.groups[self.index]);
-        g.record_scan(scan);
-        if changed {
-            let now = SystemTime::now();
-            g.changes += 1;
-            g.last_change = Some(now);
-            drop(g);
-            self.metrics.changes_total.with_label_values(&[name]).inc();
-            let unix = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            self.metrics
-                .last_change_timestamp_seconds
-                .with_label_values(&[name])
-                .set(unix);
-            let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
-            tracing::info!(watch = name, fingerprint = %fp, files = scan.files.len(), "content changed");
-        } else {
-            drop(g);
-        }
-        self.metrics
-            .watched_files
-            .with_label_values(&[name])
-            .set(scan.files.len() as i64);
-        if scan.problems != mem.problems {
-            if scan.problems.is_empty() {
-                tracing::info!(watch = name, "content complete again");
-            } else {
-                if scan.problems.iter().any(|p| p.starts_with("cannot read")) {
-                    self.metrics.watch_error("read");
-                }
-                tracing::warn!(watch = name, problems = ?scan.problems, "content incomplete: nothing is reloaded until it is complete");
-            }
-            mem.problems = scan.problems.clone();
-        }
-        for s in &scan.skipped {
-            tracing::debug!(watch = name, "{s}");
-        }
-    }
-
-    fn record_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
-        let name = self.group.name.as_str();
-        let mode = match &watched {
-            Ok(()) => {
-                if mem.polling {
-                    tracing::info!(
-                        watch = name,
-                        "inotify watches set up again: polling stopped"
-                    );
-                }
-                mem.polling = false;
-                "inotify".to_string()
-            }
-            Err(_) if self.forced_poll => {
-                mem.polling = true;
-                "poll".to_string()
-            }
-            Err(e) => {
-                if !mem.polling {
-                    tracing::warn!(watch = name, interval = ?self.poll_interval, "{e}: polling instead");
-                }
-                mem.polling = true;
-                format!("poll (fallback: {e})")
-            }
-        };
-        self.metrics
-            .polling
-            .with_label_values(&[name])
-            .set(i64::from(mem.polling));
-        lock(&self.state.groups[self.index]).watch_mode = mode;
     }
 }
 
