@@ -4,7 +4,9 @@
 //! Every test has its own directories, ports and process names, and kills what it started even
 //! when it fails (guards in `support`).
 
+mod access;
 mod cli;
+mod consistency;
 mod faults;
 mod http;
 mod library;
@@ -12,4 +14,5 @@ mod lifecycle;
 mod nginx;
 mod signal;
 mod support;
+mod verify;
 mod volumes;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::tls::{KeyKind, pair, served_subject};
 use crate::support::{AtomicWriter, Daemon, bin, eventually, settle, tempdir};
 
 /// Requires the Debian package: `.ci/run` installs it. Its absence is a failure, not a skip.
@@ -20,61 +21,6 @@ fn nginx() -> &'static str {
         "nginx is not installed: apt-get install nginx-light (see .ci/run)"
     );
     path
-}
-
-/// A self-signed EC certificate and key for `cn`.
-pub fn cert(dir: &Path, cn: &str) -> (String, String) {
-    let (crt, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args(["-subj", &format!("/CN={cn}"), "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        std::fs::read_to_string(crt).unwrap(),
-        std::fs::read_to_string(key).unwrap(),
-    )
-}
-
-/// The subject of the certificate served on `port`, as `openssl s_client` sees it.
-pub fn served_subject(port: u16) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            "localhost",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find(|l| l.starts_with("subject="))
-            .unwrap_or("")
-            .replace(' ', ""),
-        Err(_) => String::new(),
-    }
 }
 
 /// A port free right now on 127.0.0.1.
@@ -135,8 +81,8 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
     let dir = tempdir();
     let vol = dir.path().join("tls");
     let w = AtomicWriter::new(&vol);
-    let (crt1, key1) = cert(dir.path(), "v1");
-    let (crt2, key2) = cert(dir.path(), "v2");
+    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
+    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
     w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
     std::thread::sleep(Duration::from_millis(100)); // nginx starts clearly after this content
     let port = free_port();

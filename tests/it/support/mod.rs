@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod sink;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -278,17 +279,35 @@ pub struct App {
     pub state_file: PathBuf,
     exe: PathBuf,
     args: Vec<String>,
+    /// `setpriv` options to run as another user; empty for the test's own user.
+    setpriv: Vec<String>,
 }
 
 impl App {
     /// Starts `<dir>/bin/<name> demo-app --credential <credential> <extra>`.
     pub fn start(dir: &Path, credential: &Path, extra: &[&str]) -> App {
+        App::start_as(dir, credential, extra, None)
+    }
+
+    /// As [`App::start`], running as `user` (uid, gid, supplementary groups) through `setpriv`,
+    /// like a container with another runAsUser. `dir` must be searchable by that user; the app
+    /// writes its state into `<dir>/run`, which is made writable for it.
+    pub fn start_as(
+        dir: &Path,
+        credential: &Path,
+        extra: &[&str],
+        user: Option<(u32, u32, &[u32])>,
+    ) -> App {
         let name = format!("app{}", unique());
         let bin_dir = dir.join("bin");
         std::fs::create_dir_all(&bin_dir).unwrap();
         let exe = bin_dir.join(&name);
         std::os::unix::fs::symlink(bin(), &exe).unwrap();
-        let state_file = dir.join(format!("{name}.state"));
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .unwrap();
+        let state_file = run.join(format!("{name}.state"));
         let mut args = vec![
             "demo-app".to_string(),
             "--credential".into(),
@@ -296,12 +315,28 @@ impl App {
         ];
         args.extend(["--state-file".to_string(), state_file.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
+        let mut prefix = Vec::new();
+        if let Some((uid, gid, groups)) = user {
+            prefix = vec![
+                "--reuid".to_string(),
+                uid.to_string(),
+                "--regid".into(),
+                gid.to_string(),
+            ];
+            if groups.is_empty() {
+                prefix.push("--clear-groups".into());
+            } else {
+                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+                prefix.extend(["--groups".to_string(), list.join(",")]);
+            }
+        }
         let mut app = App {
             child: None,
             name,
             state_file,
             exe,
             args,
+            setpriv: prefix,
         };
         app.spawn();
         app
@@ -309,7 +344,14 @@ impl App {
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.state_file);
-        let child = Command::new(&self.exe)
+        let mut cmd = if self.setpriv.is_empty() {
+            Command::new(&self.exe)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(&self.setpriv).arg(&self.exe);
+            c
+        };
+        let child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .spawn()

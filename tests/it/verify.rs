@@ -1,0 +1,126 @@
+//! Verification after a reload: the target counts as having applied a version only when the
+//! verify URL passes; a failing verification is a failed attempt, retried.
+
+use crate::support::sink::{Mode, Sink};
+use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+
+#[test]
+fn verify_failing_then_passing() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let reload = Sink::start();
+    let check = Sink::start();
+    check.set(Mode::Status(503));
+    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/-/ready"));
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &reload_url,
+        "--verify-url",
+        &verify_url,
+        "--min-reload-interval",
+        "0",
+        "--retry-backoff-max",
+        "300ms",
+    ]);
+    d.wait_ready();
+    let target = reload_url.as_str();
+    w.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "a failed verification",
+        || d.metric("verify_total", &[("target", target), ("result", "failure")]),
+        |v| v.is_some_and(|v| v >= 1.0),
+    );
+    assert!(
+        check.count() >= 5,
+        "five probes per verification: {}",
+        check.count()
+    );
+    let status = d.status();
+    let t = &status["targets"][0];
+    assert_eq!(
+        t["stale"], true,
+        "not applied while verification fails: {t}"
+    );
+    assert!(
+        t["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verification failed after 5 probes"),
+        "{t}"
+    );
+    assert!(
+        t["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("answered 503"),
+        "{t}"
+    );
+    check.set(Mode::Status(200));
+    eventually(
+        "stale to clear",
+        || d.metric("stale", &[]),
+        |v| *v == Some(0.0),
+    );
+    assert_eq!(
+        d.metric("verify_total", &[("target", target), ("result", "success")]),
+        Some(1.0)
+    );
+    let detail = d.status()["targets"][0]["last_attempt"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("verified: GET"), "{detail}");
+}
+
+#[test]
+fn verify_contains_must_find_its_text() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let reload = Sink::start();
+    let check = Sink::start(); // answers "ok\n"
+    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/healthz"));
+    let args = |text: &'static str| {
+        vec![
+            "--watch".to_string(),
+            vol.display().to_string(),
+            "--reload-url".into(),
+            reload_url.clone(),
+            "--verify-url".into(),
+            verify_url.clone(),
+            "--verify-contains".into(),
+            text.into(),
+            "--reload-retries".into(),
+            "0".into(),
+        ]
+    };
+    let wrong: Vec<String> = args("ready");
+    let right: Vec<String> = args("ok");
+    let wrong = Daemon::start(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    let right = Daemon::start(&right.iter().map(String::as_str).collect::<Vec<_>>());
+    wrong.wait_ready();
+    right.wait_ready();
+    w.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "the right text to verify",
+        || right.metric("stale", &[]),
+        |v| *v == Some(0.0),
+    );
+    let st = eventually(
+        "the wrong text to fail",
+        || wrong.status(),
+        |s| s["targets"][0]["state"] == "failed",
+    );
+    assert!(
+        st["targets"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without the expected text")
+    );
+    assert_eq!(wrong.metric("stale", &[]), Some(1.0));
+}
