@@ -129,3 +129,30 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
         "{detail} vs master {master}"
     );
 }
+
+#[test]
+fn half_written_rotation_never_reaches_nginx() {
+    let dir = tempdir();
+    let vol = dir.path().join("tls");
+    std::fs::create_dir(&vol).unwrap();
+    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
+    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::RsaPkcs8);
+    std::fs::write(vol.join("tls.crt"), &crt1).unwrap();
+    std::fs::write(vol.join("tls.key"), &key1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let port = free_port();
+    let conf = nginx_conf(dir.path(), &vol, port);
+    let d = nginx_and_daemon(dir.path(), &conf, &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"]);
+    d.wait_ready();
+    eventually("nginx to serve v1", || served_subject(port), |s| s.contains("CN=v1"));
+
+    // A writer that is not kubelet: the certificate first, the key two seconds later.
+    std::fs::write(vol.join("tls.crt"), &crt2).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(vol.join("tls.key"), &key2).unwrap();
+    eventually("nginx to serve v2", || served_subject(port), |s| s.contains("CN=v2"));
+    settle();
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(!log.contains("key values mismatch"), "nginx was reloaded into a mismatched pair:\n{log}");
+    assert_eq!(log.matches("(SIGHUP) received").count(), 1, "{log}");
+}
