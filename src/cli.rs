@@ -30,6 +30,9 @@ pub enum Command {
     /// Self-contained local demonstration: a kubelet-style volume, an app that reloads on SIGHUP,
     /// a rotation every few seconds and the daemon reloading it, with measured latency.
     Demo(DemoArgs),
+    /// One-shot report of the live state: identities, watched paths and whether the app can
+    /// read them, targets and whether they are reachable and fresh. Exit 1 when it finds a problem.
+    Doctor(Box<DoctorArgs>),
     /// The demonstration app (also used by the tests): holds a credential, reloads it on SIGHUP
     /// and reports which version it holds.
     #[command(hide = true)]
@@ -331,6 +334,26 @@ pub struct RunArgs {
         env = "SECRET_RELOADER_PROC_ROOT"
     )]
     pub proc_root: PathBuf,
+}
+
+/// Output format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Flags of `secret-reloader doctor`: the daemon's, plus the output format.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// The daemon's flags: the report checks what they describe.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Flags of `secret-reloader demo`.

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use secret_reloader::cli::{Cli, Command};
-use secret_reloader::{Config, demo, demo_app, logging, shutdown};
+use secret_reloader::{Config, demo, demo_app, doctor, logging, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // Usage errors exit 2 with clap's message.
     match cli.command {
         Some(Command::Demo(args)) => return code(demo::run(args)),
         Some(Command::DemoApp(args)) => return code(demo_app::run(args)),
+        Some(Command::Doctor(args)) => return code(doctor::run(*args)),
         None => {}
     }
     let config = match Config::from_args(&cli.run) {

@@ -74,6 +74,11 @@ impl ProcFs {
         ProcFs { root: root.into() }
     }
 
+    /// The mount point.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn pid_path(&self, pid: i32, file: &str) -> PathBuf {
         self.root.join(pid.to_string()).join(file)
     }

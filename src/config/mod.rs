@@ -218,6 +218,16 @@ impl Config {
 
     /// Validates parsed flags (and the `--config` file they name).
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        Config::build(args, true)
+    }
+
+    /// As [`Config::from_args`] for the one-shot report, which may look at paths without any
+    /// action.
+    pub fn for_doctor(args: &RunArgs) -> Result<Config, ConfigError> {
+        Config::build(args, false)
+    }
+
+    fn build(args: &RunArgs, require_action: bool) -> Result<Config, ConfigError> {
         let mut errs = Vec::new();
         let verify = flags::verify(
             args.verify_url.as_deref(),
@@ -254,7 +264,7 @@ impl Config {
             if args.watch.is_empty() {
                 errs.push("the action flags need something to watch: add --watch PATH".into());
             }
-            if !flags::any_action_flag(args) {
+            if require_action && !flags::any_action_flag(args) {
                 errs.push(
                     "no action given: add --reload-url URL, --process-name NAME (or \
                      --process-cmdline/--pid-file, with --signal), or --exec COMMAND"

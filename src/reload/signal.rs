@@ -24,7 +24,7 @@ use crate::scanner::Version;
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
-const START_MARGIN: Duration = Duration::from_millis(20);
+pub const START_MARGIN: Duration = Duration::from_millis(20);
 
 /// The signal action of one target.
 pub struct SignalActor {

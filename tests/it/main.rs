@@ -7,6 +7,7 @@
 mod access;
 mod cli;
 mod consistency;
+mod doctor;
 mod faults;
 mod http;
 mod library;

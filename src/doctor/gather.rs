@@ -1,0 +1,643 @@
+//! Collects the doctor's report from the live system: the same scan, identity and access checks
+//! as the daemon, plus what only a one-shot look can say (mount tables, reachability, process
+//! age against content age, what a running daemon applied).
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::access::Verdict;
+use crate::assess::{Policy, assess};
+use crate::config::{
+    Action, Config, Endpoint, ExecAction, GroupConfig, HttpAction, Selector, SignalAction,
+    TargetConfig,
+};
+use crate::identity::{AppIdentity, IdentityResolver, Sidecar};
+use crate::mounts::{Mount, parse_mountinfo, single_file_mount};
+use crate::process::{FindError, ProcFs, ProcInfo};
+use crate::reload::signal::{START_MARGIN, is_restart_signal};
+use crate::snapshot::{self, KUBELET_DATA, Layout, Scan};
+
+/// Certificates closer than this to their expiry are pointed out.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When it was made.
+    pub time: String,
+    /// secret-reloader's version.
+    pub version: &'static str,
+    /// The sidecar's identity and capabilities.
+    pub sidecar: Sidecar,
+    /// The daemon on the listen address, if one answers.
+    pub daemon: DaemonView,
+    /// One entry per watch group.
+    pub groups: Vec<GroupReport>,
+    /// Everything found wrong (exit code 1 when not empty).
+    pub problems: Vec<String>,
+    /// Worth knowing, not wrong.
+    pub warnings: Vec<String>,
+}
+
+/// What the running daemon says.
+#[derive(Debug, Serialize)]
+pub struct DaemonView {
+    /// Where it was asked.
+    pub address: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// What it said, in short.
+    pub detail: String,
+    /// Whether each target (by name) is stale, as the daemon sees it.
+    #[serde(skip)]
+    stale: HashMap<String, bool>,
+}
+
+/// A watch group.
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    /// Group name.
+    pub name: String,
+    /// The app's identity as access is checked against; `null` when unknown.
+    pub app_identity: Option<AppIdentity>,
+    /// Declared and actual identity differ.
+    pub identity_drift: Option<String>,
+    /// Watched paths.
+    pub paths: Vec<PathReport>,
+    /// Files of the current content.
+    pub files: Vec<FileReport>,
+    /// Why the content is incomplete.
+    pub incomplete: Vec<String>,
+    /// Why its PEM material is not usable.
+    pub inconsistent: Vec<String>,
+    /// Mounts in the app's mount table that kubelet never updates.
+    pub app_frozen_mounts: Vec<String>,
+    /// Targets.
+    pub targets: Vec<TargetReport>,
+}
+
+/// A watched path.
+#[derive(Debug, Serialize)]
+pub struct PathReport {
+    /// The path.
+    pub path: String,
+    /// Kubelet volume, plain directory or file, missing.
+    pub layout: Layout,
+    /// A single-file mount (`subPath`): kubelet never updates it.
+    pub single_file_mount: bool,
+    /// When its content last changed.
+    pub content_changed: Option<String>,
+    /// How long ago, in seconds.
+    pub content_age_seconds: Option<u64>,
+}
+
+/// A file of the content.
+#[derive(Debug, Serialize)]
+pub struct FileReport {
+    /// Path as the app sees it.
+    pub path: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Mode, octal.
+    pub mode: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether the app can read it.
+    pub access: Option<Verdict>,
+    /// When its earliest certificate expires.
+    pub cert_expires: Option<String>,
+}
+
+/// A target and its checks.
+#[derive(Debug, Serialize)]
+pub struct TargetReport {
+    /// Target name.
+    pub name: String,
+    /// `signal`, `http` or `exec`.
+    pub kind: &'static str,
+    /// Checks in the order they matter.
+    pub checks: Vec<Check>,
+}
+
+/// One check of a target.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    /// What is checked (`process`, `signal`, `permission`, `freshness`, `endpoint`, ...).
+    pub what: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found and, when it failed, what to do.
+    pub detail: String,
+}
+
+fn ts(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Builds the report.
+pub async fn gather(config: &Config) -> Report {
+    let procfs = ProcFs::new(&config.proc_root);
+    let sidecar = Sidecar::current(&procfs);
+    let daemon = ask_daemon(config).await;
+    let own_mounts = parse_mountinfo(
+        &std::fs::read_to_string(config.proc_root.join("self/mountinfo")).unwrap_or_default(),
+    );
+    let mut report = Report {
+        time: ts(SystemTime::now()),
+        version: env!("CARGO_PKG_VERSION"),
+        sidecar,
+        daemon,
+        groups: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for g in &config.groups {
+        let group = group(config, g, &procfs, &own_mounts, &mut report).await;
+        report.groups.push(group);
+    }
+    report
+}
+
+async fn group(
+    config: &Config,
+    g: &GroupConfig,
+    procfs: &ProcFs,
+    own_mounts: &[Mount],
+    r: &mut Report,
+) -> GroupReport {
+    let scan = snapshot::scan(&g.paths, &config.fingerprint_key);
+    let selector = g.targets.iter().find_map(|t| match &t.action {
+        Action::Signal(s) => Some(s.selector.clone()),
+        _ => None,
+    });
+    let mut resolver = IdentityResolver::new(g.app.clone(), selector, procfs.clone());
+    let a = assess(
+        &scan,
+        &mut resolver,
+        Policy {
+            access: g.access_policy,
+            consistency: g.consistency_check,
+        },
+    );
+    let name = &g.name;
+    let problems = &mut r.problems;
+    if a.identity.app.is_none() {
+        r.warnings.push(format!(
+            "watch group '{name}': the app's identity is unknown (no process found, no --app-uid/--app-gid): access not checked"
+        ));
+    }
+    if let Some(d) = &a.identity.drift {
+        problems.push(format!("watch group '{name}': identity drift: {d}"));
+    }
+    let paths: Vec<PathReport> = scan
+        .layouts
+        .iter()
+        .map(|(p, layout)| {
+            let frozen = single_file_mount(own_mounts, p).is_some();
+            if frozen {
+                problems.push(format!(
+                    "{} is a single-file mount (subPath): kubelet never updates it; mount the volume as a \
+                     directory and point the app at the file inside it",
+                    p.display()
+                ));
+            }
+            let changed = content_time(p, *layout, &scan);
+            PathReport {
+                path: p.display().to_string(),
+                layout: *layout,
+                single_file_mount: frozen,
+                content_changed: changed.map(ts),
+                content_age_seconds: changed.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|d| d.as_secs()),
+            }
+        })
+        .collect();
+    problems.extend(
+        scan.problems
+            .iter()
+            .map(|p| format!("watch group '{name}': {p}")),
+    );
+    problems.extend(
+        scan.inconsistent
+            .iter()
+            .map(|p| format!("watch group '{name}': {p}")),
+    );
+    let now = SystemTime::now();
+    let files: Vec<FileReport> = scan
+        .files
+        .iter()
+        .map(|f| {
+            let access = a
+                .verdicts
+                .iter()
+                .find(|(p, _)| *p == f.path)
+                .map(|(_, v)| v.clone());
+            if let Some(v) = access.as_ref().filter(|v| !v.readable) {
+                problems.push(format!(
+                    "{}: the app cannot read it: {}; {}",
+                    f.path.display(),
+                    v.reason,
+                    v.hint.as_deref().unwrap_or("")
+                ));
+            }
+            let expiry = scan
+                .cert_expiry
+                .iter()
+                .find(|(p, _)| *p == f.path)
+                .map(|(_, t)| *t);
+            match expiry {
+                Some(t) if t <= now => problems.push(format!(
+                    "{}: the certificate expired at {}",
+                    f.path.display(),
+                    ts(t)
+                )),
+                Some(t) if t <= now + EXPIRY_WARNING => r.warnings.push(format!(
+                    "{}: the certificate expires at {}",
+                    f.path.display(),
+                    ts(t)
+                )),
+                _ => {}
+            }
+            FileReport {
+                path: f.path.display().to_string(),
+                uid: f.uid,
+                gid: f.gid,
+                mode: format!("{:04o}", f.mode),
+                size: f.size,
+                access,
+                cert_expires: expiry.map(ts),
+            }
+        })
+        .collect();
+    let mut targets = Vec::new();
+    let mut app_frozen_mounts = Vec::new();
+    for t in &g.targets {
+        let (report, pid) = target(t, &scan, &r.sidecar, &r.daemon, procfs).await;
+        for c in report.checks.iter().filter(|c| !c.ok) {
+            r.problems
+                .push(format!("target {}: {}: {}", t.name, c.what, c.detail));
+        }
+        if let Some(pid) = pid {
+            for m in app_mounts(procfs, pid) {
+                let msg = format!(
+                    "the app (pid {pid}) mounts {} from a kubelet version directory ({}): a subPath mount, which \
+                     kubelet never updates; mount the volume as a directory instead",
+                    m.mount_point.display(),
+                    m.root
+                );
+                if !app_frozen_mounts.contains(&msg) {
+                    r.problems.push(msg.clone());
+                    app_frozen_mounts.push(msg);
+                }
+            }
+        }
+        targets.push(report);
+    }
+    GroupReport {
+        name: name.clone(),
+        app_identity: a.identity.app.clone(),
+        identity_drift: a.identity.drift.clone(),
+        paths,
+        files,
+        incomplete: scan.problems.clone(),
+        inconsistent: scan.inconsistent.clone(),
+        app_frozen_mounts,
+        targets,
+    }
+}
+
+/// When the content of one watched path last changed.
+fn content_time(p: &Path, layout: Layout, scan: &Scan) -> Option<SystemTime> {
+    let ctime = |path: &Path| {
+        std::fs::symlink_metadata(path).ok().map(|md| {
+            SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    md.ctime().max(0) as u64,
+                    md.ctime_nsec().clamp(0, 999_999_999) as u32,
+                )
+        })
+    };
+    match layout {
+        Layout::KubeletVolume => ctime(&p.join(KUBELET_DATA)),
+        Layout::KubeletFile => p.parent().and_then(|d| ctime(&d.join(KUBELET_DATA))),
+        Layout::File => std::fs::metadata(p).ok().and_then(|md| md.modified().ok()),
+        Layout::Directory => scan
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with(p))
+            .filter_map(|f| {
+                std::fs::metadata(&f.real_path)
+                    .ok()
+                    .and_then(|md| md.modified().ok())
+            })
+            .max(),
+        Layout::Missing => None,
+    }
+}
+
+/// Mounts of the app's own mount table that come from a kubelet version directory.
+fn app_mounts(procfs: &ProcFs, pid: i32) -> Vec<Mount> {
+    let text =
+        std::fs::read_to_string(procfs.root().join(format!("{pid}/mountinfo"))).unwrap_or_default();
+    parse_mountinfo(&text)
+        .into_iter()
+        .filter(Mount::from_kubelet_version)
+        .collect()
+}
+
+async fn target(
+    t: &TargetConfig,
+    scan: &Scan,
+    sidecar: &Sidecar,
+    daemon: &DaemonView,
+    procfs: &ProcFs,
+) -> (TargetReport, Option<i32>) {
+    let (kind, checks, pid) = match &t.action {
+        Action::Signal(s) => {
+            let (checks, pid) = signal_checks(&t.name, s, scan, sidecar, daemon, procfs);
+            ("signal", checks, pid)
+        }
+        Action::Http(h) => ("http", http_checks(h, t).await, None),
+        Action::Exec(e) => ("exec", vec![exec_check(e)], None),
+    };
+    (
+        TargetReport {
+            name: t.name.clone(),
+            kind,
+            checks,
+        },
+        pid,
+    )
+}
+
+fn check(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
+    Check {
+        what,
+        ok,
+        detail: detail.into(),
+    }
+}
+
+fn signal_checks(
+    name: &str,
+    s: &SignalAction,
+    scan: &Scan,
+    sidecar: &Sidecar,
+    daemon: &DaemonView,
+    procfs: &ProcFs,
+) -> (Vec<Check>, Option<i32>) {
+    let found = procfs.find(&s.selector, s.all, std::process::id() as i32);
+    let procs: Vec<ProcInfo> = match found {
+        Ok(p) => p,
+        Err(FindError::NotFound) => {
+            let sel = match &s.selector {
+                Selector::Name(n) => format!("--process-name {n}"),
+                Selector::Cmdline(r) => format!("--process-cmdline '{}'", r.as_str()),
+                Selector::PidFile(p) => format!("--pid-file {}", p.display()),
+            };
+            return (
+                vec![check(
+                    "process",
+                    false,
+                    format!(
+                        "no process matches {sel}: is the app running, and does the pod set shareProcessNamespace: true?"
+                    ),
+                )],
+                None,
+            );
+        }
+        Err(e) => return (vec![check("process", false, e.to_string())], None),
+    };
+    let mut checks = Vec::new();
+    let sig = s.signal;
+    for p in &procs {
+        let st = procfs.status(p.pid).unwrap_or_default();
+        let started = procfs.start_time(p);
+        checks.push(check(
+            "process",
+            true,
+            format!(
+                "pid {} ({}) runs as {}:{}, started {}",
+                p.pid,
+                p.comm,
+                st.uid,
+                st.gid,
+                ts(started)
+            ),
+        ));
+        let n = sig as i32;
+        let handled = if is_restart_signal(sig) {
+            check(
+                "signal",
+                true,
+                format!(
+                    "{} is sent to end the process (Kubernetes restarts the container)",
+                    sig.as_str()
+                ),
+            )
+        } else if st.ignores(n) {
+            check(
+                "signal",
+                false,
+                format!(
+                    "pid {} ignores {}: it will never reload on it; check --signal",
+                    p.pid,
+                    sig.as_str()
+                ),
+            )
+        } else if !st.catches(n) {
+            check(
+                "signal",
+                false,
+                format!(
+                    "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
+                    p.pid,
+                    sig.as_str(),
+                    sig.as_str()
+                ),
+            )
+        } else {
+            check("signal", true, format!("{} is handled", sig.as_str()))
+        };
+        checks.push(handled);
+        let why = if sidecar.identity.uid == 0 {
+            "the sidecar runs as root"
+        } else if sidecar.identity.uid == st.uid {
+            "same uid"
+        } else {
+            "CAP_KILL"
+        };
+        checks.push(if sidecar.may_signal(st.uid) {
+            check("permission", true, format!("may signal it ({why})"))
+        } else {
+            check("permission", false, format!(
+                "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
+                sidecar.identity.uid, st.uid, st.uid
+            ))
+        });
+        checks.push(freshness(name, started, scan.content_time, daemon));
+    }
+    (checks, procs.first().map(|p| p.pid))
+}
+
+fn freshness(
+    name: &str,
+    started: SystemTime,
+    content: Option<SystemTime>,
+    daemon: &DaemonView,
+) -> Check {
+    let Some(content) = content else {
+        return check("freshness", true, "no content yet");
+    };
+    if started > content + START_MARGIN {
+        return check(
+            "freshness",
+            true,
+            format!(
+                "started after the current content appeared ({}): it holds it",
+                ts(content)
+            ),
+        );
+    }
+    if started + START_MARGIN > content {
+        return check(
+            "freshness",
+            true,
+            format!(
+                "started within {} ms of the current content ({}): cannot tell from the start time which one it holds",
+                START_MARGIN.as_millis(),
+                ts(content)
+            ),
+        );
+    }
+    match daemon.stale.get(name) {
+        Some(false) => check(
+            "freshness",
+            true,
+            format!(
+                "started before the current content appeared ({}); the running daemon reports it reloaded it",
+                ts(content)
+            ),
+        ),
+        Some(true) => check(
+            "freshness",
+            false,
+            format!(
+                "started before the current content appeared ({}) and the running daemon reports it stale: see /status",
+                ts(content)
+            ),
+        ),
+        None => check(
+            "freshness",
+            false,
+            format!(
+                "started before the current content appeared ({}) and no running daemon reports a reload since: likely stale",
+                ts(content)
+            ),
+        ),
+    }
+}
+
+async fn http_checks(h: &HttpAction, t: &TargetConfig) -> Vec<Check> {
+    let mut checks = vec![reachable("endpoint", &h.endpoint).await];
+    if let Some(path) = &h.bearer_token_file {
+        checks.push(match std::fs::metadata(path) {
+            Ok(_) => check("bearer token", true, format!("{} is there", path.display())),
+            Err(e) => check(
+                "bearer token",
+                false,
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        });
+    }
+    if let Some(v) = &t.verify {
+        checks.push(reachable("verify endpoint", &v.endpoint).await);
+    }
+    checks
+}
+
+/// A TCP connection to the endpoint: whether something listens, without calling it.
+async fn reachable(what: &'static str, e: &Endpoint) -> Check {
+    let addr = format!("{}:{}", e.host, e.port);
+    let connect = tokio::net::TcpStream::connect((e.host.as_str(), e.port));
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => check(what, true, format!("{addr} accepts connections")),
+        Ok(Err(err)) => check(what, false, format!("cannot connect to {addr}: {err}")),
+        Err(_) => check(what, false, format!("no answer from {addr} within 2s")),
+    }
+}
+
+fn exec_check(e: &ExecAction) -> Check {
+    let prog = &e.argv[0];
+    let found = if prog.contains('/') {
+        Path::new(prog).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).is_file()))
+    };
+    if found {
+        check("command", true, format!("{prog} is there"))
+    } else {
+        check(
+            "command",
+            false,
+            format!("{prog} is not found (absolute path or $PATH)"),
+        )
+    }
+}
+
+/// Asks a daemon on the listen address for its status.
+async fn ask_daemon(config: &Config) -> DaemonView {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{addr}/status");
+    let mut view = DaemonView {
+        address: addr.to_string(),
+        reachable: false,
+        detail: String::new(),
+        stale: HashMap::new(),
+    };
+    let endpoint = match crate::config::parse::endpoint(&url) {
+        Ok(e) => e,
+        Err(e) => {
+            view.detail = e;
+            return view;
+        }
+    };
+    match crate::reload::http::request(&endpoint, hyper::Method::GET, &[], Duration::from_secs(2))
+        .await
+    {
+        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(status) => {
+                view.reachable = true;
+                for t in status["targets"].as_array().into_iter().flatten() {
+                    if let (Some(n), Some(s)) = (t["name"].as_str(), t["stale"].as_bool()) {
+                        view.stale.insert(n.to_string(), s);
+                    }
+                }
+                let stale = view.stale.values().filter(|s| **s).count();
+                view.detail = format!(
+                    "version {}, ready: {}, {} target(s), {stale} stale",
+                    status["version"].as_str().unwrap_or("?"),
+                    status["ready"],
+                    view.stale.len()
+                );
+            }
+            Err(e) => view.detail = format!("answered something that is not its status: {e}"),
+        },
+        Ok((code, _)) => view.detail = format!("answered {code}"),
+        Err(e) => view.detail = format!("no daemon answering ({e})"),
+    }
+    view
+}

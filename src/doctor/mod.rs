@@ -1,0 +1,50 @@
+//! `secret-reloader doctor`: a one-shot report of the live state, in the order an operator
+//! troubleshoots: time and versions; who the sidecar and the app are; each watched path (layout,
+//! age, owners, modes, whether the app can read it, single-file mounts kubelet never updates);
+//! each target (found, allowed, reachable, likely stale). Text for people, `--output json` for
+//! tools. Exit 0 when healthy, 1 when it found a problem, 2 on usage errors.
+//!
+//! It reads what the daemon reads, with the same flags and `SECRET_RELOADER_*` variables (so
+//! `kubectl exec <pod> -c secret-reloader -- secret-reloader doctor` checks that pod), and asks a
+//! daemon running on the listen address for what it applied. It never reloads anything.
+
+mod gather;
+mod render;
+
+use crate::cli::{DoctorArgs, Output};
+use crate::config::Config;
+
+pub use gather::{Check, Report};
+
+/// Runs the report; returns the exit code.
+pub fn run(args: DoctorArgs) -> i32 {
+    let config = match Config::for_doctor(&args.run) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let report = runtime.block_on(gather::gather(&config));
+    match args.output {
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return 1;
+            }
+        },
+        Output::Text => print!("{}", render::text(&report)),
+    }
+    if report.problems.is_empty() { 0 } else { 1 }
+}
