@@ -78,7 +78,14 @@ pub async fn serve(
             })
         })
         .collect();
-    let state = Arc::new(State::new(config.summary(), &group_names, &targets));
+    let procfs = ProcFs::new(&config.proc_root);
+    let sidecar = crate::identity::Sidecar::current(&procfs);
+    let state = Arc::new(State::new(
+        config.summary(),
+        &sidecar,
+        &group_names,
+        &targets,
+    ));
     for g in &group_names {
         metrics.init_group(g);
     }
@@ -123,7 +130,6 @@ pub async fn serve(
         metrics.clone(),
         config.poll_interval.is_some(),
     ));
-    let procfs = ProcFs::new(&config.proc_root);
 
     let mut scanners = JoinSet::new();
     let mut reconcilers = JoinSet::new();

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::access::Verdict;
 use crate::assess::Assessment;
-use crate::identity::AppIdentity;
+use crate::identity::{AppIdentity, Sidecar};
 use crate::snapshot::{Layout, Scan};
 
 /// Shared state of the daemon.
@@ -22,6 +22,8 @@ pub struct State {
     started_at: SystemTime,
     /// The configuration in force (no secrets in it).
     config: Value,
+    /// The sidecar's identity and capabilities.
+    sidecar: Value,
     /// Latch: set once every group was scanned and its watches set up; never cleared.
     ready: AtomicBool,
     /// One entry per watch group, in configuration order.
@@ -165,12 +167,16 @@ impl State {
     /// State for the given groups and targets (`(name, group, kind)`).
     pub fn new(
         config: Value,
+        sidecar: &Sidecar,
         groups: &[String],
         targets: &[(String, String, &'static str)],
     ) -> State {
+        let mut sidecar = serde_json::to_value(sidecar).unwrap_or_default();
+        sidecar["pid"] = std::process::id().into();
         State {
             started_at: SystemTime::now(),
             config,
+            sidecar,
             ready: AtomicBool::new(false),
             groups: groups
                 .iter()
@@ -237,11 +243,7 @@ impl State {
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": humantime::format_rfc3339_millis(self.started_at).to_string(),
             "ready": self.is_ready(),
-            "sidecar": {
-                "pid": std::process::id(),
-                "uid": nix::unistd::getuid().as_raw(),
-                "gid": nix::unistd::getgid().as_raw(),
-            },
+            "sidecar": self.sidecar,
             "config": self.config,
             "watches": groups,
             "targets": targets,

@@ -87,6 +87,8 @@ pub struct PathReport {
     pub path: String,
     /// Kubelet volume, plain directory or file, missing.
     pub layout: Layout,
+    /// Owner uid, gid and mode of the path itself (following symlinks), when it exists.
+    pub owner: Option<(u32, u32, String)>,
     /// A single-file mount (`subPath`): kubelet never updates it.
     pub single_file_mount: bool,
     /// When its content last changed.
@@ -208,9 +210,11 @@ async fn group(
                 ));
             }
             let changed = content_time(p, *layout, &scan);
+            let owner = std::fs::metadata(p).ok().map(|md| (md.uid(), md.gid(), format!("{:04o}", md.mode() & 0o7777)));
             PathReport {
                 path: p.display().to_string(),
                 layout: *layout,
+                owner,
                 single_file_mount: frozen,
                 content_changed: changed.map(ts),
                 content_age_seconds: changed.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|d| d.as_secs()),

@@ -89,7 +89,12 @@ fn group(o: &mut String, g: &GroupReport) {
         } else {
             ""
         };
-        let _ = writeln!(o, "  {}  {layout}{age}{mount}", p.path);
+        let owner = p
+            .owner
+            .as_ref()
+            .map(|(u, g, m)| format!(" {u}:{g} {m}"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {}{owner}  {layout}{age}{mount}", p.path);
     }
     for f in &g.files {
         let access = match &f.access {
