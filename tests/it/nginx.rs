@@ -142,17 +142,32 @@ fn half_written_rotation_never_reaches_nginx() {
     std::thread::sleep(Duration::from_millis(100));
     let port = free_port();
     let conf = nginx_conf(dir.path(), &vol, port);
-    let d = nginx_and_daemon(dir.path(), &conf, &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"]);
+    let d = nginx_and_daemon(
+        dir.path(),
+        &conf,
+        &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"],
+    );
     d.wait_ready();
-    eventually("nginx to serve v1", || served_subject(port), |s| s.contains("CN=v1"));
+    eventually(
+        "nginx to serve v1",
+        || served_subject(port),
+        |s| s.contains("CN=v1"),
+    );
 
     // A writer that is not kubelet: the certificate first, the key two seconds later.
     std::fs::write(vol.join("tls.crt"), &crt2).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(vol.join("tls.key"), &key2).unwrap();
-    eventually("nginx to serve v2", || served_subject(port), |s| s.contains("CN=v2"));
+    eventually(
+        "nginx to serve v2",
+        || served_subject(port),
+        |s| s.contains("CN=v2"),
+    );
     settle();
     let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-    assert!(!log.contains("key values mismatch"), "nginx was reloaded into a mismatched pair:\n{log}");
+    assert!(
+        !log.contains("key values mismatch"),
+        "nginx was reloaded into a mismatched pair:\n{log}"
+    );
     assert_eq!(log.matches("(SIGHUP) received").count(), 1, "{log}");
 }
