@@ -320,6 +320,11 @@ pub struct RunArgs {
     )]
     pub fingerprint_key_file: Option<PathBuf>,
 
+    /// Where to record what each target applied, so that a restarted sidecar neither misses nor
+    /// repeats a reload (put it on an emptyDir).
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
     /// On SIGTERM, how long an action in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration,
           env = "SECRET_RELOADER_SHUTDOWN_GRACE")]

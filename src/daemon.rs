@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::debounce::Debounce;
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
+use crate::persist::Persist;
 use crate::process::ProcFs;
 use crate::reload::Actor;
 use crate::reload::reconciler::Reconciler;
@@ -131,6 +132,16 @@ pub async fn serve(
         config.poll_interval.is_some(),
     ));
 
+    // With a state file, fingerprints must compare across restarts: the key is kept there unless
+    // --fingerprint-key-file gives one.
+    let persist = config
+        .state_file
+        .as_deref()
+        .map(|p| Arc::new(Persist::load(p)));
+    let key = match &persist {
+        Some(p) if !config.fingerprint_key_shared => p.key_or(&config.fingerprint_key),
+        _ => config.fingerprint_key.clone(),
+    };
     let mut scanners = JoinSet::new();
     let mut reconcilers = JoinSet::new();
     let mut readies = Vec::new();
@@ -142,7 +153,7 @@ pub async fn serve(
         let scanner = GroupScanner {
             index,
             group: Arc::new(group.clone()),
-            key: config.fingerprint_key.clone(),
+            key: key.clone(),
             wake: wakes[index].clone(),
             hub: hub.clone(),
             tx,
@@ -171,11 +182,17 @@ pub async fn serve(
                 rx: rx.clone(),
                 state: state.clone(),
                 metrics: metrics.clone(),
+                persist: persist.clone(),
             };
             target_index += 1;
             reconcilers.spawn(reconciler.run(stop_rx.clone()));
         }
     }
+    let mounts = tokio::spawn(crate::mounts::watch_mount_table(
+        config.proc_root.join("self/mountinfo"),
+        wakes.clone(),
+        stop_rx.clone(),
+    ));
     let ready_state = state.clone();
     let readiness = tokio::spawn(async move {
         for r in readies {
@@ -201,6 +218,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     drop(hub);
     readiness.abort();
+    mounts.abort();
     let grace = config.shutdown_grace;
     if tokio::time::timeout(grace, async {
         while reconcilers.join_next().await.is_some() {}

@@ -43,6 +43,11 @@ impl FingerprintKey {
         Ok(FingerprintKey { bytes })
     }
 
+    /// The raw key (for the state file; never logged).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
         HmacSha256::new_from_slice(&self.bytes).expect("HMAC takes keys of any length")
@@ -88,6 +93,11 @@ impl FingerprintKey {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
+    /// The full fingerprint (compared in the process, kept in the state file).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The shortened hex form used in `/status`, logs and the exec environment.
     pub fn short(&self) -> String {
         let mut s = String::with_capacity(SHOWN_HEX_DIGITS);

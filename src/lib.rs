@@ -38,6 +38,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mounts;
 pub mod pem;
+pub mod persist;
 pub mod process;
 pub mod reload;
 pub mod scanner;

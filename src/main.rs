@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     logging::init(config.log_format, config.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Only large scans and command waits block; a few threads are plenty.
+        .max_blocking_threads(4)
         .build()
     {
         Ok(r) => r,

@@ -167,13 +167,22 @@ impl Scanning<'_> {
             Ok(md) if md.is_dir() => {
                 self.scan.watch_dirs.insert(p.to_path_buf());
                 self.scan.watch_dirs.insert(parent.to_path_buf());
-                if let Some(data) = self.kubelet_data(p) {
+                let before = self.files.len();
+                let layout = if let Some(data) = self.kubelet_data(p) {
                     self.walk(&data, p, 0, false);
                     Layout::KubeletVolume
                 } else {
                     self.walk(p, p, 0, true);
                     Layout::Directory
+                };
+                // A volume unmounted, or not populated yet, leaves an empty directory: never a
+                // version to reload the app into.
+                if self.files.len() == before && !self.files.keys().any(|f| f.starts_with(p)) {
+                    self.scan
+                        .problems
+                        .push(format!("{} holds no files (yet)", p.display()));
                 }
+                layout
             }
             Ok(md) if md.is_file() => {
                 self.scan.watch_dirs.insert(parent.to_path_buf());

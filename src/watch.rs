@@ -31,6 +31,11 @@ pub struct Wake {
 }
 
 impl Wake {
+    /// Something may have changed (no path to go by): scan after the quiet period.
+    pub fn poke(&self, now: Instant) {
+        self.event(now, Signal::Other);
+    }
+
     fn event(&self, now: Instant, signal: Signal) {
         lock(&self.debounce).event(now, signal);
         self.notify.notify_one();

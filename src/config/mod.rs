@@ -48,6 +48,8 @@ pub struct Config {
     pub fingerprint_key_shared: bool,
     /// How long an action in flight may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where what each target applied is kept across restarts.
+    pub state_file: Option<PathBuf>,
     /// Mount point of the PID namespace's procfs.
     pub proc_root: PathBuf,
 }
@@ -349,6 +351,7 @@ impl Config {
                 fingerprint_key,
                 fingerprint_key_shared,
                 shutdown_grace: args.shutdown_grace,
+                state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
             }),
             _ => Err(ConfigError(errs)),

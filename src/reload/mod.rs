@@ -77,6 +77,22 @@ impl Actor {
         matches!(self, Actor::Signal(_))
     }
 
+    /// The process that holds the version last applied (signal targets with one process).
+    pub fn delivered(&self) -> Option<(i32, u64)> {
+        match self {
+            Actor::Signal(a) => a.delivered(),
+            _ => None,
+        }
+    }
+
+    /// The target process now (signal targets with one process).
+    pub fn current_process(&mut self) -> Option<(i32, u64)> {
+        match self {
+            Actor::Signal(a) => a.current(),
+            _ => None,
+        }
+    }
+
     /// Applies `version`. `force` sends even when the process looks newer than the content.
     pub async fn apply(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
         match self {

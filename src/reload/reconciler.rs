@@ -21,6 +21,7 @@ use crate::cli::ReloadOnStart;
 use crate::config::TargetConfig;
 use crate::fingerprint::Fingerprint;
 use crate::metrics::Metrics;
+use crate::persist::{self, Persist};
 use crate::scanner::{Version, VersionRx};
 use crate::state::{Attempt, ErrorRecord, State, lock};
 
@@ -45,6 +46,8 @@ pub struct Reconciler {
     pub state: Arc<State>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// What each target applied, across restarts (`--state-file`).
+    pub persist: Option<Arc<Persist>>,
 }
 
 /// What the reconciler knows about the target.
@@ -122,17 +125,37 @@ impl Reconciler {
     }
 
     /// What the target holds at start (see `--reload-on-start`).
-    fn start(&self, first: &Version) -> Progress {
+    fn start(&mut self, first: &Version) -> Progress {
         let mut p = Progress::default();
         let assume_held = first.at_start.then_some(first.fingerprint);
-        match self.cfg.reload_on_start {
-            ReloadOnStart::Never => p.applied = assume_held,
-            ReloadOnStart::Always => p.force = assume_held,
+        let recorded = match self.cfg.reload_on_start {
+            ReloadOnStart::Auto => self.recorded(first),
+            _ => None,
+        };
+        match (self.cfg.reload_on_start, recorded) {
+            (ReloadOnStart::Never, _) => p.applied = assume_held,
+            (ReloadOnStart::Always, _) => p.force = assume_held,
+            // What an earlier run of the sidecar delivered is the best knowledge there is.
+            (ReloadOnStart::Auto, Some(applied)) => p.applied = applied,
             // Signal targets decide from the process start time, at every attempt.
-            ReloadOnStart::Auto if self.actor.knows_process_age() => {}
-            ReloadOnStart::Auto => p.applied = assume_held,
+            (ReloadOnStart::Auto, None) if self.actor.knows_process_age() => {}
+            (ReloadOnStart::Auto, None) => p.applied = assume_held,
         }
         p
+    }
+
+    /// From the state file: `Some(Some(fp))` when the target (the same process, for signal
+    /// targets) last applied the current content, `Some(None)` when it applied something else,
+    /// `None` when there is no usable record.
+    fn recorded(&mut self, first: &Version) -> Option<Option<Fingerprint>> {
+        let record = self.persist.as_ref()?.applied(&self.cfg.name)?;
+        if !persist::same(&record, &first.fingerprint) {
+            return Some(None);
+        }
+        match record.process {
+            Some(process) if self.actor.current_process() != Some(process) => None,
+            _ => Some(Some(first.fingerprint)),
+        }
     }
 
     /// One attempt; returns the delay before the next one when it has to be retried.
@@ -177,6 +200,9 @@ impl Reconciler {
                     last_action: p.last_action,
                     ..Progress::default()
                 };
+                if let Some(persist) = &self.persist {
+                    persist.record(&name, &fp, self.actor.delivered());
+                }
                 let mut t = lock(&self.state.targets[self.index]);
                 t.state = "idle";
                 t.failed_attempts = 0;

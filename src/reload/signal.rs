@@ -36,6 +36,8 @@ pub struct SignalActor {
     own_pid: i32,
     /// The process picked last time, reused while it is the same process.
     last: Option<ProcInfo>,
+    /// The one process that holds the version last applied (pid, start ticks), for the state file.
+    delivered: Option<(i32, u64)>,
 }
 
 impl SignalActor {
@@ -46,6 +48,7 @@ impl SignalActor {
             procfs,
             own_pid: std::process::id() as i32,
             last: None,
+            delivered: None,
         }
     }
 
@@ -56,8 +59,12 @@ impl SignalActor {
         let (newer, older): (Vec<ProcInfo>, Vec<ProcInfo>) = procs
             .into_iter()
             .partition(|p| !force && self.started_after(p, version.content_time));
+        self.delivered = None;
         if older.is_empty() {
             let p = &newer[0];
+            if newer.len() == 1 {
+                self.delivered = Some((p.pid, p.start_ticks));
+            }
             return Ok(Outcome::Skipped(format!(
                 "pid {} ({}) started after the current content appeared: it already holds it",
                 p.pid, p.comm
@@ -74,6 +81,9 @@ impl SignalActor {
             send(p.pid, fd.as_ref(), sig).map_err(|e| self.send_error(p, e))?;
         }
         self.last = (older.len() == 1 && !self.cfg.all).then(|| older[0].clone());
+        if older.len() == 1 && newer.is_empty() {
+            self.delivered = Some((older[0].pid, older[0].start_ticks));
+        }
         let pids: Vec<String> = older
             .iter()
             .map(|p| format!("{} ({})", p.pid, p.comm))
@@ -83,6 +93,19 @@ impl SignalActor {
             sig.as_str(),
             pids.join(", ")
         )))
+    }
+
+    /// The one process that holds the version last applied, when there is exactly one.
+    pub fn delivered(&self) -> Option<(i32, u64)> {
+        self.delivered
+    }
+
+    /// The one target process now, if there is exactly one.
+    pub fn current(&mut self) -> Option<(i32, u64)> {
+        match self.find() {
+            Ok(p) if p.len() == 1 => Some((p[0].pid, p[0].start_ticks)),
+            _ => None,
+        }
     }
 
     fn find(&mut self) -> Result<Vec<ProcInfo>, ActionError> {

@@ -89,7 +89,9 @@ struct Memory {
     scanned_once: bool,
     /// What was last reported, so that each change is logged once.
     journal: record::Journal,
-    /// Duration of the last scan: decides whether the next one runs inline.
+    /// Duration of the last scan: decides whether the next one runs inline (the first one does:
+    /// at start-up there is nothing else to do, and a thousand groups must not start a thousand
+    /// threads).
     last_scan_took: Duration,
 }
 
@@ -102,7 +104,7 @@ impl GroupScanner {
             polling: false,
             scanned_once: false,
             journal: record::Journal::default(),
-            last_scan_took: INLINE_SCAN_LIMIT,
+            last_scan_took: Duration::ZERO,
         };
         let mut next_resync = self.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();

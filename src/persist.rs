@@ -1,0 +1,172 @@
+//! What each target applied, kept across sidecar restarts (`--state-file`, on an emptyDir).
+//!
+//! Without it, a restarted sidecar can only guess from process start times: an app older than the
+//! content might hold an older version, so it is reloaded once (safe, maybe redundant), and an HTTP
+//! target is assumed to hold what is on disk (a rotation that happened while the sidecar was down
+//! would be missed). With it, the restarted sidecar knows which version it last delivered to which
+//! process: it reloads exactly the targets that do not hold the content on disk.
+//!
+//! The file holds keyed fingerprints (never content) and, unless `--fingerprint-key-file` gives a
+//! key, the random key they are computed with, so that fingerprints compare across restarts. It is
+//! written with mode 0600, by rename, after each successful action: a SIGKILL in the few
+//! microseconds between an action and its record costs one redundant reload, never a missed one.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{Fingerprint, FingerprintKey};
+use crate::state::lock;
+
+/// What a target applied last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Full keyed fingerprint, hex.
+    pub fingerprint: String,
+    /// The process it was delivered to (signal targets): pid and start time in clock ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<(i32, u64)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Document {
+    /// Hex key of the fingerprints, when the daemon drew it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// By target name.
+    #[serde(default)]
+    targets: BTreeMap<String, Applied>,
+}
+
+/// The state file and its content.
+#[derive(Debug)]
+pub struct Persist {
+    /// Where it lives.
+    path: PathBuf,
+    /// Its content.
+    doc: Mutex<Document>,
+}
+
+impl Persist {
+    /// Loads `path` (a missing or unreadable file starts empty, with a warning for the latter).
+    pub fn load(path: &Path) -> Persist {
+        let doc = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "state file unreadable: starting without it");
+                Document::default()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Document::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the state file: starting without it");
+                Document::default()
+            }
+        };
+        Persist {
+            path: path.to_path_buf(),
+            doc: Mutex::new(doc),
+        }
+    }
+
+    /// The key recorded by an earlier run, or `key` (recorded now) when there is none.
+    pub fn key_or(&self, key: &FingerprintKey) -> FingerprintKey {
+        let mut doc = lock(&self.doc);
+        if let Some(k) = doc.key.as_deref().and_then(unhex) {
+            return FingerprintKey::new(k);
+        }
+        doc.key = Some(hex(key.bytes()));
+        drop(doc);
+        self.save();
+        key.clone()
+    }
+
+    /// What `target` applied last, per an earlier run.
+    pub fn applied(&self, target: &str) -> Option<Applied> {
+        lock(&self.doc).targets.get(target).cloned()
+    }
+
+    /// Records that `target` applied `fp` (delivered to `process`, for signal targets).
+    pub fn record(&self, target: &str, fp: &Fingerprint, process: Option<(i32, u64)>) {
+        let applied = Applied {
+            fingerprint: hex(fp.bytes()),
+            process,
+        };
+        let mut doc = lock(&self.doc);
+        if doc.targets.get(target) == Some(&applied) {
+            return;
+        }
+        doc.targets.insert(target.to_string(), applied);
+        drop(doc);
+        self.save();
+    }
+
+    fn save(&self) {
+        let text = match serde_json::to_vec(&*lock(&self.doc)) {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(error = %e, "cannot encode the state file"),
+        };
+        let tmp = self.path.with_extension("tmp");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| io::Write::write_all(&mut f, &text))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the state file");
+        }
+    }
+}
+
+/// Whether a record says `fp` was applied.
+pub fn same(applied: &Applied, fp: &Fingerprint) -> bool {
+    applied.fingerprint == hex(fp.bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_reload_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let p = Persist::load(&path);
+        let key = p.key_or(&FingerprintKey::new(vec![7; 32]));
+        let (fp, _) = key.digest_reader(&b"content"[..]).unwrap();
+        p.record("signal:nginx", &fp, Some((42, 1000)));
+        let again = Persist::load(&path);
+        let key2 = again.key_or(&FingerprintKey::new(vec![9; 32]));
+        let (fp2, _) = key2.digest_reader(&b"content"[..]).unwrap();
+        assert_eq!(fp, fp2, "the recorded key is reused");
+        let a = again.applied("signal:nginx").unwrap();
+        assert!(same(&a, &fp));
+        assert_eq!(a.process, Some((42, 1000)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("content"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
