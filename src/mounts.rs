@@ -71,27 +71,6 @@ pub fn single_file_mount<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mou
     mounts.iter().rev().find(|m| m.mount_point == path)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mountinfo_lines() {
-        let text = "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
-                    512 498 0:61 /..2026_11_24_06_00_00.123456789/tls.crt /etc/nginx/tls.crt ro,relatime - tmpfs tmpfs rw\n\
-                    600 498 0:62 /a\\040b /x\\040y rw - tmpfs t rw\n\
-                    garbage\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].mount_point, PathBuf::from("/mnt2"));
-        assert_eq!(m[0].fstype, "ext3");
-        assert!(!m[0].from_kubelet_version());
-        assert!(m[1].from_kubelet_version());
-        assert_eq!(m[2].root, "/a b");
-        assert_eq!(m[2].mount_point, PathBuf::from("/x y"));
-    }
-}
-
 /// Wakes every watch group whenever the mount table changes (the kernel marks
 /// `/proc/self/mountinfo` with `POLLPRI`): a volume unmounted and mounted again gets its watches
 /// back at once, where inotify alone says nothing. Returns when `stop` turns true, or at once when
@@ -137,5 +116,26 @@ pub async fn watch_mount_table(
             }
             _ = crate::shutdown::stopped(&mut stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    512 498 0:61 /..2026_11_24_06_00_00.123456789/tls.crt /etc/nginx/tls.crt ro,relatime - tmpfs tmpfs rw\n\
+                    600 498 0:62 /a\\040b /x\\040y rw - tmpfs t rw\n\
+                    garbage\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].mount_point, PathBuf::from("/mnt2"));
+        assert_eq!(m[0].fstype, "ext3");
+        assert!(!m[0].from_kubelet_version());
+        assert!(m[1].from_kubelet_version());
+        assert_eq!(m[2].root, "/a b");
+        assert_eq!(m[2].mount_point, PathBuf::from("/x y"));
     }
 }
