@@ -181,6 +181,10 @@ impl Reconciler {
         let fp = v.fingerprint;
         match result {
             Ok(outcome) => {
+                // Recorded first: a SIGKILL from here on cannot cause a redundant reload.
+                if let Some(persist) = &self.persist {
+                    persist.record(&name, &fp, self.actor.delivered());
+                }
                 let (result, detail) = match outcome {
                     Outcome::Done(detail) => {
                         p.last_action = Some(t0);
@@ -200,9 +204,6 @@ impl Reconciler {
                     last_action: p.last_action,
                     ..Progress::default()
                 };
-                if let Some(persist) = &self.persist {
-                    persist.record(&name, &fp, self.actor.delivered());
-                }
                 let mut t = lock(&self.state.targets[self.index]);
                 t.state = "idle";
                 t.failed_attempts = 0;

@@ -13,6 +13,7 @@ mod http;
 mod library;
 mod lifecycle;
 mod nginx;
+mod restart;
 mod signal;
 mod support;
 mod verify;
