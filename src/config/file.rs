@@ -132,13 +132,21 @@ pub(crate) fn load(
             return Vec::new();
         }
     };
-    let file: FileConfig = match serde_json::from_str(&text) {
-        Ok(f) => f,
-        Err(e) => {
-            errs.push(format!("--config {shown}: {e}"));
-            return Vec::new();
-        }
-    };
+    // The path of the offending field (`groups[0].app_uid`) goes with every parse error.
+    let file: FileConfig =
+        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)) {
+            Ok(f) => f,
+            Err(e) => {
+                let at = e.path().to_string();
+                let field = if at == "." {
+                    String::new()
+                } else {
+                    format!("{at}: ")
+                };
+                errs.push(format!("--config {shown}: {field}{}", e.into_inner()));
+                return Vec::new();
+            }
+        };
     if file.groups.is_empty() {
         errs.push(format!(
             "--config {shown}: groups is empty: describe at least one watch group"
@@ -186,11 +194,8 @@ pub(crate) fn load(
                 g.app_uid,
                 g.app_gid,
                 &g.app_groups,
-                [
-                    &format!("{at}.app_uid"),
-                    &format!("{at}.app_gid"),
-                    &format!("{at}.app_groups"),
-                ],
+                &format!("{at}."),
+                ["app_uid", "app_gid", "app_groups"],
                 errs,
             )
         } else {

@@ -190,6 +190,7 @@ pub(crate) fn declared_identity(
     uid: Option<u32>,
     gid: Option<u32>,
     groups: &[u32],
+    at: &str,
     names: [&str; 3],
     errs: &mut Vec<String>,
 ) -> Option<Identity> {
@@ -201,12 +202,15 @@ pub(crate) fn declared_identity(
         }),
         (None, None) if groups.is_empty() => None,
         (None, None) => {
-            errs.push(format!("{} needs {} and {}", names[2], names[0], names[1]));
+            errs.push(format!(
+                "{at}{} needs {} and {}",
+                names[2], names[0], names[1]
+            ));
             None
         }
         _ => {
             errs.push(format!(
-                "{} and {} go together (the app's runAsUser and runAsGroup)",
+                "{at}{} and {} go together (the app's runAsUser and runAsGroup)",
                 names[0], names[1]
             ));
             None

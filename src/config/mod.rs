@@ -253,6 +253,7 @@ impl Config {
                 args.app_uid,
                 args.app_gid,
                 &args.app_groups,
+                "",
                 ["--app-uid", "--app-gid", "--app-groups"],
                 &mut errs,
             ),

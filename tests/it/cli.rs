@@ -367,3 +367,156 @@ fn unusable_listen_address_is_a_runtime_error_exit_1() {
         "{err}"
     );
 }
+
+#[test]
+fn every_malformed_environment_value_exits_2_naming_its_flag() {
+    let dir = tempdir();
+    let w = dir.path().to_str().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("SECRET_RELOADER_DEBOUNCE", "soon", "--debounce"),
+        ("SECRET_RELOADER_DEBOUNCE_MAX", "later", "--debounce-max"),
+        (
+            "SECRET_RELOADER_RESYNC_INTERVAL",
+            "often",
+            "--resync-interval",
+        ),
+        ("SECRET_RELOADER_POLL_INTERVAL", "1ms", "--poll-interval"),
+        (
+            "SECRET_RELOADER_RELOAD_ON_START",
+            "sometimes",
+            "--reload-on-start",
+        ),
+        (
+            "SECRET_RELOADER_MIN_RELOAD_INTERVAL",
+            "x",
+            "--min-reload-interval",
+        ),
+        ("SECRET_RELOADER_RELOAD_URL", "ftp://x/", "--reload-url"),
+        (
+            "SECRET_RELOADER_RELOAD_TIMEOUT",
+            "forever",
+            "--reload-timeout",
+        ),
+        ("SECRET_RELOADER_RELOAD_RETRIES", "-1", "--reload-retries"),
+        (
+            "SECRET_RELOADER_RETRY_BACKOFF_MAX",
+            "x",
+            "--retry-backoff-max",
+        ),
+        ("SECRET_RELOADER_PROCESS_NAME", "a/b", "--process-name"),
+        ("SECRET_RELOADER_PROCESS_CMDLINE", "(", "--process-cmdline"),
+        ("SECRET_RELOADER_PID_FILE", "", "--pid-file"),
+        ("SECRET_RELOADER_EXEC", "sh -c 'x", "--exec"),
+        ("SECRET_RELOADER_LISTEN", "nowhere", "--listen"),
+        ("SECRET_RELOADER_LOG_FORMAT", "xml", "--log-format"),
+        ("SECRET_RELOADER_LOG_LEVEL", "loud", "--log-level"),
+        (
+            "SECRET_RELOADER_CONFIG",
+            "/nonexistent/config.json",
+            "--config",
+        ),
+        (
+            "SECRET_RELOADER_FINGERPRINT_KEY_FILE",
+            "/nonexistent/key",
+            "--fingerprint-key-file",
+        ),
+        ("SECRET_RELOADER_SHUTDOWN_GRACE", "x", "--shutdown-grace"),
+        ("SECRET_RELOADER_VERIFY_URL", "ftp://x/", "--verify-url"),
+        ("SECRET_RELOADER_VERIFY_CONTAINS", "ok", "--verify-url"),
+        ("SECRET_RELOADER_APP_UID", "abc", "--app-uid"),
+        ("SECRET_RELOADER_APP_GID", "-5", "--app-gid"),
+        ("SECRET_RELOADER_APP_GROUPS", "a,b", "--app-groups"),
+        ("SECRET_RELOADER_ACCESS_POLICY", "maybe", "--access-policy"),
+        (
+            "SECRET_RELOADER_CONSISTENCY_CHECK",
+            "perhaps",
+            "--consistency-check",
+        ),
+        (
+            "SECRET_RELOADER_CONSISTENCY_TIMEOUT",
+            "x",
+            "--consistency-timeout",
+        ),
+    ];
+    for (var, value, flag) in cases {
+        let args: &[&str] = match *var {
+            "SECRET_RELOADER_PROCESS_NAME"
+            | "SECRET_RELOADER_PROCESS_CMDLINE"
+            | "SECRET_RELOADER_PID_FILE"
+            | "SECRET_RELOADER_EXEC"
+            | "SECRET_RELOADER_RELOAD_URL" => &["--watch", w],
+            _ => &["--watch", w, "--exec", "true"],
+        };
+        let (code, err) = run(args, &[(var, value)]);
+        assert_eq!(code, 2, "{var}={value:?} should exit 2; stderr:\n{err}");
+        assert!(
+            err.contains(flag),
+            "{var}={value:?}: expected {flag} in:\n{err}"
+        );
+    }
+    let (code, err) = run(
+        &["--watch", w, "--process-name", "x"],
+        &[("SECRET_RELOADER_SIGNAL", "NOPE")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--signal") && err.contains("NOPE"), "{err}");
+    let (code, err) = run(
+        &["--watch", w, "--reload-url", "http://127.0.0.1:1/"],
+        &[("SECRET_RELOADER_RELOAD_METHOD", "GE T")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--reload-method"), "{err}");
+    let (code, err) = run(
+        &["--watch", w, "--reload-url", "http://127.0.0.1:1/"],
+        &[("SECRET_RELOADER_RELOAD_EXPECTED_STATUS", "abc")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--reload-expected-status"), "{err}");
+    let (code, err) = run(
+        &["--watch", w, "--reload-url", "http://127.0.0.1:1/"],
+        &[("SECRET_RELOADER_RELOAD_HEADER", "novalue")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--reload-header"), "{err}");
+}
+
+#[test]
+fn every_malformed_config_field_exits_2_naming_it() {
+    let dir = tempdir();
+    let group = |extra: &str, target: &str| {
+        format!(r#"{{"groups":[{{"name":"g","watch":["/x"]{extra},"targets":[{target}]}}]}}"#)
+    };
+    let exec = r#"{"type":"exec","command":"true"}"#;
+    let cases: Vec<(String, &str)> = vec![
+        (group(r#","debounce_max":"soon""#, exec), "groups[0].debounce_max"),
+        (group(r#","min_reload_interval":"x""#, exec), "groups[0].min_reload_interval"),
+        (group(r#","consistency_timeout":"x""#, exec), "groups[0].consistency_timeout"),
+        (group(r#","reload_on_start":"sometimes""#, exec), "sometimes"),
+        (group(r#","reload_retries":-1"#, exec), "-1"),
+        (group(r#","access_policy":"maybe""#, exec), "maybe"),
+        (group(r#","consistency_check":"perhaps""#, exec), "perhaps"),
+        (group(r#","app_uid":5"#, exec), "groups[0].app_uid and app_gid go together"),
+        (group(r#","app_uid":"x""#, exec), "app_uid"),
+        (group(r#","access_policy":"block""#, r#"{"type":"http","url":"http://127.0.0.1:1/"}"#), "access policy block"),
+        (group("", r#"{"type":"http","url":"http://127.0.0.1:1/","method":"GE T"}"#), "groups[0].targets[0].method"),
+        (group("", r#"{"type":"http","url":"http://127.0.0.1:1/","expected_status":42}"#), "groups[0].targets[0].expected_status"),
+        (group("", r#"{"type":"http","url":"http://127.0.0.1:1/","headers":{"X":"a\nb"}}"#), "groups[0].targets[0].headers"),
+        (group("", r#"{"type":"http","url":"http://127.0.0.1:1/","timeout":"x"}"#), "groups[0].targets[0].timeout"),
+        (group("", r#"{"type":"exec","command":"true","verify_url":"ftp://x"}"#), "groups[0].targets[0].verify_url"),
+        (group("", r#"{"type":"exec","command":"true","verify_contains":"ok"}"#), "groups[0].targets[0].verify_contains"),
+        (group("", r#"{"type":"exec","command":[]}"#), "groups[0].targets[0].command"),
+        (group("", r#"{"type":"signal","process_cmdline":"("}"#), "groups[0].targets[0].process_cmdline"),
+        (group("", r#"{"type":"signal","process_name":"a","pid_file":"/p"}"#), "only one"),
+        (r#"{"groups":[{"name":"bad name!","watch":["/x"],"targets":[{"type":"exec","command":"true"}]}]}"#.to_string(), "bad name!"),
+        (r#"{"groups":[{"name":"g","watch":[],"targets":[{"type":"exec","command":"true"}]}]}"#.to_string(), "groups[0].watch is empty"),
+        (r#"{"groups":[]}"#.to_string(), "groups is empty"),
+        (r#"{"groupz":[]}"#.to_string(), "groupz"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let (code, err) = run(&["--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(want), "{text}: expected {want:?} in:\n{err}");
+    }
+}

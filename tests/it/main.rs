@@ -10,6 +10,7 @@ mod consistency;
 mod doctor;
 mod faults;
 mod http;
+mod hygiene;
 mod library;
 mod lifecycle;
 mod nginx;

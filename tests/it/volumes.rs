@@ -430,3 +430,39 @@ fn inotify_unavailable_falls_back_to_polling() {
     w.write(&[("token", credential("2"))]).unwrap();
     expect_call(&sink, 1, "2");
 }
+
+#[test]
+fn huge_and_binary_files_are_fingerprinted_without_trouble() {
+    let dir = tempdir();
+    let plain = dir.path().join("data");
+    fs::create_dir(&plain).unwrap();
+    let huge = fs::File::create(plain.join("huge.bin")).unwrap();
+    huge.set_len(64 * 1024 * 1024).unwrap(); // sparse: 64 MiB to read, little disk
+    drop(huge);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    fs::write(plain.join("blob.bin"), &binary).unwrap();
+    fs::write(plain.join("token"), credential("1")).unwrap();
+    let sink = Sink::start_with_probe(Some(plain.join("token")));
+    let d = daemon_for(&plain, &sink, &[]);
+    let status = d.status();
+    assert_eq!(status["watches"][0]["complete"], true, "{status}");
+    let size = status["watches"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("huge.bin"))
+        .unwrap()["size"]
+        .clone();
+    assert_eq!(size, 64 * 1024 * 1024);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(plain.join("huge.bin"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"x", 32 * 1024 * 1024).unwrap();
+    drop(f);
+    expect_call(&sink, 1, "1");
+    fs::write(plain.join("token"), credential("2")).unwrap();
+    expect_call(&sink, 2, "2");
+    let (code, _) = crate::support::http_get(d.addr, "/healthz").unwrap();
+    assert_eq!(code, 200);
+}
