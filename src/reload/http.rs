@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue, USER_AGENT};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{ActionError, Outcome};
 use crate::config::{Endpoint, HttpAction};
+use crate::scanner::Version;
 
 /// Most of a response body read (to let the app finish writing); the rest is dropped.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -31,10 +32,14 @@ impl HttpActor {
         HttpActor { cfg }
     }
 
-    /// Makes the reload call.
-    pub async fn call(&self) -> Result<Outcome, ActionError> {
+    /// Makes the reload call for `version`. The call names the version by its keyed fingerprint
+    /// (`X-Secret-Reloader-Fingerprint`), so that the app's logs can tell which one it loaded.
+    pub async fn call(&self, version: &Version) -> Result<Outcome, ActionError> {
         let c = &self.cfg;
         let mut headers = c.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&version.fingerprint.short()) {
+            headers.push((HeaderName::from_static("x-secret-reloader-fingerprint"), v));
+        }
         if let Some(path) = &c.bearer_token_file {
             let token = std::fs::read_to_string(path).map_err(|e| {
                 ActionError::Failed(format!(

@@ -96,7 +96,7 @@ impl Actor {
     /// Applies `version`. `force` sends even when the process looks newer than the content.
     pub async fn apply(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
         match self {
-            Actor::Http(a) => a.call().await,
+            Actor::Http(a) => a.call(version).await,
             Actor::Signal(a) => a.send(version, force),
             Actor::Exec(a) => a.run(version).await,
         }

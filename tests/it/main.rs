@@ -14,6 +14,7 @@ mod hygiene;
 mod library;
 mod lifecycle;
 mod nginx;
+mod props;
 mod restart;
 mod signal;
 mod support;

@@ -17,6 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 
+/// What the app would load at a call: read from disk when the call arrives.
+pub type Probe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// How the endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -42,7 +45,7 @@ pub struct Call {
 struct Inner {
     mode: Mutex<Mode>,
     calls: Mutex<Vec<Call>>,
-    probe: Option<PathBuf>,
+    probe: Option<Probe>,
 }
 
 enum Control {
@@ -65,6 +68,21 @@ impl Sink {
 
     /// An endpoint that reads the version in `probe` at every call.
     pub fn start_with_probe(probe: Option<PathBuf>) -> Sink {
+        Sink::start_with(probe.map(|p| -> Probe {
+            Arc::new(move || {
+                std::fs::read_to_string(&p).ok().map(|t| {
+                    t.lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("version=")
+                        .to_string()
+                })
+            })
+        }))
+    }
+
+    /// An endpoint that records what `probe` says at every call.
+    pub fn start_with(probe: Option<Probe>) -> Sink {
         let inner = Arc::new(Inner {
             mode: Mutex::new(Mode::Status(200)),
             calls: Mutex::new(Vec::new()),
@@ -175,17 +193,7 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let mode = *inner.mode.lock().unwrap();
-    let version = inner
-        .probe
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|t| {
-            t.lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("version=")
-                .to_string()
-        });
+    let version = inner.probe.as_ref().and_then(|p| p());
     let call = Call {
         at: Instant::now(),
         method: req.method().to_string(),
