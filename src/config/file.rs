@@ -124,17 +124,26 @@ pub(crate) fn load(
     defaults: &TargetDefaults,
     errs: &mut Vec<String>,
 ) -> Vec<GroupConfig> {
-    let shown = path.display();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&path.display().to_string(), &text, gd, defaults, errs),
         Err(e) => {
-            errs.push(format!("--config: cannot read {shown}: {e}"));
-            return Vec::new();
+            errs.push(format!("--config: cannot read {}: {e}", path.display()));
+            Vec::new()
         }
-    };
+    }
+}
+
+/// Validates the text of a config file shown as `shown` in messages.
+pub(crate) fn parse(
+    shown: &str,
+    text: &str,
+    gd: &GroupDefaults,
+    defaults: &TargetDefaults,
+    errs: &mut Vec<String>,
+) -> Vec<GroupConfig> {
     // The path of the offending field (`groups[0].app_uid`) goes with every parse error.
     let file: FileConfig =
-        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)) {
+        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)) {
             Ok(f) => f,
             Err(e) => {
                 let at = e.path().to_string();

@@ -220,16 +220,27 @@ impl Config {
 
     /// Validates parsed flags (and the `--config` file they name).
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
-        Config::build(args, true)
+        Config::build(args, true, None)
+    }
+
+    /// Validates the text of a config file with default flags (fuzzing, tools).
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(["secret-reloader", "--config", "(inline)"])
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        Config::build(&cli.run, true, Some(text))
     }
 
     /// As [`Config::from_args`] for the one-shot report, which may look at paths without any
     /// action.
     pub fn for_doctor(args: &RunArgs) -> Result<Config, ConfigError> {
-        Config::build(args, false)
+        Config::build(args, false, None)
     }
 
-    fn build(args: &RunArgs, require_action: bool) -> Result<Config, ConfigError> {
+    fn build(
+        args: &RunArgs,
+        require_action: bool,
+        inline: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         let mut errs = Vec::new();
         let verify = flags::verify(
             args.verify_url.as_deref(),
@@ -291,7 +302,16 @@ impl Config {
             });
         }
         if let Some(path) = &args.config {
-            groups.extend(file::load(path, &group_defaults, &defaults, &mut errs));
+            groups.extend(match inline {
+                Some(text) => file::parse(
+                    &path.display().to_string(),
+                    text,
+                    &group_defaults,
+                    &defaults,
+                    &mut errs,
+                ),
+                None => file::load(path, &group_defaults, &defaults, &mut errs),
+            });
         }
         check_access_policy(&groups, &mut errs);
         if groups.is_empty() && errs.is_empty() {
