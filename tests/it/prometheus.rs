@@ -248,18 +248,20 @@ fn prometheus_scrapes_the_daemon_and_sees_a_rotation_reloaded() {
     prom.wait_until("the change to be counted", START_DEADLINE, || {
         prom.value(changes) == Some(1.0)
     });
-    assert_eq!(
-        prom.value(&format!(
-            "secret_reloader_reload_duration_seconds_count{{job=\"secret-reloader\",target=\"{target_label}\"}}"
-        )),
-        Some(1.0)
+    // Waited for too: a scrape may fall between two updates of the daemon's bookkeeping.
+    let durations = format!(
+        "secret_reloader_reload_duration_seconds_count{{job=\"secret-reloader\",target=\"{target_label}\"}}"
     );
-    assert_eq!(
-        prom.value(&format!(
-            "secret_reloader_stale{{job=\"secret-reloader\",target=\"{target_label}\"}}"
-        )),
-        Some(0.0)
+    prom.wait_until(
+        "the reload's duration to be recorded",
+        START_DEADLINE,
+        || prom.value(&durations) == Some(1.0),
     );
+    let stale =
+        format!("secret_reloader_stale{{job=\"secret-reloader\",target=\"{target_label}\"}}");
+    prom.wait_until("the target not to be stale", START_DEADLINE, || {
+        prom.value(&stale) == Some(0.0)
+    });
     assert_eq!(
         prom.value("up{job=\"secret-reloader\"}"),
         Some(1.0),
