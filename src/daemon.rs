@@ -63,7 +63,6 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::new());
     let group_names: Vec<String> = config.groups.iter().map(|g| g.name.clone()).collect();
     let targets: Vec<(String, String, &'static str)> = config
         .groups
@@ -81,26 +80,15 @@ pub async fn serve(
         .collect();
     let procfs = ProcFs::new(&config.proc_root);
     let sidecar = crate::identity::Sidecar::current(&procfs);
-    let state = Arc::new(State::new(
-        config.summary(),
-        &sidecar,
-        &group_names,
-        &targets,
-    ));
-    for g in &group_names {
-        metrics.init_group(g);
-    }
-    for (t, _, _) in &targets {
-        metrics.init_target(t);
-    }
-    for t in config
+    let config = Arc::new(config);
+    let state = Arc::new(State::new(config.clone(), &sidecar, &group_names, &targets));
+    let verifying: Vec<(String, bool)> = config
         .groups
         .iter()
         .flat_map(|g| &g.targets)
-        .filter(|t| t.verify.is_some())
-    {
-        metrics.init_verify(&t.name);
-    }
+        .map(|t| (t.name.clone(), t.verify.is_some()))
+        .collect();
+    let metrics = Arc::new(Metrics::new(&group_names, &verifying));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let addr = listener.local_addr().ok();
@@ -152,7 +140,7 @@ pub async fn serve(
         readies.push(ready_rx);
         let scanner = GroupScanner {
             index,
-            group: Arc::new(group.clone()),
+            group: group.clone(),
             key: key.clone(),
             wake: wakes[index].clone(),
             hub: hub.clone(),

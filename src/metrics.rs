@@ -1,13 +1,24 @@
-//! The Prometheus registry and every metric the daemon exports (prefix `secret_reloader_`).
+//! Every metric the daemon exports (prefix `secret_reloader_`), kept as plain atomics per watch
+//! group and per target, and turned into Prometheus metric families only when `/metrics` is
+//! scraped (the `prometheus` crate's data model and text encoder do the rest).
 //!
-//! Built once per daemon and shared by reference: no global registry, so tests can run several
+//! Why not a registry of metric vectors: each labelled series there is a heap object with its own
+//! copy of names, help and labels, several hundred bytes; a thousand watched volumes would spend
+//! megabytes on them. Here a group costs a few atomics, and nothing is global, so tests run several
 //! daemons in one process. Label values come from the configuration (group and target names,
 //! watched paths) or a small fixed set (`result`, `kind`); never from secret content.
 
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
+use prometheus::{Encoder, TextEncoder};
+
+use crate::state::lock;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
 pub const WATCH_ERROR_KINDS: &[&str] = &[
@@ -19,220 +30,441 @@ pub const WATCH_ERROR_KINDS: &[&str] = &[
     "read",
 ];
 
-/// Every metric of the daemon.
-pub struct Metrics {
-    /// The registry `/metrics` encodes.
-    registry: Registry,
-    /// Reload actions by target and result (success / failure).
-    pub reloads_total: IntCounterVec,
-    /// Duration of reload actions by target.
-    pub reload_duration_seconds: HistogramVec,
-    /// Unix time of the last successful reload by target.
-    pub last_reload_success_timestamp_seconds: GaugeVec,
-    /// Distinct content changes seen, by watch group.
-    pub changes_total: IntCounterVec,
-    /// Unix time of the last content change, by watch group.
-    pub last_change_timestamp_seconds: GaugeVec,
-    /// 1 while a target has not applied the current content.
-    pub stale: IntGaugeVec,
-    /// Files in the current version, by watch group.
-    pub watched_files: IntGaugeVec,
-    /// Watch problems by kind (overflow, watch limit, ...).
-    pub watch_errors_total: IntCounterVec,
-    /// 1 while a watch group is polled instead of watched with inotify.
-    pub polling: IntGaugeVec,
-    /// 1 when the app's uid/gids can read the file.
-    pub file_access_ok: IntGaugeVec,
-    /// Unix time the earliest certificate of a file expires.
-    pub cert_expiry_timestamp_seconds: GaugeVec,
-    /// Verification probes after reloads, by target and result.
-    pub verify_total: IntCounterVec,
-    /// 1 while the content on disk is held back (incomplete, inconsistent, unreadable by the app).
-    pub content_blocked: IntGaugeVec,
-    /// 1 while the declared app identity differs from the process's.
-    pub identity_drift: IntGaugeVec,
-    /// Always 1, labelled with the version.
-    pub build_info: IntGaugeVec,
+/// Upper bounds of `reload_duration_seconds`.
+const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// An f64 in an atomic.
+#[derive(Debug, Default)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Relaxed);
+    }
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Relaxed))
+    }
+    fn add(&self, v: f64) {
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |b| {
+            Some((f64::from_bits(b) + v).to_bits())
+        });
+    }
 }
 
-fn name(n: &str) -> String {
-    format!("secret_reloader_{n}")
+/// The series of one watch group.
+#[derive(Debug, Default)]
+pub struct GroupMetrics {
+    name: String,
+    changes: AtomicU64,
+    last_change: AtomicF64,
+    watched_files: AtomicI64,
+    polling: AtomicBool,
+    content_blocked: AtomicBool,
+    identity_drift: AtomicBool,
+    /// Per file: whether the app can read it; the earliest certificate expiry.
+    files: Mutex<(BTreeMap<String, bool>, BTreeMap<String, f64>)>,
+}
+
+impl GroupMetrics {
+    /// A content change seen at `unix` seconds.
+    pub fn changed(&self, unix: f64) {
+        self.changes.fetch_add(1, Relaxed);
+        self.last_change.set(unix);
+    }
+    /// Files in the current version.
+    pub fn set_watched_files(&self, n: usize) {
+        self.watched_files.store(n as i64, Relaxed);
+    }
+    /// Polled instead of watched.
+    pub fn set_polling(&self, on: bool) {
+        self.polling.store(on, Relaxed);
+    }
+    /// Content held back.
+    pub fn set_content_blocked(&self, on: bool) {
+        self.content_blocked.store(on, Relaxed);
+    }
+    /// Declared and real identity differ.
+    pub fn set_identity_drift(&self, on: bool) {
+        self.identity_drift.store(on, Relaxed);
+    }
+    /// Replaces the access verdicts (path → readable) and certificate expiries (path → unix).
+    pub fn set_files(&self, access: BTreeMap<String, bool>, expiry: BTreeMap<String, f64>) {
+        *lock(&self.files) = (access, expiry);
+    }
+}
+
+/// The series of one target.
+#[derive(Debug, Default)]
+pub struct TargetMetrics {
+    name: String,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    last_success: AtomicF64,
+    stale: AtomicBool,
+    /// Verification results (success, failure), for targets that verify.
+    verify: Option<(AtomicU64, AtomicU64)>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    duration_sum: AtomicF64,
+}
+
+impl TargetMetrics {
+    /// A reload action that took `took`; `ok` when it succeeded, at `unix` seconds.
+    pub fn action(&self, ok: bool, took: Duration, unix: f64) {
+        if ok {
+            self.successes.fetch_add(1, Relaxed);
+            self.last_success.set(unix);
+        } else {
+            self.failures.fetch_add(1, Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.duration_sum.add(secs);
+    }
+    /// Whether the target has not applied the current content.
+    pub fn set_stale(&self, on: bool) {
+        self.stale.store(on, Relaxed);
+    }
+    /// A verification outcome.
+    pub fn verified(&self, ok: bool) {
+        if let Some((s, f)) = &self.verify {
+            if ok { s } else { f }.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Every metric of the daemon.
+#[derive(Debug)]
+pub struct Metrics {
+    groups: Vec<GroupMetrics>,
+    targets: Vec<TargetMetrics>,
+    watch_errors: Vec<AtomicU64>,
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let counter = |n: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name(n), help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let reloads_total = counter(
-            "reloads_total",
-            "Reload actions by target and result.",
-            &["target", "result"],
-        );
-        let changes_total = counter(
-            "changes_total",
-            "Distinct content changes seen.",
-            &["watch"],
-        );
-        let verify_total = counter(
-            "verify_total",
-            "Verification probes after reloads, by target and result.",
-            &["target", "result"],
-        );
-        let watch_errors_total = counter(
-            "watch_errors_total",
-            "Watch problems: queue overflow, watch limit, unreadable files.",
-            &["kind"],
-        );
-        let gauge = |n: &str, help: &str, labels: &[&str]| {
-            let g = GaugeVec::new(Opts::new(name(n), help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let last_reload_success_timestamp_seconds = gauge(
-            "last_reload_success_timestamp_seconds",
-            "Unix time of the last successful reload.",
-            &["target"],
-        );
-        let last_change_timestamp_seconds = gauge(
-            "last_change_timestamp_seconds",
-            "Unix time of the last content change.",
-            &["watch"],
-        );
-        let int_gauge = |n: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name(n), help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let stale = int_gauge(
-            "stale",
-            "1 while the target has not applied the current content.",
-            &["target"],
-        );
-        let watched_files = int_gauge("watched_files", "Files in the current version.", &["watch"]);
-        let polling = int_gauge(
-            "polling",
-            "1 while the watch group is polled instead of using inotify.",
-            &["watch"],
-        );
-        let build_info = int_gauge(
-            "build_info",
-            "Always 1; the version is a label.",
-            &["version"],
-        );
-        let file_access_ok = int_gauge(
-            "file_access_ok",
-            "1 when the app's uid/gids can read the file (owner, group and other bits, parent directories).",
-            &["watch", "path"],
-        );
-        let content_blocked = int_gauge(
-            "content_blocked",
-            "1 while the content on disk is held back: incomplete, inconsistent PEM, or unreadable by the app (block policy).",
-            &["watch"],
-        );
-        let identity_drift = int_gauge(
-            "identity_drift",
-            "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
-            &["watch"],
-        );
-        let cert_expiry_timestamp_seconds = gauge(
-            "cert_expiry_timestamp_seconds",
-            "Unix time the earliest certificate of the file expires.",
-            &["watch", "path"],
-        );
-        let reload_duration_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                name("reload_duration_seconds"),
-                "Duration of reload actions.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["target"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(reload_duration_seconds.clone()))
-            .expect("unique metric");
-
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for kind in WATCH_ERROR_KINDS {
-            watch_errors_total.with_label_values(&[kind]);
-        }
+    /// Metrics for the named groups and targets (`(name, verifies)`), all at zero.
+    pub fn new(groups: &[String], targets: &[(String, bool)]) -> Metrics {
         Metrics {
-            registry,
-            reloads_total,
-            reload_duration_seconds,
-            last_reload_success_timestamp_seconds,
-            changes_total,
-            last_change_timestamp_seconds,
-            stale,
-            watched_files,
-            watch_errors_total,
-            polling,
-            file_access_ok,
-            cert_expiry_timestamp_seconds,
-            verify_total,
-            content_blocked,
-            identity_drift,
-            build_info,
+            groups: groups
+                .iter()
+                .map(|name| GroupMetrics {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            targets: targets
+                .iter()
+                .map(|(name, verify)| TargetMetrics {
+                    name: name.clone(),
+                    verify: verify.then(Default::default),
+                    ..Default::default()
+                })
+                .collect(),
+            watch_errors: WATCH_ERROR_KINDS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
-    /// Exports a watch group's series at zero before anything happens.
-    pub fn init_group(&self, group: &str) {
-        self.changes_total.with_label_values(&[group]);
-        self.watched_files.with_label_values(&[group]);
-        self.polling.with_label_values(&[group]);
-        self.content_blocked.with_label_values(&[group]);
-        self.identity_drift.with_label_values(&[group]);
+    /// The series of group `i`.
+    pub fn group(&self, i: usize) -> &GroupMetrics {
+        &self.groups[i]
     }
 
-    /// Exports a target's series at zero before anything happens.
-    pub fn init_target(&self, target: &str) {
-        for result in ["success", "failure"] {
-            self.reloads_total.with_label_values(&[target, result]);
-        }
-        self.stale.with_label_values(&[target]);
+    /// The series of target `i`.
+    pub fn target(&self, i: usize) -> &TargetMetrics {
+        &self.targets[i]
     }
 
-    /// Exports verification series of a target that verifies.
-    pub fn init_verify(&self, target: &str) {
-        for result in ["success", "failure"] {
-            self.verify_total.with_label_values(&[target, result]);
-        }
-    }
-
-    /// Counts one watch problem.
+    /// Counts one watch problem of `kind` (one of [`WATCH_ERROR_KINDS`]).
     pub fn watch_error(&self, kind: &str) {
-        self.watch_errors_total.with_label_values(&[kind]).inc();
+        if let Some(i) = WATCH_ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.watch_errors[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = TextEncoder::new().encode(&self.families(), &mut buf) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        let g = &self.groups;
+        let t = &self.targets;
+        out.push(family(
+            "build_info",
+            "Always 1; the version is a label.",
+            MetricType::GAUGE,
+            vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ));
+        out.push(family(
+            "reloads_total",
+            "Reload actions by target and result.",
+            MetricType::COUNTER,
+            t.iter()
+                .flat_map(|t| {
+                    [
+                        counter(
+                            &[("target", &t.name), ("result", "success")],
+                            t.successes.load(Relaxed),
+                        ),
+                        counter(
+                            &[("target", &t.name), ("result", "failure")],
+                            t.failures.load(Relaxed),
+                        ),
+                    ]
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "reload_duration_seconds",
+            "Duration of reload actions.",
+            MetricType::HISTOGRAM,
+            t.iter().map(histogram).collect(),
+        ));
+        out.push(family(
+            "last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reload.",
+            MetricType::GAUGE,
+            t.iter()
+                .filter(|t| t.successes.load(Relaxed) > 0)
+                .map(|t| gauge(&[("target", &t.name)], t.last_success.get()))
+                .collect(),
+        ));
+        out.push(family(
+            "stale",
+            "1 while the target has not applied the current content.",
+            MetricType::GAUGE,
+            t.iter()
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
+                .collect(),
+        ));
+        out.push(family(
+            "verify_total",
+            "Verification probes after reloads, by target and result.",
+            MetricType::COUNTER,
+            t.iter()
+                .filter_map(|t| t.verify.as_ref().map(|v| (t, v)))
+                .flat_map(|(t, (s, f))| {
+                    [
+                        counter(
+                            &[("target", &t.name), ("result", "success")],
+                            s.load(Relaxed),
+                        ),
+                        counter(
+                            &[("target", &t.name), ("result", "failure")],
+                            f.load(Relaxed),
+                        ),
+                    ]
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "changes_total",
+            "Distinct content changes seen.",
+            MetricType::COUNTER,
+            g.iter()
+                .map(|g| counter(&[("watch", &g.name)], g.changes.load(Relaxed)))
+                .collect(),
+        ));
+        out.push(family(
+            "last_change_timestamp_seconds",
+            "Unix time of the last content change.",
+            MetricType::GAUGE,
+            g.iter()
+                .filter(|g| g.changes.load(Relaxed) > 0)
+                .map(|g| gauge(&[("watch", &g.name)], g.last_change.get()))
+                .collect(),
+        ));
+        let group_gauge = |name: &str, help: &str, value: &dyn Fn(&GroupMetrics) -> f64| {
+            family(
+                name,
+                help,
+                MetricType::GAUGE,
+                g.iter()
+                    .map(|g| gauge(&[("watch", &g.name)], value(g)))
+                    .collect(),
+            )
+        };
+        out.push(group_gauge(
+            "watched_files",
+            "Files in the current version.",
+            &|g| g.watched_files.load(Relaxed) as f64,
+        ));
+        out.push(group_gauge(
+            "polling",
+            "1 while the watch group is polled instead of using inotify.",
+            &|g| flag(&g.polling),
+        ));
+        out.push(group_gauge(
+            "content_blocked",
+            "1 while the content on disk is held back: incomplete, inconsistent PEM, or unreadable by the app (block policy).",
+            &|g| flag(&g.content_blocked),
+        ));
+        out.push(group_gauge(
+            "identity_drift",
+            "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
+            &|g| flag(&g.identity_drift),
+        ));
+        let mut access = Vec::new();
+        let mut expiry = Vec::new();
+        for g in g {
+            let files = lock(&g.files);
+            for (path, ok) in &files.0 {
+                access.push(gauge(
+                    &[("watch", &g.name), ("path", path)],
+                    if *ok { 1.0 } else { 0.0 },
+                ));
+            }
+            for (path, t) in &files.1 {
+                expiry.push(gauge(&[("watch", &g.name), ("path", path)], *t));
+            }
+        }
+        out.push(family(
+            "file_access_ok",
+            "1 when the app's uid/gids can read the file (owner, group and other bits, parent directories).",
+            MetricType::GAUGE,
+            access,
+        ));
+        out.push(family(
+            "cert_expiry_timestamp_seconds",
+            "Unix time the earliest certificate of the file expires.",
+            MetricType::GAUGE,
+            expiry,
+        ));
+        out.push(family(
+            "watch_errors_total",
+            "Watch problems: queue overflow, watch limit, unreadable files.",
+            MetricType::COUNTER,
+            WATCH_ERROR_KINDS
+                .iter()
+                .zip(&self.watch_errors)
+                .map(|(kind, n)| counter(&[("kind", kind)], n.load(Relaxed)))
+                .collect(),
+        ));
+        out.retain(|f| !f.get_metric().is_empty());
+        out
+    }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
+fn flag(b: &AtomicBool) -> f64 {
+    if b.load(Relaxed) { 1.0 } else { 0.0 }
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(format!("secret_reloader_{name}"));
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn labelled(labels: &[(&str, &str)]) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut l = LabelPair::default();
+                l.set_name(k.to_string());
+                l.set_value(v.to_string());
+                l
+            })
+            .collect(),
+    );
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+    let mut m = labelled(labels);
+    let mut g = Gauge::default();
+    g.set_value(v);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
+    let mut m = labelled(labels);
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    m.set_counter(c);
+    m
+}
+
+fn histogram(t: &TargetMetrics) -> Metric {
+    let mut m = labelled(&[("target", &t.name)]);
+    let mut h = Histogram::default();
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(BUCKETS.len());
+    for (bound, n) in BUCKETS.iter().zip(&t.buckets) {
+        cumulative += n.load(Relaxed);
+        let mut b = Bucket::default();
+        b.set_upper_bound(*bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    h.set_bucket(buckets);
+    h.set_sample_count(t.successes.load(Relaxed) + t.failures.load(Relaxed));
+    h.set_sample_sum(t.duration_sum.get());
+    m.set_histogram(h);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_and_valid_histograms() {
+        let m = Metrics::new(&["default".into()], &[("http://127.0.0.1:1/".into(), true)]);
+        m.target(0).action(true, Duration::from_millis(3), 1.7e9);
+        m.target(0).action(false, Duration::from_secs(60), 1.7e9);
+        m.group(0).set_files(
+            BTreeMap::from([("/v/a".to_string(), true)]),
+            BTreeMap::new(),
+        );
+        let text = m.encode();
+        for name in [
+            "build_info",
+            "reloads_total",
+            "reload_duration_seconds_bucket",
+            "stale",
+            "verify_total",
+            "changes_total",
+            "watched_files",
+            "polling",
+            "content_blocked",
+            "identity_drift",
+            "file_access_ok",
+            "watch_errors_total",
+            "last_reload_success_timestamp_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("secret_reloader_{name}")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(
+            text.contains(
+                "secret_reloader_reload_duration_seconds_count{target=\"http://127.0.0.1:1/\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(
+            !text.contains("last_change_timestamp_seconds{"),
+            "no change yet: {text}"
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! across an await); the server reads a consistent copy of each part. Metrics are kept apart in
 //! [`crate::metrics`]; this is the detail an operator reads when a metric says something is wrong.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::access::Verdict;
 use crate::assess::Assessment;
+use crate::config::Config;
 use crate::identity::{AppIdentity, Sidecar};
 use crate::snapshot::{Layout, Scan};
 
@@ -20,8 +21,8 @@ use crate::snapshot::{Layout, Scan};
 pub struct State {
     /// When the daemon started.
     started_at: SystemTime,
-    /// The configuration in force (no secrets in it).
-    config: Value,
+    /// The configuration in force; its summary (no secrets in it) is built when asked for.
+    config: Arc<Config>,
     /// The sidecar's identity and capabilities.
     sidecar: Value,
     /// Latch: set once every group was scanned and its watches set up; never cleared.
@@ -166,7 +167,7 @@ pub struct ErrorRecord {
 impl State {
     /// State for the given groups and targets (`(name, group, kind)`).
     pub fn new(
-        config: Value,
+        config: Arc<Config>,
         sidecar: &Sidecar,
         groups: &[String],
         targets: &[(String, String, &'static str)],
@@ -244,7 +245,7 @@ impl State {
             "started_at": humantime::format_rfc3339_millis(self.started_at).to_string(),
             "ready": self.is_ready(),
             "sidecar": self.sidecar,
-            "config": self.config,
+            "config": self.config.summary(),
             "watches": groups,
             "targets": targets,
         })

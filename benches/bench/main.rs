@@ -1,50 +1,105 @@
 //! Benchmark: how fast and how small the daemon is, measured against the floor in the same run.
 //!
-//! `cargo bench --bench bench [-- --quick] [-- --write BENCHMARKS.md]`, or `scripts/bench` to
-//! measure the static release binary that ships. Prints Markdown; no pass/fail (this machine is
-//! shared and noisy: compare ratios within one run).
+//! `scripts/bench` measures the static release binary that ships and writes BENCHMARKS.md;
+//! `cargo bench --bench bench -- [--quick] [--write FILE] [--only a,b] [--soak N]` runs it by hand.
+//! Sections: latency, footprint, scale, storm, throughput, soak. Prints Markdown; no pass/fail
+//! assertions (this machine is shared and noisy: compare ratios within one run), but the goals are
+//! listed with the figure beside each.
 
 mod daemon;
 mod floor;
+mod footprint;
+mod latency;
 mod probe;
+mod scale;
+mod storm;
+mod throughput;
+mod util;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use daemon::Daemon;
-use probe::{HttpProbe, SignalProbe};
-use secret_reloader::atomic_writer::AtomicWriter;
+use util::{Stats, mib};
 
-struct Opts {
-    bin: String,
-    iterations: usize,
-    updates: usize,
-    idle: Duration,
-    write: Option<PathBuf>,
+/// What to measure and how long.
+pub struct Opts {
+    pub bin: String,
+    pub quick: bool,
+    pub iterations: usize,
+    pub updates: usize,
+    pub idle: Duration,
+    pub storm: usize,
+    pub soak: usize,
+    pub only: Option<Vec<String>>,
+    pub write: Option<PathBuf>,
+}
+
+/// Figures the goals are checked against.
+#[derive(Default)]
+pub struct Figures {
+    pub http_fast: Option<Stats>,
+    pub sig_fast: Option<Stats>,
+    pub floor_http: Option<Stats>,
+    pub floor_sig: Option<Stats>,
+    pub rss_start_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub idle_ticks: Option<u64>,
+    pub rss_1000_kib: Option<u64>,
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let quick = args.iter().any(|a| a == "--quick");
-    let opts = Opts {
+    let o = Opts {
         bin: std::env::var("SECRET_RELOADER_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string()),
+        quick,
         iterations: if quick { 40 } else { 200 },
-        updates: if quick { 200 } else { 1000 },
-        idle: Duration::from_secs(if quick { 5 } else { 30 }),
-        write: args
-            .iter()
-            .position(|a| a == "--write")
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from),
+        updates: if quick { 1000 } else { 10_000 },
+        idle: Duration::from_secs(if quick { 5 } else { 60 }),
+        storm: 1000,
+        soak: value("--soak")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 5_000 } else { 100_000 }),
+        only: value("--only").map(|v| v.split(',').map(str::to_string).collect()),
+        write: value("--write").map(PathBuf::from),
+    };
+    let wanted = |s: &str| {
+        o.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|x| x == s))
     };
     let mut out = String::new();
-    header(&mut out, &opts);
-    latency(&mut out, &opts);
-    footprint(&mut out, &opts);
+    let mut f = Figures::default();
+    header(&mut out, &o);
+    if wanted("latency") {
+        latency::run(&mut out, &o, &mut f);
+    }
+    if wanted("footprint") {
+        footprint::run(&mut out, &o, &mut f);
+    }
+    if wanted("scale") {
+        scale::run(&mut out, &o, &mut f);
+    }
+    if wanted("storm") {
+        storm::run(&mut out, &o);
+    }
+    if wanted("throughput") {
+        throughput::run(&mut out);
+    }
+    goals(&mut out, &o, &f);
+    if wanted("soak") {
+        footprint::soak(&mut out, &o);
+    }
     print!("{out}");
-    if let Some(path) = &opts.write {
+    if let Some(path) = &o.write {
         std::fs::write(path, &out).expect("write the report");
         eprintln!("wrote {}", path.display());
     }
@@ -72,7 +127,7 @@ fn header(out: &mut String, o: &Opts) {
     );
     let _ = writeln!(
         out,
-        "- machine: {cpu}, {cores} cores, Linux {}",
+        "- machine: {cpu}, {cores} cores, Linux {} (shared, noisy: compare within one run)",
         kernel.trim()
     );
     let _ = writeln!(
@@ -86,7 +141,7 @@ fn header(out: &mut String, o: &Opts) {
             "dynamically linked"
         }
     );
-    let _ = writeln!(out, "- iterations per latency row: {}\n", o.iterations);
+    let _ = writeln!(out, "- run: {}\n", if o.quick { "quick" } else { "full" });
 }
 
 /// Whether an ELF file has no program interpreter (PT_INTERP), i.e. is statically linked.
@@ -109,244 +164,75 @@ fn is_static(path: &Path) -> bool {
     })
 }
 
-/// Median, p99 and max in milliseconds.
-struct Stats {
-    median: f64,
-    p99: f64,
-    max: f64,
-    n: usize,
-}
-
-fn stats(mut v: Vec<Duration>) -> Stats {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let n = v.len();
-    if n == 0 {
-        return Stats {
-            median: f64::NAN,
-            p99: f64::NAN,
-            max: f64::NAN,
-            n,
+fn goals(out: &mut String, o: &Opts, f: &Figures) {
+    let size = std::fs::metadata(&o.bin).map(|m| m.len()).unwrap_or(0);
+    let mut rows: Vec<(String, String, Option<bool>)> = Vec::new();
+    let mut add = |goal: &str, figure: Option<String>, met: Option<bool>| {
+        rows.push((
+            goal.to_string(),
+            figure.unwrap_or_else(|| "not measured in this run".into()),
+            met,
+        ));
+    };
+    add(
+        "idle RSS under 4 MiB",
+        f.rss_start_kib.map(|k| format!("{:.2} MiB", mib(k))),
+        f.rss_start_kib.map(|k| k < 4096),
+    );
+    add(
+        "RSS flat over the updates (no leak)",
+        f.rss_start_kib
+            .zip(f.rss_after_kib)
+            .map(|(a, b)| format!("{:.2} → {:.2} MiB", mib(a), mib(b))),
+        f.rss_start_kib
+            .zip(f.rss_after_kib)
+            .map(|(a, b)| b < a + 512),
+    );
+    add(
+        "0 CPU ticks idle",
+        f.idle_ticks
+            .map(|t| format!("{t} ticks over {} s", o.idle.as_secs())),
+        f.idle_ticks.map(|t| t == 0),
+    );
+    let within = |a: &Option<Stats>, b: &Option<Stats>| match (a, b) {
+        (Some(a), Some(b)) => (
+            Some(format!(
+                "{:.3} ms vs floor {:.3} ms ({:.2}×)",
+                a.median,
+                b.median,
+                a.median / b.median
+            )),
+            Some(a.median <= 2.0 * b.median),
+        ),
+        _ => (None, None),
+    };
+    let (fig, met) = within(&f.http_fast, &f.floor_http);
+    add("fast-path latency within 2× the floor: HTTP", fig, met);
+    let (fig, met) = within(&f.sig_fast, &f.floor_sig);
+    add("fast-path latency within 2× the floor: SIGHUP", fig, met);
+    add(
+        "1,000 volumes under 16 MiB RSS",
+        f.rss_1000_kib.map(|k| format!("{:.2} MiB", mib(k))),
+        f.rss_1000_kib.map(|k| k < 16 * 1024),
+    );
+    let static_bin = is_static(Path::new(&o.bin));
+    add(
+        "static binary under 4 MiB",
+        Some(format!(
+            "{:.2} MiB, {}",
+            size as f64 / 1048576.0,
+            if static_bin { "static" } else { "not static" }
+        )),
+        Some(static_bin && size < 4 * 1024 * 1024),
+    );
+    let _ = writeln!(out, "## Goals\n\n| goal | figure | met |\n|---|---|---|");
+    for (goal, figure, met) in rows {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
         };
-    }
-    Stats {
-        median: ms(v[n / 2]),
-        p99: ms(v[(n * 99 / 100).min(n - 1)]),
-        max: ms(v[n - 1]),
-        n,
-    }
-}
-
-fn row(out: &mut String, what: &str, s: &Stats) {
-    let _ = writeln!(
-        out,
-        "| {what} | {:.3} | {:.3} | {:.3} | {} |",
-        s.median, s.p99, s.max, s.n
-    );
-}
-
-/// Rotates `iterations` times and times each swap → `wait` stamp.
-fn measure(
-    writer: &AtomicWriter,
-    iterations: usize,
-    mut wait: impl FnMut() -> Option<Instant>,
-    mut before: impl FnMut(),
-) -> Vec<Duration> {
-    let mut v = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        before();
-        let swapped = writer
-            .write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))])
-            .expect("rotate");
-        match wait() {
-            Some(at) => v.push(at.saturating_duration_since(swapped)),
-            None => eprintln!("  iteration {i}: no action within the deadline"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    v
-}
-
-fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("sr-bench-{tag}-"))
-        .tempdir()
-        .unwrap();
-    let w = AtomicWriter::new(dir.path().join("vol"));
-    w.write(&[("token", "version=start\n")]).unwrap();
-    (dir, w)
-}
-
-fn latency(out: &mut String, o: &Opts) {
-    let _ = writeln!(out, "## Latency: kubelet `..data` swap → action (ms)\n");
-    let _ = writeln!(
-        out,
-        "| path | median | p99 | max | n |\n|---|---|---|---|---|"
-    );
-    let deadline = Duration::from_secs(3);
-    let common = ["--min-reload-interval", "0", "--reload-on-start", "never"];
-
-    let http = HttpProbe::start();
-    let (dir, w) = volume("http");
-    let vol = dir.path().join("vol");
-    let url = http.url();
-    let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
-    args.extend(common);
-    let d = Daemon::start(&o.bin, &args);
-    let http_s = stats(measure(
-        &w,
-        o.iterations,
-        || http.next(deadline),
-        || http.drain(),
-    ));
-    row(
-        out,
-        "secret-reloader → HTTP call (kubelet fast path)",
-        &http_s,
-    );
-    drop(d);
-
-    let sig = SignalProbe::install();
-    let (dir, w) = volume("signal");
-    let vol = dir.path().join("vol");
-    let pid_file = dir.path().join("bench.pid");
-    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    let mut args = vec![
-        "--watch",
-        vol.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-    ];
-    args.extend(common);
-    let d = Daemon::start(&o.bin, &args);
-    let sig_s = stats(measure(
-        &w,
-        o.iterations,
-        || sig.wait(deadline),
-        || sig.reset(),
-    ));
-    row(
-        out,
-        "secret-reloader → SIGHUP delivered (kubelet fast path)",
-        &sig_s,
-    );
-    drop(d);
-
-    let (dir, w) = volume("floor-signal");
-    floor::start(w.dir(), floor::FloorAction::Signal);
-    let floor_sig = stats(measure(
-        &w,
-        o.iterations,
-        || sig.wait(deadline),
-        || sig.reset(),
-    ));
-    row(out, "floor: inotify read → kill(SIGHUP)", &floor_sig);
-    drop(dir);
-
-    let (dir, w) = volume("floor-http");
-    floor::start(w.dir(), floor::FloorAction::Http(http.addr));
-    let floor_http = stats(measure(
-        &w,
-        o.iterations,
-        || http.next(deadline),
-        || http.drain(),
-    ));
-    row(out, "floor: inotify read → one HTTP request", &floor_http);
-    drop(dir);
-
-    // A writer without a commit point: the quiet period (default 100ms) is the latency.
-    let dir = tempfile::Builder::new()
-        .prefix("sr-bench-plain-")
-        .tempdir()
-        .unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, "version=start\n").unwrap();
-    let mut args = vec![
-        "--watch",
-        dir.path().to_str().unwrap(),
-        "--reload-url",
-        &url,
-    ];
-    args.extend(common);
-    let d = Daemon::start(&o.bin, &args);
-    let mut v = Vec::new();
-    for i in 0..o.iterations.min(30) {
-        http.drain();
-        std::fs::write(&file, format!("version={i}\n")).unwrap();
-        let written = Instant::now();
-        if let Some(at) = http.next(deadline) {
-            v.push(at - written);
-        }
-    }
-    row(
-        out,
-        "secret-reloader → HTTP call (in-place writer, default --debounce 100ms)",
-        &stats(v),
-    );
-    drop(d);
-
-    let _ = writeln!(
-        out,
-        "\nRatio to the floor (median): HTTP {:.2}×, SIGHUP {:.2}×. Reference, configmap-reload measured on this \
-         machine kind: 1.0–1.2 ms median swap → webhook.\n",
-        http_s.median / floor_http.median,
-        sig_s.median / floor_sig.median
-    );
-}
-
-fn footprint(out: &mut String, o: &Opts) {
-    let _ = writeln!(out, "## Footprint\n");
-    let http = HttpProbe::start();
-    let (dir, w) = volume("footprint");
-    let vol = dir.path().join("vol");
-    let url = http.url();
-    let d = Daemon::start(
-        &o.bin,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--reload-url",
-            &url,
-            "--min-reload-interval",
-            "0",
-        ],
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    let rss_start = d.rss_kib();
-    let threads = d.threads();
-    let mut missed = 0;
-    for i in 0..o.updates {
-        http.drain();
-        w.write(&[("token", format!("version={i}\n"))]).unwrap();
-        if http.next(Duration::from_secs(3)).is_none() {
-            missed += 1;
-        }
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let rss_after = d.rss_kib();
-    let t0 = d.cpu_ticks();
-    std::thread::sleep(o.idle);
-    let idle_ticks = d.cpu_ticks() - t0;
-    let _ = writeln!(out, "| reading | value |\n|---|---|");
-    let _ = writeln!(
-        out,
-        "| RSS after start | {:.2} MiB |",
-        rss_start as f64 / 1024.0
-    );
-    let _ = writeln!(
-        out,
-        "| RSS after {} updates (each reloaded) | {:.2} MiB |",
-        o.updates,
-        rss_after as f64 / 1024.0
-    );
-    let _ = writeln!(out, "| threads | {threads} |");
-    let _ = writeln!(
-        out,
-        "| CPU ticks over {} s idle | {idle_ticks} |",
-        o.idle.as_secs()
-    );
-    if missed > 0 {
-        let _ = writeln!(out, "| updates without a reload within 3 s | {missed} |");
+        let _ = writeln!(out, "| {goal} | {figure} | {met} |");
     }
     let _ = writeln!(out);
 }

@@ -9,14 +9,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A blocking HTTP endpoint: every request is answered 200 and its arrival time is sent.
+/// One request received.
+pub struct Hit {
+    /// When its head was complete.
+    pub at: Instant,
+    /// Request path.
+    pub path: String,
+    /// First line of the probe file when it arrived (what the app would load).
+    pub loaded: Option<String>,
+}
+
+/// A blocking HTTP endpoint: every request is answered 200 and stamped.
 pub struct HttpProbe {
     pub addr: SocketAddr,
-    pub rx: mpsc::Receiver<Instant>,
+    pub rx: mpsc::Receiver<Hit>,
 }
 
 impl HttpProbe {
     pub fn start() -> HttpProbe {
+        HttpProbe::start_reading(None)
+    }
+
+    /// A probe that also reads the first line of `file` at every request.
+    pub fn start_reading(file: Option<std::path::PathBuf>) -> HttpProbe {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind probe");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -33,10 +48,16 @@ impl HttpProbe {
                     }
                 }
                 let at = Instant::now();
+                let loaded = file
+                    .as_ref()
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .map(|t| t.lines().next().unwrap_or("").to_string());
                 let _ = s.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
-                if tx.send(at).is_err() {
+                let head = String::from_utf8_lossy(&seen);
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                if tx.send(Hit { at, path, loaded }).is_err() {
                     return;
                 }
             }
@@ -54,6 +75,10 @@ impl HttpProbe {
     }
 
     pub fn next(&self, within: Duration) -> Option<Instant> {
+        self.rx.recv_timeout(within).ok().map(|h| h.at)
+    }
+
+    pub fn next_hit(&self, within: Duration) -> Option<Hit> {
         self.rx.recv_timeout(within).ok()
     }
 }

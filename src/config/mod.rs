@@ -31,7 +31,8 @@ pub const CLI_GROUP: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Watch groups: paths watched together and the targets reloaded when their content changes.
-    pub groups: Vec<GroupConfig>,
+    /// Shared, not copied, with the tasks that serve them.
+    pub groups: Vec<std::sync::Arc<GroupConfig>>,
     /// Address of the metrics/status server.
     pub listen: SocketAddr,
     /// Log line format.
@@ -363,7 +364,7 @@ impl Config {
         };
         match (errs.is_empty(), listen) {
             (true, Some(listen)) => Ok(Config {
-                groups,
+                groups: groups.into_iter().map(std::sync::Arc::new).collect(),
                 listen,
                 log_format: args.log_format,
                 log_level: args.log_level,

@@ -13,7 +13,7 @@ impl Config {
     /// The configuration in force, as shown by `/status`.
     pub fn summary(&self) -> Value {
         json!({
-            "groups": self.groups.iter().map(GroupConfig::summary).collect::<Vec<_>>(),
+            "groups": self.groups.iter().map(|g| g.summary()).collect::<Vec<_>>(),
             "listen": self.listen.to_string(),
             "resync_interval": self.resync_interval.map(dur),
             "poll_interval": self.poll_interval.map(dur),

@@ -115,7 +115,9 @@ impl Reconciler {
                     continue;
                 }
             }
-            if let Some(delay) = self.attempt(&v, &mut p).await {
+            // Boxed: the action's state (an HTTP exchange) only exists while it runs, so a
+            // thousand idle targets stay small.
+            if let Some(delay) = Box::pin(self.attempt(&v, &mut p)).await {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = crate::shutdown::stopped(&mut stop) => return,
@@ -173,9 +175,8 @@ impl Reconciler {
                 Err(msg) => ("failure", Err(ActionError::Failed(msg))),
             };
             self.metrics
-                .verify_total
-                .with_label_values(&[&name, verdict])
-                .inc();
+                .target(self.index)
+                .verified(verdict == "success");
             result = checked;
         }
         let fp = v.fingerprint;
@@ -188,7 +189,7 @@ impl Reconciler {
                 let (result, detail) = match outcome {
                     Outcome::Done(detail) => {
                         p.last_action = Some(t0);
-                        self.count(&name, "success", took);
+                        self.count(true, took);
                         let since_change = v.seen_at.elapsed();
                         tracing::info!(target = %name, watch = %self.group, version = %fp, took = ?took,
                             since_change = ?since_change, "reloaded: {detail}");
@@ -235,7 +236,7 @@ impl Reconciler {
                 p.last_action = Some(t0);
                 p.applied = None;
                 p.last_wait = None;
-                self.count(&name, "failure", took);
+                self.count(false, took);
                 if p.failing != Some(fp) {
                     p.failing = Some(fp);
                     p.version_failures = 0;
@@ -274,34 +275,18 @@ impl Reconciler {
         }
     }
 
-    fn count(&self, name: &str, result: &str, took: Duration) {
-        self.metrics
-            .reloads_total
-            .with_label_values(&[name, result])
-            .inc();
-        self.metrics
-            .reload_duration_seconds
-            .with_label_values(&[name])
-            .observe(took.as_secs_f64());
-        if result == "success" {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            self.metrics
-                .last_reload_success_timestamp_seconds
-                .with_label_values(&[name])
-                .set(now);
-        }
+    fn count(&self, ok: bool, took: Duration) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.target(self.index).action(ok, took, now);
     }
 
     /// Publishes desired/applied and the stale flag.
     fn record_desired(&self, v: &Version, p: &Progress) {
         let stale = p.applied != Some(v.fingerprint);
-        self.metrics
-            .stale
-            .with_label_values(&[&self.cfg.name])
-            .set(i64::from(stale));
+        self.metrics.target(self.index).set_stale(stale);
         let mut t = lock(&self.state.targets[self.index]);
         t.desired_fingerprint = Some(v.fingerprint.short());
         t.applied_fingerprint = p.applied.map(|f| f.short());

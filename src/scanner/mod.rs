@@ -108,7 +108,7 @@ impl GroupScanner {
         };
         let mut next_resync = self.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
-        self.scan(&mut mem, false).await;
+        Box::pin(self.scan(&mut mem, false)).await;
         loop {
             let due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.poll_interval);
@@ -143,7 +143,8 @@ impl GroupScanner {
             }
             lock(&self.wake.debounce).fire();
             last_scan = now;
-            self.scan(&mut mem, resync_now).await;
+            // Boxed, like the reconciler's attempts: idle groups keep only their loop state.
+            Box::pin(self.scan(&mut mem, resync_now)).await;
         }
     }
 

@@ -2,7 +2,7 @@
 //! the app can no longer read, content held back, identity drift) is logged once, when it
 //! happens, with what to do about it; nothing is logged again while it stays the same.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,10 +27,6 @@ pub(super) struct Journal {
     drift: Option<String>,
     /// Last PEM material that could not be checked.
     not_checked: Vec<String>,
-    /// Files with a `file_access_ok` series.
-    access_series: HashSet<PathBuf>,
-    /// Files with a `cert_expiry_timestamp_seconds` series.
-    cert_series: HashSet<PathBuf>,
 }
 
 impl Journal {
@@ -59,23 +55,17 @@ impl GroupScanner {
             g.changes += 1;
             g.last_change = Some(now);
             drop(g);
-            self.metrics.changes_total.with_label_values(&[name]).inc();
-            self.metrics
-                .last_change_timestamp_seconds
-                .with_label_values(&[name])
-                .set(unix(now));
+            self.metrics.group(self.index).changed(unix(now));
             let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
             tracing::info!(watch = name, fingerprint = %fp, files = scan.files.len(), "content changed");
         } else {
             drop(g);
         }
         self.metrics
-            .watched_files
-            .with_label_values(&[name])
-            .set(scan.files.len() as i64);
+            .group(self.index)
+            .set_watched_files(scan.files.len());
         self.record_held_back(j, a);
-        self.record_access(j, a);
-        self.record_certs(j, scan);
+        self.record_files(j, a, scan);
         if a.identity.drift != j.drift {
             match &a.identity.drift {
                 Some(d) => tracing::warn!(watch = name, "identity drift: {d}"),
@@ -84,9 +74,8 @@ impl GroupScanner {
             j.drift = a.identity.drift.clone();
         }
         self.metrics
-            .identity_drift
-            .with_label_values(&[name])
-            .set(i64::from(j.drift.is_some()));
+            .group(self.index)
+            .set_identity_drift(j.drift.is_some());
         if scan.not_checked != j.not_checked {
             for n in &scan.not_checked {
                 tracing::info!(watch = name, "{n}");
@@ -125,14 +114,14 @@ impl GroupScanner {
             }
         }
         self.metrics
-            .content_blocked
-            .with_label_values(&[name])
-            .set(i64::from(!a.held_back.is_empty()));
+            .group(self.index)
+            .set_content_blocked(!a.held_back.is_empty());
     }
 
-    fn record_access(&self, j: &mut Journal, a: &Assessment) {
+    /// Logs each change of a verdict once, and exports the verdicts and certificate expiries.
+    fn record_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
         let name = self.group.name.as_str();
-        let mut seen = HashSet::new();
+        let mut access = BTreeMap::new();
         for (path, v) in &a.verdicts {
             let shown = path.display().to_string();
             let before = j.readable.insert(path.clone(), v.readable);
@@ -146,40 +135,16 @@ impl GroupScanner {
                     _ => {}
                 }
             }
-            self.metrics
-                .file_access_ok
-                .with_label_values(&[name, &shown])
-                .set(i64::from(v.readable));
-            seen.insert(path.clone());
+            access.insert(shown, v.readable);
         }
-        for gone in j.access_series.difference(&seen) {
-            let _ = self
-                .metrics
-                .file_access_ok
-                .remove_label_values(&[name, &gone.display().to_string()]);
-        }
-        j.readable.retain(|p, _| seen.contains(p));
-        j.access_series = seen;
-    }
-
-    fn record_certs(&self, j: &mut Journal, scan: &Scan) {
-        let name = self.group.name.as_str();
-        let mut seen = HashSet::new();
-        for (path, expiry) in &scan.cert_expiry {
-            let shown = path.display().to_string();
-            self.metrics
-                .cert_expiry_timestamp_seconds
-                .with_label_values(&[name, &shown])
-                .set(unix(*expiry));
-            seen.insert(path.clone());
-        }
-        for gone in j.cert_series.difference(&seen) {
-            let _ = self
-                .metrics
-                .cert_expiry_timestamp_seconds
-                .remove_label_values(&[name, &gone.display().to_string()]);
-        }
-        j.cert_series = seen;
+        j.readable
+            .retain(|p, _| a.verdicts.iter().any(|(q, _)| q == p));
+        let expiry = scan
+            .cert_expiry
+            .iter()
+            .map(|(p, t)| (p.display().to_string(), unix(*t)))
+            .collect();
+        self.metrics.group(self.index).set_files(access, expiry);
     }
 
     pub(super) fn record_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
@@ -207,10 +172,7 @@ impl GroupScanner {
                 format!("poll (fallback: {e})")
             }
         };
-        self.metrics
-            .polling
-            .with_label_values(&[name])
-            .set(i64::from(mem.polling));
+        self.metrics.group(self.index).set_polling(mem.polling);
         lock(&self.state.groups[self.index]).watch_mode = mode;
     }
 }

@@ -1,0 +1,80 @@
+//! Shared pieces: statistics, volumes, the rotate-and-time loop.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use secret_reloader::atomic_writer::AtomicWriter;
+
+/// Median, p99 and max in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub median: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+pub fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let n = v.len();
+    if n == 0 {
+        return Stats {
+            median: f64::NAN,
+            p99: f64::NAN,
+            max: f64::NAN,
+            n,
+        };
+    }
+    Stats {
+        median: ms(v[n / 2]),
+        p99: ms(v[(n * 99 / 100).min(n - 1)]),
+        max: ms(v[n - 1]),
+        n,
+    }
+}
+
+pub fn row(out: &mut String, what: &str, s: &Stats) {
+    let _ = writeln!(
+        out,
+        "| {what} | {:.3} | {:.3} | {:.3} | {} |",
+        s.median, s.p99, s.max, s.n
+    );
+}
+
+/// A temporary kubelet-style volume with a first version written.
+pub fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("sr-bench-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let w = AtomicWriter::new(dir.path().join("vol"));
+    w.write(&[("token", "version=start\n")]).unwrap();
+    (dir, w)
+}
+
+/// Rotates `iterations` times and times each swap → `wait` stamp.
+pub fn measure(
+    writer: &AtomicWriter,
+    iterations: usize,
+    mut wait: impl FnMut() -> Option<Instant>,
+    mut before: impl FnMut(),
+) -> Vec<Duration> {
+    let mut v = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        before();
+        let swapped = writer
+            .write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))])
+            .expect("rotate");
+        match wait() {
+            Some(at) => v.push(at.saturating_duration_since(swapped)),
+            None => eprintln!("  iteration {i}: no action within the deadline"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    v
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
