@@ -84,6 +84,11 @@ impl Debounce {
         Some((last + self.quiet).min(cap))
     }
 
+    /// Whether any event arrived since the last [`Debounce::fire`].
+    pub fn is_pending(&self) -> bool {
+        self.first.is_some()
+    }
+
     /// Whether a commit point is pending (the scan it causes is the fast path).
     pub fn is_commit(&self) -> bool {
         self.commit

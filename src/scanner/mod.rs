@@ -28,6 +28,13 @@ use crate::watch::{Wake, WatchError, WatchHub};
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
 pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A new version from a writer without a commit point is published only when no filesystem event
+/// arrived within this time after its scan started. The quiet period alone cannot tell a writer
+/// that truncated a file a moment ago, whose events the notify thread has not delivered yet, from
+/// one that is done; events are queued by the kernel before the truncated file can be read, so a
+/// short wait lets them through. Kubelet's swaps are immutable versions and do not wait.
+const CONFIRM: Duration = Duration::from_millis(20);
+
 /// Scans that took less than this run on the runtime thread; longer ones on the blocking pool.
 const INLINE_SCAN_LIMIT: Duration = Duration::from_millis(2);
 
@@ -89,6 +96,8 @@ struct Memory {
     scanned_once: bool,
     /// What was last reported, so that each change is logged once.
     journal: record::Journal,
+    /// Since when scans found the content still changing (see [`CONFIRM`]).
+    unconfirmed_since: Option<Instant>,
     /// Duration of the last scan: decides whether the next one runs inline (the first one does:
     /// at start-up there is nothing else to do, and a thousand groups must not start a thousand
     /// threads).
@@ -104,11 +113,12 @@ impl GroupScanner {
             polling: false,
             scanned_once: false,
             journal: record::Journal::default(),
+            unconfirmed_since: None,
             last_scan_took: Duration::ZERO,
         };
         let mut next_resync = self.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
-        Box::pin(self.scan(&mut mem, false)).await;
+        Box::pin(self.scan(&mut mem, false, false)).await;
         loop {
             let due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.poll_interval);
@@ -141,15 +151,33 @@ impl GroupScanner {
                 mem.resync_round += 1;
                 next_resync = self.resync.map(|d| now + d);
             }
-            lock(&self.wake.debounce).fire();
+            let commit = {
+                let mut d = lock(&self.wake.debounce);
+                let commit = d.is_commit();
+                d.fire();
+                commit
+            };
             last_scan = now;
             // Boxed, like the reconciler's attempts: idle groups keep only their loop state.
-            Box::pin(self.scan(&mut mem, resync_now)).await;
+            Box::pin(self.scan(&mut mem, resync_now, !commit)).await;
         }
     }
 
+    /// Whether events arrived since the scan started (after a short wait for the ones still on
+    /// their way): the content is still being written, and what was read may be half of it.
+    async fn still_changing(&self) -> bool {
+        tokio::time::sleep(CONFIRM).await;
+        if lock(&self.wake.debounce).is_pending() {
+            tracing::debug!(watch = %self.group.name, "content still changing: reading it again after the quiet period");
+            return true;
+        }
+        false
+    }
+
     /// One scan: read the content, reconcile the watches, assess, publish, record.
-    async fn scan(&mut self, mem: &mut Memory, resync: bool) {
+    /// `confirm`: the content has no commit point (not a kubelet swap); before it is published,
+    /// the scan is confirmed by [`CONFIRM`] without events (see there).
+    async fn scan(&mut self, mem: &mut Memory, resync: bool, confirm: bool) {
         let started = Instant::now();
         let (paths, key, hub, index) = (
             self.group.paths.clone(),
@@ -192,8 +220,17 @@ impl GroupScanner {
                 ..Assessment::default()
             }
         };
+        // A writer that never stops gets its content published anyway, --debounce-max after the
+        // first time it was still changing.
+        let changing = confirm
+            && mem.published != scan.fingerprint
+            && self.still_changing().await
+            && mem.unconfirmed_since.get_or_insert(started).elapsed() < self.group.debounce_max;
+        if !changing {
+            mem.unconfirmed_since = None;
+        }
         let changed = match scan.fingerprint {
-            Some(fp) if before.held_back.is_empty() && (mem.published != Some(fp) || resync) => {
+            Some(fp) if !changing && before.held_back.is_empty() && (mem.published != Some(fp) || resync) => {
                 let changed = mem.published != Some(fp);
                 mem.published = Some(fp);
                 self.tx.send_replace(Some(Arc::new(Version {
