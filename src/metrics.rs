@@ -369,10 +369,13 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     f
 }
 
+/// A metric with `labels`, in name order as registries write them.
 fn labelled(labels: &[(&str, &str)]) -> Metric {
+    let mut sorted = labels.to_vec();
+    sorted.sort_by_key(|(k, _)| *k);
     let mut m = Metric::default();
     m.set_label(
-        labels
+        sorted
             .iter()
             .map(|(k, v)| {
                 let mut l = LabelPair::default();

@@ -230,7 +230,11 @@ impl GroupScanner {
             mem.unconfirmed_since = None;
         }
         let changed = match scan.fingerprint {
-            Some(fp) if !changing && before.held_back.is_empty() && (mem.published != Some(fp) || resync) => {
+            Some(fp)
+                if !changing
+                    && before.held_back.is_empty()
+                    && (mem.published != Some(fp) || resync) =>
+            {
                 let changed = mem.published != Some(fp);
                 mem.published = Some(fp);
                 self.tx.send_replace(Some(Arc::new(Version {

@@ -14,6 +14,8 @@ mod hygiene;
 mod library;
 mod lifecycle;
 mod nginx;
+mod packaging;
+mod prometheus;
 mod props;
 mod restart;
 mod signal;
