@@ -48,11 +48,11 @@ pub fn run(args: DemoAppArgs) -> i32 {
             }
         }
     }
-    if let (None, Some(pid_file)) = (worker, &args.pid_file) {
-        if let Err(e) = write_atomically(pid_file, &format!("{}\n", std::process::id())) {
-            eprintln!("demo-app: cannot write {}: {e}", pid_file.display());
-            return 1;
-        }
+    if let (None, Some(pid_file)) = (worker, &args.pid_file)
+        && let Err(e) = write_atomically(pid_file, &format!("{}\n", std::process::id()))
+    {
+        eprintln!("demo-app: cannot write {}: {e}", pid_file.display());
+        return 1;
     }
     let state_file: Option<PathBuf> = args.state_file.as_ref().map(|p| match worker {
         Some(i) => PathBuf::from(format!("{}.worker{i}", p.display())),

@@ -178,10 +178,11 @@ impl IdentityResolver {
                 .procfs
                 .stat(last.pid)
                 .is_ok_and(|now| now.start_ticks == last.start_ticks);
-            if same && !matches!(selector, Selector::PidFile(_)) {
-                if let Ok(st) = self.procfs.status(last.pid) {
-                    return Some((last.clone(), st));
-                }
+            if same
+                && !matches!(selector, Selector::PidFile(_))
+                && let Ok(st) = self.procfs.status(last.pid)
+            {
+                return Some((last.clone(), st));
             }
         }
         let found = self

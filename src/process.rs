@@ -124,10 +124,11 @@ impl ProcFs {
                 continue;
             };
             // A process may exit between listing and reading: skip it.
-            if let Ok(info) = self.stat(pid) {
-                if info.state != 'Z' && info.state != 'X' {
-                    out.push(info);
-                }
+            if let Ok(info) = self.stat(pid)
+                && info.state != 'Z'
+                && info.state != 'X'
+            {
+                out.push(info);
             }
         }
         Ok(out)

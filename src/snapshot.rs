@@ -207,12 +207,12 @@ impl Scanning<'_> {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // A new key of a kubelet volume is complete at the swap, before its symlink exists.
-                if let (Some(data), Some(name)) = (self.kubelet_data(parent), p.file_name()) {
-                    if data.join(name).is_file() {
-                        self.scan.watch_dirs.insert(parent.to_path_buf());
-                        self.read_required(p, &data.join(name));
-                        return Layout::KubeletFile;
-                    }
+                if let (Some(data), Some(name)) = (self.kubelet_data(parent), p.file_name())
+                    && data.join(name).is_file()
+                {
+                    self.scan.watch_dirs.insert(parent.to_path_buf());
+                    self.read_required(p, &data.join(name));
+                    return Layout::KubeletFile;
                 }
                 self.scan.watch_dirs.insert(nearest_existing_ancestor(p));
                 self.scan

@@ -323,10 +323,10 @@ impl Config {
         if args.debounce_max < args.debounce {
             errs.push("--debounce-max must not be shorter than --debounce".into());
         }
-        if let Some(p) = args.poll_interval {
-            if p < Duration::from_millis(10) {
-                errs.push("--poll-interval must be at least 10ms".into());
-            }
+        if let Some(p) = args.poll_interval
+            && p < Duration::from_millis(10)
+        {
+            errs.push("--poll-interval must be at least 10ms".into());
         }
         check_names(&mut groups, &mut errs);
         let listen = parse::listen(&args.listen)
