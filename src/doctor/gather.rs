@@ -11,14 +11,10 @@ use serde::Serialize;
 
 use crate::access::Verdict;
 use crate::assess::{Policy, assess};
-use crate::config::{
-    Action, Config, Endpoint, ExecAction, GroupConfig, HttpAction, Selector, SignalAction,
-    TargetConfig,
-};
+use crate::config::{Action, Config, GroupConfig};
 use crate::identity::{AppIdentity, IdentityResolver, Sidecar};
 use crate::mounts::{Mount, parse_mountinfo, single_file_mount};
-use crate::process::{FindError, ProcFs, ProcInfo};
-use crate::reload::signal::{START_MARGIN, is_restart_signal};
+use crate::process::ProcFs;
 use crate::snapshot::{self, KUBELET_DATA, Layout, Scan};
 
 /// Certificates closer than this to their expiry are pointed out.
@@ -54,7 +50,7 @@ pub struct DaemonView {
     pub detail: String,
     /// Whether each target (by name) is stale, as the daemon sees it.
     #[serde(skip)]
-    stale: HashMap<String, bool>,
+    pub(super) stale: HashMap<String, bool>,
 }
 
 /// A watch group.
@@ -138,7 +134,7 @@ pub struct Check {
     pub detail: String,
 }
 
-fn ts(t: SystemTime) -> String {
+pub(super) fn ts(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
@@ -146,7 +142,7 @@ fn ts(t: SystemTime) -> String {
 pub async fn gather(config: &Config) -> Report {
     let procfs = ProcFs::new(&config.proc_root);
     let sidecar = Sidecar::current(&procfs);
-    let daemon = ask_daemon(config).await;
+    let daemon = super::targets::ask_daemon(config).await;
     let own_mounts = parse_mountinfo(
         &std::fs::read_to_string(config.proc_root.join("self/mountinfo")).unwrap_or_default(),
     );
@@ -281,7 +277,7 @@ async fn group(
     let mut targets = Vec::new();
     let mut app_frozen_mounts = Vec::new();
     for t in &g.targets {
-        let (report, pid) = target(t, &scan, &r.sidecar, &r.daemon, procfs).await;
+        let (report, pid) = super::targets::target(t, &scan, &r.sidecar, &r.daemon, procfs).await;
         for c in report.checks.iter().filter(|c| !c.ok) {
             r.problems
                 .push(format!("target {}: {}: {}", t.name, c.what, c.detail));
@@ -352,296 +348,4 @@ fn app_mounts(procfs: &ProcFs, pid: i32) -> Vec<Mount> {
         .into_iter()
         .filter(Mount::from_kubelet_version)
         .collect()
-}
-
-async fn target(
-    t: &TargetConfig,
-    scan: &Scan,
-    sidecar: &Sidecar,
-    daemon: &DaemonView,
-    procfs: &ProcFs,
-) -> (TargetReport, Option<i32>) {
-    let (kind, checks, pid) = match &t.action {
-        Action::Signal(s) => {
-            let (checks, pid) = signal_checks(&t.name, s, scan, sidecar, daemon, procfs);
-            ("signal", checks, pid)
-        }
-        Action::Http(h) => ("http", http_checks(h, t).await, None),
-        Action::Exec(e) => ("exec", vec![exec_check(e)], None),
-    };
-    (
-        TargetReport {
-            name: t.name.clone(),
-            kind,
-            checks,
-        },
-        pid,
-    )
-}
-
-fn check(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
-    Check {
-        what,
-        ok,
-        detail: detail.into(),
-    }
-}
-
-fn signal_checks(
-    name: &str,
-    s: &SignalAction,
-    scan: &Scan,
-    sidecar: &Sidecar,
-    daemon: &DaemonView,
-    procfs: &ProcFs,
-) -> (Vec<Check>, Option<i32>) {
-    let found = procfs.find(&s.selector, s.all, std::process::id() as i32);
-    let procs: Vec<ProcInfo> = match found {
-        Ok(p) => p,
-        Err(FindError::NotFound) => {
-            let sel = match &s.selector {
-                Selector::Name(n) => format!("--process-name {n}"),
-                Selector::Cmdline(r) => format!("--process-cmdline '{}'", r.as_str()),
-                Selector::PidFile(p) => format!("--pid-file {}", p.display()),
-            };
-            return (
-                vec![check(
-                    "process",
-                    false,
-                    format!(
-                        "no process matches {sel}: is the app running, and does the pod set shareProcessNamespace: true?"
-                    ),
-                )],
-                None,
-            );
-        }
-        Err(e) => return (vec![check("process", false, e.to_string())], None),
-    };
-    let mut checks = Vec::new();
-    let sig = s.signal;
-    for p in &procs {
-        let st = procfs.status(p.pid).unwrap_or_default();
-        let started = procfs.start_time(p);
-        checks.push(check(
-            "process",
-            true,
-            format!(
-                "pid {} ({}) runs as {}:{}, started {}",
-                p.pid,
-                p.comm,
-                st.uid,
-                st.gid,
-                ts(started)
-            ),
-        ));
-        let n = sig as i32;
-        let handled = if is_restart_signal(sig) {
-            check(
-                "signal",
-                true,
-                format!(
-                    "{} is sent to end the process (Kubernetes restarts the container)",
-                    sig.as_str()
-                ),
-            )
-        } else if st.ignores(n) {
-            check(
-                "signal",
-                false,
-                format!(
-                    "pid {} ignores {}: it will never reload on it; check --signal",
-                    p.pid,
-                    sig.as_str()
-                ),
-            )
-        } else if !st.catches(n) {
-            check(
-                "signal",
-                false,
-                format!(
-                    "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
-                    p.pid,
-                    sig.as_str(),
-                    sig.as_str()
-                ),
-            )
-        } else {
-            check("signal", true, format!("{} is handled", sig.as_str()))
-        };
-        checks.push(handled);
-        let why = if sidecar.identity.uid == 0 {
-            "the sidecar runs as root"
-        } else if sidecar.identity.uid == st.uid {
-            "same uid"
-        } else {
-            "CAP_KILL"
-        };
-        checks.push(if sidecar.may_signal(st.uid) {
-            check("permission", true, format!("may signal it ({why})"))
-        } else {
-            check("permission", false, format!(
-                "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
-                sidecar.identity.uid, st.uid, st.uid
-            ))
-        });
-        checks.push(freshness(name, started, scan.content_time, daemon));
-    }
-    (checks, procs.first().map(|p| p.pid))
-}
-
-fn freshness(
-    name: &str,
-    started: SystemTime,
-    content: Option<SystemTime>,
-    daemon: &DaemonView,
-) -> Check {
-    let Some(content) = content else {
-        return check("freshness", true, "no content yet");
-    };
-    if started > content + START_MARGIN {
-        return check(
-            "freshness",
-            true,
-            format!(
-                "started after the current content appeared ({}): it holds it",
-                ts(content)
-            ),
-        );
-    }
-    if started + START_MARGIN > content {
-        return check(
-            "freshness",
-            true,
-            format!(
-                "started within {} ms of the current content ({}): cannot tell from the start time which one it holds",
-                START_MARGIN.as_millis(),
-                ts(content)
-            ),
-        );
-    }
-    match daemon.stale.get(name) {
-        Some(false) => check(
-            "freshness",
-            true,
-            format!(
-                "started before the current content appeared ({}); the running daemon reports it reloaded it",
-                ts(content)
-            ),
-        ),
-        Some(true) => check(
-            "freshness",
-            false,
-            format!(
-                "started before the current content appeared ({}) and the running daemon reports it stale: see /status",
-                ts(content)
-            ),
-        ),
-        None => check(
-            "freshness",
-            false,
-            format!(
-                "started before the current content appeared ({}) and no running daemon reports a reload since: likely stale",
-                ts(content)
-            ),
-        ),
-    }
-}
-
-async fn http_checks(h: &HttpAction, t: &TargetConfig) -> Vec<Check> {
-    let mut checks = vec![reachable("endpoint", &h.endpoint).await];
-    if let Some(path) = &h.bearer_token_file {
-        checks.push(match std::fs::metadata(path) {
-            Ok(_) => check("bearer token", true, format!("{} is there", path.display())),
-            Err(e) => check(
-                "bearer token",
-                false,
-                format!("cannot read {}: {e}", path.display()),
-            ),
-        });
-    }
-    if let Some(v) = &t.verify {
-        checks.push(reachable("verify endpoint", &v.endpoint).await);
-    }
-    checks
-}
-
-/// A TCP connection to the endpoint: whether something listens, without calling it.
-async fn reachable(what: &'static str, e: &Endpoint) -> Check {
-    let addr = format!("{}:{}", e.host, e.port);
-    let connect = tokio::net::TcpStream::connect((e.host.as_str(), e.port));
-    match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Ok(_)) => check(what, true, format!("{addr} accepts connections")),
-        Ok(Err(err)) => check(what, false, format!("cannot connect to {addr}: {err}")),
-        Err(_) => check(what, false, format!("no answer from {addr} within 2s")),
-    }
-}
-
-fn exec_check(e: &ExecAction) -> Check {
-    let prog = &e.argv[0];
-    let found = if prog.contains('/') {
-        Path::new(prog).is_file()
-    } else {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).is_file()))
-    };
-    if found {
-        check("command", true, format!("{prog} is there"))
-    } else {
-        check(
-            "command",
-            false,
-            format!("{prog} is not found (absolute path or $PATH)"),
-        )
-    }
-}
-
-/// Asks a daemon on the listen address for its status.
-async fn ask_daemon(config: &Config) -> DaemonView {
-    let mut addr = config.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let url = format!("http://{addr}/status");
-    let mut view = DaemonView {
-        address: addr.to_string(),
-        reachable: false,
-        detail: String::new(),
-        stale: HashMap::new(),
-    };
-    let endpoint = match crate::config::parse::endpoint(&url) {
-        Ok(e) => e,
-        Err(e) => {
-            view.detail = e;
-            return view;
-        }
-    };
-    match crate::reload::http::request(&endpoint, hyper::Method::GET, &[], Duration::from_secs(2))
-        .await
-    {
-        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(status) => {
-                view.reachable = true;
-                for t in status["targets"].as_array().into_iter().flatten() {
-                    if let (Some(n), Some(s)) = (t["name"].as_str(), t["stale"].as_bool()) {
-                        view.stale.insert(n.to_string(), s);
-                    }
-                }
-                let stale = view.stale.values().filter(|s| **s).count();
-                view.detail = format!(
-                    "version {}, ready: {}, {} target(s), {stale} stale",
-                    status["version"].as_str().unwrap_or("?"),
-                    status["ready"],
-                    view.stale.len()
-                );
-            }
-            Err(e) => view.detail = format!("answered something that is not its status: {e}"),
-        },
-        Ok((code, _)) => view.detail = format!("answered {code}"),
-        Err(e) => view.detail = format!("no daemon answering ({e})"),
-    }
-    view
 }

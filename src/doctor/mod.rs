@@ -10,6 +10,7 @@
 
 mod gather;
 mod render;
+mod targets;
 
 use crate::cli::{DoctorArgs, Output};
 use crate::config::Config;
