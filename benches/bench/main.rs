@@ -94,7 +94,9 @@ fn main() {
     if wanted("throughput") {
         throughput::run(&mut out);
     }
-    goals(&mut out, &o, &f);
+    if ["latency", "footprint", "scale"].iter().any(|s| wanted(s)) {
+        goals(&mut out, &o, &f);
+    }
     if wanted("soak") {
         footprint::soak(&mut out, &o);
     }
