@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, settle, tempdir};
+use crate::support::{AtomicWriter, Daemon, Fixture, credential, eventually, settle, tempdir};
 
 /// Sets `fs.inotify.max_queued_events` (read by the kernel when an inotify instance is created)
 /// and restores it on drop.
@@ -29,12 +29,9 @@ impl Drop for QueueLimit {
 
 #[test]
 fn inotify_queue_overflow_rescans_and_reloads_the_final_content_once() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let url = sink.url("/-/reload");
+    let f = Fixture::new();
+    let (vol, w, sink) = (&f.vol, &f.writer, &f.sink);
+    let url = f.url();
     let d = {
         // Only instances created while the limit is set get the small queue: this daemon's.
         let _limit = QueueLimit::set(16);

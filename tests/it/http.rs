@@ -5,7 +5,9 @@
 use std::fs;
 
 use crate::support::sink::{Mode, Sink};
-use crate::support::{AtomicWriter, DEADLINE, Daemon, credential, eventually, settle, tempdir};
+use crate::support::{
+    AtomicWriter, DEADLINE, Daemon, Fixture, credential, eventually, settle, tempdir,
+};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -15,20 +17,16 @@ struct Setup {
 }
 
 fn setup(extra: &[&str]) -> Setup {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let writer = AtomicWriter::new(&vol);
-    writer.write(&[("token", credential("1"))]).unwrap();
-    let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let url = sink.url("/-/reload");
-    let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
+    let f = Fixture::new();
+    let url = f.url();
+    let mut args = vec!["--watch", f.vol(), "--reload-url", &url];
     args.extend(extra);
     let daemon = Daemon::start(&args);
     daemon.wait_ready();
     Setup {
-        _dir: dir,
-        writer,
-        sink,
+        _dir: f.dir,
+        writer: f.writer,
+        sink: f.sink,
         daemon,
     }
 }

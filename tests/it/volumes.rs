@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, SymlinkOrder, credential, eventually, settle, tempdir};
+use crate::support::{
+    AtomicWriter, Daemon, Fixture, SymlinkOrder, credential, eventually, settle, tempdir,
+};
 
 /// A daemon calling `sink` for changes under `watch`, with storm protection off so that every
 /// change is its own action.
@@ -365,25 +367,27 @@ fn daemon_with_inotify_limits(limits: &[(&str, &str)], args: &[&str]) -> Daemon 
     d
 }
 
-#[test]
-fn watch_limit_reached_falls_back_to_polling_and_says_so() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let url = sink.url("/-/reload");
+/// A volume, its endpoint, and a daemon calling it under the given inotify limits.
+fn polled(limits: &[(&str, &str)]) -> (Fixture, Daemon) {
+    let f = Fixture::new();
+    let url = f.url();
     let d = daemon_with_inotify_limits(
-        &[("max_inotify_watches", "1")],
+        limits,
         &[
             "--watch",
-            vol.to_str().unwrap(),
+            f.vol(),
             "--reload-url",
             &url,
             "--min-reload-interval",
             "0",
         ],
     );
+    (f, d)
+}
+
+#[test]
+fn watch_limit_reached_falls_back_to_polling_and_says_so() {
+    let (f, d) = polled(&[("max_inotify_watches", "1")]);
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
     assert!(
         d.metric("watch_errors_total", &[("kind", "watch_limit")])
@@ -399,36 +403,20 @@ fn watch_limit_reached_falls_back_to_polling_and_says_so() {
         "{mode}"
     );
     assert!(d.log().contains("polling instead"), "{}", d.log());
-    w.write(&[("token", credential("2"))]).unwrap();
-    expect_call(&sink, 1, "2");
+    f.rotate("2");
+    expect_call(&f.sink, 1, "2");
 }
 
 #[test]
 fn inotify_unavailable_falls_back_to_polling() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let url = sink.url("/-/reload");
-    let d = daemon_with_inotify_limits(
-        &[("max_inotify_instances", "0")],
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--reload-url",
-            &url,
-            "--min-reload-interval",
-            "0",
-        ],
-    );
+    let (f, d) = polled(&[("max_inotify_instances", "0")]);
     assert_eq!(
         d.metric("watch_errors_total", &[("kind", "inotify_init")]),
         Some(1.0)
     );
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
-    w.write(&[("token", credential("2"))]).unwrap();
-    expect_call(&sink, 1, "2");
+    f.rotate("2");
+    expect_call(&f.sink, 1, "2");
 }
 
 #[test]

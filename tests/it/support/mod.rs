@@ -425,6 +425,48 @@ impl Drop for App {
     }
 }
 
+/// The most common setup: a kubelet-style volume `<tmp>/vol` holding version 1 of a `token`, and a
+/// reload endpoint that loads the token's version at every call.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub vol: PathBuf,
+    pub writer: AtomicWriter,
+    pub sink: sink::Sink,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempdir();
+        let vol = dir.path().join("vol");
+        let writer = AtomicWriter::new(&vol);
+        writer.write(&[("token", credential("1"))]).unwrap();
+        let sink = sink::Sink::start_with_probe(Some(vol.join("token")));
+        Fixture {
+            dir,
+            vol,
+            writer,
+            sink,
+        }
+    }
+
+    /// The volume as a flag value.
+    pub fn vol(&self) -> &str {
+        self.vol.to_str().unwrap()
+    }
+
+    /// The reload endpoint's URL.
+    pub fn url(&self) -> String {
+        self.sink.url("/-/reload")
+    }
+
+    /// Writes `version` of the token, as kubelet would.
+    pub fn rotate(&self, version: &str) {
+        self.writer
+            .write(&[("token", credential(version))])
+            .unwrap();
+    }
+}
+
 /// Version file content the demo app understands: first line names the version.
 pub fn credential(version: &str) -> String {
     format!("version={version}\nsecret=s3cr3t-{version}-value\n")
