@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use secret_reloader::atomic_writer::AtomicWriter;
+
 use crate::daemon::Daemon;
 use crate::probe::HttpProbe;
 use crate::util::{mib, volume};
@@ -27,10 +29,10 @@ fn updates(
     missed
 }
 
-pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
-    let _ = writeln!(out, "## Footprint\n");
+/// A volume, an endpoint, and a daemon calling it for every change (no storm protection).
+fn reloading_daemon(o: &Opts, tag: &str) -> (tempfile::TempDir, AtomicWriter, HttpProbe, Daemon) {
     let http = HttpProbe::start();
-    let (dir, w) = volume("footprint");
+    let (dir, w) = volume(tag);
     let vol = dir.path().join("vol");
     let url = http.url();
     let d = Daemon::start(
@@ -44,6 +46,12 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             "0",
         ],
     );
+    (dir, w, http, d)
+}
+
+pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
+    let _ = writeln!(out, "## Footprint\n");
+    let (_dir, w, http, d) = reloading_daemon(o, "footprint");
     std::thread::sleep(Duration::from_secs(1));
     let rss_start = d.rss_kib();
     let threads = d.threads();
@@ -79,21 +87,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
 pub fn soak(out: &mut String, o: &Opts) {
     let total = o.soak;
     let _ = writeln!(out, "## Soak: {total} updates, RSS along the way\n");
-    let http = HttpProbe::start();
-    let (dir, w) = volume("soak");
-    let vol = dir.path().join("vol");
-    let url = http.url();
-    let d = Daemon::start(
-        &o.bin,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--reload-url",
-            &url,
-            "--min-reload-interval",
-            "0",
-        ],
-    );
+    let (_dir, w, http, d) = reloading_daemon(o, "soak");
     let step = (total / 20).max(1);
     let _ = writeln!(out, "| updates | RSS (MiB) |\n|---|---|");
     let _ = writeln!(out, "| 0 | {:.2} |", mib(d.rss_kib()));
