@@ -38,6 +38,34 @@ fn access_ok(d: &Daemon, path: &Path) -> Option<f64> {
     )
 }
 
+/// The app running as `user` on `file`, a daemon watching `vol` that signals it (with `extra`
+/// flags), and the daemon's first access verdict for `file`.
+fn app_and_daemon(
+    dir: &Path,
+    vol: &Path,
+    file: &Path,
+    user: (u32, u32, &[u32]),
+    extra: &[&str],
+) -> (App, Daemon, serde_json::Value) {
+    let app = App::start_as(dir, file, &[], Some(user));
+    app.wait_up();
+    let mut args = vec![
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        &app.name,
+    ];
+    args.extend(extra);
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    let f = eventually(
+        "a verdict",
+        || file_status(&d, file),
+        |f| !f["access"].is_null(),
+    );
+    (app, d, f)
+}
+
 #[test]
 fn file_of_another_owner_is_reported_with_a_fix_then_seen_fixed() {
     let dir = open_dir();
@@ -45,21 +73,7 @@ fn file_of_another_owner_is_reported_with_a_fix_then_seen_fixed() {
     fs::create_dir(&vol).unwrap();
     let key = vol.join("tls.key");
     write(&key, &credential("1"), (0, 0), 0o600);
-    let app = App::start_as(dir.path(), &key, &[], Some((1001, 1001, &[])));
-    app.wait_up();
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--process-name",
-        &app.name,
-    ]);
-    d.wait_ready();
-
-    let f = eventually(
-        "a verdict",
-        || file_status(&d, &key),
-        |f| !f["access"].is_null(),
-    );
+    let (app, d, f) = app_and_daemon(dir.path(), &vol, &key, (1001, 1001, &[]), &[]);
     assert_eq!(f["access"]["readable"], false, "{f}");
     assert_eq!(
         f["access"]["reason"],
@@ -107,20 +121,7 @@ fn parent_directory_without_search_permission() {
     fs::create_dir(&vol).unwrap();
     let token = vol.join("token");
     write(&token, &credential("1"), (0, 0), 0o644);
-    let app = App::start_as(dir.path(), &token, &[], Some((1001, 1001, &[])));
-    app.wait_up();
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--process-name",
-        &app.name,
-    ]);
-    d.wait_ready();
-    let f = eventually(
-        "a verdict",
-        || file_status(&d, &token),
-        |f| !f["access"].is_null(),
-    );
+    let (_app, _d, f) = app_and_daemon(dir.path(), &vol, &token, (1001, 1001, &[]), &[]);
     assert_eq!(f["access"]["readable"], false);
     let reason = f["access"]["reason"].as_str().unwrap();
     assert_eq!(
