@@ -38,6 +38,23 @@ fn access_ok(d: &Daemon, path: &Path) -> Option<f64> {
     )
 }
 
+/// A daemon with an HTTP target and the app's identity declared by `flags` (no process to read it
+/// from), and its first access verdict for `file`.
+fn declared(vol: &Path, file: &Path, flags: &[&str]) -> (Daemon, serde_json::Value) {
+    let sink = Sink::start();
+    let url = sink.url("/-/reload");
+    let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
+    args.extend(flags);
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    let f = eventually(
+        "a verdict",
+        || file_status(&d, file),
+        |f| !f["access"].is_null(),
+    );
+    (d, f)
+}
+
 /// The app running as `user` on `file`, a daemon watching `vol` that signals it (with `extra`
 /// flags), and the daemon's first access verdict for `file`.
 fn app_and_daemon(
@@ -171,24 +188,7 @@ fn fs_group_style_ownership_reads_through_supplementary_groups() {
     assert_eq!(access_ok(&d, &token), Some(1.0));
 
     // The same volume for an app outside the group, declared with flags (no process target).
-    let sink = Sink::start();
-    let url = sink.url("/-/reload");
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--app-uid",
-        "1002",
-        "--app-gid",
-        "1002",
-    ]);
-    d.wait_ready();
-    let f = eventually(
-        "a verdict",
-        || file_status(&d, &token),
-        |f| !f["access"].is_null(),
-    );
+    let (d, f) = declared(&vol, &token, &["--app-uid", "1002", "--app-gid", "1002"]);
     assert_eq!(f["access"]["readable"], false);
     let reason = f["access"]["reason"].as_str().unwrap();
     assert!(
@@ -199,23 +199,17 @@ fn fs_group_style_ownership_reads_through_supplementary_groups() {
         d.status()["watches"][0]["app_identity"]["source"],
         "--app-uid/--app-gid"
     );
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--app-uid",
-        "1002",
-        "--app-gid",
-        "1002",
-        "--app-groups",
-        "2000",
-    ]);
-    d.wait_ready();
-    let f = eventually(
-        "a verdict",
-        || file_status(&d, &token),
-        |f| !f["access"].is_null(),
+    let (_d, f) = declared(
+        &vol,
+        &token,
+        &[
+            "--app-uid",
+            "1002",
+            "--app-gid",
+            "1002",
+            "--app-groups",
+            "2000",
+        ],
     );
     assert_eq!(f["access"]["reason"], "readable as group", "{f}");
 }

@@ -76,19 +76,14 @@ pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon
     Daemon::spawn(cmd)
 }
 
-#[test]
-fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
-    let dir = tempdir();
-    let vol = dir.path().join("tls");
-    let w = AtomicWriter::new(&vol);
-    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
-    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
-    w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
-    std::thread::sleep(Duration::from_millis(100)); // nginx starts clearly after this content
+/// nginx serving the v1 pair already in `vol` (started clearly after that content), with the
+/// daemon told `--process-name nginx`; returns nginx's port and the daemon.
+fn serving_v1(dir: &Path, vol: &Path) -> (u16, Daemon) {
+    std::thread::sleep(Duration::from_millis(100));
     let port = free_port();
-    let conf = nginx_conf(dir.path(), &vol, port);
+    let conf = nginx_conf(dir, vol, port);
     let d = nginx_and_daemon(
-        dir.path(),
+        dir,
         &conf,
         &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"],
     );
@@ -98,6 +93,18 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
         || served_subject(port),
         |s| s.contains("CN=v1"),
     );
+    (port, d)
+}
+
+#[test]
+fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
+    let dir = tempdir();
+    let vol = dir.path().join("tls");
+    let w = AtomicWriter::new(&vol);
+    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
+    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
+    w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
+    let (port, d) = serving_v1(dir.path(), &vol);
     settle();
     let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
@@ -139,20 +146,7 @@ fn half_written_rotation_never_reaches_nginx() {
     let (crt2, key2) = pair(dir.path(), "v2", KeyKind::RsaPkcs8);
     std::fs::write(vol.join("tls.crt"), &crt1).unwrap();
     std::fs::write(vol.join("tls.key"), &key1).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let port = free_port();
-    let conf = nginx_conf(dir.path(), &vol, port);
-    let d = nginx_and_daemon(
-        dir.path(),
-        &conf,
-        &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"],
-    );
-    d.wait_ready();
-    eventually(
-        "nginx to serve v1",
-        || served_subject(port),
-        |s| s.contains("CN=v1"),
-    );
+    let (port, _d) = serving_v1(dir.path(), &vol);
 
     // A writer that is not kubelet: the certificate first, the key two seconds later.
     std::fs::write(vol.join("tls.crt"), &crt2).unwrap();
