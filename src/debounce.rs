@@ -40,6 +40,8 @@ pub struct Debounce {
     commit: bool,
     /// Files written and not yet closed.
     writing: HashSet<PathBuf>,
+    /// File data was written (or a written file closed) since the last fire.
+    wrote: bool,
 }
 
 impl Debounce {
@@ -52,6 +54,7 @@ impl Debounce {
             last: None,
             commit: false,
             writing: HashSet::new(),
+            wrote: false,
         }
     }
 
@@ -63,9 +66,11 @@ impl Debounce {
             Signal::Commit => self.commit = true,
             Signal::Write(p) => {
                 self.writing.insert(p);
+                self.wrote = true;
             }
             Signal::Closed(p) => {
                 self.writing.remove(&p);
+                self.wrote = true;
             }
             Signal::Other => {}
         }
@@ -84,9 +89,10 @@ impl Debounce {
         Some((last + self.quiet).min(cap))
     }
 
-    /// Whether any event arrived since the last [`Debounce::fire`].
-    pub fn is_pending(&self) -> bool {
-        self.first.is_some()
+    /// Whether file data was written since the last [`Debounce::fire`] (renames, creations and
+    /// removals swap whole files: what a scan read then was complete either way).
+    pub fn wrote(&self) -> bool {
+        self.wrote
     }
 
     /// Whether a commit point is pending (the scan it causes is the fast path).
@@ -100,6 +106,7 @@ impl Debounce {
         self.last = None;
         self.commit = false;
         self.writing.clear();
+        self.wrote = false;
     }
 }
 
@@ -148,6 +155,19 @@ mod tests {
         assert!(!d.is_commit());
         d.event(t0 + ms(10), Signal::Other);
         assert_eq!(d.due(), Some(t0 + ms(110)));
+    }
+
+    #[test]
+    fn only_data_writes_count_as_still_changing() {
+        let t0 = Instant::now();
+        let mut d = Debounce::new(ms(100), ms(1000));
+        d.event(t0, Signal::Other);
+        d.event(t0, Signal::Commit);
+        assert!(!d.wrote(), "renames and creations swap whole files");
+        d.event(t0, Signal::Write(PathBuf::from("/v/token")));
+        assert!(d.wrote());
+        d.fire();
+        assert!(!d.wrote());
     }
 
     #[test]

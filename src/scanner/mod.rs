@@ -21,18 +21,18 @@ use crate::config::GroupConfig;
 use crate::fingerprint::{Fingerprint, FingerprintKey};
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
-use crate::snapshot::{self, Scan};
+use crate::snapshot::{self, Layout, Scan};
 use crate::state::{State, lock};
 use crate::watch::{Wake, WatchError, WatchHub};
 
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
 pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// A new version from a writer without a commit point is published only when no filesystem event
-/// arrived within this time after its scan started. The quiet period alone cannot tell a writer
-/// that truncated a file a moment ago, whose events the notify thread has not delivered yet, from
-/// one that is done; events are queued by the kernel before the truncated file can be read, so a
-/// short wait lets them through. Kubelet's swaps are immutable versions and do not wait.
+/// A new version is published only when no file data was written within this time after its scan
+/// started. The quiet period alone cannot tell a writer that truncated a file a moment ago, whose
+/// events the notify thread has not delivered yet, from one that is done; the kernel queues the
+/// events before the truncated file can be read, so a short wait lets them through. Groups made
+/// only of kubelet volumes skip it at their swaps: swapped-in versions never change.
 const CONFIRM: Duration = Duration::from_millis(20);
 
 /// Scans that took less than this run on the runtime thread; longer ones on the blocking pool.
@@ -159,15 +159,15 @@ impl GroupScanner {
             };
             last_scan = now;
             // Boxed, like the reconciler's attempts: idle groups keep only their loop state.
-            Box::pin(self.scan(&mut mem, resync_now, !commit)).await;
+            Box::pin(self.scan(&mut mem, resync_now, commit)).await;
         }
     }
 
-    /// Whether events arrived since the scan started (after a short wait for the ones still on
-    /// their way): the content is still being written, and what was read may be half of it.
+    /// Whether file data was written since the scan started (after a short wait for events still
+    /// on their way): the content is still being written, and what was read may be half of it.
     async fn still_changing(&self) -> bool {
         tokio::time::sleep(CONFIRM).await;
-        if lock(&self.wake.debounce).is_pending() {
+        if lock(&self.wake.debounce).wrote() {
             tracing::debug!(watch = %self.group.name, "content still changing: reading it again after the quiet period");
             return true;
         }
@@ -175,9 +175,11 @@ impl GroupScanner {
     }
 
     /// One scan: read the content, reconcile the watches, assess, publish, record.
-    /// `confirm`: the content has no commit point (not a kubelet swap); before it is published,
-    /// the scan is confirmed by [`CONFIRM`] without events (see there).
-    async fn scan(&mut self, mem: &mut Memory, resync: bool, confirm: bool) {
+    /// `commit`: the scan follows kubelet's swap. Unless every watched path is in a kubelet
+    /// volume (whose versions are immutable once swapped in), a new version is confirmed by
+    /// [`CONFIRM`] without events before it is published (see there): a plain file of the same
+    /// group may be half-written at that moment.
+    async fn scan(&mut self, mem: &mut Memory, resync: bool, commit: bool) {
         let started = Instant::now();
         let (paths, key, hub, index) = (
             self.group.paths.clone(),
@@ -222,7 +224,15 @@ impl GroupScanner {
         };
         // A writer that never stops gets its content published anyway, --debounce-max after the
         // first time it was still changing.
-        let changing = confirm
+        let immutable = commit
+            && scan
+                .layouts
+                .iter()
+                .all(|(_, l)| matches!(l, Layout::KubeletVolume | Layout::KubeletFile));
+        // The first scan is what the app started with: nothing to confirm.
+        let changing = !immutable
+            && !first
+            && before.held_back.is_empty()
             && mem.published != scan.fingerprint
             && self.still_changing().await
             && mem.unconfirmed_since.get_or_insert(started).elapsed() < self.group.debounce_max;
