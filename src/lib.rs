@@ -7,46 +7,67 @@
 //!
 //! # Layout
 //!
-//! - [`cli`], [`config`]: flags, environment and the JSON file → a validated [`config::Config`].
-//! - [`watch`], [`debounce`]: inotify events → per-group wakeups; kubelet's `..data` swap is a
-//!   commit point, other writers get a quiet period.
-//! - [`snapshot`], [`fingerprint`]: scanning a group's files (kubelet volume layout included) into
-//!   a keyed fingerprint.
-//! - [`scanner`]: one task per watch group: when to scan, publishing versions.
-//! - [`reload`]: the actions (signal, HTTP, exec) and the reconciler, one task per target.
-//! - [`process`]: the target process in `/proc`.
-//! - [`state`], [`metrics`], [`server`]: `/status`, `/metrics`, `/healthz`, `/readyz`.
-//! - [`daemon`]: wiring and shutdown: [`daemon::run`] / [`daemon::serve`].
-//! - [`demo`], [`demo_app`], [`atomic_writer`]: the local demonstration, its app, and kubelet's
+//! The pipeline, stage by stage (`ARCHITECTURE.md` has the whole design):
+//!
+//! ```text
+//! config ──► watch ──► group ──(scan, assess)──► reload ──► the app
+//!   flags,     inotify    one task per   files,      one reconciler   signal, HTTP,
+//!   env, file  events,    watch group:   access,     per target       exec, verify
+//!              debounce   when to scan,  PEM
+//!                         what to publish
+//!                    report: status board, metrics, admin server, logs (every stage writes)
+//! ```
+//!
+//! - [`config`]: flags ([`config::cli`]), environment and the JSON file → a validated
+//!   [`Config`]; the input layer, imported by the stages, importing none of them.
+//! - [`watch`]: inotify events and the mount table → per-group wakeups
+//!   ([`watch::inotify`], [`watch::debounce`], [`watch::mounts`]).
+//! - [`group`]: one task per watch group: when to scan, scanning, publishing what the targets
+//!   must hold ([`group::publish`]).
+//! - [`scan`]: reading a version: files, kubelet's layout, keyed fingerprints
+//!   ([`scan::fingerprint`]), PEM consistency ([`scan::pem`]).
+//! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
+//!   read it ([`assess::access`]).
+//! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
+//!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`],
+//!   [`reload::exec`], [`reload::verify`]).
+//! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
+//!   confused with another ([`process::handle`]), identities ([`process::identity`]).
+//! - [`report`]: the status board ([`report::status`]), metrics ([`report::metrics`]), the admin
+//!   server on its own thread ([`report::server`]), logs ([`report::logging`]).
+//! - [`daemon`]: wiring, named tasks, shutdown, the state file: [`daemon::run`] / [`daemon::serve`].
+//! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
+//! - [`files`]: opening files that may be hostile (never blocking, size-limited); [`text`]: text
+//!   that leaves the process, escaped.
 
 #![warn(missing_docs)]
 
-pub mod access;
 pub mod assess;
-pub mod atomic_writer;
-pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod debounce;
 pub mod demo;
-pub mod demo_app;
 pub mod doctor;
-pub mod fingerprint;
-pub mod identity;
-pub mod logging;
-pub mod metrics;
-pub mod mounts;
-pub mod pem;
-pub mod persist;
+pub mod files;
+pub mod group;
 pub mod process;
 pub mod reload;
-pub mod scanner;
-pub mod server;
-pub mod shutdown;
-pub mod snapshot;
-pub mod state;
+pub mod report;
+pub mod scan;
+pub mod text;
 pub mod watch;
 
 pub use config::Config;
 pub use daemon::{run, serve};
+
+/// Locks a mutex; a panic elsewhere must not take `/status` down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC, comparable between processes on one machine.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}

@@ -4,30 +4,39 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use secret_reloader::cli::{Cli, Command};
-use secret_reloader::{Config, demo, demo_app, doctor, logging, shutdown};
+use secret_reloader::config::cli::{Cli, Command};
+use secret_reloader::daemon::{self, shutdown};
+use secret_reloader::report::logging;
+use secret_reloader::{Config, demo, doctor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // Usage errors exit 2 with clap's message.
     match cli.command {
         Some(Command::Demo(args)) => return code(demo::run(args)),
-        Some(Command::DemoApp(args)) => return code(demo_app::run(args)),
+        Some(Command::DemoApp(args)) => return code(demo::app::run(args)),
         Some(Command::Doctor(args)) => return code(doctor::run(*args)),
         None => {}
     }
-    let config = match Config::from_args(&cli.run) {
-        Ok(c) => c,
+    let loaded = match Config::load(&cli.run) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             eprintln!("see secret-reloader --help");
             return ExitCode::from(2);
         }
     };
+    let config = loaded.config;
     logging::init(config.log_format, config.log_level);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    daemon::raise_fd_limit();
+    // One thread runs the whole reload path (nothing on it blocks); the admin server has its
+    // own; large scans and state-file writes go to a small blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // Only large scans and command waits block; a few threads are plenty.
         .max_blocking_threads(4)
+        .thread_name("blocking")
         .build()
     {
         Ok(r) => r,
@@ -36,13 +45,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let grace = config.shutdown_grace;
     let result = runtime.block_on(async {
-        let terminated = shutdown::termination()
+        let terminated = shutdown::termination(grace)
             .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
         secret_reloader::run(config, terminated)
             .await
             .map_err(|e| e.to_string())
     });
+    // Blocking work still running (a scan on a hung filesystem) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

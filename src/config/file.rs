@@ -15,15 +15,15 @@
 //! names the file and the field path, like `groups[1].targets[0].url`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::{
-    Action, ExecAction, GroupConfig, GroupDefaults, HttpAction, SignalAction, TargetDefaults,
-    exec_argv, flags, parse, selector, target, watch_paths,
+    AccessPolicy, ActionConfig, ExecConfig, Findings, GroupConfig, GroupDefaults, HttpConfig,
+    ReloadOnStart, SignalConfig, TargetDefaults, exec_argv, flags, parse, selector, target,
+    watch_paths,
 };
-use crate::cli::{AccessPolicy, ReloadOnStart};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +48,8 @@ struct FileGroup {
     access_policy: Option<AccessPolicy>,
     consistency_check: Option<bool>,
     consistency_timeout: Option<String>,
+    max_files: Option<usize>,
+    follow_external_symlinks: Option<bool>,
     targets: Vec<FileTarget>,
 }
 
@@ -61,6 +63,8 @@ enum FileTarget {
         expected_status: Option<u16>,
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        #[serde(default)]
+        header_files: BTreeMap<String, PathBuf>,
         bearer_token_file: Option<PathBuf>,
         timeout: Option<String>,
         verify_url: Option<String>,
@@ -117,34 +121,18 @@ enum Command {
     Argv(Vec<String>),
 }
 
-/// Reads and validates the groups of `path`; problems go to `errs`.
-pub(crate) fn load(
-    path: &Path,
-    gd: &GroupDefaults,
-    defaults: &TargetDefaults,
-    errs: &mut Vec<String>,
-) -> Vec<GroupConfig> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&path.display().to_string(), &text, gd, defaults, errs),
-        Err(e) => {
-            errs.push(format!("--config: cannot read {}: {e}", path.display()));
-            Vec::new()
-        }
-    }
-}
-
 /// Validates the text of a config file shown as `shown` in messages.
 pub(crate) fn parse(
     shown: &str,
     text: &str,
     gd: &GroupDefaults,
     defaults: &TargetDefaults,
-    errs: &mut Vec<String>,
+    f: &mut Findings,
 ) -> Vec<GroupConfig> {
     // The path of the offending field (`groups[0].app_uid`) goes with every parse error.
     let file: FileConfig =
         match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)) {
-            Ok(f) => f,
+            Ok(file) => file,
             Err(e) => {
                 let at = e.path().to_string();
                 let field = if at == "." {
@@ -152,12 +140,12 @@ pub(crate) fn parse(
                 } else {
                     format!("{at}: ")
                 };
-                errs.push(format!("--config {shown}: {field}{}", e.into_inner()));
+                f.error(format!("--config {shown}: {field}{}", e.into_inner()));
                 return Vec::new();
             }
         };
     if file.groups.is_empty() {
-        errs.push(format!(
+        f.error(format!(
             "--config {shown}: groups is empty: describe at least one watch group"
         ));
     }
@@ -167,7 +155,7 @@ pub(crate) fn parse(
         let mut dur = |field: &str, v: Option<String>, default| match v {
             None => default,
             Some(s) => parse::duration(&s).unwrap_or_else(|e| {
-                errs.push(format!("{at}.{field}: {e}"));
+                f.error(format!("{at}.{field}: {e}"));
                 default
             }),
         };
@@ -184,17 +172,20 @@ pub(crate) fn parse(
             defaults.min_reload_interval,
         );
         if debounce_max < debounce {
-            errs.push(format!(
+            f.error(format!(
                 "{at}.debounce_max must not be shorter than debounce"
             ));
         }
+        if g.max_files == Some(0) {
+            f.error(format!("{at}.max_files must be at least 1"));
+        }
         if g.watch.is_empty() {
-            errs.push(format!(
+            f.error(format!(
                 "{at}.watch is empty: list the files or directories to watch"
             ));
         }
         if g.targets.is_empty() {
-            errs.push(format!(
+            f.error(format!(
                 "{at}.targets is empty: add an http, signal or exec target"
             ));
         }
@@ -205,7 +196,7 @@ pub(crate) fn parse(
                 &g.app_groups,
                 &format!("{at}."),
                 ["app_uid", "app_gid", "app_groups"],
-                errs,
+                f,
             )
         } else {
             gd.app.clone()
@@ -229,10 +220,10 @@ pub(crate) fn parse(
                         contains,
                         group_defaults.timeout,
                         [&format!("{at}verify_url"), &format!("{at}verify_contains")],
-                        errs,
+                        f,
                     ),
                 };
-                let (name, action) = file_target(t, &at, &group_defaults, errs)?;
+                let (name, action) = file_target(t, &at, &group_defaults, f)?;
                 let mut t = target(name.unwrap_or_default(), action, &group_defaults);
                 t.verify = verify;
                 Some(t)
@@ -240,13 +231,17 @@ pub(crate) fn parse(
             .collect();
         out.push(GroupConfig {
             name: g.name,
-            paths: watch_paths(&g.watch, &format!("{at}.watch"), errs),
+            paths: watch_paths(&g.watch, &format!("{at}.watch"), f),
             debounce,
             debounce_max,
             app,
             access_policy: g.access_policy.unwrap_or(gd.access_policy),
             consistency_check: g.consistency_check.unwrap_or(gd.consistency_check),
             consistency_timeout,
+            max_files: g.max_files.unwrap_or(gd.max_files),
+            follow_external_symlinks: g
+                .follow_external_symlinks
+                .unwrap_or(gd.follow_external_symlinks),
             targets,
         });
     }
@@ -257,12 +252,12 @@ fn file_target(
     t: FileTarget,
     at: &str,
     d: &TargetDefaults,
-    errs: &mut Vec<String>,
-) -> Option<(Option<String>, Action)> {
-    let timeout = |v: Option<String>, errs: &mut Vec<String>| match v {
+    f: &mut Findings,
+) -> Option<(Option<String>, ActionConfig)> {
+    let timeout = |v: Option<String>, f: &mut Findings| match v {
         None => Some(d.timeout),
         Some(s) => parse::duration(&s)
-            .map_err(|e| errs.push(format!("{at}timeout: {e}")))
+            .map_err(|e| f.error(format!("{at}timeout: {e}")))
             .ok(),
     };
     match t {
@@ -272,34 +267,45 @@ fn file_target(
             method,
             expected_status,
             headers,
+            header_files,
             bearer_token_file,
             timeout: to,
             ..
         } => {
             let endpoint = parse::endpoint(&url)
-                .map_err(|e| errs.push(format!("{at}url: {e}")))
+                .map_err(|e| f.error(format!("{at}url: {e}")))
                 .ok();
             let method = parse::method(method.as_deref().unwrap_or("POST"))
-                .map_err(|e| errs.push(format!("{at}method: {e}")))
+                .map_err(|e| f.error(format!("{at}method: {e}")))
                 .ok();
             let expected_status = parse::status(expected_status.unwrap_or(200))
-                .map_err(|e| errs.push(format!("{at}expected_status: {e}")))
+                .map_err(|e| f.error(format!("{at}expected_status: {e}")))
                 .ok();
-            let mut hs = Vec::new();
-            for (k, v) in headers {
-                match parse::header(&format!("{k}: {v}")) {
-                    Ok(h) => hs.push(h),
-                    Err(e) => errs.push(format!("{at}headers: {e}")),
-                }
+            let inline: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let files: Vec<String> = header_files
+                .iter()
+                .map(|(k, p)| format!("{k}: {}", p.display()))
+                .collect();
+            let (hs, hfs) = flags::HeaderSources {
+                inline: &inline,
+                files: &files,
+                bearer_token_file: bearer_token_file.as_deref(),
+                names: [
+                    &format!("{at}headers"),
+                    &format!("{at}header_files"),
+                    &format!("{at}bearer_token_file"),
+                ],
             }
-            let timeout = timeout(to, errs);
+            .build(f);
+            let timeout = timeout(to, f);
             Some((
                 name,
-                Action::Http(HttpAction {
+                ActionConfig::Http(HttpConfig {
                     endpoint: endpoint?,
                     method: method?,
                     expected_status: expected_status?,
                     headers: hs,
+                    header_files: hfs,
                     bearer_token_file,
                     timeout: timeout?,
                 }),
@@ -319,23 +325,23 @@ fn file_target(
                 process_cmdline.as_deref(),
                 pid_file.as_deref(),
                 at,
-                errs,
+                f,
             );
             if sel.is_none()
                 && process_name.is_none()
                 && process_cmdline.is_none()
                 && pid_file.is_none()
             {
-                errs.push(format!(
+                f.error(format!(
                     "{at}: a signal target needs process_name, process_cmdline or pid_file"
                 ));
             }
             let signal = parse::signal(signal.as_deref().unwrap_or("HUP"))
-                .map_err(|e| errs.push(format!("{at}signal: {e}")))
+                .map_err(|e| f.error(format!("{at}signal: {e}")))
                 .ok();
             Some((
                 name,
-                Action::Signal(SignalAction {
+                ActionConfig::Signal(SignalConfig {
                     signal: signal?,
                     selector: sel?,
                     all: signal_all,
@@ -353,12 +359,12 @@ fn file_target(
                 Command::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
                 Command::Argv(argv) => Ok(argv),
             }
-            .map_err(|e| errs.push(format!("{at}command: {e}")))
+            .map_err(|e| f.error(format!("{at}command: {e}")))
             .ok();
-            let timeout = timeout(to, errs);
+            let timeout = timeout(to, f);
             Some((
                 name,
-                Action::Exec(ExecAction {
+                ActionConfig::Exec(ExecConfig {
                     argv: argv?,
                     timeout: timeout?,
                 }),

@@ -1,15 +1,71 @@
 //! The daemon's own command-line flags turned into the `default` watch group's actions and
 //! settings. Every error names the flag.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::{Action, ExecAction, HttpAction, Selector, SignalAction, Verify, parse};
-use crate::cli::RunArgs;
-use crate::identity::Identity;
+use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, PROXY_AUTHORIZATION};
+
+use super::{ActionConfig, ExecConfig, Findings, HttpConfig, SignalConfig, Verify, parse};
+use super::cli::RunArgs;
+use crate::process::Selector;
+use crate::process::identity::Identity;
+
+/// Values of a repeatable flag, or else the list in its environment variable: comma-separated,
+/// `\,` for a comma inside a value and `\\` for a backslash. A flag's value is always one value,
+/// commas included (a path or a URL query may hold one).
+pub(crate) fn list(flag_values: &[OsString], var: &str) -> Vec<OsString> {
+    if !flag_values.is_empty() {
+        return flag_values.to_vec();
+    }
+    match std::env::var_os(var) {
+        None => Vec::new(),
+        Some(v) => split_escaped(v.as_bytes())
+            .into_iter()
+            .map(OsString::from_vec)
+            .collect(),
+    }
+}
+
+/// [`list`] for values that must be text (URLs).
+pub(crate) fn text_list(flag_values: &[OsString], var: &str, flag: &str, f: &mut Findings) -> Vec<String> {
+    list(flag_values, var)
+        .into_iter()
+        .filter_map(|v| match v.into_string() {
+            Ok(s) => Some(s),
+            Err(_) => {
+                f.error(format!("{flag}: a value is not valid UTF-8"));
+                None
+            }
+        })
+        .collect()
+}
+
+/// Splits at unescaped commas; empty items are dropped (a trailing comma is harmless).
+fn split_escaped(s: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = s.iter().copied();
+    while let Some(c) = bytes.next() {
+        match c {
+            b'\\' => match bytes.next() {
+                Some(n @ (b',' | b'\\')) => cur.push(n),
+                Some(n) => cur.extend([b'\\', n]),
+                None => cur.push(b'\\'),
+            },
+            b',' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|v| !v.trim_ascii().is_empty());
+    out
+}
 
 /// Whether any flag that makes an action was given (valid or not).
-pub(crate) fn any_action_flag(args: &RunArgs) -> bool {
-    !args.reload_url.is_empty()
+pub(crate) fn any_action_flag(args: &RunArgs, reload_urls: &[String]) -> bool {
+    !reload_urls.is_empty()
         || !args.exec.is_empty()
         || args.signal.is_some()
         || args.process_name.is_some()
@@ -17,40 +73,100 @@ pub(crate) fn any_action_flag(args: &RunArgs) -> bool {
         || args.pid_file.is_some()
 }
 
-/// The actions described by the command-line flags.
-pub(crate) fn cli_actions(args: &RunArgs, errs: &mut Vec<String>) -> Vec<Action> {
-    let mut actions = Vec::new();
-    let mut headers = Vec::new();
-    for h in &args.reload_header {
-        match parse::header(h) {
-            Ok(h) => headers.push(h),
-            Err(e) => errs.push(format!("--reload-header: {e}")),
+/// The extra headers of an HTTP target: inline ones, ones read from files, and the bearer token
+/// file; problems and warnings go to `f`, each prefixed with `at` names.
+pub(crate) struct HeaderSources<'a> {
+    pub inline: &'a [String],
+    pub files: &'a [String],
+    pub bearer_token_file: Option<&'a Path>,
+    /// Names of the three settings in messages (`--reload-header`, ... or file fields).
+    pub names: [&'a str; 3],
+}
+
+impl HeaderSources<'_> {
+    pub fn build(&self, f: &mut Findings) -> (Vec<(HeaderName, HeaderValue)>, Vec<(HeaderName, PathBuf)>) {
+        let [inline_name, file_name, token_name] = self.names;
+        let mut headers = Vec::new();
+        for h in self.inline {
+            match parse::header(h) {
+                Ok((name, value)) => {
+                    if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+                        f.warn(format!(
+                            "{inline_name}: the {name} header's value is visible to every process of the pod \
+                             (/proc/<pid>/cmdline or environ); put it in a file and use {file_name} or \
+                             {token_name} instead"
+                        ));
+                    }
+                    headers.push((name, value));
+                }
+                Err(e) => f.error(format!("{inline_name}: {e}")),
+            }
         }
+        let mut from_files = Vec::new();
+        for h in self.files {
+            match parse::header_file(h) {
+                Ok(pair) => from_files.push(pair),
+                Err(e) => f.error(format!("{file_name}: {e}")),
+            }
+        }
+        let authorization = headers
+            .iter()
+            .map(|(n, _)| n)
+            .chain(from_files.iter().map(|(n, _)| n))
+            .any(|n| *n == AUTHORIZATION);
+        if authorization && self.bearer_token_file.is_some() {
+            f.error(format!(
+                "{token_name} and an Authorization header ({inline_name} or {file_name}) would both set \
+                 Authorization: give only one"
+            ));
+        }
+        (headers, from_files)
     }
+}
+
+/// The actions described by the command-line flags.
+pub(crate) fn cli_actions(args: &RunArgs, reload_urls: &[String], f: &mut Findings) -> Vec<ActionConfig> {
+    let mut actions = Vec::new();
+    let (headers, header_files) = HeaderSources {
+        inline: &args.reload_header,
+        files: &args.reload_header_file,
+        bearer_token_file: args.reload_bearer_token_file.as_deref(),
+        names: [
+            "--reload-header",
+            "--reload-header-file",
+            "--reload-bearer-token-file",
+        ],
+    }
+    .build(f);
     let method =
-        parse::method(&args.reload_method).map_err(|e| errs.push(format!("--reload-method: {e}")));
+        parse::method(&args.reload_method).map_err(|e| f.error(format!("--reload-method: {e}")));
     let status = parse::status(args.reload_expected_status)
-        .map_err(|e| errs.push(format!("--reload-expected-status: {e}")));
-    if args.reload_url.is_empty()
-        && (!headers.is_empty() || args.reload_bearer_token_file.is_some())
+        .map_err(|e| f.error(format!("--reload-expected-status: {e}")));
+    if reload_urls.is_empty()
+        && (!args.reload_header.is_empty()
+            || !args.reload_header_file.is_empty()
+            || args.reload_bearer_token_file.is_some())
     {
-        errs.push("--reload-header and --reload-bearer-token-file need --reload-url".into());
+        f.error(
+            "--reload-header, --reload-header-file and --reload-bearer-token-file need --reload-url",
+        );
     }
-    for url in &args.reload_url {
+    for url in reload_urls {
         match parse::endpoint(url) {
             Ok(endpoint) => {
                 if let (Ok(method), Ok(expected_status)) = (&method, &status) {
-                    actions.push(Action::Http(HttpAction {
+                    actions.push(ActionConfig::Http(HttpConfig {
                         endpoint,
                         method: method.clone(),
                         expected_status: *expected_status,
                         headers: headers.clone(),
+                        header_files: header_files.clone(),
                         bearer_token_file: args.reload_bearer_token_file.clone(),
                         timeout: args.reload_timeout,
                     }));
                 }
             }
-            Err(e) => errs.push(format!("--reload-url: {e}")),
+            Err(e) => f.error(format!("--reload-url: {e}")),
         }
     }
     let selector = selector(
@@ -58,36 +174,35 @@ pub(crate) fn cli_actions(args: &RunArgs, errs: &mut Vec<String>) -> Vec<Action>
         args.process_cmdline.as_deref(),
         args.pid_file.as_deref(),
         "--",
-        errs,
+        f,
     );
     match (selector, &args.signal) {
         (Some(selector), sig) => {
             let sig = sig.as_deref().unwrap_or("HUP");
             match parse::signal(sig) {
-                Ok(signal) => actions.push(Action::Signal(SignalAction {
+                Ok(signal) => actions.push(ActionConfig::Signal(SignalConfig {
                     signal,
                     selector,
                     all: args.signal_all,
                 })),
-                Err(e) => errs.push(format!("--signal: {e}")),
+                Err(e) => f.error(format!("--signal: {e}")),
             }
         }
-        (None, Some(_)) => errs.push(
-            "--signal needs a target process: add --process-name, --process-cmdline or --pid-file"
-                .into(),
+        (None, Some(_)) => f.error(
+            "--signal needs a target process: add --process-name, --process-cmdline or --pid-file",
         ),
         (None, None) if args.signal_all => {
-            errs.push("--signal-all needs --process-name or --process-cmdline".into())
+            f.error("--signal-all needs --process-name or --process-cmdline")
         }
         (None, None) => {}
     }
     for cmd in &args.exec {
         match exec_argv(cmd) {
-            Ok(argv) => actions.push(Action::Exec(ExecAction {
+            Ok(argv) => actions.push(ActionConfig::Exec(ExecConfig {
                 argv,
                 timeout: args.reload_timeout,
             })),
-            Err(e) => errs.push(format!("--exec: {e}")),
+            Err(e) => f.error(format!("--exec: {e}")),
         }
     }
     actions
@@ -98,7 +213,7 @@ pub(crate) fn exec_argv(cmd: &str) -> Result<Vec<String>, String> {
     match shlex::split(cmd) {
         Some(argv) if !argv.is_empty() => Ok(argv),
         Some(_) => Err("the command is empty".into()),
-        None => Err(format!("'{cmd}' has unbalanced quotes")),
+        None => Err(format!("'{}' has unbalanced quotes", cmd.escape_debug())),
     }
 }
 
@@ -108,13 +223,13 @@ pub(crate) fn selector(
     cmdline: Option<&str>,
     pid_file: Option<&Path>,
     prefix: &str,
-    errs: &mut Vec<String>,
+    f: &mut Findings,
 ) -> Option<Selector> {
-    let field = |f: &str| {
+    let field = |n: &str| {
         if prefix == "--" {
-            format!("--{}", f.replace('_', "-"))
+            format!("--{}", n.replace('_', "-"))
         } else {
-            format!("{prefix}{f}")
+            format!("{prefix}{n}")
         }
     };
     let given = [name.is_some(), cmdline.is_some(), pid_file.is_some()]
@@ -122,7 +237,7 @@ pub(crate) fn selector(
         .filter(|b| **b)
         .count();
     if given > 1 {
-        errs.push(format!(
+        f.error(format!(
             "{}, {} and {} each select the target process: give only one",
             field("process_name"),
             field("process_cmdline"),
@@ -131,10 +246,11 @@ pub(crate) fn selector(
         return None;
     }
     if let Some(n) = name {
-        if n.is_empty() || n.contains('/') {
-            errs.push(format!(
-                "{}: '{n}' is not a process name (no slashes, not empty)",
-                field("process_name")
+        if n.is_empty() || n.contains('/') || n.contains('\0') {
+            f.error(format!(
+                "{}: '{}' is not a process name (no slashes, not empty)",
+                field("process_name"),
+                n.escape_debug()
             ));
             return None;
         }
@@ -144,9 +260,10 @@ pub(crate) fn selector(
         return match regex_lite::Regex::new(r) {
             Ok(re) => Some(Selector::Cmdline(re)),
             Err(e) => {
-                errs.push(format!(
-                    "{}: '{r}' is not a regular expression: {e}",
-                    field("process_cmdline")
+                f.error(format!(
+                    "{}: '{}' is not a regular expression: {e}",
+                    field("process_cmdline"),
+                    r.escape_debug()
                 ));
                 None
             }
@@ -156,11 +273,11 @@ pub(crate) fn selector(
 }
 
 /// Absolute, lexically cleaned watch paths (symlinks are left alone: they matter here).
-pub(crate) fn watch_paths(paths: &[PathBuf], field: &str, errs: &mut Vec<String>) -> Vec<PathBuf> {
+pub(crate) fn watch_paths(paths: &[PathBuf], field: &str, f: &mut Findings) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
         if p.as_os_str().is_empty() {
-            errs.push(format!("{field}: an empty path"));
+            f.error(format!("{field}: an empty path"));
             continue;
         }
         let p = absolute(p);
@@ -192,7 +309,7 @@ pub(crate) fn declared_identity(
     groups: &[u32],
     at: &str,
     names: [&str; 3],
-    errs: &mut Vec<String>,
+    f: &mut Findings,
 ) -> Option<Identity> {
     match (uid, gid) {
         (Some(uid), Some(gid)) => Some(Identity {
@@ -202,14 +319,11 @@ pub(crate) fn declared_identity(
         }),
         (None, None) if groups.is_empty() => None,
         (None, None) => {
-            errs.push(format!(
-                "{at}{} needs {} and {}",
-                names[2], names[0], names[1]
-            ));
+            f.error(format!("{at}{} needs {} and {}", names[2], names[0], names[1]));
             None
         }
         _ => {
-            errs.push(format!(
+            f.error(format!(
                 "{at}{} and {} go together (the app's runAsUser and runAsGroup)",
                 names[0], names[1]
             ));
@@ -224,7 +338,7 @@ pub(crate) fn verify(
     contains: Option<&str>,
     timeout: std::time::Duration,
     names: [&str; 2],
-    errs: &mut Vec<String>,
+    f: &mut Findings,
 ) -> Option<Verify> {
     match (url, contains) {
         (Some(url), contains) => match parse::endpoint(url) {
@@ -234,14 +348,34 @@ pub(crate) fn verify(
                 timeout,
             }),
             Err(e) => {
-                errs.push(format!("{}: {e}", names[0]));
+                f.error(format!("{}: {e}", names[0]));
                 None
             }
         },
         (None, Some(_)) => {
-            errs.push(format!("{} needs {}", names[1], names[0]));
+            f.error(format!("{} needs {}", names[1], names[0]));
             None
         }
         (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_lists_split_at_unescaped_commas() {
+        let split = |s: &str| -> Vec<String> {
+            split_escaped(s.as_bytes())
+                .into_iter()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()
+        };
+        assert_eq!(split("a,b"), ["a", "b"]);
+        assert_eq!(split(r"a\,b,c"), ["a,b", "c"]);
+        assert_eq!(split(r"a\\,b"), [r"a\", "b"]);
+        assert_eq!(split(r"x\y,"), [r"x\y"]);
+        assert!(split("").is_empty());
     }
 }

@@ -1,178 +1,44 @@
-//! Flags, environment and the JSON config file → one validated [`Config`].
+//! The input layer: flags, environment and the JSON config file → one validated [`Config`].
 //!
 //! Every problem is collected before giving up, and each message names the flag or field it is
 //! about and what to do, so that one run of the program shows an operator everything to fix
-//! (exit code 2).
+//! (exit code 2). Values that may carry credentials (header values, URL queries and userinfo)
+//! never appear in a message.
 
-pub mod file;
+pub mod cli;
+mod file;
 mod flags;
+mod model;
 pub mod parse;
 mod summary;
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{AccessPolicy, Cli, LogFormat, LogLevel, OnOff, ReloadOnStart, RunArgs};
-use crate::fingerprint::FingerprintKey;
-use crate::identity::Identity;
 use clap::Parser;
+
+use crate::files;
+use crate::process::identity::Identity;
+use crate::scan::fingerprint::FingerprintKey;
+use cli::{Cli, RunArgs};
 pub(crate) use flags::{exec_argv, selector, watch_paths};
-use hyper::Method;
-use hyper::header::{HeaderName, HeaderValue};
-use nix::sys::signal::Signal;
+pub use model::*;
 pub use parse::Endpoint;
 
-/// Name of the watch group formed by `--watch` and the action flags.
-pub const CLI_GROUP: &str = "default";
+/// Default of `--max-files`: files one version may have.
+pub const DEFAULT_MAX_FILES: usize = 10_000;
 
-/// The validated configuration the daemon runs with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Watch groups: paths watched together and the targets reloaded when their content changes.
-    /// Shared, not copied, with the tasks that serve them.
-    pub groups: Vec<std::sync::Arc<GroupConfig>>,
-    /// Address of the metrics/status server.
-    pub listen: SocketAddr,
-    /// Log line format.
-    pub log_format: LogFormat,
-    /// Log verbosity.
-    pub log_level: LogLevel,
-    /// Interval of the safety-net rescan (`None`: off).
-    pub resync_interval: Option<Duration>,
-    /// Forced polling interval (`None`: inotify, polling only as a fallback).
-    pub poll_interval: Option<Duration>,
-    /// Key of the fingerprints that leave the process.
-    pub fingerprint_key: FingerprintKey,
-    /// Whether the key came from `--fingerprint-key-file` (comparable across pods).
-    pub fingerprint_key_shared: bool,
-    /// How long an action in flight may take to finish after SIGTERM.
-    pub shutdown_grace: Duration,
-    /// Where what each target applied is kept across restarts.
-    pub state_file: Option<PathBuf>,
-    /// Mount point of the PID namespace's procfs.
-    pub proc_root: PathBuf,
-}
-
-/// Paths watched together, and what to reload when their content changes.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// Group name: the `watch` label of the metrics.
-    pub name: String,
-    /// Absolute paths of watched files and directories.
-    pub paths: Vec<PathBuf>,
-    /// Quiet period for writers without a commit point.
-    pub debounce: Duration,
-    /// Cap on the total wait while events keep arriving.
-    pub debounce_max: Duration,
-    /// The app's identity as declared (`--app-uid`/`--app-gid`); the process's wins when found.
-    pub app: Option<Identity>,
-    /// What to do with a version the app cannot read.
-    pub access_policy: AccessPolicy,
-    /// Hold back versions whose PEM material is not usable.
-    pub consistency_check: bool,
-    /// How long an inconsistent version is held back before it is reported as an error.
-    pub consistency_timeout: Duration,
-    /// Targets reloaded on a change of this group's content.
-    pub targets: Vec<TargetConfig>,
-}
-
-/// One thing to reload, and how persistently.
-#[derive(Debug, Clone)]
-pub struct TargetConfig {
-    /// Unique name: the `target` label of the metrics.
-    pub name: String,
-    /// What a reload does.
-    pub action: Action,
-    /// At most one action per interval; changes in between coalesce.
-    pub min_reload_interval: Duration,
-    /// Start-up policy.
-    pub reload_on_start: ReloadOnStart,
-    /// Retries per version after the first failure (`None`: until it lands).
-    pub retries: Option<u32>,
-    /// Cap of the exponential backoff between failed attempts.
-    pub retry_backoff_max: Duration,
-    /// Probe after each reload; the reload counts only when it passes.
-    pub verify: Option<Verify>,
-}
-
-/// Verification of a reload.
-#[derive(Debug, Clone)]
-pub struct Verify {
-    /// Probed with GET; 2xx expected.
-    pub endpoint: Endpoint,
-    /// Text the answer must contain.
-    pub contains: Option<String>,
-    /// Limit of one probe.
-    pub timeout: Duration,
-}
-
-/// What a reload does.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Call an HTTP endpoint.
-    Http(HttpAction),
-    /// Signal a process in the shared PID namespace.
-    Signal(SignalAction),
-    /// Run a command.
-    Exec(ExecAction),
-}
-
-/// An HTTP reload call.
-#[derive(Debug, Clone)]
-pub struct HttpAction {
-    /// Where to call.
-    pub endpoint: Endpoint,
-    /// Request method.
-    pub method: Method,
-    /// Status that means success.
-    pub expected_status: u16,
-    /// Extra request headers (values marked sensitive).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Bearer token, read at every call.
-    pub bearer_token_file: Option<PathBuf>,
-    /// Limit on the whole call, connection included.
-    pub timeout: Duration,
-}
-
-/// A signal to the target process.
-#[derive(Debug, Clone)]
-pub struct SignalAction {
-    /// The signal.
-    pub signal: Signal,
-    /// How the process is found at every reload.
-    pub selector: Selector,
-    /// Signal every match instead of the oldest top-level one.
-    pub all: bool,
-}
-
-/// How the target process is found.
-#[derive(Debug, Clone)]
-pub enum Selector {
-    /// comm or argv[0] basename.
-    Name(String),
-    /// Regular expression on the command line.
-    Cmdline(regex_lite::Regex),
-    /// Pid read from a file.
-    PidFile(PathBuf),
-}
-
-/// A command run on change.
-#[derive(Debug, Clone)]
-pub struct ExecAction {
-    /// Program and arguments (no shell).
-    pub argv: Vec<String>,
-    /// Limit on its run time.
-    pub timeout: Duration,
-}
+/// Largest key, config and token files read.
+const SMALL_FILE_LIMIT: u64 = 64 * 1024;
+/// Largest config file read.
+const CONFIG_FILE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug)]
 pub struct ConfigError(pub Vec<String>);
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
@@ -184,6 +50,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A valid configuration and what is worth a warning about it (logged once at start).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Risky but valid choices, each with what to do instead.
+    pub warnings: Vec<String>,
+}
 
 /// Defaults shared by the targets of one group, taken from the flags.
 #[derive(Debug, Clone)]
@@ -205,6 +80,24 @@ pub(crate) struct GroupDefaults {
     pub access_policy: AccessPolicy,
     pub consistency_check: bool,
     pub consistency_timeout: Duration,
+    pub max_files: usize,
+    pub follow_external_symlinks: bool,
+}
+
+/// Problems and warnings collected while building.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Findings {
+    pub fn error(&mut self, e: impl Into<String>) {
+        self.errors.push(e.into());
+    }
+    pub fn warn(&mut self, w: impl Into<String>) {
+        self.warnings.push(w.into());
+    }
 }
 
 impl Config {
@@ -221,151 +114,158 @@ impl Config {
 
     /// Validates parsed flags (and the `--config` file they name).
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
-        Config::build(args, true, None)
+        Config::load(args).map(|l| l.config)
+    }
+
+    /// As [`Config::from_args`], with the warnings the daemon logs at start.
+    pub fn load(args: &RunArgs) -> Result<Loaded, ConfigError> {
+        build(args, true, None)
     }
 
     /// Validates the text of a config file with default flags (fuzzing, tools).
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
         let cli = Cli::try_parse_from(["secret-reloader", "--config", "(inline)"])
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
-        Config::build(&cli.run, true, Some(text))
+        build(&cli.run, true, Some(text)).map(|l| l.config)
     }
 
     /// As [`Config::from_args`] for the one-shot report, which may look at paths without any
     /// action.
     pub fn for_doctor(args: &RunArgs) -> Result<Config, ConfigError> {
-        Config::build(args, false, None)
+        build(args, false, None).map(|l| l.config)
     }
+}
 
-    fn build(
-        args: &RunArgs,
-        require_action: bool,
-        inline: Option<&str>,
-    ) -> Result<Config, ConfigError> {
-        let mut errs = Vec::new();
-        let verify = flags::verify(
-            args.verify_url.as_deref(),
-            args.verify_contains.as_deref(),
-            args.reload_timeout,
-            ["--verify-url", "--verify-contains"],
-            &mut errs,
-        );
-        let defaults = TargetDefaults {
-            min_reload_interval: args.min_reload_interval,
-            reload_on_start: args.reload_on_start,
-            retries: args.reload_retries,
-            retry_backoff_max: args.retry_backoff_max,
-            timeout: args.reload_timeout,
-            verify,
-        };
-        let group_defaults = GroupDefaults {
-            debounce: args.debounce,
-            debounce_max: args.debounce_max,
-            app: flags::declared_identity(
-                args.app_uid,
-                args.app_gid,
-                &args.app_groups,
-                "",
-                ["--app-uid", "--app-gid", "--app-groups"],
-                &mut errs,
-            ),
-            access_policy: args.access_policy,
-            consistency_check: args.consistency_check == OnOff::On,
-            consistency_timeout: args.consistency_timeout,
-        };
-        let mut groups = Vec::new();
-        let cli_actions = flags::cli_actions(args, &mut errs);
-        if !args.watch.is_empty() || !cli_actions.is_empty() {
-            if args.watch.is_empty() {
-                errs.push("the action flags need something to watch: add --watch PATH".into());
-            }
-            if require_action && !flags::any_action_flag(args) {
-                errs.push(
-                    "no action given: add --reload-url URL, --process-name NAME (or \
-                     --process-cmdline/--pid-file, with --signal), or --exec COMMAND"
-                        .into(),
-                );
-            }
-            let targets = cli_actions
-                .into_iter()
-                .map(|action| target(String::new(), action, &defaults))
-                .collect();
-            groups.push(GroupConfig {
-                name: CLI_GROUP.to_string(),
-                paths: watch_paths(&args.watch, "--watch", &mut errs),
-                debounce: args.debounce,
-                debounce_max: args.debounce_max,
-                app: group_defaults.app.clone(),
-                access_policy: group_defaults.access_policy,
-                consistency_check: group_defaults.consistency_check,
-                consistency_timeout: group_defaults.consistency_timeout,
-                targets,
-            });
+fn build(args: &RunArgs, require_action: bool, inline: Option<&str>) -> Result<Loaded, ConfigError> {
+    let mut f = Findings::default();
+    let watch = flags::list(&args.watch, "SECRET_RELOADER_WATCH")
+        .into_iter()
+        .map(PathBuf::from)
+        .collect::<Vec<_>>();
+    let reload_urls = flags::text_list(
+        &args.reload_url,
+        "SECRET_RELOADER_RELOAD_URL",
+        "--reload-url",
+        &mut f,
+    );
+    let verify = flags::verify(
+        args.verify_url.as_deref(),
+        args.verify_contains.as_deref(),
+        args.reload_timeout,
+        ["--verify-url", "--verify-contains"],
+        &mut f,
+    );
+    let defaults = TargetDefaults {
+        min_reload_interval: args.min_reload_interval,
+        reload_on_start: args.reload_on_start,
+        retries: args.reload_retries,
+        retry_backoff_max: args.retry_backoff_max,
+        timeout: args.reload_timeout,
+        verify,
+    };
+    let group_defaults = GroupDefaults {
+        debounce: args.debounce,
+        debounce_max: args.debounce_max,
+        app: flags::declared_identity(
+            args.app_uid,
+            args.app_gid,
+            &args.app_groups,
+            "",
+            ["--app-uid", "--app-gid", "--app-groups"],
+            &mut f,
+        ),
+        access_policy: args.access_policy,
+        consistency_check: args.consistency_check == OnOff::On,
+        consistency_timeout: args.consistency_timeout,
+        max_files: args.max_files,
+        follow_external_symlinks: args.follow_external_symlinks,
+    };
+    let mut groups = Vec::new();
+    let cli_actions = flags::cli_actions(args, &reload_urls, &mut f);
+    if !watch.is_empty() || !cli_actions.is_empty() {
+        if watch.is_empty() {
+            f.error("the action flags need something to watch: add --watch PATH");
         }
-        if let Some(path) = &args.config {
-            groups.extend(match inline {
-                Some(text) => file::parse(
-                    &path.display().to_string(),
-                    text,
-                    &group_defaults,
-                    &defaults,
-                    &mut errs,
-                ),
-                None => file::load(path, &group_defaults, &defaults, &mut errs),
-            });
-        }
-        check_access_policy(&groups, &mut errs);
-        if groups.is_empty() && errs.is_empty() {
-            errs.push(
-                "nothing to watch: give --watch PATH with an action, or --config FILE".into(),
+        if require_action && !flags::any_action_flag(args, &reload_urls) {
+            f.error(
+                "no action given: add --reload-url URL, --process-name NAME (or \
+                 --process-cmdline/--pid-file, with --signal), or --exec COMMAND",
             );
         }
-        if args.debounce_max < args.debounce {
-            errs.push("--debounce-max must not be shorter than --debounce".into());
-        }
-        if let Some(p) = args.poll_interval
-            && p < Duration::from_millis(10)
-        {
-            errs.push("--poll-interval must be at least 10ms".into());
-        }
-        check_names(&mut groups, &mut errs);
-        let listen = parse::listen(&args.listen)
-            .map_err(|e| errs.push(format!("--listen: {e}")))
-            .ok();
-        let (fingerprint_key, fingerprint_key_shared) = match &args.fingerprint_key_file {
-            Some(path) => match std::fs::read(path) {
-                Ok(bytes) if !bytes.trim_ascii().is_empty() => {
-                    (FingerprintKey::new(bytes.trim_ascii().to_vec()), true)
-                }
-                Ok(_) => {
-                    errs.push(format!(
-                        "--fingerprint-key-file: {} is empty",
-                        path.display()
-                    ));
-                    (FingerprintKey::new(Vec::new()), true)
-                }
+        let targets = cli_actions
+            .into_iter()
+            .map(|action| target(String::new(), action, &defaults))
+            .collect();
+        groups.push(GroupConfig {
+            name: CLI_GROUP.to_string(),
+            paths: watch_paths(&watch, "--watch", &mut f),
+            debounce: args.debounce,
+            debounce_max: args.debounce_max,
+            app: group_defaults.app.clone(),
+            access_policy: group_defaults.access_policy,
+            consistency_check: group_defaults.consistency_check,
+            consistency_timeout: group_defaults.consistency_timeout,
+            max_files: group_defaults.max_files,
+            follow_external_symlinks: group_defaults.follow_external_symlinks,
+            targets,
+        });
+    }
+    if let Some(path) = &args.config {
+        groups.extend(match inline {
+            Some(text) => file::parse(
+                &path.display().to_string(),
+                text,
+                &group_defaults,
+                &defaults,
+                &mut f,
+            ),
+            None => match files::read_limited(path, CONFIG_FILE_LIMIT) {
+                Ok(bytes) => match std::str::from_utf8(&bytes) {
+                    Ok(text) => file::parse(
+                        &path.display().to_string(),
+                        text,
+                        &group_defaults,
+                        &defaults,
+                        &mut f,
+                    ),
+                    Err(_) => {
+                        f.error(format!("--config: {} is not UTF-8 text", path.display()));
+                        Vec::new()
+                    }
+                },
                 Err(e) => {
-                    errs.push(format!(
-                        "--fingerprint-key-file: cannot read {}: {e}",
-                        path.display()
-                    ));
-                    (FingerprintKey::new(Vec::new()), true)
+                    f.error(format!("--config: cannot read {}: {e}", path.display()));
+                    Vec::new()
                 }
             },
-            None => {
-                match FingerprintKey::random() {
-                    Ok(key) => (key, false),
-                    Err(e) => {
-                        errs.push(format!("cannot draw a random fingerprint key ({e}): give --fingerprint-key-file"));
-                        (FingerprintKey::new(Vec::new()), false)
-                    }
-                }
-            }
-        };
-        match (errs.is_empty(), listen) {
-            (true, Some(listen)) => Ok(Config {
+        });
+    }
+    check_access_policy(&groups, &mut f);
+    if groups.is_empty() && f.errors.is_empty() {
+        f.error("nothing to watch: give --watch PATH with an action, or --config FILE");
+    }
+    if args.debounce_max < args.debounce {
+        f.error("--debounce-max must not be shorter than --debounce");
+    }
+    if let Some(p) = args.poll_interval
+        && p < Duration::from_millis(10)
+    {
+        f.error("--poll-interval must be at least 10ms");
+    }
+    if args.max_files == 0 {
+        f.error("--max-files must be at least 1");
+    }
+    check_names(&mut groups, &mut f);
+    let listen = parse::listen(&args.listen)
+        .map_err(|e| f.error(format!("--listen: {e}")))
+        .ok();
+    let (fingerprint_key, fingerprint_key_shared) = fingerprint_key(args, &mut f);
+    match (f.errors.is_empty(), listen) {
+        (true, Some(listen)) => Ok(Loaded {
+            config: Config {
                 groups: groups.into_iter().map(std::sync::Arc::new).collect(),
                 listen,
+                status_token_file: args.status_token_file.clone(),
                 log_format: args.log_format,
                 log_level: args.log_level,
                 resync_interval: (!args.resync_interval.is_zero()).then_some(args.resync_interval),
@@ -375,14 +275,45 @@ impl Config {
                 shutdown_grace: args.shutdown_grace,
                 state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
-            }),
-            _ => Err(ConfigError(errs)),
+            },
+            warnings: f.warnings,
+        }),
+        _ => Err(ConfigError(f.errors)),
+    }
+}
+
+fn fingerprint_key(args: &RunArgs, f: &mut Findings) -> (FingerprintKey, bool) {
+    let Some(path) = &args.fingerprint_key_file else {
+        return match FingerprintKey::random() {
+            Ok(key) => (key, false),
+            Err(e) => {
+                f.error(format!(
+                    "cannot draw a random fingerprint key ({e}): give --fingerprint-key-file"
+                ));
+                (FingerprintKey::new(Vec::new()), false)
+            }
+        };
+    };
+    match files::read_limited(path, SMALL_FILE_LIMIT) {
+        Ok(bytes) if !bytes.trim_ascii().is_empty() => {
+            (FingerprintKey::new(bytes.trim_ascii().to_vec()), true)
+        }
+        Ok(_) => {
+            f.error(format!("--fingerprint-key-file: {} is empty", path.display()));
+            (FingerprintKey::new(Vec::new()), true)
+        }
+        Err(e) => {
+            f.error(format!(
+                "--fingerprint-key-file: cannot read {}: {e}",
+                path.display()
+            ));
+            (FingerprintKey::new(Vec::new()), true)
         }
     }
 }
 
 /// Builds a target with the group's defaults; an empty name is derived from the action.
-pub(crate) fn target(name: String, action: Action, d: &TargetDefaults) -> TargetConfig {
+pub(crate) fn target(name: String, action: ActionConfig, d: &TargetDefaults) -> TargetConfig {
     let name = if name.is_empty() {
         default_name(&action)
     } else {
@@ -400,14 +331,14 @@ pub(crate) fn target(name: String, action: Action, d: &TargetDefaults) -> Target
 }
 
 /// `--access-policy block` needs to know who the app is.
-fn check_access_policy(groups: &[GroupConfig], errs: &mut Vec<String>) {
+fn check_access_policy(groups: &[GroupConfig], f: &mut Findings) {
     for g in groups {
         let knows_app = g.app.is_some()
             || g.targets
                 .iter()
-                .any(|t| matches!(t.action, Action::Signal(_)));
+                .any(|t| matches!(t.action, ActionConfig::Signal(_)));
         if g.access_policy == AccessPolicy::Block && !knows_app {
-            errs.push(format!(
+            f.error(format!(
                 "watch group '{}': access policy block needs the app's identity: give --app-uid and --app-gid \
                  (app_uid/app_gid in the config file) or a signal target whose process it can be read from",
                 g.name
@@ -416,15 +347,11 @@ fn check_access_policy(groups: &[GroupConfig], errs: &mut Vec<String>) {
     }
 }
 
-fn default_name(action: &Action) -> String {
+fn default_name(action: &ActionConfig) -> String {
     match action {
-        Action::Http(h) => h.endpoint.label(),
-        Action::Signal(s) => match &s.selector {
-            Selector::Name(n) => format!("signal:{n}"),
-            Selector::Cmdline(r) => format!("signal:/{}/", r.as_str()),
-            Selector::PidFile(p) => format!("signal:{}", p.display()),
-        },
-        Action::Exec(e) => {
+        ActionConfig::Http(h) => h.endpoint.label(),
+        ActionConfig::Signal(s) => format!("signal:{}", s.selector.short()),
+        ActionConfig::Exec(e) => {
             let prog = e.argv.first().map(String::as_str).unwrap_or_default();
             format!("exec:{}", prog.rsplit('/').next().unwrap_or(prog))
         }
@@ -432,7 +359,7 @@ fn default_name(action: &Action) -> String {
 }
 
 /// Group names must be unique label values; target names are made unique with a `#n` suffix.
-fn check_names(groups: &mut [GroupConfig], errs: &mut Vec<String>) {
+fn check_names(groups: &mut [GroupConfig], f: &mut Findings) {
     let mut seen = std::collections::HashSet::new();
     for g in groups.iter() {
         if g.name.is_empty()
@@ -441,12 +368,12 @@ fn check_names(groups: &mut [GroupConfig], errs: &mut Vec<String>) {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            errs.push(format!(
+            f.error(format!(
                 "group name '{}': use letters, digits, '-', '_' or '.'",
-                g.name
+                g.name.escape_debug()
             ));
         } else if !seen.insert(g.name.clone()) {
-            errs.push(format!(
+            f.error(format!(
                 "group name '{}' is used twice (the CLI group is named '{CLI_GROUP}')",
                 g.name
             ));

@@ -10,20 +10,33 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Uri};
 use nix::sys::signal::Signal;
 
-/// A duration such as `100ms`, `5s`, `2m` or `0`.
+/// The longest duration any setting accepts: deadlines computed from it stay far from the
+/// clock's range.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration such as `100ms`, `5s`, `2m` or `0`, at most [`MAX_DURATION`].
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("'{s}' is not a duration ({e}): write a number with a unit, like 100ms, 5s or 2m")
-    })
+    let shown = s.escape_debug();
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("'{shown}' is not a duration ({e}): write a number with a unit, like 100ms, 5s or 2m")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{shown}' is too long: the largest accepted value is {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 /// A signal by name (`HUP`, `SIGHUP`, `hup`) or number (`1`).
-pub fn signal(s: &str) -> Result<Signal, String> {
-    let t = s.trim();
+pub fn signal(raw: &str) -> Result<Signal, String> {
+    let t = raw.trim();
+    let s = raw.escape_debug();
     if let Ok(n) = t.parse::<i32>() {
         return Signal::try_from(n).map_err(|_| format!("'{s}' is not a signal number on Linux"));
     }
@@ -85,10 +98,36 @@ impl Endpoint {
     }
 }
 
+/// A URL as it may appear in messages: without userinfo, query or fragment, and with control
+/// characters escaped. Works on any text, URL or not.
+pub fn redact_url(s: &str) -> String {
+    let s = s.trim();
+    let cut = s.find(['?', '#']).unwrap_or(s.len());
+    let (head, rest) = s.split_at(cut);
+    let head = match head.find("://") {
+        Some(i) => {
+            let (scheme, after) = head.split_at(i + 3);
+            let end = after.find('/').unwrap_or(after.len());
+            let (authority, path) = after.split_at(end);
+            match authority.rfind('@') {
+                Some(at) => format!("{scheme}...@{}{path}", &authority[at + 1..]),
+                None => head.to_string(),
+            }
+        }
+        None => match head.rfind('@') {
+            Some(at) => format!("...@{}", &head[at + 1..]),
+            None => head.to_string(),
+        },
+    };
+    let tail = if rest.is_empty() { "" } else { "?..." };
+    format!("{}{tail}", head.escape_debug())
+}
+
 /// An `http://` URL of a reload or verify endpoint.
-pub fn endpoint(s: &str) -> Result<Endpoint, String> {
-    let uri: Uri = s.trim().parse().map_err(|e| {
-        format!("'{s}' is not a URL ({e}): write it like http://127.0.0.1:9090/-/reload")
+pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
+    let s = redact_url(raw);
+    let uri: Uri = raw.trim().parse().map_err(|_| {
+        format!("'{s}' is not a URL: write it like http://127.0.0.1:9090/-/reload")
     })?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -110,7 +149,7 @@ pub fn endpoint(s: &str) -> Result<Endpoint, String> {
     if authority.as_str().contains('@') {
         return Err(
             "credentials in the URL are not supported (they would end up in logs and labels): \
-                    use --reload-header 'Authorization: ...' or --reload-bearer-token-file"
+                    use --reload-header-file 'Authorization: /path/to/file' or --reload-bearer-token-file"
                 .to_string(),
         );
     }
@@ -124,8 +163,9 @@ pub fn endpoint(s: &str) -> Result<Endpoint, String> {
 }
 
 /// An HTTP method such as `POST` or `GET`.
-pub fn method(s: &str) -> Result<Method, String> {
-    Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes())
+pub fn method(raw: &str) -> Result<Method, String> {
+    let s = raw.escape_debug();
+    Method::from_bytes(raw.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("'{s}' is not an HTTP method: use POST, GET or PUT"))
 }
 
@@ -138,6 +178,46 @@ pub fn status(code: u16) -> Result<u16, String> {
     }
 }
 
+/// Headers the HTTP client sets itself or that control the connection: never taken from the
+/// configuration (a second `Host` or `Content-Length` makes the request ambiguous).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "expect",
+    "x-secret-reloader-fingerprint",
+];
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("'{}' is not a valid header name", name.trim().escape_debug()))?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!(
+            "the {name} header is set by secret-reloader itself or controls the connection: it cannot be configured"
+        ));
+    }
+    Ok(name)
+}
+
+/// A header `Name: /path/to/file` whose value is read from the file at every call.
+pub fn header_file(s: &str) -> Result<(HeaderName, std::path::PathBuf), String> {
+    let (name, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{}' is not 'Name: /path/to/file'", s.escape_debug()))?;
+    let name = header_name(name)?;
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(format!("the {name} header names no file: write 'Name: /path/to/file'"));
+    }
+    Ok((name, std::path::PathBuf::from(path)))
+}
+
 /// A header `Name: value`.
 pub fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s.split_once(':').ok_or_else(|| {
@@ -146,8 +226,7 @@ pub fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
             redact_header(s)
         )
     })?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("'{}' is not a valid header name", name.trim()))?;
+    let name = header_name(name)?;
     let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
         format!("the value of header '{name}' has characters a header cannot carry")
     })?;
@@ -158,28 +237,29 @@ pub fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 /// Header values may be credentials: error messages show only the name part.
 fn redact_header(s: &str) -> String {
     match s.split_once(':') {
-        Some((name, _)) => format!("{name}: ..."),
+        Some((name, _)) => format!("{}: ...", name.escape_debug()),
         None if s.len() > 16 => "...".to_string(),
-        None => s.to_string(),
+        None => s.escape_debug().to_string(),
     }
 }
 
 /// A listen address: `host:port`, `[v6]:port` or `:port` (all interfaces, as configmap-reload).
-pub fn listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Some(port) = s.strip_prefix(':') {
+pub fn listen(raw: &str) -> Result<SocketAddr, String> {
+    let t = raw.trim();
+    let s = t.escape_debug();
+    if let Some(port) = t.strip_prefix(':') {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("'{s}' has no valid port: write it like 0.0.0.0:9533 or :9533"))?;
         return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     }
-    if let Some(port) = s.strip_prefix("localhost:") {
+    if let Some(port) = t.strip_prefix("localhost:") {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("'{s}' has no valid port: write it like 127.0.0.1:9533"))?;
         return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
-    s.parse().map_err(|_| {
+    t.parse().map_err(|_| {
         format!("'{s}' is not an address: write it like 0.0.0.0:9533, [::]:9533 or :9533")
     })
 }
@@ -195,6 +275,37 @@ mod tests {
         assert_eq!(duration("0").unwrap(), Duration::ZERO);
         assert!(duration("fast").unwrap_err().contains("100ms"));
         assert!(duration("5").is_err());
+        assert_eq!(
+            duration("300000000000years").unwrap_err(),
+            "'300000000000years' is too long: the largest accepted value is 1year"
+                .replace("1year", &humantime::format_duration(MAX_DURATION).to_string())
+        );
+        assert_eq!(duration("365days").unwrap(), MAX_DURATION);
+    }
+
+    #[test]
+    fn urls_in_messages_lose_credentials() {
+        assert_eq!(
+            redact_url("http://u:p@127.0.0.1:1/x?token=abc#f"),
+            "http://...@127.0.0.1:1/x?..."
+        );
+        assert_eq!(redact_url("not a url ?token=abc"), "not a url ?...");
+        assert_eq!(redact_url("u:p@host"), "...@host");
+        assert_eq!(redact_url("http://h/\x1b[31m"), "http://h/\\u{1b}[31m");
+        let err = endpoint("https://127.0.0.1/-/reload?token=s3cr3t").unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let err = endpoint("ht tp://x/?token=s3cr3t").unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn framing_headers_are_refused() {
+        for h in ["Host: x", "content-length: 5", "Transfer-Encoding: chunked", "Connection: close"] {
+            assert!(header(h).unwrap_err().contains("cannot be configured"), "{h}");
+        }
+        assert!(header_file("Host: /x").is_err());
+        let (n, p) = header_file("X-Api-Key: /run/key").unwrap();
+        assert_eq!((n.as_str(), p.to_str().unwrap()), ("x-api-key", "/run/key"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The configuration in force, as `/status` shows it: no header values, no URL queries, no
-//! credentials.
+//! credentials, and every path escaped (see [`crate::text`]), so that any configuration renders.
 
 use serde_json::{Value, json};
 
-use super::{Action, Config, GroupConfig, Selector, TargetConfig};
+use super::{ActionConfig, Config, GroupConfig, TargetConfig};
+use crate::text;
 
 fn dur(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -18,6 +19,8 @@ impl Config {
             "resync_interval": self.resync_interval.map(dur),
             "poll_interval": self.poll_interval.map(dur),
             "fingerprint_key": if self.fingerprint_key_shared { "file" } else { "random per process" },
+            "status_token": self.status_token_file.is_some(),
+            "state_file": self.state_file.is_some(),
         })
     }
 }
@@ -26,13 +29,15 @@ impl GroupConfig {
     fn summary(&self) -> Value {
         json!({
             "name": self.name,
-            "watch": self.paths,
+            "watch": self.paths.iter().map(|p| text::path(p)).collect::<Vec<_>>(),
             "debounce": dur(self.debounce),
             "debounce_max": dur(self.debounce_max),
             "app_identity": self.app,
             "access_policy": self.access_policy,
             "consistency_check": self.consistency_check,
             "consistency_timeout": dur(self.consistency_timeout),
+            "max_files": self.max_files,
+            "follow_external_symlinks": self.follow_external_symlinks,
             "targets": self.targets.iter().map(TargetConfig::summary).collect::<Vec<_>>(),
         })
     }
@@ -41,33 +46,31 @@ impl GroupConfig {
 impl TargetConfig {
     fn summary(&self) -> Value {
         let action = match &self.action {
-            Action::Http(h) => json!({
+            ActionConfig::Http(h) => json!({
                 "type": "http",
                 "url": h.endpoint.label(),
                 "method": h.method.as_str(),
                 "expected_status": h.expected_status,
-                "headers": h.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-                "bearer_token_file": h.bearer_token_file,
+                "headers": h.headers.iter().map(|(n, _)| n.as_str())
+                    .chain(h.header_files.iter().map(|(n, _)| n.as_str()))
+                    .collect::<Vec<_>>(),
+                "bearer_token": h.bearer_token_file.is_some(),
                 "timeout": dur(h.timeout),
             }),
-            Action::Signal(s) => json!({
+            ActionConfig::Signal(s) => json!({
                 "type": "signal",
                 "signal": s.signal.as_str(),
-                "selector": match &s.selector {
-                    Selector::Name(n) => json!({"process_name": n}),
-                    Selector::Cmdline(r) => json!({"process_cmdline": r.as_str()}),
-                    Selector::PidFile(p) => json!({"pid_file": p}),
-                },
+                "selector": s.selector.summary(),
                 "signal_all": s.all,
             }),
-            Action::Exec(e) => json!({
+            ActionConfig::Exec(e) => json!({
                 "type": "exec",
-                "command": e.argv.first(),
+                "command": e.argv.first().map(|c| text::value(c)),
                 "timeout": dur(e.timeout),
             }),
         };
         json!({
-            "name": self.name,
+            "name": text::value(&self.name),
             "action": action,
             "verify": self.verify.as_ref().map(|v| json!({"url": v.endpoint.label(), "contains": v.contains.is_some()})),
             "min_reload_interval": dur(self.min_reload_interval),

@@ -9,13 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::access::Verdict;
+use crate::assess::access::Verdict;
 use crate::assess::{Policy, assess};
-use crate::config::{Action, Config, GroupConfig};
-use crate::identity::{AppIdentity, IdentityResolver, Sidecar};
-use crate::mounts::{Mount, parse_mountinfo, single_file_mount};
+use crate::config::{ActionConfig, Config, GroupConfig};
 use crate::process::ProcFs;
-use crate::snapshot::{self, KUBELET_DATA, Layout, Scan};
+use crate::process::identity::{AppIdentity, IdentityResolver, Sidecar};
+use crate::scan::{self, KUBELET_DATA, Layout, Scan};
+use crate::text;
+use crate::watch::mounts::{Mount, parse_mountinfo, single_file_mount};
 
 /// Certificates closer than this to their expiry are pointed out.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -104,8 +105,8 @@ pub struct FileReport {
     pub gid: u32,
     /// Mode, octal.
     pub mode: String,
-    /// Size in bytes.
-    pub size: u64,
+    /// Whether it is empty (the exact size is never shown).
+    pub empty: bool,
     /// Whether the app can read it.
     pub access: Option<Verdict>,
     /// When its earliest certificate expires.
@@ -135,17 +136,26 @@ pub struct Check {
 }
 
 pub(super) fn ts(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    text::time_seconds(t)
 }
 
-/// Builds the report.
-pub async fn gather(config: &Config) -> Report {
+/// Builds the report; `standalone`: no daemon is asked (and none is expected).
+pub async fn gather(config: &Config, standalone: bool) -> Report {
     let procfs = ProcFs::new(&config.proc_root);
     let sidecar = Sidecar::current(&procfs);
-    let daemon = super::targets::ask_daemon(config).await;
-    let own_mounts = parse_mountinfo(
-        &std::fs::read_to_string(config.proc_root.join("self/mountinfo")).unwrap_or_default(),
-    );
+    let daemon = if standalone {
+        DaemonView {
+            address: config.listen.to_string(),
+            reachable: false,
+            detail: "not asked (--standalone)".into(),
+            stale: HashMap::new(),
+        }
+    } else {
+        super::targets::ask_daemon(config).await
+    };
+    let own_mounts = crate::files::read_proc(&config.proc_root.join("self/mountinfo"), 4 << 20)
+        .map(|raw| parse_mountinfo(&String::from_utf8_lossy(&raw)))
+        .unwrap_or_default();
     let mut report = Report {
         time: ts(SystemTime::now()),
         version: env!("CARGO_PKG_VERSION"),
@@ -155,6 +165,13 @@ pub async fn gather(config: &Config) -> Report {
         problems: Vec::new(),
         warnings: Vec::new(),
     };
+    if !standalone && !report.daemon.reachable {
+        report.problems.push(format!(
+            "no daemon answers at {}: {} (is the sidecar running, with the same --listen? --standalone \
+             checks without one)",
+            report.daemon.address, report.daemon.detail
+        ));
+    }
     for g in &config.groups {
         let group = group(config, g, &procfs, &own_mounts, &mut report).await;
         report.groups.push(group);
@@ -169,9 +186,17 @@ async fn group(
     own_mounts: &[Mount],
     r: &mut Report,
 ) -> GroupReport {
-    let scan = snapshot::scan(&g.paths, &config.fingerprint_key);
+    let scan = scan::scan(
+        &g.paths,
+        scan::Options {
+            key: &config.fingerprint_key,
+            max_files: g.max_files,
+            follow_external_symlinks: g.follow_external_symlinks,
+            kinds: &[],
+        },
+    );
     let selector = g.targets.iter().find_map(|t| match &t.action {
-        Action::Signal(s) => Some(s.selector.clone()),
+        ActionConfig::Signal(s) => Some(s.selector.clone()),
         _ => None,
     });
     let mut resolver = IdentityResolver::new(g.app.clone(), selector, procfs.clone());
@@ -202,13 +227,13 @@ async fn group(
                 problems.push(format!(
                     "{} is a single-file mount (subPath): kubelet never updates it; mount the volume as a \
                      directory and point the app at the file inside it",
-                    p.display()
+                    text::path(p)
                 ));
             }
             let changed = content_time(p, *layout, &scan);
             let owner = std::fs::metadata(p).ok().map(|md| (md.uid(), md.gid(), format!("{:04o}", md.mode() & 0o7777)));
             PathReport {
-                path: p.display().to_string(),
+                path: text::path(p),
                 layout: *layout,
                 owner,
                 single_file_mount: frozen,
@@ -220,7 +245,7 @@ async fn group(
     problems.extend(
         scan.problems
             .iter()
-            .map(|p| format!("watch group '{name}': {p}")),
+            .map(|p| format!("watch group '{name}': {}", p.message)),
     );
     problems.extend(
         scan.inconsistent
@@ -240,7 +265,7 @@ async fn group(
             if let Some(v) = access.as_ref().filter(|v| !v.readable) {
                 problems.push(format!(
                     "{}: the app cannot read it: {}; {}",
-                    f.path.display(),
+                    text::path(&f.path),
                     v.reason,
                     v.hint.as_deref().unwrap_or("")
                 ));
@@ -253,22 +278,22 @@ async fn group(
             match expiry {
                 Some(t) if t <= now => problems.push(format!(
                     "{}: the certificate expired at {}",
-                    f.path.display(),
+                    text::path(&f.path),
                     ts(t)
                 )),
                 Some(t) if t <= now + EXPIRY_WARNING => r.warnings.push(format!(
                     "{}: the certificate expires at {}",
-                    f.path.display(),
+                    text::path(&f.path),
                     ts(t)
                 )),
                 _ => {}
             }
             FileReport {
-                path: f.path.display().to_string(),
+                path: text::path(&f.path),
                 uid: f.uid,
                 gid: f.gid,
                 mode: format!("{:04o}", f.mode),
-                size: f.size,
+                empty: f.empty,
                 access,
                 cert_expires: expiry.map(ts),
             }
@@ -277,7 +302,8 @@ async fn group(
     let mut targets = Vec::new();
     let mut app_frozen_mounts = Vec::new();
     for t in &g.targets {
-        let (report, pid) = super::targets::target(t, &scan, &r.sidecar, &r.daemon, procfs).await;
+        let (report, pid) =
+            super::targets::target(t, g, &scan, &r.sidecar, &r.daemon, procfs).await;
         for c in report.checks.iter().filter(|c| !c.ok) {
             r.problems
                 .push(format!("target {}: {}: {}", t.name, c.what, c.detail));
@@ -287,8 +313,8 @@ async fn group(
                 let msg = format!(
                     "the app (pid {pid}) mounts {} from a kubelet version directory ({}): a subPath mount, which \
                      kubelet never updates; mount the volume as a directory instead",
-                    m.mount_point.display(),
-                    m.root
+                    text::path(&m.mount_point),
+                    text::value(&m.root)
                 );
                 if !app_frozen_mounts.contains(&msg) {
                     r.problems.push(msg.clone());
@@ -304,7 +330,7 @@ async fn group(
         identity_drift: a.identity.drift.clone(),
         paths,
         files,
-        incomplete: scan.problems.clone(),
+        incomplete: scan.problems.iter().map(|p| p.message.clone()).collect(),
         inconsistent: scan.inconsistent.clone(),
         app_frozen_mounts,
         targets,
@@ -342,9 +368,8 @@ fn content_time(p: &Path, layout: Layout, scan: &Scan) -> Option<SystemTime> {
 
 /// Mounts of the app's own mount table that come from a kubelet version directory.
 fn app_mounts(procfs: &ProcFs, pid: i32) -> Vec<Mount> {
-    let text =
-        std::fs::read_to_string(procfs.root().join(format!("{pid}/mountinfo"))).unwrap_or_default();
-    parse_mountinfo(&text)
+    let raw = crate::files::read_proc(&procfs.pid_path(pid, "mountinfo"), 4 << 20).unwrap_or_default();
+    parse_mountinfo(&String::from_utf8_lossy(&raw))
         .into_iter()
         .filter(Mount::from_kubelet_version)
         .collect()

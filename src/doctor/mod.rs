@@ -5,15 +5,17 @@
 //! tools. Exit 0 when healthy, 1 when it found a problem, 2 on usage errors.
 //!
 //! It reads what the daemon reads, with the same flags and `SECRET_RELOADER_*` variables (so
-//! `kubectl exec <pod> -c secret-reloader -- secret-reloader doctor` checks that pod), and asks a
-//! daemon running on the listen address for what it applied. It never reloads anything.
+//! `kubectl exec <pod> -c secret-reloader -- secret-reloader doctor` checks that pod), and asks the
+//! daemon running on the listen address for what it applied: no daemon answering there is a
+//! problem (the sidecar is not running, or runs with another `--listen`), unless `--standalone`
+//! (a check before the sidecar runs). It never reloads anything.
 
 mod gather;
 mod render;
 mod targets;
 
-use crate::cli::{DoctorArgs, Output};
 use crate::config::Config;
+use crate::config::cli::{DoctorArgs, Output};
 
 pub use gather::{Check, Report};
 
@@ -36,7 +38,7 @@ pub fn run(args: DoctorArgs) -> i32 {
             return 1;
         }
     };
-    let report = runtime.block_on(gather::gather(&config));
+    let report = runtime.block_on(gather::gather(&config, args.standalone));
     match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),

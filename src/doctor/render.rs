@@ -111,10 +111,11 @@ fn group(o: &mut String, g: &GroupReport) {
             .as_ref()
             .map(|t| format!("; certificate expires {t}"))
             .unwrap_or_default();
+        let empty = if f.empty { " EMPTY" } else { "" };
         let _ = writeln!(
             o,
-            "    {}  {}:{} {} {} B  {access}{cert}",
-            f.path, f.uid, f.gid, f.mode, f.size
+            "    {}  {}:{} {}{empty}  {access}{cert}",
+            f.path, f.uid, f.gid, f.mode
         );
     }
     let content = match (g.incomplete.is_empty(), g.inconsistent.is_empty()) {

@@ -7,27 +7,35 @@ use std::time::{Duration, SystemTime};
 
 use super::gather::{Check, DaemonView, TargetReport, ts};
 use crate::config::{
-    Action, Config, Endpoint, ExecAction, HttpAction, Selector, SignalAction, TargetConfig,
+    ActionConfig, Config, Endpoint, ExecConfig, GroupConfig, HttpConfig, SignalConfig,
+    TargetConfig,
 };
-use crate::identity::Sidecar;
-use crate::process::{FindError, ProcFs, ProcInfo};
+use crate::process::identity::Sidecar;
+use crate::process::select::{self, FindError};
+use crate::process::{ProcFs, ProcInfo};
 use crate::reload::signal::{START_MARGIN, is_restart_signal};
-use crate::snapshot::Scan;
+use crate::scan::Scan;
+use crate::text;
+
+/// Largest `/status` document read from the daemon.
+const STATUS_LIMIT: usize = 16 << 20;
 
 pub(super) async fn target(
     t: &TargetConfig,
+    g: &GroupConfig,
     scan: &Scan,
     sidecar: &Sidecar,
     daemon: &DaemonView,
     procfs: &ProcFs,
 ) -> (TargetReport, Option<i32>) {
     let (kind, checks, pid) = match &t.action {
-        Action::Signal(s) => {
-            let (checks, pid) = signal_checks(&t.name, s, scan, sidecar, daemon, procfs);
+        ActionConfig::Signal(s) => {
+            let app_uid = g.app.as_ref().map(|a| a.uid);
+            let (checks, pid) = signal_checks(&t.name, s, app_uid, scan, sidecar, daemon, procfs);
             ("signal", checks, pid)
         }
-        Action::Http(h) => ("http", http_checks(h, t).await, None),
-        Action::Exec(e) => ("exec", vec![exec_check(e)], None),
+        ActionConfig::Http(h) => ("http", http_checks(h, t).await, None),
+        ActionConfig::Exec(e) => ("exec", vec![exec_check(e)], None),
     };
     (
         TargetReport {
@@ -49,21 +57,18 @@ fn check(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
 
 fn signal_checks(
     name: &str,
-    s: &SignalAction,
+    s: &SignalConfig,
+    app_uid: Option<u32>,
     scan: &Scan,
     sidecar: &Sidecar,
     daemon: &DaemonView,
     procfs: &ProcFs,
 ) -> (Vec<Check>, Option<i32>) {
-    let found = procfs.find(&s.selector, s.all, std::process::id() as i32);
+    let found = select::find(procfs, &s.selector, s.all, app_uid);
     let procs: Vec<ProcInfo> = match found {
         Ok(p) => p,
         Err(FindError::NotFound) => {
-            let sel = match &s.selector {
-                Selector::Name(n) => format!("--process-name {n}"),
-                Selector::Cmdline(r) => format!("--process-cmdline '{}'", r.as_str()),
-                Selector::PidFile(p) => format!("--pid-file {}", p.display()),
-            };
+            let sel = s.selector.describe();
             return (
                 vec![check(
                     "process",
@@ -86,9 +91,8 @@ fn signal_checks(
             "process",
             true,
             format!(
-                "pid {} ({}) runs as {}:{}, started {}",
-                p.pid,
-                p.comm,
+                "{} runs as {}:{}, started {}",
+                p.shown(),
                 st.uid,
                 st.gid,
                 ts(started)
@@ -207,16 +211,17 @@ fn freshness(
     }
 }
 
-async fn http_checks(h: &HttpAction, t: &TargetConfig) -> Vec<Check> {
+async fn http_checks(h: &HttpConfig, t: &TargetConfig) -> Vec<Check> {
     let mut checks = vec![reachable("endpoint", &h.endpoint).await];
-    if let Some(path) = &h.bearer_token_file {
-        checks.push(match std::fs::metadata(path) {
-            Ok(_) => check("bearer token", true, format!("{} is there", path.display())),
-            Err(e) => check(
-                "bearer token",
-                false,
-                format!("cannot read {}: {e}", path.display()),
-            ),
+    let files = h
+        .bearer_token_file
+        .iter()
+        .map(|p| ("bearer token", p))
+        .chain(h.header_files.iter().map(|(_, p)| ("header file", p)));
+    for (what, path) in files {
+        checks.push(match crate::files::read_limited(path, 64 * 1024) {
+            Ok(_) => check(what, true, format!("{} is readable", text::path(path))),
+            Err(e) => check(what, false, format!("cannot read {}: {e}", text::path(path))),
         });
     }
     if let Some(v) = &t.verify {
@@ -236,7 +241,7 @@ async fn reachable(what: &'static str, e: &Endpoint) -> Check {
     }
 }
 
-fn exec_check(e: &ExecAction) -> Check {
+fn exec_check(e: &ExecConfig) -> Check {
     let prog = &e.argv[0];
     let found = if prog.contains('/') {
         Path::new(prog).is_file()
@@ -244,6 +249,7 @@ fn exec_check(e: &ExecAction) -> Check {
         std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).is_file()))
     };
+    let prog = text::value(prog);
     if found {
         check("command", true, format!("{prog} is there"))
     } else {
@@ -279,8 +285,14 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
             return view;
         }
     };
-    match crate::reload::http::request(&endpoint, hyper::Method::GET, &[], Duration::from_secs(2))
-        .await
+    match crate::reload::http::request_limited(
+        &endpoint,
+        hyper::Method::GET,
+        &[],
+        Duration::from_secs(5),
+        STATUS_LIMIT,
+    )
+    .await
     {
         Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(status) => {

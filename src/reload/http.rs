@@ -1,132 +1,255 @@
 //! HTTP action: call the app's reload endpoint (Prometheus `/-/reload`, custom services).
 //!
-//! One connection per call, HTTP/1.1, and one time limit over all of it (connect, request,
-//! response): a hanging endpoint fails the attempt when the limit passes and never blocks a later
-//! reload. The bearer token file is read at every call, because it rotates too.
+//! HTTP/1.1 with one time limit over all of a call (connection, request, response): a hanging
+//! endpoint fails the attempt when the limit passes and never blocks a later reload. The
+//! connection is kept when the endpoint keeps it alive, and used again for the next reload (no
+//! connection setup on the reload path); a kept connection the endpoint has closed is replaced.
+//! The bearer token file and header files are read at every call, because they rotate too.
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use super::{ActionError, Outcome};
-use crate::config::{Endpoint, HttpAction};
-use crate::scanner::Version;
+use crate::config::{Endpoint, HttpConfig};
+use crate::group::Version;
+use crate::{files, text};
 
 /// Most of a response body read (to let the app finish writing); the rest is dropped.
 const BODY_LIMIT: usize = 64 * 1024;
+/// Largest token or header file read.
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
 
-/// The HTTP action of one target.
-pub struct HttpActor {
-    /// Where and how to call.
-    cfg: HttpAction,
+/// A connection kept open to an endpoint.
+struct Kept {
+    sender: SendRequest<Empty<Bytes>>,
+    /// Drives the connection; aborted with it.
+    driver: JoinHandle<()>,
 }
 
-impl HttpActor {
-    /// An actor for `cfg`.
-    pub fn new(cfg: HttpAction) -> Self {
-        HttpActor { cfg }
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The HTTP action of one target.
+pub struct HttpAction {
+    /// Where and how to call.
+    cfg: HttpConfig,
+    /// The connection of the last call, when the endpoint kept it alive.
+    kept: Option<Kept>,
+}
+
+impl HttpAction {
+    /// An action for `cfg`.
+    pub fn new(cfg: HttpConfig) -> Self {
+        HttpAction { cfg, kept: None }
     }
 
-    /// Makes the reload call for `version`. The call names the version by its keyed fingerprint
-    /// (`X-Secret-Reloader-Fingerprint`), so that the app's logs can tell which one it loaded.
-    pub async fn call(&self, version: &Version) -> Result<Outcome, ActionError> {
+    /// The extra headers of a call: configured ones, files read now, the bearer token, and the
+    /// version's keyed fingerprint (`X-Secret-Reloader-Fingerprint`, so that the app's logs can
+    /// tell which one it loaded).
+    fn headers(&self, version: &Version) -> Result<Vec<(HeaderName, HeaderValue)>, ActionError> {
         let c = &self.cfg;
         let mut headers = c.headers.clone();
         if let Ok(v) = HeaderValue::from_str(&version.fingerprint.short()) {
             headers.push((HeaderName::from_static("x-secret-reloader-fingerprint"), v));
         }
-        if let Some(path) = &c.bearer_token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| {
+        let read = |path: &std::path::Path, what: &str, prefix: &str| {
+            let raw = files::read_limited(path, SECRET_FILE_LIMIT).map_err(|e| {
+                ActionError::Failed(format!("cannot read {what} {}: {e}", text::path(path)))
+            })?;
+            let trimmed = raw.trim_ascii();
+            let mut value = Vec::with_capacity(prefix.len() + trimmed.len());
+            value.extend_from_slice(prefix.as_bytes());
+            value.extend_from_slice(trimmed);
+            let mut value = HeaderValue::from_bytes(&value).map_err(|_| {
                 ActionError::Failed(format!(
-                    "cannot read --reload-bearer-token-file {}: {e}",
-                    path.display()
+                    "{what} {} holds characters a header cannot carry",
+                    text::path(path)
                 ))
             })?;
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
-                    ActionError::Failed(format!(
-                        "the bearer token in {} has characters a header cannot carry",
-                        path.display()
-                    ))
-                })?;
             value.set_sensitive(true);
-            headers.push((AUTHORIZATION, value));
+            Ok::<_, ActionError>(value)
+        };
+        for (name, path) in &c.header_files {
+            headers.push((name.clone(), read(path, "--reload-header-file", "")?));
         }
-        let label = c.endpoint.label();
-        let (status, _) = request(&c.endpoint, c.method.clone(), &headers, c.timeout)
-            .await
-            .map_err(|e| ActionError::Failed(format!("{} {label}: {e}", c.method)))?;
-        if status == c.expected_status {
-            Ok(Outcome::Done(format!(
-                "{} {label} answered {status}",
-                c.method
-            )))
+        if let Some(path) = &c.bearer_token_file {
+            headers.push((AUTHORIZATION, read(path, "--reload-bearer-token-file", "Bearer ")?));
+        }
+        Ok(headers)
+    }
+
+    /// Makes the reload call for `version`.
+    pub async fn call(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+        let headers = self.headers(version)?;
+        let (method, label) = (self.cfg.method.clone(), self.cfg.endpoint.label());
+        let timeout = self.cfg.timeout;
+        let status = match tokio::time::timeout(timeout, self.exchange(&headers)).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return Err(ActionError::Failed(format!("{method} {label}: {e}"))),
+            Err(_) => {
+                self.kept = None;
+                return Err(ActionError::Failed(format!(
+                    "{method} {label}: no answer within {} (the time limit); the endpoint hangs or is overloaded",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        if status == self.cfg.expected_status {
+            Ok(Outcome::Done(format!("{method} {label} answered {status}")))
         } else {
             Err(ActionError::Failed(format!(
-                "{} {label} answered {status}, expected {} (--reload-expected-status)",
-                c.method, c.expected_status
+                "{method} {label} answered {status}, expected {} (--reload-expected-status)",
+                self.cfg.expected_status
             )))
         }
     }
+
+    /// One request on the kept connection or a new one; the status.
+    async fn exchange(&mut self, headers: &[(HeaderName, HeaderValue)]) -> Result<u16, String> {
+        let reused = match self.kept.take() {
+            Some(k) if !k.sender.is_closed() => Some(k),
+            _ => None,
+        };
+        let was_reused = reused.is_some();
+        let mut kept = match reused {
+            Some(k) => k,
+            None => connect(&self.cfg.endpoint).await?,
+        };
+        let req = build(&self.cfg.endpoint, &self.cfg.method, headers)?;
+        let resp = match kept.sender.send_request(req).await {
+            Ok(r) => r,
+            // The endpoint closed the kept connection before the request went out: it never saw
+            // it, so one new connection is no second reload.
+            Err(e) if was_reused && e.is_canceled() => {
+                kept = connect(&self.cfg.endpoint).await?;
+                let req = build(&self.cfg.endpoint, &self.cfg.method, headers)?;
+                kept.sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("request failed: {e}"))?
+            }
+            Err(e) => return Err(format!("request failed: {e}")),
+        };
+        let status = resp.status().as_u16();
+        let keep_alive = !resp
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        drain(resp.into_body()).await;
+        if keep_alive && !kept.sender.is_closed() {
+            self.kept = Some(kept);
+        }
+        Ok(status)
+    }
 }
 
-/// One HTTP/1.1 request with an overall time limit; returns the status and up to 64 KiB of body.
-pub async fn request(
-    endpoint: &Endpoint,
-    method: Method,
-    headers: &[(hyper::header::HeaderName, HeaderValue)],
-    timeout: Duration,
-) -> Result<(u16, Bytes), String> {
-    let shown = humantime::format_duration(timeout);
-    tokio::time::timeout(timeout, request_inner(endpoint, method, headers))
-        .await
-        .map_err(|_| {
-            format!(
-                "no answer within {shown} (the time limit); the endpoint hangs or is overloaded"
-            )
-        })?
-}
-
-async fn request_inner(
-    endpoint: &Endpoint,
-    method: Method,
-    headers: &[(hyper::header::HeaderName, HeaderValue)],
-) -> Result<(u16, Bytes), String> {
+async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
     let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", endpoint.host, endpoint.port))?;
+        .map_err(|e| format!("cannot connect to {}: {e}", endpoint.host_header()))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let driver = tokio::spawn(conn);
+    let (sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Kept { sender, driver })
+}
+
+fn build(
+    endpoint: &Endpoint,
+    method: &Method,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Result<Request<Empty<Bytes>>, String> {
     let path = endpoint
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut req = Request::builder().method(method.clone()).uri(path);
-    req = req.header(HOST, endpoint.host_header()).header(
-        USER_AGENT,
-        concat!("secret-reloader/", env!("CARGO_PKG_VERSION")),
-    );
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(HOST, endpoint.host_header())
+        .header(USER_AGENT, concat!("secret-reloader/", env!("CARGO_PKG_VERSION")));
     if method == Method::POST || method == Method::PUT {
         req = req.header(CONTENT_LENGTH, "0");
     }
     for (name, value) in headers {
         req = req.header(name, value);
     }
-    let req = req
-        .body(Empty::new())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    let result = async {
-        let resp = sender
+    req.body(Empty::new())
+        .map_err(|e| format!("cannot build the request: {e}"))
+}
+
+/// Reads up to [`BODY_LIMIT`] of a body (what the endpoint writes before the connection can be
+/// used again), and returns it.
+async fn drain(mut body: hyper::body::Incoming) -> Bytes {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            buf.extend_from_slice(&data[..data.len().min(BODY_LIMIT - buf.len())]);
+        }
+        if buf.len() >= BODY_LIMIT {
+            break;
+        }
+    }
+    Bytes::from(buf)
+}
+
+/// One HTTP/1.1 request on a new connection with an overall time limit; the status and the first
+/// 64 KiB of the body (verification).
+pub async fn request(
+    endpoint: &Endpoint,
+    method: Method,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let exchange = async {
+        let mut kept = connect(endpoint).await?;
+        let req = build(endpoint, &method, headers)?;
+        let resp = kept
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, drain(resp.into_body()).await))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        format!(
+            "no answer within {} (the time limit); the endpoint hangs or is overloaded",
+            humantime::format_duration(timeout)
+        )
+    })?
+}
+
+/// As [`request`], with the whole body up to `limit` bytes: a larger one is an error, never
+/// silently cut (the doctor reads the daemon's status).
+pub async fn request_limited(
+    endpoint: &Endpoint,
+    method: Method,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+    limit: usize,
+) -> Result<(u16, Bytes), String> {
+    let exchange = async {
+        let mut kept = connect(endpoint).await?;
+        let req = build(endpoint, &method, headers)?;
+        let resp = kept
+            .sender
             .send_request(req)
             .await
             .map_err(|e| format!("request failed: {e}"))?;
@@ -134,17 +257,20 @@ async fn request_inner(
         let mut body = resp.into_body();
         let mut buf = Vec::new();
         while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
+            let frame = frame.map_err(|e| format!("the answer broke off: {e}"))?;
             if let Some(data) = frame.data_ref() {
-                buf.extend_from_slice(&data[..data.len().min(BODY_LIMIT - buf.len())]);
-            }
-            if buf.len() >= BODY_LIMIT {
-                break;
+                if buf.len() + data.len() > limit {
+                    return Err(format!("the answer is larger than {limit} bytes"));
+                }
+                buf.extend_from_slice(data);
             }
         }
         Ok((status, Bytes::from(buf)))
-    }
-    .await;
-    driver.abort();
-    result
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        format!(
+            "no answer within {} (the time limit); the endpoint hangs or is overloaded",
+            humantime::format_duration(timeout)
+        )
+    })?
 }

@@ -1,18 +1,21 @@
-//! Reload actions and the reconciler that drives them.
+//! Making targets hold the content on disk: the actions (signal, HTTP, exec), their verification,
+//! and the reconciler that drives them, one per target.
 //!
-//! One file per action (`signal`, `http`, `exec`); [`Actor`] dispatches to them. The
-//! [`reconciler`] decides when to act: it compares the content on disk with what the target last
-//! applied, retries with backoff and spaces actions out.
+//! - [`reconciler`]: the task of one target: when to act, what to record;
+//! - [`progress`]: what the reconciler knows and decides, pure and tested with a test clock;
+//! - [`signal`], [`http`], [`exec`]: the actions; [`verify`]: the probe after a reload.
 
 pub mod exec;
 pub mod http;
+pub mod progress;
 pub mod reconciler;
 pub mod signal;
 pub mod verify;
 
-use crate::config::Action;
+use crate::config::ActionConfig;
+use crate::group::Version;
 use crate::process::ProcFs;
-use crate::scanner::Version;
+use crate::process::identity::Identity;
 
 /// What a successful attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,56 +34,60 @@ pub enum ActionError {
     Waiting(String),
     /// The action was tried and failed (refused, timed out, wrong status, not permitted).
     Failed(String),
+    /// Several unrelated processes match the selector: nothing was sent. Counts as a failure.
+    Ambiguous(String),
 }
 
 impl ActionError {
     /// The message, whichever kind.
     pub fn message(&self) -> &str {
         match self {
-            ActionError::Waiting(m) | ActionError::Failed(m) => m,
+            ActionError::Waiting(m) | ActionError::Failed(m) | ActionError::Ambiguous(m) => m,
         }
     }
 }
 
-/// A target's action, ready to run.
-pub enum Actor {
+/// A target's action, ready to run (the runtime side of [`ActionConfig`]).
+pub enum Action {
     /// HTTP call.
-    Http(http::HttpActor),
+    Http(http::HttpAction),
     /// Signal.
-    Signal(signal::SignalActor),
+    Signal(signal::SignalAction),
     /// Command.
-    Exec(exec::ExecActor),
+    Exec(exec::ExecAction),
 }
 
-impl Actor {
-    /// Builds the actor of `action`; `group` names the watch group (for the exec environment).
-    pub fn new(action: &Action, procfs: &ProcFs, group: &str) -> Actor {
-        match action {
-            Action::Http(h) => Actor::Http(http::HttpActor::new(h.clone())),
-            Action::Signal(s) => Actor::Signal(signal::SignalActor::new(s.clone(), procfs.clone())),
-            Action::Exec(e) => Actor::Exec(exec::ExecActor::new(e.clone(), group)),
+impl Action {
+    /// The action of `cfg`, for target `target` of watch group `group`; `app` is the group's
+    /// declared app identity.
+    pub fn new(
+        cfg: &ActionConfig,
+        procfs: &ProcFs,
+        app: Option<&Identity>,
+        target: &str,
+        group: &str,
+    ) -> Action {
+        match cfg {
+            ActionConfig::Http(h) => Action::Http(http::HttpAction::new(h.clone())),
+            ActionConfig::Signal(s) => Action::Signal(signal::SignalAction::new(
+                s.clone(),
+                procfs.clone(),
+                app.map(|a| a.uid),
+            )),
+            ActionConfig::Exec(e) => Action::Exec(exec::ExecAction::new(e.clone(), target, group)),
         }
     }
 
-    /// `http`, `signal` or `exec`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Actor::Http(_) => "http",
-            Actor::Signal(_) => "signal",
-            Actor::Exec(_) => "exec",
-        }
-    }
-
-    /// Whether the actor can tell by itself that the app already holds a version (signal
+    /// Whether the action can tell by itself that the app already holds a version (signal
     /// targets compare the process start time with the content time).
     pub fn knows_process_age(&self) -> bool {
-        matches!(self, Actor::Signal(_))
+        matches!(self, Action::Signal(_))
     }
 
     /// The process that holds the version last applied (signal targets with one process).
     pub fn delivered(&self) -> Option<(i32, u64)> {
         match self {
-            Actor::Signal(a) => a.delivered(),
+            Action::Signal(a) => a.delivered(),
             _ => None,
         }
     }
@@ -88,7 +95,7 @@ impl Actor {
     /// The target process now (signal targets with one process).
     pub fn current_process(&mut self) -> Option<(i32, u64)> {
         match self {
-            Actor::Signal(a) => a.current(),
+            Action::Signal(a) => a.current(),
             _ => None,
         }
     }
@@ -96,9 +103,9 @@ impl Actor {
     /// Applies `version`. `force` sends even when the process looks newer than the content.
     pub async fn apply(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
         match self {
-            Actor::Http(a) => a.call(version).await,
-            Actor::Signal(a) => a.send(version, force),
-            Actor::Exec(a) => a.run(version).await,
+            Action::Http(a) => a.call(version).await,
+            Action::Signal(a) => a.send(version, force),
+            Action::Exec(a) => a.run(version).await,
         }
     }
 }

@@ -1,53 +1,54 @@
-//! Signal action: find the target process in the shared PID namespace and signal it, safely.
+//! Signal action: find the app's process in the shared PID namespace and signal it, safely.
 //!
-//! - The process is looked up at every reload (it restarts; its pid changes). The previous pick is
-//!   reused only while it is provably the same process (pid and start time) and still matches.
-//! - Among several matches, the oldest whose parent does not match (nginx, PostgreSQL, HAProxy
-//!   masters), unless `--signal-all`.
-//! - The signal goes through a pidfd opened and then checked against the start time, so a pid
-//!   recycled by another process is never hit.
+//! - The process is found by its selector (see [`crate::process::select`]): never the sidecar,
+//!   only the declared app uid when one is declared, and one top-level match (several unrelated
+//!   ones are an ambiguous target: nothing is sent).
+//! - The process found is kept as a [`ProcessHandle`] (a pidfd and its open status): while it
+//!   lives it is the app, with no `/proc` walk at the next reload; once it exits (the app
+//!   restarted) it is looked up again. A recycled pid is never hit.
 //! - Never kill the app by accident: a signal whose default action ends the process is sent only
-//!   when `/proc/<pid>/status` shows a handler for it (SigCgt). TERM, INT, QUIT and KILL, named to
-//!   restart a container, are the exception.
+//!   when its status shows a handler for it (SigCgt). TERM, INT, QUIT and KILL, named to restart a
+//!   container, are the exception.
 //! - A process that started after the current content appeared already holds it: nothing is sent.
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use super::{ActionError, Outcome};
-use crate::config::{Selector, SignalAction};
-use crate::process::{FindError, ProcFs, ProcInfo};
-use crate::scanner::Version;
+use crate::config::SignalConfig;
+use crate::group::Version;
+use crate::process::handle::ProcessHandle;
+use crate::process::select::{self, FindError, Selector};
+use crate::process::{ProcFs, ProcInfo, ProcStatus};
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
 pub const START_MARGIN: Duration = Duration::from_millis(20);
 
 /// The signal action of one target.
-pub struct SignalActor {
+pub struct SignalAction {
     /// What to send and to whom.
-    cfg: SignalAction,
+    cfg: SignalConfig,
     /// Where processes are looked up.
     procfs: ProcFs,
-    /// This process: never a target, even if its command line matches the pattern.
-    own_pid: i32,
-    /// The process picked last time, reused while it is the same process.
-    last: Option<ProcInfo>,
+    /// The declared app uid: only its processes are candidates.
+    app_uid: Option<u32>,
+    /// The one process found last time, while it lives (not with `--signal-all`).
+    cached: Option<ProcessHandle>,
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
     delivered: Option<(i32, u64)>,
 }
 
-impl SignalActor {
-    /// An actor for `cfg`.
-    pub fn new(cfg: SignalAction, procfs: ProcFs) -> Self {
-        SignalActor {
+impl SignalAction {
+    /// An action for `cfg`; `app_uid` is the declared app uid.
+    pub fn new(cfg: SignalConfig, procfs: ProcFs, app_uid: Option<u32>) -> Self {
+        SignalAction {
             cfg,
             procfs,
-            own_pid: std::process::id() as i32,
-            last: None,
+            app_uid,
+            cached: None,
             delivered: None,
         }
     }
@@ -55,44 +56,49 @@ impl SignalActor {
     /// Signals the target process(es) so they load `version`.
     pub fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
         let sig = self.cfg.signal;
-        let procs = self.find()?;
-        let (newer, older): (Vec<ProcInfo>, Vec<ProcInfo>) = procs
-            .into_iter()
-            .partition(|p| !force && self.started_after(p, version.content_time));
+        let mut procs = self.targets()?;
         self.delivered = None;
+        // Check every process before signalling any, so a retry never signals one twice.
+        let mut statuses = Vec::with_capacity(procs.len());
+        let mut older = Vec::with_capacity(procs.len());
+        let mut newer = None;
+        for h in procs.iter_mut() {
+            let st = h.status().map_err(|_| gone(&h.info))?;
+            if !force && self.started_after(&h.info, version.content_time) {
+                newer.get_or_insert_with(|| h.info.clone());
+                continue;
+            }
+            check_disposition(&h.info, &st, sig)?;
+            statuses.push(st);
+            older.push(h);
+        }
         if older.is_empty() {
-            let p = &newer[0];
-            if newer.len() == 1 {
+            let p = newer.expect("at least one process");
+            if procs.len() == 1 {
                 self.delivered = Some((p.pid, p.start_ticks));
+                self.keep(procs);
             }
             return Ok(Outcome::Skipped(format!(
-                "pid {} ({}) started after the current content appeared: it already holds it",
-                p.pid, p.comm
+                "{} started after the current content appeared: it already holds it",
+                p.shown()
             )));
         }
-        // Check every process before signalling any, so a retry never signals one twice.
-        let mut ready = Vec::with_capacity(older.len());
-        for p in &older {
-            let fd = self.open(p)?;
-            self.check_disposition(p)?;
-            ready.push(fd);
+        for (h, st) in older.iter().zip(&statuses) {
+            h.signal(sig).map_err(|e| self.send_error(&h.info, st, e))?;
         }
-        for (p, fd) in older.iter().zip(&ready) {
-            send(p.pid, fd.as_ref(), sig).map_err(|e| self.send_error(p, e))?;
+        let shown: Vec<String> = older.iter().map(|h| h.info.shown()).collect();
+        let one = (older.len() == 1 && newer.is_none()).then(|| (older[0].info.pid, older[0].info.start_ticks));
+        self.delivered = one;
+        let done = Outcome::Done(format!("{} sent to {}", sig.as_str(), shown.join(", ")));
+        self.keep(procs);
+        Ok(done)
+    }
+
+    /// Keeps the one handle for the next reload.
+    fn keep(&mut self, mut procs: Vec<ProcessHandle>) {
+        if !self.cfg.all && procs.len() == 1 {
+            self.cached = procs.pop();
         }
-        self.last = (older.len() == 1 && !self.cfg.all).then(|| older[0].clone());
-        if older.len() == 1 && newer.is_empty() {
-            self.delivered = Some((older[0].pid, older[0].start_ticks));
-        }
-        let pids: Vec<String> = older
-            .iter()
-            .map(|p| format!("{} ({})", p.pid, p.comm))
-            .collect();
-        Ok(Outcome::Done(format!(
-            "{} sent to pid {}",
-            sig.as_str(),
-            pids.join(", ")
-        )))
     }
 
     /// The one process that holds the version last applied, when there is exactly one.
@@ -102,33 +108,48 @@ impl SignalActor {
 
     /// The one target process now, if there is exactly one.
     pub fn current(&mut self) -> Option<(i32, u64)> {
-        match self.find() {
-            Ok(p) if p.len() == 1 => Some((p[0].pid, p[0].start_ticks)),
+        match self.targets() {
+            Ok(p) if p.len() == 1 => {
+                let id = (p[0].info.pid, p[0].info.start_ticks);
+                self.keep(p);
+                Some(id)
+            }
             _ => None,
         }
     }
 
-    fn find(&mut self) -> Result<Vec<ProcInfo>, ActionError> {
-        if let (Some(last), false) = (&self.last, self.cfg.all) {
-            let same = self
-                .procfs
-                .stat(last.pid)
-                .is_ok_and(|now| now.start_ticks == last.start_ticks && now.state != 'Z');
-            if same
-                && !matches!(self.cfg.selector, Selector::PidFile(_))
-                && self.procfs.matches(last, &self.cfg.selector)
-            {
-                return Ok(vec![last.clone()]);
+    /// The processes to signal, as handles: the cached one while it lives (and, with a pid file,
+    /// while the file still names it), else found again.
+    fn targets(&mut self) -> Result<Vec<ProcessHandle>, ActionError> {
+        if let Some(mut h) = self.cached.take() {
+            let still_named = match &self.cfg.selector {
+                Selector::PidFile(_) => self
+                    .find()
+                    .is_ok_and(|found| found.len() == 1 && found[0].pid == h.info.pid && found[0].start_ticks == h.info.start_ticks),
+                _ => true,
+            };
+            if still_named && h.is_alive() {
+                return Ok(vec![h]);
             }
-            self.last = None;
         }
-        self.procfs.find(&self.cfg.selector, self.cfg.all, self.own_pid).map_err(|e| match e {
+        let found = self.find()?;
+        let mut handles = Vec::with_capacity(found.len());
+        for p in &found {
+            handles.push(ProcessHandle::open(&self.procfs, p).map_err(|_| gone(p))?);
+        }
+        Ok(handles)
+    }
+
+    fn find(&self) -> Result<Vec<ProcInfo>, ActionError> {
+        let selector = &self.cfg.selector;
+        select::find(&self.procfs, selector, self.cfg.all, self.app_uid).map_err(|e| match e {
             FindError::NotFound => ActionError::Waiting(format!(
                 "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
-                describe(&self.cfg.selector)
+                selector.describe()
             )),
-            FindError::PidFile(..) | FindError::PidFileStale(..) => ActionError::Waiting(e.to_string()),
-            FindError::Proc(..) => ActionError::Failed(e.to_string()),
+            FindError::Ambiguous(_) => ActionError::Ambiguous(e.to_string()),
+            e if e.is_transient() => ActionError::Waiting(e.to_string()),
+            e => ActionError::Failed(e.to_string()),
         })
     }
 
@@ -136,108 +157,54 @@ impl SignalActor {
         content_time.is_some_and(|ct| self.procfs.start_time(p) > ct + START_MARGIN)
     }
 
-    /// Opens a pidfd and checks it names the process that was found (not a recycled pid).
-    fn open(&self, p: &ProcInfo) -> Result<Option<OwnedFd>, ActionError> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-        let fd = if raw >= 0 {
-            // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-            Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
-        } else if Errno::last() == Errno::ESRCH {
-            return Err(gone(p));
-        } else {
-            None // No pidfd on this kernel: fall back to kill() after the identity check below.
-        };
-        match self.procfs.stat(p.pid) {
-            Ok(now) if now.start_ticks == p.start_ticks && now.state != 'Z' => Ok(fd),
-            _ => Err(gone(p)),
-        }
-    }
-
-    fn check_disposition(&self, p: &ProcInfo) -> Result<(), ActionError> {
-        let sig = self.cfg.signal;
-        if is_restart_signal(sig) {
-            return Ok(());
-        }
-        let st = self.procfs.status(p.pid).map_err(|_| gone(p))?;
-        let n = sig as i32;
-        if st.ignores(n) {
-            return Err(ActionError::Failed(format!(
-                "pid {} ({}) ignores {}: it will never reload on this signal; check --signal and the app's configuration",
-                p.pid,
-                p.comm,
-                sig.as_str()
-            )));
-        }
-        if !st.catches(n) {
-            let effect = if default_is_ignore(sig) {
-                "would have no effect"
-            } else {
-                "would end it"
-            };
-            return Err(ActionError::Waiting(format!(
-                "pid {} ({}) has no {} handler (yet): the signal {effect}; waiting until the app installs one",
-                p.pid,
-                p.comm,
-                sig.as_str()
-            )));
-        }
-        Ok(())
-    }
-
-    fn send_error(&self, p: &ProcInfo, e: Errno) -> ActionError {
+    fn send_error(&self, p: &ProcInfo, st: &ProcStatus, e: Errno) -> ActionError {
         match e {
             Errno::ESRCH => gone(p),
-            Errno::EPERM => {
-                let uid = self
-                    .procfs
-                    .status(p.pid)
-                    .map(|s| s.uid.to_string())
-                    .unwrap_or_else(|_| "?".into());
-                ActionError::Failed(format!(
-                    "not permitted to signal pid {} ({}, uid {uid}): the sidecar runs as uid {}; run it as the \
-                     app's runAsUser ({uid}) or add the KILL capability (CAP_KILL)",
-                    p.pid,
-                    p.comm,
-                    nix::unistd::geteuid()
-                ))
-            }
-            e => ActionError::Failed(format!("cannot signal pid {} ({}): {e}", p.pid, p.comm)),
+            Errno::EPERM => ActionError::Failed(format!(
+                "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
+                 app's runAsUser ({uid}) or add the KILL capability (CAP_KILL)",
+                p.shown(),
+                nix::unistd::geteuid(),
+                uid = st.uid,
+            )),
+            e => ActionError::Failed(format!("cannot signal {}: {e}", p.shown())),
         }
     }
 }
 
-fn send(pid: i32, pidfd: Option<&OwnedFd>, sig: Signal) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
-    let rc = match pidfd {
-        // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) with a descriptor we own.
-        Some(fd) => unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                sig as i32,
-                std::ptr::null::<()>(),
-                0,
-            )
-        },
-        None => return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig),
-    };
-    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+/// Whether `sig` may be sent to the process whose status is `st`.
+fn check_disposition(p: &ProcInfo, st: &ProcStatus, sig: Signal) -> Result<(), ActionError> {
+    if is_restart_signal(sig) {
+        return Ok(());
+    }
+    let n = sig as i32;
+    if st.ignores(n) {
+        return Err(ActionError::Failed(format!(
+            "{} ignores {}: it will never reload on this signal; check --signal and the app's configuration",
+            p.shown(),
+            sig.as_str()
+        )));
+    }
+    if !st.catches(n) {
+        let effect = if default_is_ignore(sig) {
+            "would have no effect"
+        } else {
+            "would end it"
+        };
+        return Err(ActionError::Waiting(format!(
+            "{} has no {} handler (yet): the signal {effect}; waiting until the app installs one",
+            p.shown(),
+            sig.as_str()
+        )));
+    }
+    Ok(())
 }
 
 fn gone(p: &ProcInfo) -> ActionError {
     ActionError::Waiting(format!(
-        "pid {} ({}) exited before it could be signalled: looking it up again",
-        p.pid, p.comm
+        "{} exited before it could be signalled: looking it up again",
+        p.shown()
     ))
-}
-
-fn describe(s: &Selector) -> String {
-    match s {
-        Selector::Name(n) => format!("--process-name {n}"),
-        Selector::Cmdline(r) => format!("--process-cmdline '{}'", r.as_str()),
-        Selector::PidFile(p) => format!("--pid-file {}", p.display()),
-    }
 }
 
 /// Signals named to end the process so that Kubernetes restarts the container.

@@ -11,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::{LogFormat, LogLevel};
+use crate::config::{LogFormat, LogLevel};
 
 /// Installs the global subscriber. A second call (tests, the demo) keeps the first one.
 pub fn init(format: LogFormat, level: LogLevel) {

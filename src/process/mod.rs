@@ -1,9 +1,18 @@
-//! The target process, found through procfs in the shared PID namespace.
+//! Processes of the shared PID namespace, read from procfs: who they are, which one is the app,
+//! and a handle on one that cannot be confused with another.
+//!
+//! - this file: [`ProcFs`] and the parsers of `/proc/<pid>/stat` and `status` (pure functions);
+//! - [`select`]: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
+//! - [`handle`]: [`ProcessHandle`], a pidfd and an open `status` descriptor of one process;
+//! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
-//! elsewhere. Parsers are pure functions over the text of `/proc/<pid>/stat` and `status`.
+//! elsewhere.
 
-use std::fs;
+pub mod handle;
+pub mod identity;
+pub mod select;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -11,7 +20,14 @@ use std::time::{Duration, SystemTime};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{SysconfVar, sysconf};
 
-use crate::config::Selector;
+use crate::files;
+pub use handle::ProcessHandle;
+pub use select::{FindError, Selector};
+
+/// Most of a `stat` or `status` file read (they are a few KiB).
+const PROC_FILE_LIMIT: usize = 64 * 1024;
+/// Most of a command line read: matching looks at this much.
+const CMDLINE_LIMIT: usize = 64 * 1024;
 
 /// A procfs mount.
 #[derive(Debug, Clone)]
@@ -35,9 +51,23 @@ pub struct ProcInfo {
     pub start_ticks: u64,
 }
 
+impl ProcInfo {
+    /// `pid 42 (nginx)`, with the name escaped.
+    pub fn shown(&self) -> String {
+        format!("pid {} ({})", self.pid, crate::text::value(&self.comm))
+    }
+
+    /// Whether it is still running (not a zombie, not dead).
+    pub fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
 /// What `/proc/<pid>/status` says about identity and signal handling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcStatus {
+    /// Thread group id: the process a pid (or thread id) belongs to.
+    pub tgid: i32,
     /// Real uid.
     pub uid: u32,
     /// Real gid.
@@ -79,42 +109,36 @@ impl ProcFs {
         &self.root
     }
 
-    fn pid_path(&self, pid: i32, file: &str) -> PathBuf {
+    /// `/proc/<pid>/<file>`.
+    pub fn pid_path(&self, pid: i32, file: &str) -> PathBuf {
         self.root.join(pid.to_string()).join(file)
-    }
-
-    /// Reads a small procfs file: open, one `read`, close. procfs generates `stat` and `status`
-    /// whole, so a read shorter than the buffer has everything (the standard library would stat
-    /// the file and read until an empty read). This is on the reload path.
-    fn read_small(&self, pid: i32, file: &str) -> io::Result<String> {
-        read_short_file(&self.pid_path(pid, file))
     }
 
     /// The stat line of one process.
     pub fn stat(&self, pid: i32) -> io::Result<ProcInfo> {
-        let text = self.read_small(pid, "stat")?;
-        parse_stat(&text)
+        let raw = files::read_proc(&self.pid_path(pid, "stat"), PROC_FILE_LIMIT)?;
+        parse_stat(&String::from_utf8_lossy(&raw))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))
     }
 
     /// Identity and signal masks of one process.
     pub fn status(&self, pid: i32) -> io::Result<ProcStatus> {
-        let text = self.read_small(pid, "status")?;
-        parse_status(&text)
+        let raw = files::read_proc(&self.pid_path(pid, "status"), PROC_FILE_LIMIT)?;
+        parse_status(&String::from_utf8_lossy(&raw))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable status"))
     }
 
-    /// The command line, arguments joined by spaces.
+    /// The command line, arguments joined by spaces (at most 64 KiB of it).
     pub fn cmdline(&self, pid: i32) -> io::Result<String> {
-        let raw = fs::read(self.pid_path(pid, "cmdline"))?;
+        let raw = files::read_proc(&self.pid_path(pid, "cmdline"), CMDLINE_LIMIT)?;
         let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
         Ok(String::from_utf8_lossy(trimmed).replace('\0', " "))
     }
 
-    /// Every live (non-zombie) process.
+    /// Every live process.
     pub fn processes(&self) -> io::Result<Vec<ProcInfo>> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(&self.root)? {
+        for entry in std::fs::read_dir(&self.root)? {
             let Ok(entry) = entry else { continue };
             let Some(pid) = entry
                 .file_name()
@@ -125,80 +149,12 @@ impl ProcFs {
             };
             // A process may exit between listing and reading: skip it.
             if let Ok(info) = self.stat(pid)
-                && info.state != 'Z'
-                && info.state != 'X'
+                && info.is_live()
             {
                 out.push(info);
             }
         }
         Ok(out)
-    }
-
-    /// Whether `info` matches `selector` (pid files are resolved by [`ProcFs::find`]).
-    pub fn matches(&self, info: &ProcInfo, selector: &Selector) -> bool {
-        match selector {
-            // comm is cut at 15 bytes; argv[0] covers longer names and renamed executables.
-            Selector::Name(name) => info.comm == *name || self.argv0_is(info.pid, name),
-            Selector::Cmdline(re) => self
-                .cmdline(info.pid)
-                .map(|c| re.is_match(&c))
-                .unwrap_or(false),
-            Selector::PidFile(_) => false,
-        }
-    }
-
-    fn argv0_is(&self, pid: i32, name: &str) -> bool {
-        self.cmdline(pid)
-            .map(|c| argv0_basename(&c) == name)
-            .unwrap_or(false)
-    }
-
-    /// Processes selected by `selector`, never `own_pid`. Without `all`, only the oldest match
-    /// whose parent does not match (the master of a master/workers app).
-    pub fn find(
-        &self,
-        selector: &Selector,
-        all: bool,
-        own_pid: i32,
-    ) -> Result<Vec<ProcInfo>, FindError> {
-        if let Selector::PidFile(path) = selector {
-            return self.read_pid_file(path).map(|p| vec![p]);
-        }
-        let procs = self
-            .processes()
-            .map_err(|e| FindError::Proc(self.root.clone(), e))?;
-        let matched: Vec<ProcInfo> = procs
-            .into_iter()
-            .filter(|p| p.pid != own_pid && self.matches(p, selector))
-            .collect();
-        if matched.is_empty() {
-            return Err(FindError::NotFound);
-        }
-        if all {
-            return Ok(matched);
-        }
-        let top = matched
-            .iter()
-            .filter(|p| !matched.iter().any(|q| q.pid == p.ppid))
-            .min_by_key(|p| (p.start_ticks, p.pid))
-            .or_else(|| matched.iter().min_by_key(|p| (p.start_ticks, p.pid)))
-            .cloned();
-        Ok(top.into_iter().collect())
-    }
-
-    fn read_pid_file(&self, path: &Path) -> Result<ProcInfo, FindError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| FindError::PidFile(path.to_path_buf(), e.to_string()))?;
-        let pid: i32 = text.trim().parse().map_err(|_| {
-            FindError::PidFile(
-                path.to_path_buf(),
-                format!("'{}' is not a pid", text.trim()),
-            )
-        })?;
-        match self.stat(pid) {
-            Ok(info) if info.state != 'Z' => Ok(info),
-            _ => Err(FindError::PidFileStale(path.to_path_buf(), pid)),
-        }
     }
 
     /// Wall-clock estimate of when a process started, exact to a clock tick plus the sampling
@@ -209,64 +165,6 @@ impl ProcFs {
                 info.start_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
             )
     }
-}
-
-/// Reads a file of at most a few KiB with as few system calls as possible: a read that does not
-/// fill the buffer has reached the end (procfs files and small local files are read whole).
-fn read_short_file(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = file.read(&mut buf[len..])?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
-}
-
-/// Why no process was found.
-#[derive(Debug)]
-pub enum FindError {
-    /// Nothing matches (yet).
-    NotFound,
-    /// The pid file cannot be read or parsed.
-    PidFile(PathBuf, String),
-    /// The pid file names a process that is gone.
-    PidFileStale(PathBuf, i32),
-    /// procfs cannot be listed.
-    Proc(PathBuf, io::Error),
-}
-
-impl std::fmt::Display for FindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FindError::NotFound => f.write_str("no matching process"),
-            FindError::PidFile(p, e) => write!(f, "cannot use pid file {}: {e}", p.display()),
-            FindError::PidFileStale(p, pid) => write!(
-                f,
-                "pid file {} names pid {pid}, which is not running",
-                p.display()
-            ),
-            FindError::Proc(root, e) => write!(
-                f,
-                "cannot list processes in {}: {e} (the pod needs shareProcessNamespace: true)",
-                root.display()
-            ),
-        }
-    }
-}
-
-/// Basename of the first word of argv[0] (`nginx: master process ...` gives `nginx`).
-fn argv0_basename(cmdline: &str) -> &str {
-    let first = cmdline.split(' ').next().unwrap_or("");
-    let first = first.trim_end_matches(':');
-    first.rsplit('/').next().unwrap_or(first)
 }
 
 /// Parses `/proc/<pid>/stat`. The command name is in parentheses and may itself hold spaces and
@@ -300,6 +198,7 @@ pub fn parse_status(text: &str) -> Option<ProcStatus> {
         };
         let value = value.trim();
         match key {
+            "Tgid" => st.tgid = value.parse().ok()?,
             "Uid" => {
                 (st.uid, st.fsuid) = real_and_fs(value)?;
                 seen |= 1;
@@ -354,7 +253,7 @@ fn boot_time() -> SystemTime {
         (Ok(r), Ok(b)) => {
             let since_boot = Duration::new(b.tv_sec() as u64, b.tv_nsec() as u32);
             let now = SystemTime::UNIX_EPOCH + Duration::new(r.tv_sec() as u64, r.tv_nsec() as u32);
-            now - since_boot
+            now.checked_sub(since_boot).unwrap_or(SystemTime::UNIX_EPOCH)
         }
         _ => SystemTime::UNIX_EPOCH,
     }
@@ -384,9 +283,10 @@ mod tests {
 
     #[test]
     fn status_masks_and_ids() {
-        let text = "Name:\tnginx\nUid:\t101\t101\t101\t103\nGid:\t102\t102\t102\t102\nGroups:\t102 2000 \n\
+        let text = "Name:\tnginx\nTgid:\t77\nUid:\t101\t101\t101\t103\nGid:\t102\t102\t102\t102\nGroups:\t102 2000 \n\
                     SigIgn:\t0000000000001000\nSigCgt:\t0000000180004a03\n";
         let st = parse_status(text).unwrap();
+        assert_eq!(st.tgid, 77);
         assert_eq!((st.uid, st.gid, st.fsuid, st.fsgid), (101, 102, 103, 102));
         assert_eq!(st.groups, vec![102, 2000]);
         assert!(st.catches(1)); // HUP
@@ -394,19 +294,6 @@ mod tests {
         assert!(!st.catches(3)); // QUIT is bit 2: not set
         assert!(st.ignores(13)); // PIPE
         assert!(parse_status("Name:\tx\n").is_none());
-    }
-
-    #[test]
-    fn argv0_of_rewritten_titles() {
-        assert_eq!(
-            argv0_basename("nginx: master process /usr/sbin/nginx -c /x.conf"),
-            "nginx"
-        );
-        assert_eq!(
-            argv0_basename("/usr/lib/postgresql/15/bin/postgres -D /d"),
-            "postgres"
-        );
-        assert_eq!(argv0_basename(""), "");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::identity::Identity;
-use crate::snapshot::FileEntry;
+use crate::process::identity::Identity;
+use crate::scan::FileEntry;
+use crate::text;
 
 /// Permission bits of one class.
 const READ: u32 = 4;
@@ -107,7 +108,7 @@ impl<'a> Checker<'a> {
                     readable: false,
                     reason: format!(
                         "directory {} is {uid}:{gid} mode {mode:04o}; the app runs as {} and cannot enter it",
-                        dir.display(),
+                        text::path(dir),
                         self.app
                     ),
                     hint: Some(format!(
@@ -117,7 +118,7 @@ impl<'a> Checker<'a> {
                             Class::Group => "g",
                             _ => "o",
                         },
-                        dir.display(),
+                        text::path(dir),
                         if class == Class::Other {
                             format!(", or make the app a member of group {gid}")
                         } else {
@@ -143,7 +144,7 @@ impl<'a> Checker<'a> {
         let name = f
             .path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| text::bytes(std::os::unix::ffi::OsStrExt::as_bytes(n)))
             .unwrap_or_default();
         let hint = match class {
             Class::Owner => {
@@ -180,19 +181,17 @@ impl<'a> Checker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::FingerprintKey;
+    use crate::scan::fingerprint::FingerprintKey;
 
     fn entry(uid: u32, gid: u32, mode: u32) -> FileEntry {
-        let (fingerprint, _) = FingerprintKey::new(b"k".to_vec())
-            .digest_reader(&b""[..])
-            .unwrap();
+        let fingerprint = FingerprintKey::new(b"k".to_vec()).digest(b"");
         FileEntry {
             path: "/v/tls.key".into(),
             real_path: "/".into(),
             uid,
             gid,
             mode,
-            size: 0,
+            empty: true,
             fingerprint,
         }
     }

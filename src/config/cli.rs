@@ -4,12 +4,14 @@
 //! This module only describes and parses; `config` turns the parsed flags into a validated
 //! [`Config`](crate::config::Config), and every error there names the flag it is about.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::parse::duration;
+use super::parse::duration;
+use super::{AccessPolicy, LogFormat, LogLevel, OnOff, ReloadOnStart};
 
 /// Watch mounted Kubernetes secrets and make the app apply every rotation.
 #[derive(Debug, Parser)]
@@ -39,74 +41,13 @@ pub enum Command {
     DemoApp(DemoAppArgs),
 }
 
-/// When to reload a target whose process may hold an older version at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReloadOnStart {
-    /// Reload once when the target process started before the current content appeared.
-    Auto,
-    /// Always reload once at start.
-    Always,
-    /// Never reload at start; only changes seen while running cause reloads.
-    Never,
-}
-
-/// What to do with a new version the app cannot read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessPolicy {
-    /// Reload anyway, and report.
-    Warn,
-    /// Do not reload it into the app; report, and reload once it is readable.
-    Block,
-}
-
-/// A switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
-    /// Enabled.
-    On,
-    /// Disabled.
-    Off,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable text.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    /// Only what an operator must act on.
-    Error,
-    /// Also what an operator should look at.
-    Warn,
-    /// Also every reload and change (default).
-    Info,
-    /// Also scans and decisions.
-    Debug,
-    /// Everything, including raw filesystem events.
-    Trace,
-}
-
 /// Flags of the daemon (and of the one-shot reports built on the same configuration).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// File or directory to watch (repeatable; a comma-separated list in the env var).
-    #[arg(
-        short = 'w',
-        long = "watch",
-        visible_alias = "volume-dir",
-        value_name = "PATH",
-        env = "SECRET_RELOADER_WATCH",
-        value_delimiter = ','
-    )]
-    pub watch: Vec<PathBuf>,
+    /// File or directory to watch (repeatable). SECRET_RELOADER_WATCH holds a comma-separated
+    /// list (`\,` for a comma in a path).
+    #[arg(short = 'w', long = "watch", visible_alias = "volume-dir", value_name = "PATH")]
+    pub watch: Vec<OsString>,
 
     /// Quiet period before acting on writers without a commit point (kubelet's `..data` swap
     /// skips it).
@@ -143,15 +84,10 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_MIN_RELOAD_INTERVAL")]
     pub min_reload_interval: Duration,
 
-    /// Endpoint to call on change (repeatable; a comma-separated list in the env var).
-    #[arg(
-        long = "reload-url",
-        visible_alias = "webhook-url",
-        value_name = "URL",
-        env = "SECRET_RELOADER_RELOAD_URL",
-        value_delimiter = ','
-    )]
-    pub reload_url: Vec<String>,
+    /// Endpoint to call on change (repeatable). SECRET_RELOADER_RELOAD_URL holds a
+    /// comma-separated list (`\,` for a comma in a URL).
+    #[arg(long = "reload-url", visible_alias = "webhook-url", value_name = "URL")]
+    pub reload_url: Vec<OsString>,
 
     /// HTTP method of the reload call.
     #[arg(
@@ -173,9 +109,14 @@ pub struct RunArgs {
     )]
     pub reload_expected_status: u16,
 
-    /// Extra header of the reload call, 'Name: value' (repeatable).
+    /// Extra header of the reload call, 'Name: value' (repeatable). Visible to every process of
+    /// the pod: use --reload-header-file for credentials.
     #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER")]
     pub reload_header: Vec<String>,
+
+    /// Extra header whose value is read from a file at every call, 'Name: /path' (repeatable).
+    #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER_FILE")]
+    pub reload_header_file: Vec<String>,
 
     /// File holding a bearer token for the reload call; read at every call (it rotates too).
     #[arg(
@@ -279,6 +220,20 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_CONSISTENCY_TIMEOUT")]
     pub consistency_timeout: Duration,
 
+    /// Most files one version of a watch group may have; more make it incomplete (held back).
+    #[arg(long, value_name = "N", default_value_t = super::DEFAULT_MAX_FILES,
+          env = "SECRET_RELOADER_MAX_FILES")]
+    pub max_files: usize,
+
+    /// Follow symlinks inside a watched directory whose target lies outside it (skipped and
+    /// reported otherwise).
+    #[arg(long, env = "SECRET_RELOADER_FOLLOW_EXTERNAL_SYMLINKS")]
+    pub follow_external_symlinks: bool,
+
+    /// Bearer token (in a file) that lets clients other than the pod itself read /status.
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_STATUS_TOKEN_FILE")]
+    pub status_token_file: Option<PathBuf>,
+
     /// Address of /metrics, /status, /healthz and /readyz.
     #[arg(
         long,
@@ -356,6 +311,10 @@ pub struct DoctorArgs {
     /// Report format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+    /// Do not ask a running daemon (a check before the sidecar runs): not reaching one is then
+    /// no problem.
+    #[arg(long)]
+    pub standalone: bool,
     /// The daemon's flags: the report checks what they describe.
     #[command(flatten)]
     pub run: RunArgs,

@@ -9,7 +9,7 @@
 //! watched paths) or a small fixed set (`result`, `kind`); never from secret content.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -18,17 +18,79 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, TextEncoder};
 
-use crate::state::lock;
+use super::status::TargetState;
+use crate::lock;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
-pub const WATCH_ERROR_KINDS: &[&str] = &[
-    "overflow",
-    "watch_limit",
-    "inotify_init",
-    "watch",
-    "event",
-    "read",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchErrorKind {
+    /// The inotify queue overflowed: every group was rescanned.
+    Overflow,
+    /// `fs.inotify.max_user_watches` reached.
+    WatchLimit,
+    /// No inotify instance could be created.
+    InotifyInit,
+    /// A directory could not be watched (permission denied and the like).
+    Watch,
+    /// inotify events could not be read.
+    Event,
+    /// A watched file could not be read by the sidecar.
+    Read,
+}
+
+impl WatchErrorKind {
+    const ALL: [WatchErrorKind; 6] = [
+        WatchErrorKind::Overflow,
+        WatchErrorKind::WatchLimit,
+        WatchErrorKind::InotifyInit,
+        WatchErrorKind::Watch,
+        WatchErrorKind::Event,
+        WatchErrorKind::Read,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            WatchErrorKind::Overflow => "overflow",
+            WatchErrorKind::WatchLimit => "watch_limit",
+            WatchErrorKind::InotifyInit => "inotify_init",
+            WatchErrorKind::Watch => "watch",
+            WatchErrorKind::Event => "event",
+            WatchErrorKind::Read => "read",
+        }
+    }
+}
+
+/// Why the admin server closed a connection before it was done, for
+/// `admin_connections_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The connection cap was reached: the longest idle connection made room for a new one.
+    Capacity,
+    /// The request head did not arrive in time (also: idle keep-alive).
+    HeaderTimeout,
+    /// The request head was too large.
+    HeaderTooLarge,
+    /// Anything else (malformed request, reset).
+    Error,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::Capacity,
+        DropReason::HeaderTimeout,
+        DropReason::HeaderTooLarge,
+        DropReason::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Capacity => "capacity",
+            DropReason::HeaderTimeout => "header_timeout",
+            DropReason::HeaderTooLarge => "header_too_large",
+            DropReason::Error => "error",
+        }
+    }
+}
 
 /// Upper bounds of `reload_duration_seconds`.
 const BUCKETS: [f64; 15] = [
@@ -103,6 +165,9 @@ pub struct TargetMetrics {
     failures: AtomicU64,
     last_success: AtomicF64,
     stale: AtomicBool,
+    ambiguous: AtomicBool,
+    /// Index of the current [`TargetState`] in [`TargetState::ALL`].
+    state: AtomicU64,
     /// Verification results (success, failure), for targets that verify.
     verify: Option<(AtomicU64, AtomicU64)>,
     buckets: [AtomicU64; BUCKETS.len()],
@@ -128,6 +193,15 @@ impl TargetMetrics {
     pub fn set_stale(&self, on: bool) {
         self.stale.store(on, Relaxed);
     }
+    /// Whether its selector matches several unrelated processes.
+    pub fn set_ambiguous(&self, on: bool) {
+        self.ambiguous.store(on, Relaxed);
+    }
+    /// Where its reconciler stands.
+    pub fn set_state(&self, state: TargetState) {
+        let i = TargetState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        self.state.store(i as u64, Relaxed);
+    }
     /// A verification outcome.
     pub fn verified(&self, ok: bool) {
         if let Some((s, f)) = &self.verify {
@@ -136,55 +210,74 @@ impl TargetMetrics {
     }
 }
 
-/// Every metric of the daemon.
-#[derive(Debug)]
+/// The admin server's own series.
+#[derive(Debug, Default)]
+pub struct AdminMetrics {
+    open: AtomicI64,
+    dropped: [AtomicU64; 4],
+}
+
+impl AdminMetrics {
+    /// A connection was accepted (`+1`) or ended (`-1`).
+    pub fn open_delta(&self, d: i64) {
+        self.open.fetch_add(d, Relaxed);
+    }
+    /// A connection was closed before it was done.
+    pub fn dropped(&self, why: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == why) {
+            self.dropped[i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Every metric of the daemon. Components register their series once and keep the handle.
+#[derive(Debug, Default)]
 pub struct Metrics {
-    groups: Vec<GroupMetrics>,
-    targets: Vec<TargetMetrics>,
-    watch_errors: Vec<AtomicU64>,
+    groups: Mutex<Vec<Arc<GroupMetrics>>>,
+    targets: Mutex<Vec<Arc<TargetMetrics>>>,
+    watch_errors: [AtomicU64; 6],
+    inotify_restored: AtomicU64,
+    /// The admin server's series.
+    pub admin: AdminMetrics,
 }
 
 impl Metrics {
-    /// Metrics for the named groups and targets (`(name, verifies)`), all at zero.
-    pub fn new(groups: &[String], targets: &[(String, bool)]) -> Metrics {
-        Metrics {
-            groups: groups
-                .iter()
-                .map(|name| GroupMetrics {
-                    name: name.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            targets: targets
-                .iter()
-                .map(|(name, verify)| TargetMetrics {
-                    name: name.clone(),
-                    verify: verify.then(Default::default),
-                    ..Default::default()
-                })
-                .collect(),
-            watch_errors: WATCH_ERROR_KINDS
-                .iter()
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        }
+    /// No series yet.
+    pub fn new() -> Metrics {
+        Metrics::default()
     }
 
-    /// The series of group `i`.
-    pub fn group(&self, i: usize) -> &GroupMetrics {
-        &self.groups[i]
+    /// The series of a new watch group.
+    pub fn register_group(&self, name: &str) -> Arc<GroupMetrics> {
+        let g = Arc::new(GroupMetrics {
+            name: name.to_string(),
+            ..Default::default()
+        });
+        lock(&self.groups).push(g.clone());
+        g
     }
 
-    /// The series of target `i`.
-    pub fn target(&self, i: usize) -> &TargetMetrics {
-        &self.targets[i]
+    /// The series of a new target; `verifies`: it has a verify URL.
+    pub fn register_target(&self, name: &str, verifies: bool) -> Arc<TargetMetrics> {
+        let t = Arc::new(TargetMetrics {
+            name: name.to_string(),
+            verify: verifies.then(Default::default),
+            ..Default::default()
+        });
+        lock(&self.targets).push(t.clone());
+        t
     }
 
-    /// Counts one watch problem of `kind` (one of [`WATCH_ERROR_KINDS`]).
-    pub fn watch_error(&self, kind: &str) {
-        if let Some(i) = WATCH_ERROR_KINDS.iter().position(|k| *k == kind) {
+    /// Counts one watch problem.
+    pub fn watch_error(&self, kind: WatchErrorKind) {
+        if let Some(i) = WatchErrorKind::ALL.iter().position(|k| *k == kind) {
             self.watch_errors[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// inotify was set up again after a fallback to polling.
+    pub fn inotify_restored(&self) {
+        self.inotify_restored.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -198,8 +291,8 @@ impl Metrics {
 
     fn families(&self) -> Vec<MetricFamily> {
         let mut out = Vec::new();
-        let g = &self.groups;
-        let t = &self.targets;
+        let g = lock(&self.groups).clone();
+        let t = lock(&self.targets).clone();
         out.push(family(
             "build_info",
             "Always 1; the version is a label.",
@@ -229,7 +322,7 @@ impl Metrics {
             "reload_duration_seconds",
             "Duration of reload actions.",
             MetricType::HISTOGRAM,
-            t.iter().map(histogram).collect(),
+            t.iter().map(|t| histogram(t)).collect(),
         ));
         out.push(family(
             "last_reload_success_timestamp_seconds",
@@ -242,10 +335,34 @@ impl Metrics {
         ));
         out.push(family(
             "stale",
-            "1 while the target has not applied the current content.",
+            "1 while the target does not hold the content on disk (held-back content included).",
             MetricType::GAUGE,
             t.iter()
                 .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
+                .collect(),
+        ));
+        out.push(family(
+            "target_state",
+            "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
+            MetricType::GAUGE,
+            t.iter()
+                .flat_map(|t| {
+                    let current = t.state.load(Relaxed) as usize;
+                    TargetState::ALL.iter().enumerate().map(move |(i, s)| {
+                        gauge(
+                            &[("target", &t.name), ("state", s.as_str())],
+                            if i == current { 1.0 } else { 0.0 },
+                        )
+                    })
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "signal_target_ambiguous",
+            "1 while several unrelated processes match a signal target's selector (nothing is signalled).",
+            MetricType::GAUGE,
+            t.iter()
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.ambiguous)))
                 .collect(),
         ));
         out.push(family(
@@ -317,7 +434,7 @@ impl Metrics {
         ));
         let mut access = Vec::new();
         let mut expiry = Vec::new();
-        for g in g {
+        for g in &g {
             let files = lock(&g.files);
             for (path, ok) in &files.0 {
                 access.push(gauge(
@@ -345,10 +462,32 @@ impl Metrics {
             "watch_errors_total",
             "Watch problems: queue overflow, watch limit, unreadable files.",
             MetricType::COUNTER,
-            WATCH_ERROR_KINDS
+            WatchErrorKind::ALL
                 .iter()
                 .zip(&self.watch_errors)
-                .map(|(kind, n)| counter(&[("kind", kind)], n.load(Relaxed)))
+                .map(|(kind, n)| counter(&[("kind", kind.as_str())], n.load(Relaxed)))
+                .collect(),
+        ));
+        out.push(family(
+            "inotify_restored_total",
+            "Times inotify was set up again after a fallback to polling.",
+            MetricType::COUNTER,
+            vec![counter(&[], self.inotify_restored.load(Relaxed))],
+        ));
+        out.push(family(
+            "admin_connections_open",
+            "Connections open on the admin server.",
+            MetricType::GAUGE,
+            vec![gauge(&[], self.admin.open.load(Relaxed) as f64)],
+        ));
+        out.push(family(
+            "admin_connections_dropped_total",
+            "Admin connections closed before they were done, by reason.",
+            MetricType::COUNTER,
+            DropReason::ALL
+                .iter()
+                .zip(&self.admin.dropped)
+                .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
                 .collect(),
         ));
         out.retain(|f| !f.get_metric().is_empty());
@@ -429,10 +568,13 @@ mod tests {
 
     #[test]
     fn exposition_has_every_family_and_valid_histograms() {
-        let m = Metrics::new(&["default".into()], &[("http://127.0.0.1:1/".into(), true)]);
-        m.target(0).action(true, Duration::from_millis(3), 1.7e9);
-        m.target(0).action(false, Duration::from_secs(60), 1.7e9);
-        m.group(0).set_files(
+        let m = Metrics::new();
+        let g = m.register_group("default");
+        let t = m.register_target("http://127.0.0.1:1/", true);
+        t.action(true, Duration::from_millis(3), 1.7e9);
+        t.action(false, Duration::from_secs(60), 1.7e9);
+        t.set_state(TargetState::Retrying);
+        g.set_files(
             BTreeMap::from([("/v/a".to_string(), true)]),
             BTreeMap::new(),
         );
@@ -451,6 +593,9 @@ mod tests {
             "file_access_ok",
             "watch_errors_total",
             "last_reload_success_timestamp_seconds",
+            "target_state",
+            "admin_connections_open",
+            "admin_connections_dropped_total",
         ] {
             assert!(
                 text.contains(&format!("secret_reloader_{name}")),
@@ -468,6 +613,10 @@ mod tests {
         assert!(
             !text.contains("last_change_timestamp_seconds{"),
             "no change yet: {text}"
+        );
+        assert!(
+            text.contains("secret_reloader_target_state{state=\"retrying\",target=\"http://127.0.0.1:1/\"} 1"),
+            "{text}"
         );
     }
 }

@@ -6,13 +6,40 @@
 //! - an inconsistent one (PEM that does not parse, a key matching no certificate) unless the
 //!   consistency check is off;
 //! - one the app cannot read, with `--access-policy block`.
+//!
+//! [`access`] decides whether the app can read a file.
+
+pub mod access;
 
 use std::path::PathBuf;
 
-use crate::access::{Checker, Verdict};
-use crate::cli::AccessPolicy;
-use crate::identity::{IdentityResolver, Resolved};
-use crate::snapshot::Scan;
+use serde::Serialize;
+
+use crate::config::AccessPolicy;
+use crate::process::identity::{IdentityResolver, Resolved};
+use crate::scan::{ProblemKind, Scan};
+use access::{Checker, Verdict};
+
+/// Why a version is held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// A watched path missing, a file the sidecar cannot read, too many files.
+    Incomplete,
+    /// PEM material that does not parse or a key matching no certificate.
+    Inconsistent,
+    /// A file the app cannot read (`--access-policy block`).
+    UnreadableByApp,
+}
+
+/// One reason a version is held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// The kind of reason.
+    pub reason: HoldReason,
+    /// What exactly, naming the path.
+    pub detail: String,
+}
 
 /// What an assessment found.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +49,7 @@ pub struct Assessment {
     /// Access verdict of each file of the scan, in its order; empty when the identity is unknown.
     pub verdicts: Vec<(PathBuf, Verdict)>,
     /// Why the version must not be reloaded; empty when it may.
-    pub held_back: Vec<String>,
+    pub held_back: Vec<Hold>,
 }
 
 /// Settings of a group's assessment.
@@ -35,12 +62,30 @@ pub struct Policy {
 }
 
 /// What holds `scan` back whoever the app is: incompleteness, inconsistent PEM material.
-pub fn held_back_by_content(scan: &Scan, policy: Policy) -> Vec<String> {
-    let mut held_back = scan.problems.clone();
-    if policy.consistency {
-        held_back.extend(scan.inconsistent.iter().cloned());
+pub fn held_back_by_content(scan: &Scan, policy: Policy) -> Vec<Hold> {
+    let mut held = Vec::new();
+    for p in &scan.problems {
+        held.push(Hold {
+            reason: HoldReason::Incomplete,
+            detail: p.message.clone(),
+        });
     }
-    held_back
+    if policy.consistency {
+        for i in &scan.inconsistent {
+            held.push(Hold {
+                reason: HoldReason::Inconsistent,
+                detail: i.clone(),
+            });
+        }
+    }
+    held
+}
+
+/// Whether the sidecar itself cannot read part of the content (a `read` watch error).
+pub fn unreadable_by_sidecar(scan: &Scan) -> bool {
+    scan.problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Unreadable)
 }
 
 /// Assesses `scan` for the app that `resolver` finds.
@@ -59,11 +104,14 @@ pub fn assess(scan: &Scan, resolver: &mut IdentityResolver, policy: Policy) -> A
     let mut held_back = held_back_by_content(scan, policy);
     if policy.access == AccessPolicy::Block {
         for (path, v) in verdicts.iter().filter(|(_, v)| !v.readable) {
-            held_back.push(format!(
-                "the app cannot read {}: {}",
-                path.display(),
-                v.reason
-            ));
+            held_back.push(Hold {
+                reason: HoldReason::UnreadableByApp,
+                detail: format!(
+                    "the app cannot read {}: {}",
+                    crate::text::path(path),
+                    v.reason
+                ),
+            });
         }
     }
     Assessment {

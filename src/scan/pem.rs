@@ -51,7 +51,7 @@ impl PemCheck {
         if !contains(content, b"-----BEGIN ") {
             return;
         }
-        let shown = path.display();
+        let shown = crate::text::path(path);
         let mut rest = content;
         let mut index = 0;
         while let Some(start) = find(rest, b"-----BEGIN ") {
@@ -67,7 +67,8 @@ impl PemCheck {
             let footer = format!("-----END {label}-----");
             let Some(end) = find(block, footer.as_bytes()).map(|i| i + footer.len()) else {
                 self.problems.push(format!(
-                    "{shown}: PEM block {index} ({label}) has no end: the file is cut short"
+                    "{shown}: PEM block {index} ({}) has no end: the file is cut short",
+                    crate::text::value(label)
                 ));
                 return;
             };
@@ -77,9 +78,10 @@ impl PemCheck {
     }
 
     fn add_block(&mut self, path: &Path, index: usize, block: &[u8]) {
-        let shown = path.display();
+        let shown = crate::text::path(path);
+        // The DER of a private key is the key itself: wiped when dropped.
         let (label, der) = match der::pem::decode_vec(block) {
-            Ok((label, der)) => (label.to_string(), der),
+            Ok((label, der)) => (label.to_string(), zeroize::Zeroizing::new(der)),
             Err(e) => {
                 self.problems
                     .push(format!("{shown}: PEM block {index} does not decode ({e})"));
@@ -101,7 +103,8 @@ impl PemCheck {
         };
         if let Err(e) = parsed {
             self.problems.push(format!(
-                "{shown}: PEM block {index} ({label}) does not parse ({e})"
+                "{shown}: PEM block {index} ({}) does not parse ({e})",
+                crate::text::value(&label)
             ));
         }
     }
@@ -134,7 +137,7 @@ impl PemCheck {
             Some(k) => self.keys.push((path.to_path_buf(), k)),
             None => self.notes.push(format!(
                 "{}: the private key does not carry its public part: not checked against the certificates",
-                path.display()
+                crate::text::path(path)
             )),
         }
     }
@@ -147,12 +150,12 @@ impl PemCheck {
                     let certs: Vec<String> = self
                         .certs
                         .iter()
-                        .map(|(p, _)| p.display().to_string())
+                        .map(|(p, _)| crate::text::path(p))
                         .collect();
                     self.problems.push(format!(
                         "{}: the private key matches no certificate ({}): a writer may be half-way through \
                          replacing them",
-                        path.display(),
+                        crate::text::path(path),
                         certs.join(", ")
                     ));
                 }

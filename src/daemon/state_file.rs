@@ -15,12 +15,17 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::{Fingerprint, FingerprintKey};
-use crate::state::lock;
+use crate::files::{self, ReadError};
+use crate::lock;
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
+use crate::text;
+
+/// Largest state file read.
+const LIMIT: u64 = 4 * 1024 * 1024;
 
 /// What a target applied last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,28 +49,28 @@ struct Document {
 
 /// The state file and its content.
 #[derive(Debug)]
-pub struct Persist {
+pub struct StateFile {
     /// Where it lives.
     path: PathBuf,
     /// Its content.
     doc: Mutex<Document>,
 }
 
-impl Persist {
+impl StateFile {
     /// Loads `path` (a missing or unreadable file starts empty, with a warning for the latter).
-    pub fn load(path: &Path) -> Persist {
-        let doc = match std::fs::read(path) {
+    pub fn load(path: &Path) -> StateFile {
+        let doc = match files::read_limited(path, LIMIT) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "state file unreadable: starting without it");
+                tracing::warn!(path = %text::path(path), error = %e, "state file unreadable: starting without it");
                 Document::default()
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Document::default(),
+            Err(ReadError::NotFound) => Document::default(),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the state file: starting without it");
+                tracing::warn!(path = %text::path(path), error = %e, "cannot read the state file: starting without it");
                 Document::default()
             }
         };
-        Persist {
+        StateFile {
             path: path.to_path_buf(),
             doc: Mutex::new(doc),
         }
@@ -79,7 +84,7 @@ impl Persist {
         }
         doc.key = Some(hex(key.bytes()));
         drop(doc);
-        self.save();
+        self.save_now();
         key.clone()
     }
 
@@ -88,37 +93,49 @@ impl Persist {
         lock(&self.doc).targets.get(target).cloned()
     }
 
-    /// Records that `target` applied `fp` (delivered to `process`, for signal targets).
-    pub fn record(&self, target: &str, fp: &Fingerprint, process: Option<(i32, u64)>) {
+    /// Records that `target` applied `fp` (delivered to `process`, for signal targets); the
+    /// file is written on the blocking pool, so a slow disk delays no other task.
+    pub async fn record(self: &Arc<Self>, target: &str, fp: &Fingerprint, process: Option<(i32, u64)>) {
         let applied = Applied {
             fingerprint: hex(fp.bytes()),
             process,
         };
-        let mut doc = lock(&self.doc);
-        if doc.targets.get(target) == Some(&applied) {
-            return;
+        {
+            let mut doc = lock(&self.doc);
+            if doc.targets.get(target) == Some(&applied) {
+                return;
+            }
+            doc.targets.insert(target.to_string(), applied);
         }
-        doc.targets.insert(target.to_string(), applied);
-        drop(doc);
-        self.save();
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.save_now()).await;
     }
 
-    fn save(&self) {
+    fn save_now(&self) {
         let text = match serde_json::to_vec(&*lock(&self.doc)) {
             Ok(t) => t,
             Err(e) => return tracing::warn!(error = %e, "cannot encode the state file"),
         };
         let tmp = self.path.with_extension("tmp");
+        // Never through a symlink, never blocking on a FIFO put in its place.
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&tmp)
+            .and_then(|f| {
+                if f.metadata()?.is_file() {
+                    Ok(f)
+                } else {
+                    Err(io::Error::other("not a regular file"))
+                }
+            })
             .and_then(|mut f| io::Write::write_all(&mut f, &text))
             .and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the state file");
+            tracing::warn!(path = %text::path(&self.path), error = %e, "cannot write the state file");
         }
     }
 }
@@ -150,13 +167,16 @@ mod tests {
     fn records_survive_a_reload_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let p = Persist::load(&path);
+        let p = Arc::new(StateFile::load(&path));
         let key = p.key_or(&FingerprintKey::new(vec![7; 32]));
-        let (fp, _) = key.digest_reader(&b"content"[..]).unwrap();
-        p.record("signal:nginx", &fp, Some((42, 1000)));
-        let again = Persist::load(&path);
+        let fp = key.digest(b"content");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(p.record("signal:nginx", &fp, Some((42, 1000))));
+        let again = StateFile::load(&path);
         let key2 = again.key_or(&FingerprintKey::new(vec![9; 32]));
-        let (fp2, _) = key2.digest_reader(&b"content"[..]).unwrap();
+        let fp2 = key2.digest(b"content");
         assert_eq!(fp, fp2, "the recorded key is reused");
         let a = again.applied("signal:nginx").unwrap();
         assert!(same(&a, &fp));

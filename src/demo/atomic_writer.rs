@@ -18,7 +18,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use crate::snapshot::KUBELET_DATA;
+use crate::scan::KUBELET_DATA;
 
 /// When the user-visible symlinks of new keys are created relative to the `..data` swap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

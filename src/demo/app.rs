@@ -15,19 +15,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigHandler, Signal, signal};
-use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{ForkResult, fork};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::cli::DemoAppArgs;
+use crate::config::cli::DemoAppArgs;
+pub use crate::monotonic_ns;
 
-/// Nanoseconds of CLOCK_MONOTONIC, comparable between processes on one machine.
-pub fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
 
 /// Runs the app until SIGTERM/SIGINT; returns the exit code.
 pub fn run(args: DemoAppArgs) -> i32 {

@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
-use crate::config::Selector;
-use crate::process::{ProcFs, ProcInfo, ProcStatus};
+use super::select::{self, Selector};
+use super::{ProcFs, ProcInfo, ProcStatus};
 
 /// CAP_DAC_OVERRIDE: bypasses file permission checks.
 pub const CAP_DAC_OVERRIDE: u32 = 1;
@@ -151,9 +151,9 @@ impl IdentityResolver {
         let drift = self.declared.as_ref().and_then(|d| {
             (d.uid != st.uid || d.gid != st.gid).then(|| {
                 format!(
-                    "--app-uid/--app-gid say {}:{} but pid {} ({}) runs as {}:{}: runAsUser/runAsGroup changed in \
+                    "--app-uid/--app-gid say {}:{} but {} runs as {}:{}: runAsUser/runAsGroup changed in \
                      one place and not the other",
-                    d.uid, d.gid, p.pid, p.comm, st.uid, st.gid
+                    d.uid, d.gid, p.shown(), st.uid, st.gid
                 )
             })
         });
@@ -165,7 +165,7 @@ impl IdentityResolver {
         Resolved {
             app: Some(AppIdentity {
                 identity,
-                source: format!("pid {} ({})", p.pid, p.comm),
+                source: p.shown(),
             }),
             drift,
         }
@@ -185,12 +185,16 @@ impl IdentityResolver {
                 return Some((last.clone(), st));
             }
         }
-        let found = self
-            .procfs
-            .find(selector, false, std::process::id() as i32)
-            .ok()?
-            .into_iter()
-            .next()?;
+        // Candidates are the processes of the declared uid; when the one match runs as another
+        // uid, that is the app whose runAsUser drifted.
+        let uid = self.declared.as_ref().map(|d| d.uid);
+        let found = match select::find(&self.procfs, selector, false, uid) {
+            Ok(found) => found.into_iter().next()?,
+            Err(select::FindError::OtherIdentity { seen, .. }) if seen.len() == 1 => {
+                seen.into_iter().next()?.0
+            }
+            Err(_) => return None,
+        };
         let st = self.procfs.status(found.pid).ok()?;
         self.cached = Some(found.clone());
         Some((found, st))

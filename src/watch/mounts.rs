@@ -77,7 +77,7 @@ pub fn single_file_mount<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mou
 /// the file cannot be watched (the resync then remains the safety net).
 pub async fn watch_mount_table(
     path: PathBuf,
-    wakes: Vec<std::sync::Arc<crate::watch::Wake>>,
+    hub: std::sync::Arc<super::inotify::WatchHub>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::io::{Read, Seek};
@@ -87,7 +87,7 @@ pub async fn watch_mount_table(
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            return tracing::debug!(path = %path.display(), error = %e, "mount table not watched");
+            return tracing::debug!(path = %crate::text::path(&path), error = %e, "mount table not watched");
         }
     };
     // SAFETY: the AsyncFd owns the File, whose descriptor stays open and the same until the
@@ -95,7 +95,7 @@ pub async fn watch_mount_table(
     let mut fd = match unsafe { AsyncFd::register_with_interest(file, Interest::PRIORITY) } {
         Ok(fd) => fd,
         Err(e) => {
-            return tracing::debug!(path = %path.display(), error = %e, "mount table not watched");
+            return tracing::debug!(path = %crate::text::path(&path), error = %e, "mount table not watched");
         }
     };
     let mut buf = Vec::new();
@@ -109,12 +109,9 @@ pub async fn watch_mount_table(
                 let _ = f.rewind().and_then(|_| f.read_to_end(&mut buf));
                 guard.clear_ready();
                 tracing::debug!("mount table changed: rescanning every watch group");
-                let now = std::time::Instant::now();
-                for w in &wakes {
-                    w.poke(now);
-                }
+                hub.poke_all(std::time::Instant::now());
             }
-            _ = crate::shutdown::stopped(&mut stop) => return,
+            _ = crate::daemon::shutdown::stopped(&mut stop) => return,
         }
     }
 }

@@ -1,22 +1,25 @@
-//! Bookkeeping after a scan: the status document, the metrics and the logs. Each change (a file
-//! the app can no longer read, content held back, identity drift) is logged once, when it
+//! Bookkeeping after a scan: the status board, the metrics and the log lines. Each change (a
+//! file the app can no longer read, content held back, identity drift) is logged once, when it
 //! happens, with what to do about it; nothing is logged again while it stays the same.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{GroupScanner, Memory};
-use crate::assess::Assessment;
-use crate::snapshot::Scan;
-use crate::state::lock;
+use super::{GroupTask, Memory};
+use crate::assess::{Assessment, Hold, unreadable_by_sidecar};
+use crate::lock;
+use crate::report::metrics::WatchErrorKind;
+use crate::report::status::{ScanRecord, WatchMode};
+use crate::scan::Scan;
+use crate::text;
 use crate::watch::WatchError;
 
 /// What was last reported for a group.
 #[derive(Debug, Default)]
 pub(super) struct Journal {
     /// Reasons the content was held back.
-    held_back: Vec<String>,
+    held_back: Vec<Hold>,
     /// Since when it is held back.
     held_since: Option<Instant>,
     /// Whether the hold was reported as an error (after the consistency timeout).
@@ -27,6 +30,8 @@ pub(super) struct Journal {
     drift: Option<String>,
     /// Last PEM material that could not be checked.
     not_checked: Vec<String>,
+    /// Last skipped entries.
+    skipped: Vec<String>,
 }
 
 impl Journal {
@@ -34,7 +39,7 @@ impl Journal {
     pub(super) fn escalation_due(&self, timeout: Duration) -> Option<Instant> {
         self.held_since
             .filter(|_| !self.escalated)
-            .map(|since| since + timeout)
+            .and_then(|since| since.checked_add(timeout))
     }
 }
 
@@ -44,27 +49,33 @@ fn unix(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-impl GroupScanner {
-    /// Status, metrics and logs of one scan.
-    pub(super) fn record(&self, j: &mut Journal, scan: &Scan, a: &Assessment, changed: bool) {
-        let name = self.group.name.as_str();
-        let mut g = lock(&self.state.groups[self.index]);
-        g.record_scan(scan, a);
-        if changed {
-            let now = SystemTime::now();
+impl GroupTask {
+    /// A new version is about to be published: counted and logged first.
+    pub(super) fn journal_change(&self, scan: &Scan) {
+        let now = SystemTime::now();
+        {
+            let mut g = lock(&self.status);
             g.changes += 1;
             g.last_change = Some(now);
-            drop(g);
-            self.metrics.group(self.index).changed(unix(now));
-            let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
-            tracing::info!(watch = name, fingerprint = %fp, files = scan.files.len(), "content changed");
-        } else {
-            drop(g);
         }
-        self.metrics
-            .group(self.index)
-            .set_watched_files(scan.files.len());
-        self.record_held_back(j, a);
+        self.metrics.changed(unix(now));
+        let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
+        tracing::info!(watch = %self.cfg.name, fingerprint = %fp, files = scan.files.len(), "content changed");
+    }
+
+    /// Status, metrics and logs of one scan.
+    pub(super) fn record(
+        &self,
+        j: &mut Journal,
+        scan: &Scan,
+        a: &Assessment,
+        _changed: bool,
+        record: ScanRecord,
+    ) {
+        let name = self.cfg.name.as_str();
+        lock(&self.status).record_scan(scan, a, record);
+        self.metrics.set_watched_files(scan.files.len());
+        self.record_held_back(j, scan, a);
         self.record_files(j, a, scan);
         if a.identity.drift != j.drift {
             match &a.identity.drift {
@@ -73,30 +84,32 @@ impl GroupScanner {
             }
             j.drift = a.identity.drift.clone();
         }
-        self.metrics
-            .group(self.index)
-            .set_identity_drift(j.drift.is_some());
+        self.metrics.set_identity_drift(j.drift.is_some());
         if scan.not_checked != j.not_checked {
             for n in &scan.not_checked {
                 tracing::info!(watch = name, "{n}");
             }
             j.not_checked = scan.not_checked.clone();
         }
-        for s in &scan.skipped {
-            tracing::debug!(watch = name, "{s}");
+        if scan.skipped != j.skipped {
+            for s in scan.skipped.iter().filter(|s| !j.skipped.contains(s)) {
+                tracing::info!(watch = name, "{s}");
+            }
+            j.skipped = scan.skipped.clone();
         }
     }
 
-    fn record_held_back(&self, j: &mut Journal, a: &Assessment) {
-        let name = self.group.name.as_str();
+    fn record_held_back(&self, j: &mut Journal, scan: &Scan, a: &Assessment) {
+        let name = self.cfg.name.as_str();
         if a.held_back != j.held_back {
             if a.held_back.is_empty() {
                 tracing::info!(watch = name, "content complete and consistent again");
             } else {
-                if a.held_back.iter().any(|p| p.starts_with("cannot read")) {
-                    self.metrics.watch_error("read");
+                if unreadable_by_sidecar(scan) {
+                    self.daemon_metrics.watch_error(WatchErrorKind::Read);
                 }
-                tracing::warn!(watch = name, reasons = ?a.held_back,
+                let reasons: Vec<&str> = a.held_back.iter().map(|h| h.detail.as_str()).collect();
+                tracing::warn!(watch = name, reasons = ?reasons,
                     "content held back: the app keeps its current version until this is resolved");
             }
             j.held_back = a.held_back.clone();
@@ -106,24 +119,23 @@ impl GroupScanner {
             j.escalated = false;
         } else {
             let since = *j.held_since.get_or_insert_with(Instant::now);
-            let timeout = self.group.consistency_timeout;
+            let timeout = self.cfg.consistency_timeout;
             if !j.escalated && since.elapsed() >= timeout {
                 j.escalated = true;
-                tracing::error!(watch = name, held_for = ?since.elapsed(), reasons = ?a.held_back,
+                let reasons: Vec<&str> = a.held_back.iter().map(|h| h.detail.as_str()).collect();
+                tracing::error!(watch = name, held_for = ?since.elapsed(), reasons = ?reasons,
                     "content still held back after --consistency-timeout: fix the content on disk");
             }
         }
-        self.metrics
-            .group(self.index)
-            .set_content_blocked(!a.held_back.is_empty());
+        self.metrics.set_content_blocked(!a.held_back.is_empty());
     }
 
     /// Logs each change of a verdict once, and exports the verdicts and certificate expiries.
     fn record_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
-        let name = self.group.name.as_str();
+        let name = self.cfg.name.as_str();
         let mut access = BTreeMap::new();
         for (path, v) in &a.verdicts {
-            let shown = path.display().to_string();
+            let shown = text::path(path);
             let before = j.readable.insert(path.clone(), v.readable);
             if before != Some(v.readable) {
                 match (v.readable, before) {
@@ -142,37 +154,36 @@ impl GroupScanner {
         let expiry = scan
             .cert_expiry
             .iter()
-            .map(|(p, t)| (p.display().to_string(), unix(*t)))
+            .map(|(p, t)| (text::path(p), unix(*t)))
             .collect();
-        self.metrics.group(self.index).set_files(access, expiry);
+        self.metrics.set_files(access, expiry);
     }
 
     pub(super) fn record_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
-        let name = self.group.name.as_str();
-        let mode = match &watched {
+        let name = self.cfg.name.as_str();
+        let (mode, fallback) = match &watched {
             Ok(()) => {
                 if mem.polling {
-                    tracing::info!(
-                        watch = name,
-                        "inotify watches set up again: polling stopped"
-                    );
+                    tracing::info!(watch = name, "inotify watches set up again: polling stopped");
                 }
                 mem.polling = false;
-                "inotify".to_string()
+                (WatchMode::Inotify, None)
             }
-            Err(_) if self.forced_poll => {
+            Err(_) if self.timing.forced_poll => {
                 mem.polling = true;
-                "poll".to_string()
+                (WatchMode::Poll, None)
             }
             Err(e) => {
                 if !mem.polling {
-                    tracing::warn!(watch = name, interval = ?self.poll_interval, "{e}: polling instead");
+                    tracing::warn!(watch = name, interval = ?self.timing.poll_interval, "{e}: polling instead");
                 }
                 mem.polling = true;
-                format!("poll (fallback: {e})")
+                (WatchMode::PollFallback, Some(e.to_string()))
             }
         };
-        self.metrics.group(self.index).set_polling(mem.polling);
-        lock(&self.state.groups[self.index]).watch_mode = mode;
+        self.metrics.set_polling(mem.polling);
+        let mut g = lock(&self.status);
+        g.watch_mode = mode;
+        g.watch_fallback = fallback;
     }
 }

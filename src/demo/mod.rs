@@ -12,10 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::atomic_writer::AtomicWriter;
-use crate::cli::{DemoArgs, LogFormat, LogLevel};
-use crate::config::Config;
-use crate::demo_app::monotonic_ns;
+pub mod app;
+pub mod atomic_writer;
+
+use crate::config::cli::DemoArgs;
+use crate::config::{Config, LogFormat, LogLevel};
+use crate::monotonic_ns;
+use atomic_writer::AtomicWriter;
 
 /// Removes the demo's directory and stops its app, however the demo ends.
 struct Cleanup {
@@ -38,7 +41,7 @@ impl Drop for Cleanup {
 
 /// Runs the demonstration; returns the exit code.
 pub fn run(args: DemoArgs) -> i32 {
-    crate::logging::init(LogFormat::Text, LogLevel::Info);
+    crate::report::logging::init(LogFormat::Text, LogLevel::Info);
     match demo(args) {
         Ok(()) => 0,
         Err(e) => {
@@ -122,7 +125,8 @@ fn demo(args: DemoArgs) -> Result<(), String> {
             let _ = stop_rx.await;
         }));
         let ctrl_c =
-            crate::shutdown::termination().map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+            crate::daemon::shutdown::termination(std::time::Duration::from_secs(5))
+                .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
         let rotations = rotate(&writer, &lines, &args);
         let summary = tokio::select! {
             r = rotations => r,
@@ -143,10 +147,12 @@ async fn rotate(
     args: &DemoArgs,
 ) -> Result<(), String> {
     let mut latencies = Vec::new();
-    let mut version = 1u32;
-    loop {
+    // The app starts with version 1; rotation n brings version n + 1.
+    let mut rotation = 0u32;
+    while args.rotations.is_none_or(|n| rotation < n) {
         tokio::time::sleep(args.interval).await;
-        version += 1;
+        rotation += 1;
+        let version = rotation + 1;
         let swapped = writer
             .write(&[("token", credential(version))])
             .map_err(|e| format!("rotation failed: {e}"))?;
@@ -173,11 +179,8 @@ async fn rotate(
         let ms = reloaded_at.saturating_sub(swap_ns) as f64 / 1e6;
         latencies.push(ms);
         println!(
-            "rotation {version}: ..data swapped -> app holds version {version} after {ms:.3} ms (SIGHUP)"
+            "rotation {rotation}: ..data swapped -> app holds version {version} after {ms:.3} ms (SIGHUP)"
         );
-        if args.rotations.is_some_and(|n| version > n) {
-            break;
-        }
     }
     if !latencies.is_empty() {
         latencies.sort_by(f64::total_cmp);

@@ -11,6 +11,7 @@ use std::io::{self, Read};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -21,7 +22,7 @@ const SHOWN_HEX_DIGITS: usize = 16;
 #[derive(Clone)]
 pub struct FingerprintKey {
     /// Raw key bytes; never printed (see the `Debug` impl).
-    bytes: Vec<u8>,
+    bytes: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for FingerprintKey {
@@ -33,14 +34,16 @@ impl fmt::Debug for FingerprintKey {
 impl FingerprintKey {
     /// A key from bytes read out of `--fingerprint-key-file`.
     pub fn new(bytes: Vec<u8>) -> Self {
-        FingerprintKey { bytes }
+        FingerprintKey {
+            bytes: Zeroizing::new(bytes),
+        }
     }
 
     /// A fresh random key: fingerprints are then comparable within this process only.
     pub fn random() -> io::Result<Self> {
         let mut bytes = vec![0u8; 32];
         getrandom::fill(&mut bytes).map_err(io::Error::other)?;
-        Ok(FingerprintKey { bytes })
+        Ok(FingerprintKey::new(bytes))
     }
 
     /// The raw key (for the state file; never logged).
@@ -53,12 +56,18 @@ impl FingerprintKey {
         HmacSha256::new_from_slice(&self.bytes).expect("HMAC takes keys of any length")
     }
 
-    /// Fingerprints everything `reader` yields, streaming (a large file is never held in memory).
-    /// Returns the fingerprint and the number of bytes read.
-    pub fn digest_reader(&self, mut reader: impl Read) -> io::Result<(Fingerprint, u64)> {
+    /// Fingerprints bytes held in memory.
+    pub fn digest(&self, content: &[u8]) -> Fingerprint {
         let mut mac = self.mac();
-        let mut buf = [0u8; 64 * 1024];
-        let mut total = 0u64;
+        mac.update(content);
+        Fingerprint(mac.finalize().into_bytes().into())
+    }
+
+    /// Fingerprints everything `reader` yields, streaming (a large file is never held in memory);
+    /// the read buffer is wiped afterwards.
+    pub fn digest_reader(&self, mut reader: impl Read) -> io::Result<Fingerprint> {
+        let mut mac = self.mac();
+        let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -67,9 +76,8 @@ impl FingerprintKey {
                 Err(e) => return Err(e),
             };
             mac.update(&buf[..n]);
-            total += n as u64;
         }
-        Ok((Fingerprint(mac.finalize().into_bytes().into()), total))
+        Ok(Fingerprint(mac.finalize().into_bytes().into()))
     }
 
     /// Fingerprints a list of named parts (a file set: relative path and per-file fingerprint),
@@ -127,21 +135,16 @@ mod tests {
     #[test]
     fn same_key_same_content_same_fingerprint() {
         let key = FingerprintKey::new(b"k".to_vec());
-        let (a, n) = key.digest_reader(&b"hunter2"[..]).unwrap();
-        let (b, _) = key.digest_reader(&b"hunter2"[..]).unwrap();
+        let a = key.digest_reader(&b"hunter2"[..]).unwrap();
+        let b = key.digest(b"hunter2");
         assert_eq!(a, b);
-        assert_eq!(n, 7);
         assert_eq!(a.short().len(), 16);
     }
 
     #[test]
     fn different_keys_differ_and_no_plain_digest_is_shown() {
-        let (a, _) = FingerprintKey::new(b"k1".to_vec())
-            .digest_reader(&b"hunter2"[..])
-            .unwrap();
-        let (b, _) = FingerprintKey::new(b"k2".to_vec())
-            .digest_reader(&b"hunter2"[..])
-            .unwrap();
+        let a = FingerprintKey::new(b"k1".to_vec()).digest(b"hunter2");
+        let b = FingerprintKey::new(b"k2".to_vec()).digest(b"hunter2");
         assert_ne!(a, b);
         // sha256("hunter2") starts with f52fbd32b2b3b86f; the keyed form must not.
         assert!(!a.short().starts_with("f52fbd32"));
@@ -150,7 +153,7 @@ mod tests {
     #[test]
     fn part_framing_distinguishes_boundaries() {
         let key = FingerprintKey::new(b"k".to_vec());
-        let (fp, _) = key.digest_reader(&b"x"[..]).unwrap();
+        let fp = key.digest(b"x");
         let one = key.digest_parts([(&b"ab"[..], &fp)]);
         let two = key.digest_parts([(&b"a"[..], &fp)]);
         assert_ne!(one, two);

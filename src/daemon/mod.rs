@@ -1,0 +1,233 @@
+//! Wiring: the event reader, one task per watch group, one reconciler per target, the admin
+//! server on its own thread, and an orderly shutdown.
+//!
+//! The shutdown trigger is a parameter, so tests pass their own future; the binary passes
+//! SIGTERM/SIGINT (see [`shutdown`]). On shutdown the watches stop first, then actions in flight
+//! get `shutdown_grace` to finish, then everything ends.
+//!
+//! - [`shutdown`]: signals, the stop flag, the watchdog;
+//! - [`tasks`]: named, watched tasks;
+//! - [`state_file`]: what each target applied, across restarts.
+
+pub mod shutdown;
+pub mod state_file;
+pub mod tasks;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{ActionConfig, Config};
+use crate::group::{FALLBACK_POLL_INTERVAL, GroupTask, Timing};
+use crate::process::ProcFs;
+use crate::process::identity::{IdentityResolver, Sidecar};
+use crate::reload::Action;
+use crate::reload::reconciler::Reconciler;
+use crate::report::metrics::Metrics;
+use crate::report::server::{self, Admin, Liveness};
+use crate::report::status::Board;
+use crate::watch::Wake;
+use crate::watch::inotify::WatchHub;
+use state_file::StateFile;
+use tasks::Tasks;
+
+/// A fatal runtime error (exit code 1).
+#[derive(Debug)]
+pub enum Error {
+    /// The admin address cannot be bound.
+    Listen(SocketAddr, io::Error),
+    /// The admin server cannot start.
+    Admin(io::Error),
+    /// A component that must run ended.
+    Crashed(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Listen(addr, e) => write!(
+                f,
+                "cannot listen on {addr}: {e} (another process may use the port; choose one with --listen)"
+            ),
+            Error::Admin(e) => write!(f, "cannot start the admin server: {e}"),
+            Error::Crashed(what) => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Raises the soft limit of open files to the hard limit (a thousand watched volumes, the
+/// admin server's connections): what the container allows, without asking for more.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!(error = %e, soft, hard, "cannot raise the open-files limit");
+    }
+}
+
+/// Binds `config.listen` and runs until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Listen(config.listen, e))?;
+    serve(config, listener, shutdown).await
+}
+
+/// Runs with an already bound admin listener until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let procfs = ProcFs::new(&config.proc_root);
+    let sidecar = Sidecar::current(&procfs);
+    let config = Arc::new(config);
+    let board = Arc::new(Board::new(config.clone(), &sidecar));
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Tasks::default();
+
+    let (liveness, responder) = Liveness::new();
+    tasks.vital("the liveness responder".into(), tracing::Span::none(), responder);
+    let addr = listener.local_addr().ok();
+    let listener = listener.into_std().map_err(Error::Admin)?;
+    let (admin_ended_tx, admin_ended) = oneshot::channel();
+    let admin = server::spawn(
+        listener,
+        Admin {
+            board: board.clone(),
+            metrics: metrics.clone(),
+            liveness,
+            status_token_file: config.status_token_file.clone(),
+        },
+        admin_ended_tx,
+    )
+    .map_err(Error::Admin)?;
+    if let Some(addr) = addr {
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening: /metrics /status /healthz /readyz");
+    }
+
+    let hub = WatchHub::new(metrics.clone(), config.poll_interval.is_some());
+    tasks.vital(
+        "the inotify reader".into(),
+        tracing::info_span!("inotify"),
+        hub.clone().run(stop_rx.clone()),
+    );
+    // With a state file, fingerprints must compare across restarts: the key is kept there unless
+    // --fingerprint-key-file gives one.
+    let state_file = config
+        .state_file
+        .as_deref()
+        .map(|p| Arc::new(StateFile::load(p)));
+    let key = match &state_file {
+        Some(sf) if !config.fingerprint_key_shared => sf.key_or(&config.fingerprint_key),
+        _ => config.fingerprint_key.clone(),
+    };
+    let timing = Timing {
+        resync: config.resync_interval,
+        poll_interval: config.poll_interval.unwrap_or(FALLBACK_POLL_INTERVAL),
+        forced_poll: config.poll_interval.is_some(),
+    };
+    let mut reconcilers = Tasks::default();
+    let mut readies = Vec::new();
+    for cfg in &config.groups {
+        let wake = Arc::new(Wake::new(cfg.debounce, cfg.debounce_max));
+        let id = hub.register(wake.clone());
+        let (tx, rx) = watch::channel(None);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        readies.push(ready_rx);
+        let selector = cfg.targets.iter().find_map(|t| match &t.action {
+            ActionConfig::Signal(s) => Some(s.selector.clone()),
+            _ => None,
+        });
+        let task = GroupTask {
+            cfg: cfg.clone(),
+            key: key.clone(),
+            hub: hub.clone(),
+            id,
+            wake,
+            tx,
+            status: board.register_group(&cfg.name),
+            metrics: metrics.register_group(&cfg.name),
+            daemon_metrics: metrics.clone(),
+            timing,
+            ready: Some(ready_tx),
+            identity: IdentityResolver::new(cfg.app.clone(), selector, procfs.clone()),
+        };
+        tasks.vital(
+            format!("the task of watch group '{}'", cfg.name),
+            tracing::info_span!("group", watch = %cfg.name),
+            task.run(stop_rx.clone()),
+        );
+        for t in &cfg.targets {
+            let reconciler = Reconciler {
+                group: cfg.name.clone(),
+                cfg: t.clone(),
+                action: Action::new(&t.action, &procfs, cfg.app.as_ref(), &t.name, &cfg.name),
+                rx: rx.clone(),
+                status: board.register_target(&t.name, &cfg.name, t.kind()),
+                metrics: metrics.register_target(&t.name, t.verify.is_some()),
+                state_file: state_file.clone(),
+            };
+            reconcilers.vital(
+                format!("the reconciler of target '{}'", crate::text::value(&t.name)),
+                tracing::info_span!("target", target = %crate::text::value(&t.name)),
+                reconciler.run(stop_rx.clone()),
+            );
+        }
+    }
+    tasks.helper(
+        "the mount-table watcher".into(),
+        crate::watch::mounts::watch_mount_table(
+            config.proc_root.join("self/mountinfo"),
+            hub.clone(),
+            stop_rx.clone(),
+        ),
+    );
+    let ready_board = board.clone();
+    tasks.helper("readiness".into(), async move {
+        for r in readies {
+            if r.await.is_err() {
+                return;
+            }
+        }
+        ready_board.set_ready();
+        tracing::info!("ready: every watch group scanned and watched");
+    });
+
+    tokio::pin!(shutdown);
+    let crashed = tokio::select! {
+        _ = &mut shutdown => None,
+        what = tasks.failure() => Some(what),
+        what = reconcilers.failure() => Some(what),
+        Ok(what) = admin_ended => Some(what),
+    };
+    match &crashed {
+        Some(what) => tracing::error!("{what}; shutting down"),
+        None => tracing::info!("shutting down"),
+    }
+    let _ = stop_tx.send(true);
+    drop(hub);
+    let grace = config.shutdown_grace;
+    if tokio::time::timeout(grace, reconcilers.join_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?grace, "an action was still running after the shutdown grace period: abandoned");
+        reconcilers.abort_all();
+    }
+    tasks.abort_all();
+    admin.stop();
+    match crashed {
+        Some(what) => Err(Error::Crashed(what)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,232 @@
+//! Opening files that may be hostile or broken: every file the daemon reads goes through here.
+//!
+//! A FIFO where a file was expected blocks `open()` forever; a device may do anything when it is
+//! opened; a file may be gigabytes. So a file is opened with `O_NONBLOCK | O_NOCTTY | O_CLOEXEC`
+//! (an open that cannot block), checked on the open descriptor with `fstat` (a FIFO swapped in
+//! after a `stat` is still caught), read only when it is a regular file, and read with a size
+//! limit. Special files are never opened at all when a `stat` already shows them. Buffers that
+//! may hold secrets are wiped when dropped ([`Zeroizing`]).
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+pub use zeroize::Zeroizing;
+
+/// Why a file was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Nothing is there.
+    NotFound,
+    /// Not a regular file (a FIFO, socket, device or directory): never read.
+    NotRegular(&'static str),
+    /// Larger than the limit given.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Any other I/O error.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::NotFound => f.write_str("it does not exist"),
+            ReadError::NotRegular(kind) => write!(f, "it is {kind}, not a regular file"),
+            ReadError::TooLarge { limit } => {
+                write!(f, "it is larger than {} (the limit)", bytes(*limit))
+            }
+            ReadError::Io(e) if e.kind() == io::ErrorKind::PermissionDenied => write!(
+                f,
+                "{e} (the sidecar runs as uid {})",
+                nix::unistd::geteuid()
+            ),
+            ReadError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound {
+            ReadError::NotFound
+        } else {
+            ReadError::Io(e)
+        }
+    }
+}
+
+/// `1 MiB`, `64 KiB`, `12 B`.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+/// What kind of file `md` describes, for messages: `a FIFO`, `a socket`, ...
+pub fn kind_of(md: &Metadata) -> &'static str {
+    let t = md.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading without any chance of blocking, and only when it is a regular file.
+/// Symlinks are followed (kubelet's volumes are made of them); the file's metadata comes from the
+/// open descriptor.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
+    // A stat first: special files are not even opened (opening a device may have effects).
+    let md = std::fs::metadata(path)?;
+    if !md.is_file() {
+        return Err(ReadError::NotRegular(kind_of(&md)));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Err(ReadError::NotRegular(kind_of(&md)));
+    }
+    Ok((file, md))
+}
+
+/// Reads all of an open file, at most `limit` bytes; the buffer is wiped when dropped. A file
+/// that grows past the limit while it is read is refused too. Files whose size `fstat` does not
+/// know (procfs) are read in chunks up to the limit.
+pub fn read_open(mut file: File, md: &Metadata, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    if md.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let capacity = if md.len() > 0 { md.len() + 1 } else { 4096 };
+    let mut buf = Zeroizing::new(Vec::with_capacity(capacity.min(limit + 1) as usize));
+    // One byte past the limit tells a file that grew from one that is exactly at it.
+    (&mut file).take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(buf)
+}
+
+/// Opens and reads a regular file of at most `limit` bytes (pid files, token files, key files,
+/// the state file).
+pub fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let (file, md) = open_regular(path)?;
+    read_open(file, &md, limit)
+}
+
+/// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a plain open
+/// (procfs files cannot block), one `read` per 4 KiB, at most `limit` bytes; longer content is
+/// cut at the limit.
+pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut buf = vec![0u8; limit.min(4096)];
+    let mut len = 0;
+    loop {
+        let n = read_retrying(&file, &mut buf[len..])?;
+        len += n;
+        // procfs generates these files whole: a short read has reached the end.
+        if n == 0 || len < buf.len() || len >= limit {
+            break;
+        }
+        buf.resize((buf.len() * 2).min(limit), 0);
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// `read(2)` on a procfs descriptor at offset 0 (the kernel regenerates the content for each
+/// read from the start), retried on EINTR.
+pub fn pread_proc(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    buf.resize(limit.min(4096), 0);
+    loop {
+        match file.read_at(buf, 0) {
+            Ok(n) if n == buf.len() && buf.len() < limit => {
+                let grown = (buf.len() * 2).min(limit);
+                buf.resize(grown, 0);
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn read_retrying(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_and_directory_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            read_limited(&fifo, 100),
+            Err(ReadError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            read_limited(dir.path(), 100),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            read_limited(&dir.path().join("none"), 100),
+            Err(ReadError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn size_limit_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"12345").unwrap();
+        assert_eq!(&read_limited(&f, 5).unwrap()[..], b"12345");
+        let e = read_limited(&f, 4).unwrap_err();
+        assert_eq!(e.to_string(), "it is larger than 4 B (the limit)");
+    }
+
+    #[test]
+    fn proc_files_are_read_whole_up_to_the_limit() {
+        let status = read_proc(Path::new("/proc/self/status"), 64 * 1024).unwrap();
+        assert!(status.starts_with(b"Name:"));
+        assert!(String::from_utf8_lossy(&status).contains("SigCgt:"));
+        let cut = read_proc(Path::new("/proc/self/status"), 10).unwrap();
+        assert_eq!(cut.len(), 10);
+        let f = File::open("/proc/self/status").unwrap();
+        let mut buf = Vec::new();
+        pread_proc(&f, &mut buf, 64 * 1024).unwrap();
+        assert!(String::from_utf8_lossy(&buf).contains("SigCgt:"));
+        pread_proc(&f, &mut buf, 64 * 1024).unwrap();
+        assert!(buf.starts_with(b"Name:"), "read again from the start");
+    }
+}

@@ -1,0 +1,401 @@
+//! One task per watch group: decides when to scan (debounced events, kubelet's commit point, the
+//! resync timer, polling), scans, keeps the group's watches in line with what the scan found, and
+//! publishes what its targets must hold.
+//!
+//! What the targets must hold travels through a `tokio::sync::watch` channel: the latest value
+//! wins, so a burst of changes coalesces and nothing queues up behind a slow target. Every scan
+//! that is not waiting for a writer publishes, either a version or "held back" (see
+//! [`crate::assess`]): the targets then know which scan they have acted on.
+//!
+//! Scans run on the runtime thread within a small [`Budget`] (secrets are small: no thread handoff
+//! on the reload path); a scan that exceeds it runs again on the blocking pool, so that a large
+//! file never delays another group, a probe or a shutdown.
+//!
+//! - [`publish`]: the publish decision, pure;
+//! - [`journal`]: status, metrics and log lines of each scan, each change logged once.
+
+mod journal;
+pub mod publish;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::assess::{Assessment, Policy, assess, held_back_by_content};
+use crate::config::{AccessPolicy, GroupConfig};
+use crate::lock;
+use crate::process::identity::IdentityResolver;
+use crate::report::metrics::{GroupMetrics, Metrics};
+use crate::report::status::{GroupEntry, ScanRecord};
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
+use crate::scan::{self, Budget, Scan};
+use crate::watch::inotify::{GroupId, WatchHub};
+use crate::watch::{Wake, WatchError};
+use publish::{Decision, Scanned};
+
+/// Polling interval when inotify cannot be used and `--poll-interval` was not given.
+pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A new version is published only when no file data was written within this time after its scan
+/// started (see [`publish::needs_confirmation`]); the kernel queues a truncate's events before the
+/// truncated file can be read, so a short wait lets them through.
+const CONFIRM: Duration = Duration::from_millis(20);
+
+/// What a scan on the runtime thread may do; more is done on the blocking pool.
+const INLINE_BUDGET: Budget = Budget {
+    bytes: 256 * 1024,
+    entries: 256,
+};
+
+/// A scan on the blocking pool running longer than this is reported (a hung filesystem).
+const SLOW_SCAN: Duration = Duration::from_secs(10);
+
+/// A complete version of a group's content, as its targets see it.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// Keyed fingerprint of the whole version.
+    pub fingerprint: Fingerprint,
+    /// When its newest part appeared on disk.
+    pub content_time: Option<SystemTime>,
+    /// Bumped by every resync, so that a version whose retries were used up is tried again.
+    pub resync_round: u64,
+    /// Found by the first scan after start (the app may already hold it).
+    pub at_start: bool,
+    /// When the scan that found it started (latency accounting in logs).
+    pub seen_at: Instant,
+}
+
+/// What the targets of a group must hold, after one scan.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// This version.
+    Version(Arc<Version>),
+    /// Nothing fit to apply: the content on disk is held back.
+    Held,
+}
+
+/// The outcome of a scan, published to the group's targets.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// What to hold.
+    pub content: Content,
+    /// The scan's start, in CLOCK_MONOTONIC nanoseconds.
+    pub scan_ns: u64,
+}
+
+/// Receiving end of a group's outcomes: `None` until the first scan.
+pub type DesiredRx = watch::Receiver<Option<Desired>>;
+
+/// Timers of a group.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Safety-net rescan interval.
+    pub resync: Option<Duration>,
+    /// Polling interval (forced or fallback).
+    pub poll_interval: Duration,
+    /// Polling was asked for (`--poll-interval`): not a problem to warn about.
+    pub forced_poll: bool,
+}
+
+/// The task of one watch group.
+pub struct GroupTask {
+    /// The group's configuration.
+    pub cfg: Arc<GroupConfig>,
+    /// Fingerprint key.
+    pub key: FingerprintKey,
+    /// The shared inotify watcher, and this group's id in it.
+    pub hub: Arc<WatchHub>,
+    /// This group's id in the hub.
+    pub id: GroupId,
+    /// Wakeups from the event reader.
+    pub wake: Arc<Wake>,
+    /// Where outcomes go.
+    pub tx: watch::Sender<Option<Desired>>,
+    /// The group's entry on the status board.
+    pub status: GroupEntry,
+    /// The group's series.
+    pub metrics: Arc<GroupMetrics>,
+    /// The daemon's metrics (watch errors).
+    pub daemon_metrics: Arc<Metrics>,
+    /// Timers.
+    pub timing: Timing,
+    /// Told once the first scan is done and the watches are set up.
+    pub ready: Option<oneshot::Sender<()>>,
+    /// Finds the app's identity for the access verdicts.
+    pub identity: IdentityResolver,
+}
+
+/// What the task remembers between scans.
+struct Memory {
+    published: Option<Fingerprint>,
+    resync_round: u64,
+    polling: bool,
+    scanned_once: bool,
+    /// Whether each watched path was a directory when first seen.
+    kinds: Vec<Option<bool>>,
+    /// The last scan exceeded the inline budget: the next one goes to the blocking pool at once.
+    large: bool,
+    /// What was last reported, so that each change is logged once.
+    journal: journal::Journal,
+    /// Since when scans found the content still changing.
+    unconfirmed_since: Option<Instant>,
+}
+
+impl GroupTask {
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut mem = Memory {
+            published: None,
+            resync_round: 0,
+            polling: false,
+            scanned_once: false,
+            kinds: vec![None; self.cfg.paths.len()],
+            large: false,
+            journal: journal::Journal::default(),
+            unconfirmed_since: None,
+        };
+        let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
+        let mut last_scan = Instant::now();
+        if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
+            return;
+        }
+        loop {
+            let due = lock(&self.wake.debounce).due();
+            let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
+            // A hold that lasts past the timeout is reported when it does, not at the next event.
+            let escalation = mem.journal.escalation_due(self.cfg.consistency_timeout);
+            let due = [due, escalation].into_iter().flatten().min();
+            let next = [due, next_resync, poll_due].into_iter().flatten().min();
+            // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
+            // would add up to a millisecond.
+            if next.is_none_or(|t| t > Instant::now()) {
+                let sleep = async {
+                    match next {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = self.wake.notify.notified() => continue,
+                    _ = sleep => {}
+                    _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+                }
+            }
+            let now = Instant::now();
+            let resync_now = next_resync.is_some_and(|t| t <= now);
+            let due_now = due.is_some_and(|t| t <= now) || poll_due.is_some_and(|t| t <= now);
+            if !resync_now && !due_now {
+                continue;
+            }
+            if resync_now {
+                mem.resync_round += 1;
+                next_resync = self.timing.resync.map(|d| now + d);
+                if mem.polling && !self.timing.forced_poll {
+                    self.hub.try_restore();
+                }
+            }
+            let commit = {
+                let mut d = lock(&self.wake.debounce);
+                let commit = d.is_commit();
+                d.fire();
+                commit
+            };
+            last_scan = now;
+            // Boxed: idle groups keep only their loop state.
+            if !Box::pin(self.scan(&mut mem, commit, &mut stop)).await {
+                return;
+            }
+        }
+    }
+
+    /// Whether file data was written since the scan started (after a short wait for events still
+    /// on their way): the content is still being written, and what was read may be half of it.
+    async fn still_changing(&self) -> bool {
+        tokio::time::sleep(CONFIRM).await;
+        if lock(&self.wake.debounce).wrote() {
+            tracing::debug!(watch = %self.cfg.name, "content still changing: reading it again after the quiet period");
+            return true;
+        }
+        false
+    }
+
+    /// Reads the content: on this thread within the budget, else on the blocking pool. `None`
+    /// when stopped meanwhile.
+    async fn read(
+        &self,
+        mem: &mut Memory,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(Scan, Result<(), WatchError>)> {
+        if !mem.large
+            && let Some(r) = scan_and_watch(&self.cfg, &self.key, &mem.kinds, &self.hub, self.id, Some(INLINE_BUDGET))
+        {
+            return Some(r);
+        }
+        mem.large = true;
+        let (cfg, key, kinds, hub, id) = (
+            self.cfg.clone(),
+            self.key.clone(),
+            mem.kinds.clone(),
+            self.hub.clone(),
+            self.id,
+        );
+        let mut job = tokio::task::spawn_blocking(move || {
+            scan_and_watch(&cfg, &key, &kinds, &hub, id, None).expect("no budget")
+        });
+        let started = SystemTime::now();
+        let mut reported = false;
+        loop {
+            tokio::select! {
+                r = &mut job => {
+                    if reported {
+                        tracing::info!(watch = %self.cfg.name, "the slow scan finished");
+                    }
+                    return match r {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::error!(watch = %self.cfg.name, error = %e, "scan failed unexpectedly; retrying at the next event");
+                            None
+                        }
+                    };
+                }
+                _ = tokio::time::sleep(SLOW_SCAN), if !reported => {
+                    reported = true;
+                    lock(&self.status).scanning_since = Some(started);
+                    tracing::warn!(watch = %self.cfg.name, running_for = ?SLOW_SCAN,
+                        "a scan is still running (a slow or hung filesystem?); other groups are not affected");
+                }
+                _ = crate::daemon::shutdown::stopped(stop) => return None,
+            }
+        }
+    }
+
+    /// One scan: read the content, reconcile the watches, assess, publish, record. `commit`: the
+    /// scan follows kubelet's swap. Returns `false` when stopped.
+    async fn scan(
+        &mut self,
+        mem: &mut Memory,
+        commit: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let scan_ns = crate::monotonic_ns();
+        let Some((scan, watched)) = self.read(mem, stop).await else {
+            return !*stop.borrow();
+        };
+        // Back on the runtime thread once the content is small again.
+        mem.large = scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
+        for (kind, (_, layout)) in mem.kinds.iter_mut().zip(&scan.layouts) {
+            if kind.is_none() {
+                *kind = layout.is_dir();
+            }
+        }
+        let first = !mem.scanned_once;
+        mem.scanned_once = true;
+        // Access verdicts are needed before publishing only when they can hold a version back;
+        // otherwise they wait until the targets have acted.
+        let policy = Policy {
+            access: self.cfg.access_policy,
+            consistency: self.cfg.consistency_check,
+        };
+        let blocking = policy.access == AccessPolicy::Block;
+        let before = if blocking {
+            assess(&scan, &mut self.identity, policy)
+        } else {
+            Assessment {
+                held_back: held_back_by_content(&scan, policy),
+                ..Assessment::default()
+            }
+        };
+        let scanned = Scanned {
+            fingerprint: scan.fingerprint,
+            held: !before.held_back.is_empty(),
+            first,
+            immutable: commit && scan.all_kubelet(),
+        };
+        let changing = publish::needs_confirmation(&scanned, mem.published)
+            && self.still_changing().await
+            && publish::keep_waiting(
+                *mem.unconfirmed_since.get_or_insert(started),
+                Instant::now(),
+                self.cfg.debounce_max,
+            );
+        let mut changed = false;
+        if !changing {
+            mem.unconfirmed_since = None;
+            let decision = publish::decide(&scanned, mem.published);
+            let content = match decision {
+                Decision::Held => Content::Held,
+                Decision::Same(fp) | Decision::Changed(fp) => {
+                    changed = matches!(decision, Decision::Changed(_)) && !first;
+                    if changed {
+                        // Logged before the targets act on it: the log reads in causal order.
+                        self.journal_change(&scan);
+                    }
+                    mem.published = Some(fp);
+                    Content::Version(Arc::new(Version {
+                        fingerprint: fp,
+                        content_time: scan.content_time,
+                        resync_round: mem.resync_round,
+                        at_start: first,
+                        seen_at: started,
+                    }))
+                }
+            };
+            self.tx.send_replace(Some(Desired { content, scan_ns }));
+            // The targets act now, before the bookkeeping below.
+            tokio::task::yield_now().await;
+        }
+        let assessment = if blocking {
+            before
+        } else {
+            assess(&scan, &mut self.identity, policy)
+        };
+        self.record_watch_mode(mem, watched);
+        let record = ScanRecord {
+            at: started_wall,
+            started_monotonic_ns: scan_ns,
+            duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        };
+        self.record(&mut mem.journal, &scan, &assessment, changed, record);
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
+        true
+    }
+}
+
+/// Scans, then reconciles the watches with what the scan found. When new directories had to be
+/// watched, scans once more: a change landing between the first read and the new watch would
+/// otherwise go unseen. `None` when the budget ran out.
+fn scan_and_watch(
+    cfg: &GroupConfig,
+    key: &FingerprintKey,
+    kinds: &[Option<bool>],
+    hub: &WatchHub,
+    id: GroupId,
+    budget: Option<Budget>,
+) -> Option<(Scan, Result<(), WatchError>)> {
+    let opts = scan::Options {
+        key,
+        max_files: cfg.max_files,
+        follow_external_symlinks: cfg.follow_external_symlinks,
+        kinds,
+    };
+    let run = |paths: &[PathBuf]| match budget {
+        Some(b) => scan::scan_within(paths, opts, b),
+        None => Some(scan::scan(paths, opts)),
+    };
+    let first = run(&cfg.paths)?;
+    match hub.reconcile(id, &first.watch) {
+        Ok(true) => {
+            let again = run(&cfg.paths)?;
+            let res = hub.reconcile(id, &again.watch).map(|_| ());
+            Some((again, res))
+        }
+        Ok(false) => Some((first, Ok(()))),
+        Err(e) => Some((first, Err(e))),
+    }
+}

@@ -1,0 +1,151 @@
+//! A handle on one process that cannot turn into another: a pidfd, and its `/proc/<pid>/status`
+//! kept open.
+//!
+//! Both descriptors refer to the process itself, not to its pid: once it exits, signalling
+//! through the pidfd fails with ESRCH and reading the status fails too, even when the pid is
+//! already reused. They are opened, then the process's start time is read again: if the pid was
+//! recycled in between, the handle is refused. After that, checking that the process still lives
+//! and whether it handles a signal is one `pread` of the open status (the kernel regenerates it
+//! for each read from the start), and sending is one `pidfd_send_signal`: no `/proc` walk and no
+//! identity check on the reload path.
+//!
+//! Kernels without pidfds (before 5.3) fall back to `kill()` after a start-time check.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use super::{ProcFs, ProcInfo, ProcStatus, parse_status};
+use crate::files;
+
+/// Most of a status file read.
+const STATUS_LIMIT: usize = 64 * 1024;
+
+/// An open handle on one process.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    /// What the process was when the handle was opened.
+    pub info: ProcInfo,
+    /// `None` on kernels without pidfds.
+    pidfd: Option<OwnedFd>,
+    /// `/proc/<pid>/status`, open.
+    status: File,
+    /// Reused read buffer.
+    buf: Vec<u8>,
+    /// Where the fallback re-checks the start time.
+    procfs: ProcFs,
+}
+
+/// The process is gone (exited, or its pid names another process now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl ProcessHandle {
+    /// Opens a handle on the process `info` describes; [`Gone`] when it is not that process any
+    /// more.
+    pub fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, Gone> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) };
+        let pidfd = if raw >= 0 {
+            // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+            Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+        } else if Errno::last() == Errno::ESRCH {
+            return Err(Gone);
+        } else {
+            None
+        };
+        let status = File::open(procfs.pid_path(info.pid, "status")).map_err(|_| Gone)?;
+        // Both descriptors are taken; is the pid still the process that was found?
+        match procfs.stat(info.pid) {
+            Ok(now) if now.start_ticks == info.start_ticks && now.is_live() => {}
+            _ => return Err(Gone),
+        }
+        Ok(ProcessHandle {
+            info: info.clone(),
+            pidfd,
+            status,
+            buf: Vec::new(),
+            procfs: procfs.clone(),
+        })
+    }
+
+    /// The process's status now; [`Gone`] once it has exited (a zombie counts as exited).
+    pub fn status(&mut self) -> Result<ProcStatus, Gone> {
+        match files::pread_proc(&self.status, &mut self.buf, STATUS_LIMIT) {
+            Ok(_) => {}
+            Err(_) => return Err(Gone),
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        if zombie(&text) {
+            return Err(Gone);
+        }
+        parse_status(&text).ok_or(Gone)
+    }
+
+    /// Sends `sig`. ESRCH means the process is gone; EPERM that the sidecar may not signal it.
+    pub fn signal(&self, sig: Signal) -> Result<(), Errno> {
+        match &self.pidfd {
+            Some(fd) => {
+                // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) with a descriptor we own.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        sig as i32,
+                        std::ptr::null::<()>(),
+                        0,
+                    )
+                };
+                if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+            }
+            None => match self.procfs.stat(self.info.pid) {
+                Ok(now) if now.start_ticks == self.info.start_ticks && now.is_live() => {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.info.pid), sig)
+                }
+                _ => Err(Errno::ESRCH),
+            },
+        }
+    }
+
+    /// Whether the handle still names a live process.
+    pub fn is_alive(&mut self) -> bool {
+        self.status().is_ok()
+    }
+}
+
+fn zombie(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
+}
+
+impl From<Gone> for io::Error {
+    fn from(_: Gone) -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, "the process is gone")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_sees_its_process_exit_and_never_another() {
+        let procfs = ProcFs::new("/proc");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let info = procfs.stat(child.id() as i32).unwrap();
+        let mut h = ProcessHandle::open(&procfs, &info).unwrap();
+        assert!(h.status().is_ok());
+        h.signal(Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        assert_eq!(h.status().unwrap_err(), Gone);
+        assert_eq!(h.signal(Signal::SIGHUP), Err(Errno::ESRCH));
+        let mut other = info.clone();
+        other.start_ticks += 1;
+        assert!(ProcessHandle::open(&procfs, &other).is_err());
+    }
+}

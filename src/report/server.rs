@@ -1,0 +1,322 @@
+//! The admin server on `--listen`, on its own thread with its own small runtime, so that nothing
+//! on the reload path delays a probe and nothing on the admin port delays a reload:
+//!
+//! - `GET /metrics` — Prometheus text format;
+//! - `GET /healthz` — liveness: 200 when the daemon's runtime answers within 2 s (it never waits
+//!   on an app, a file or the network, so a failure means the daemon itself is wedged);
+//! - `GET /readyz`  — readiness: 200 once every watch group was scanned and watched (a latch,
+//!   never cleared: an app's failing reloads do not make the sidecar unready);
+//! - `GET /status`  — the JSON status document, served to the pod itself (a loopback peer) or to
+//!   a client with the `--status-token-file` bearer token; 403 otherwise.
+//!
+//! The port is reachable from the pod network, so it is bounded: at most [`MAX_CONNECTIONS`]
+//! connections (a new one closes the longest idle one, so a probe always gets in and a slow client
+//! cannot hold the port), a request head must arrive within [`HEADER_TIMEOUT`] (which is also the
+//! idle keep-alive timeout) and fit in [`MAX_HEADER_BYTES`]. Every early close is counted
+//! (`admin_connections_dropped_total{reason}`).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::metrics::{DropReason, Metrics};
+use super::status::Board;
+use crate::{files, lock};
+
+/// Most connections open at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a request head to arrive, from the connection's start or the previous response.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Time the daemon's runtime has to answer a liveness probe.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the daemon's runtime whether it is alive: each probe sends a reply channel that a task
+/// on that runtime answers at once.
+#[derive(Clone)]
+pub struct Liveness(mpsc::Sender<oneshot::Sender<()>>);
+
+impl Liveness {
+    /// A liveness channel and the task that answers it (spawn it on the daemon's runtime).
+    pub fn new() -> (Liveness, impl std::future::Future<Output = ()> + Send) {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<()>>(64);
+        let responder = async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(());
+            }
+        };
+        (Liveness(tx), responder)
+    }
+
+    async fn check(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.0.try_send(tx).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(LIVENESS_TIMEOUT, rx).await, Ok(Ok(())))
+    }
+}
+
+/// What the admin server serves.
+#[derive(Clone)]
+pub struct Admin {
+    /// The status board.
+    pub board: Arc<Board>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The daemon's runtime, for liveness.
+    pub liveness: Liveness,
+    /// Bearer token file for `/status` from outside the pod.
+    pub status_token_file: Option<PathBuf>,
+}
+
+/// The running admin server.
+pub struct AdminHandle {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AdminHandle {
+    /// Stops the server and waits (briefly) for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AdminHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the server on its own thread; `ended` is told if it stops by itself.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    admin: Admin,
+    ended: oneshot::Sender<String>,
+) -> std::io::Result<AdminHandle> {
+    listener.set_nonblocking(true)?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ended.send(format!("the admin server's runtime cannot start: {e}"));
+                    return;
+                }
+            };
+            let result = runtime.block_on(serve(listener, admin, stop_rx));
+            if let Err(e) = result {
+                let _ = ended.send(e);
+            }
+        })?;
+    Ok(AdminHandle {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Open connections: when to close which.
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    /// By id: last activity (accepted, or a response sent) and the close trigger.
+    open: BTreeMap<u64, (Instant, Arc<Notify>)>,
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    admin: Admin,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| format!("the admin listener cannot be used: {e}"))?;
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(64)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection on the admin server");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let (id, close) = {
+            let mut c = lock(&conns);
+            if c.open.len() >= MAX_CONNECTIONS
+                && let Some((&oldest, _)) = c.open.iter().min_by_key(|(_, (at, _))| *at)
+                && let Some((_, notify)) = c.open.remove(&oldest)
+            {
+                notify.notify_one();
+                admin.metrics.admin.dropped(DropReason::Capacity);
+            }
+            c.next += 1;
+            let id = c.next;
+            let close = Arc::new(Notify::new());
+            c.open.insert(id, (Instant::now(), close.clone()));
+            (id, close)
+        };
+        admin.metrics.admin.open_delta(1);
+        let (admin2, conns2) = (admin.clone(), conns.clone());
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let (admin, conns) = (admin2.clone(), conns2.clone());
+            async move {
+                let resp = respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
+                if let Some(entry) = lock(&conns).open.get_mut(&id) {
+                    entry.0 = Instant::now();
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let (metrics, conns2) = (admin.metrics.clone(), conns.clone());
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = close.notified() => Ok(()),
+            };
+            if let Err(e) = result {
+                let why = if e.is_timeout() {
+                    DropReason::HeaderTimeout
+                } else if e.is_parse_too_large() {
+                    DropReason::HeaderTooLarge
+                } else {
+                    DropReason::Error
+                };
+                metrics.admin.dropped(why);
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+            lock(&conns2).open.remove(&id);
+            metrics.admin.open_delta(-1);
+        });
+        // Let the new connection read its request before the next accept may evict it.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The response to one request (the routing, apart from the connection handling).
+pub async fn respond(
+    admin: &Admin,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+    }
+    match path {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            admin.metrics.encode(),
+        ),
+        "/healthz" if admin.liveness.check().await => text(StatusCode::OK, "ok\n"),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not alive: the daemon's runtime did not answer within 2s\n",
+        ),
+        "/readyz" if admin.board.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first scan or the watches are not done\n",
+        ),
+        "/status" if status_allowed(admin, headers, peer) => {
+            let body = serde_json::to_string_pretty(&admin.board.to_json())
+                .unwrap_or_else(|_| "{}".into());
+            reply(StatusCode::OK, "application/json", body + "\n")
+        }
+        "/status" => text(
+            StatusCode::FORBIDDEN,
+            "forbidden: /status is served to the pod itself (127.0.0.1, ::1) or with the bearer token \
+             of --status-token-file\n",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /status, /healthz or /readyz\n",
+        ),
+    }
+}
+
+/// `/status` tells who runs as whom and what is watched: the pod itself, or a token holder.
+fn status_allowed(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> bool {
+    if peer.ip().to_canonical().is_loopback() {
+        return true;
+    }
+    let Some(path) = &admin.status_token_file else {
+        return false;
+    };
+    let Some(given) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    // Read at every request: the token rotates too.
+    match files::read_limited(path, 64 * 1024) {
+        Ok(token) => {
+            let token = token.trim_ascii();
+            !token.is_empty() && constant_time_eq(token, given.trim_ascii())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read --status-token-file: /status refused to clients outside the pod");
+            false
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    reply(status, "text/plain; charset=utf-8", body.to_string())
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    resp
+}

@@ -1,0 +1,449 @@
+//! The status board: the live state of every watch group and target, as `/status` shows it.
+//!
+//! Each group's task and each target's reconciler holds its own entry (a handle from
+//! [`Board::register_group`] / [`Board::register_target`]), writes it behind its own lock, held
+//! for a copy and never across an await; the admin server reads a copy of each. Metrics are kept
+//! apart in [`super::metrics`]; this is the detail an operator reads when a metric says something
+//! is wrong. Nothing here carries secret content or a file's exact size; paths and messages are
+//! escaped (see [`crate::text`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+use serde_json::{Value, json};
+
+use crate::assess::access::Verdict;
+use crate::assess::{Assessment, Hold};
+use crate::config::Config;
+use crate::lock;
+use crate::process::identity::{AppIdentity, Sidecar};
+use crate::scan::{Layout, Problem, Scan};
+use crate::text;
+
+/// A group's entry on the board.
+pub type GroupEntry = Arc<Mutex<GroupStatus>>;
+/// A target's entry on the board.
+pub type TargetEntry = Arc<Mutex<TargetStatus>>;
+
+/// Shared state of the daemon.
+pub struct Board {
+    /// When the daemon started.
+    started_at: SystemTime,
+    /// The configuration in force; its summary (no secrets in it) is built when asked for.
+    config: Arc<Config>,
+    /// The sidecar's identity and capabilities.
+    sidecar: Value,
+    /// Latch: set once every group was scanned and its watches set up; never cleared.
+    ready: AtomicBool,
+    /// Every group's entry, in registration (configuration) order.
+    groups: Mutex<Vec<GroupEntry>>,
+    /// Every target's entry, in registration order.
+    targets: Mutex<Vec<TargetEntry>>,
+}
+
+/// How a group notices changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// inotify.
+    Inotify,
+    /// Polling, as asked (`--poll-interval`).
+    Poll,
+    /// Polling because inotify could not be used (see `watch_fallback`).
+    PollFallback,
+}
+
+/// The last scan of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanRecord {
+    /// When it started.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub at: SystemTime,
+    /// When it started, in CLOCK_MONOTONIC nanoseconds: comparable with other processes of the
+    /// machine (tests use it to know that a scan saw their change).
+    pub started_monotonic_ns: u64,
+    /// How long it took.
+    pub duration_ms: f64,
+}
+
+/// What `/status` says about a watch group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// Group name.
+    pub name: String,
+    /// How changes are noticed.
+    pub watch_mode: WatchMode,
+    /// Why inotify is not used, when it is not.
+    pub watch_fallback: Option<String>,
+    /// Whether the current version is complete (every path there, every file readable).
+    pub complete: bool,
+    /// Keyed fingerprint of the current complete version.
+    pub fingerprint: Option<String>,
+    /// Watched paths and their layout.
+    pub paths: Vec<PathStatus>,
+    /// Files of the current version.
+    pub files: Vec<FileStatus>,
+    /// Why the version is incomplete.
+    pub problems: Vec<Problem>,
+    /// Why its PEM material is not usable.
+    pub inconsistent: Vec<String>,
+    /// PEM material that could not be checked.
+    pub not_checked: Vec<String>,
+    /// Why the content on disk is not reloaded into the app; empty when it is.
+    pub held_back: Vec<Hold>,
+    /// Since when it is held back.
+    #[serde(serialize_with = "rfc3339")]
+    pub held_back_since: Option<SystemTime>,
+    /// The app's identity, as the access verdicts use it; `null` when unknown.
+    pub app_identity: Option<AppIdentity>,
+    /// Declared and actual app identity differ.
+    pub identity_drift: Option<String>,
+    /// Entries skipped (special files, loops, symlinks leading out).
+    pub skipped: Vec<String>,
+    /// Distinct content changes seen since start.
+    pub changes: u64,
+    /// Scans completed since start.
+    pub scans: u64,
+    /// The last scan.
+    pub last_scan: Option<ScanRecord>,
+    /// A scan running for long (on a slow or hung filesystem): since when.
+    #[serde(serialize_with = "rfc3339")]
+    pub scanning_since: Option<SystemTime>,
+    /// Last content change.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_change: Option<SystemTime>,
+    /// When the newest part of the content appeared on disk.
+    #[serde(serialize_with = "rfc3339")]
+    pub content_time: Option<SystemTime>,
+}
+
+/// A watched path and its layout.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStatus {
+    /// The path as configured.
+    pub path: String,
+    /// Kubelet volume, plain directory, file, missing.
+    pub layout: Layout,
+}
+
+/// A file of the current version.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    /// Path as the app sees it.
+    pub path: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Mode in octal, like `0640`.
+    pub mode: String,
+    /// Whether it is empty (the exact size is never shown).
+    pub empty: bool,
+    /// Keyed fingerprint of the file.
+    pub fingerprint: String,
+    /// Whether the app can read it; `null` when the app's identity is unknown.
+    pub access: Option<Verdict>,
+    /// When its earliest certificate expires.
+    #[serde(serialize_with = "rfc3339")]
+    pub cert_expires: Option<SystemTime>,
+}
+
+/// Where a target's reconciler stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Holds the content on disk, or nothing to do.
+    Idle,
+    /// An action is in flight (see `state_since`).
+    Acting,
+    /// Storm protection: the next action waits for `--min-reload-interval`.
+    Coalescing,
+    /// Nothing sent: no process yet, or no signal handler yet.
+    Waiting,
+    /// An action failed; retried after a backoff.
+    Retrying,
+    /// Retries used up until the next change or resync, or a configuration problem (ambiguous
+    /// target, an ignored signal).
+    Failed,
+    /// The content on disk is held back (incomplete, inconsistent, unreadable): nothing fit to
+    /// apply.
+    Held,
+}
+
+impl TargetState {
+    /// Every state, for the `target_state` metric.
+    pub const ALL: [TargetState; 7] = [
+        TargetState::Idle,
+        TargetState::Acting,
+        TargetState::Coalescing,
+        TargetState::Waiting,
+        TargetState::Retrying,
+        TargetState::Failed,
+        TargetState::Held,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Idle => "idle",
+            TargetState::Acting => "acting",
+            TargetState::Coalescing => "coalescing",
+            TargetState::Waiting => "waiting",
+            TargetState::Retrying => "retrying",
+            TargetState::Failed => "failed",
+            TargetState::Held => "held",
+        }
+    }
+}
+
+/// What `/status` says about a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    /// Target name.
+    pub name: String,
+    /// Watch group it follows.
+    pub group: String,
+    /// `http`, `signal` or `exec`.
+    pub kind: &'static str,
+    /// Where its reconciler stands.
+    pub state: TargetState,
+    /// Since when.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub state_since: SystemTime,
+    /// Fingerprint the target last applied; `null` when unknown (after a failed attempt).
+    pub applied_fingerprint: Option<String>,
+    /// Fingerprint of the current content; `null` while it is held back.
+    pub desired_fingerprint: Option<String>,
+    /// Whether the target does not hold the content on disk (held-back content included).
+    pub stale: bool,
+    /// Since when it is stale.
+    #[serde(serialize_with = "rfc3339")]
+    pub stale_since: Option<SystemTime>,
+    /// The scan (its CLOCK_MONOTONIC start) whose outcome the reconciler has fully acted on: it
+    /// will do nothing more without a new scan.
+    pub settled_scan_monotonic_ns: Option<u64>,
+    /// Last attempt.
+    pub last_attempt: Option<Attempt>,
+    /// Last success.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_success: Option<SystemTime>,
+    /// Last error.
+    pub last_error: Option<ErrorRecord>,
+    /// Failed attempts for the current version.
+    pub failed_attempts: u32,
+}
+
+impl TargetStatus {
+    /// Moves to `state` (keeps `state_since` when it does not change).
+    pub fn set_state(&mut self, state: TargetState) {
+        if self.state != state {
+            self.state = state;
+            self.state_since = SystemTime::now();
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// The action ran and succeeded.
+    Success,
+    /// Nothing had to be done (the process started after the content).
+    Skipped,
+    /// The action failed.
+    Failure,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// When it started.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub at: SystemTime,
+    /// How it ended.
+    pub result: AttemptResult,
+    /// How long it took.
+    pub duration_ms: f64,
+    /// What was done (`SIGHUP to pid 42`, `POST ... → 200`).
+    pub detail: String,
+}
+
+/// The last error of a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorRecord {
+    /// When it happened.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub at: SystemTime,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl Board {
+    /// An empty board for `config`, run by `sidecar`.
+    pub fn new(config: Arc<Config>, sidecar: &Sidecar) -> Board {
+        let mut sidecar = serde_json::to_value(sidecar).unwrap_or_default();
+        sidecar["pid"] = std::process::id().into();
+        Board {
+            started_at: SystemTime::now(),
+            config,
+            sidecar,
+            ready: AtomicBool::new(false),
+            groups: Mutex::new(Vec::new()),
+            targets: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new group's entry.
+    pub fn register_group(&self, name: &str) -> GroupEntry {
+        let entry = Arc::new(Mutex::new(GroupStatus {
+            name: name.to_string(),
+            watch_mode: WatchMode::Inotify,
+            watch_fallback: None,
+            complete: false,
+            fingerprint: None,
+            paths: Vec::new(),
+            files: Vec::new(),
+            problems: Vec::new(),
+            inconsistent: Vec::new(),
+            not_checked: Vec::new(),
+            held_back: Vec::new(),
+            held_back_since: None,
+            app_identity: None,
+            identity_drift: None,
+            skipped: Vec::new(),
+            changes: 0,
+            scans: 0,
+            last_scan: None,
+            scanning_since: None,
+            last_change: None,
+            content_time: None,
+        }));
+        lock(&self.groups).push(entry.clone());
+        entry
+    }
+
+    /// A new target's entry.
+    pub fn register_target(&self, name: &str, group: &str, kind: &'static str) -> TargetEntry {
+        let entry = Arc::new(Mutex::new(TargetStatus {
+            name: text::value(name),
+            group: group.to_string(),
+            kind,
+            state: TargetState::Idle,
+            state_since: SystemTime::now(),
+            applied_fingerprint: None,
+            desired_fingerprint: None,
+            stale: false,
+            stale_since: None,
+            settled_scan_monotonic_ns: None,
+            last_attempt: None,
+            last_success: None,
+            last_error: None,
+            failed_attempts: 0,
+        }));
+        lock(&self.targets).push(entry.clone());
+        entry
+    }
+
+    /// Marks the daemon ready (a latch).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether every group was scanned and watched once.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// How many targets are stale, of how many.
+    pub fn stale_targets(&self) -> (usize, usize) {
+        let targets = lock(&self.targets);
+        let stale = targets.iter().filter(|t| lock(t).stale).count();
+        (stale, targets.len())
+    }
+
+    /// The `/status` document.
+    pub fn to_json(&self) -> Value {
+        let groups: Vec<GroupStatus> = lock(&self.groups).iter().map(|g| lock(g).clone()).collect();
+        let targets: Vec<TargetStatus> =
+            lock(&self.targets).iter().map(|t| lock(t).clone()).collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": text::time(self.started_at),
+            "ready": self.is_ready(),
+            "sidecar": self.sidecar,
+            "config": self.config.summary(),
+            "watches": groups,
+            "targets": targets,
+        })
+    }
+}
+
+impl GroupStatus {
+    /// Records the outcome of a scan and its assessment.
+    pub fn record_scan(&mut self, scan: &Scan, a: &Assessment, record: ScanRecord) {
+        self.scans += 1;
+        self.last_scan = Some(record);
+        self.scanning_since = None;
+        self.complete = scan.problems.is_empty();
+        if let Some(fp) = &scan.fingerprint {
+            self.fingerprint = Some(fp.short());
+        }
+        self.paths = scan
+            .layouts
+            .iter()
+            .map(|(p, layout)| PathStatus {
+                path: text::path(p),
+                layout: *layout,
+            })
+            .collect();
+        self.files = scan
+            .files
+            .iter()
+            .map(|f| FileStatus {
+                path: text::path(&f.path),
+                uid: f.uid,
+                gid: f.gid,
+                mode: format!("{:04o}", f.mode),
+                empty: f.empty,
+                fingerprint: f.fingerprint.short(),
+                access: a
+                    .verdicts
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, v)| v.clone()),
+                cert_expires: scan
+                    .cert_expiry
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, t)| *t),
+            })
+            .collect();
+        self.problems = scan.problems.clone();
+        self.inconsistent = scan.inconsistent.clone();
+        self.not_checked = scan.not_checked.clone();
+        if a.held_back.is_empty() {
+            self.held_back_since = None;
+        } else if self.held_back.is_empty() {
+            self.held_back_since = Some(SystemTime::now());
+        }
+        self.held_back = a.held_back.clone();
+        self.app_identity = a.identity.app.clone();
+        self.identity_drift = a.identity.drift.clone();
+        self.skipped = scan.skipped.clone();
+        self.content_time = scan.content_time;
+    }
+}
+
+fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339_required(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn rfc3339_required<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&text::time(*t))
+}

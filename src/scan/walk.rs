@@ -1,0 +1,467 @@
+//! Walking the watched paths of one group and reading their files: the state of one scan.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::fingerprint::Fingerprint;
+use super::pem::PemCheck;
+use super::{
+    Budget, FileEntry, Interest, KUBELET_DATA, Layout, Options, Problem, ProblemKind, Scan,
+    nearest_existing_ancestor,
+};
+use crate::files::{self, ReadError};
+use crate::text::path as shown;
+
+/// Deepest directory nesting followed below a watched directory.
+const MAX_DEPTH: usize = 16;
+
+/// Files up to this size are read whole and inspected (PEM checks); larger ones are streamed
+/// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
+const INSPECT_LIMIT: u64 = 1024 * 1024;
+
+/// State of one scan in progress.
+pub(super) struct Scanning<'a> {
+    opts: Options<'a>,
+    /// `None`: no limit.
+    budget: Option<Budget>,
+    /// Work done so far, counted against the budget.
+    spent: Budget,
+    /// The budget ran out: the scan stops and reports nothing.
+    over: bool,
+    /// Files by user-visible path (a path watched twice counts once).
+    files: BTreeMap<PathBuf, FileEntry>,
+    scan: Scan,
+    /// Directories already walked (device, inode): symlink loops end here.
+    visited: HashSet<(u64, u64)>,
+    /// PEM material seen so far.
+    pem: PemCheck,
+    /// `--max-files` was reached (reported once).
+    capped: bool,
+}
+
+impl<'a> Scanning<'a> {
+    pub(super) fn new(opts: Options<'a>, budget: Option<Budget>) -> Self {
+        Scanning {
+            opts,
+            budget,
+            spent: Budget {
+                bytes: 0,
+                entries: 0,
+            },
+            over: false,
+            files: BTreeMap::new(),
+            scan: Scan {
+                files: Vec::new(),
+                layouts: Vec::new(),
+                problems: Vec::new(),
+                skipped: Vec::new(),
+                fingerprint: None,
+                inconsistent: Vec::new(),
+                not_checked: Vec::new(),
+                cert_expiry: Vec::new(),
+                content_time: None,
+                watch: BTreeMap::new(),
+                work: Budget {
+                    bytes: 0,
+                    entries: 0,
+                },
+            },
+            visited: HashSet::new(),
+            pem: PemCheck::default(),
+            capped: false,
+        }
+    }
+
+    /// Scans `paths`; `None` when the budget ran out.
+    pub(super) fn run(mut self, paths: &[PathBuf]) -> Option<Scan> {
+        for (i, p) in paths.iter().enumerate() {
+            let was_dir = self.opts.kinds.get(i).copied().flatten();
+            let layout = self.path(p, was_dir);
+            if self.over {
+                return None;
+            }
+            self.scan.layouts.push((p.clone(), layout));
+        }
+        let mut scan = self.scan;
+        scan.work = self.spent;
+        scan.files = self.files.into_values().collect();
+        let pem = self.pem.finish();
+        scan.inconsistent = pem.problems;
+        scan.not_checked = pem.notes;
+        scan.cert_expiry = pem.expiry;
+        if scan.problems.is_empty() {
+            let parts = scan
+                .files
+                .iter()
+                .map(|f| (f.path.as_os_str().as_encoded_bytes(), &f.fingerprint));
+            scan.fingerprint = Some(self.opts.key.digest_parts(parts));
+        }
+        Some(scan)
+    }
+
+    fn problem(&mut self, kind: ProblemKind, message: String) {
+        self.scan.problems.push(Problem { kind, message });
+    }
+
+    fn watch(&mut self, dir: &Path, interest: Interest) {
+        match self.scan.watch.get_mut(dir) {
+            Some(i) => i.merge(interest),
+            None => {
+                self.scan.watch.insert(dir.to_path_buf(), interest);
+            }
+        }
+    }
+
+    /// Watches the parent of `p` for events on `p`'s name (and `extra`).
+    fn watch_parent(&mut self, p: &Path, extra: Option<&str>) {
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        let mut names = BTreeSet::new();
+        if let Some(n) = p.file_name() {
+            names.insert(n.to_os_string());
+        }
+        if let Some(e) = extra {
+            names.insert(OsString::from(e));
+        }
+        self.watch(parent, Interest::Names(names));
+    }
+
+    fn saw_ctime(&mut self, md: &Metadata) {
+        let t = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                md.ctime().max(0) as u64,
+                md.ctime_nsec().clamp(0, 999_999_999) as u32,
+            );
+        self.scan.content_time = Some(self.scan.content_time.map_or(t, |c| c.max(t)));
+    }
+
+    fn path(&mut self, p: &Path, was_dir: Option<bool>) -> Layout {
+        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        match fs::metadata(p) {
+            Ok(md) if md.is_dir() => {
+                self.watch_parent(p, None);
+                if was_dir == Some(false) {
+                    self.problem(
+                        ProblemKind::WrongKind,
+                        format!(
+                            "{} was a file and is now a directory: the app cannot read it as before \
+                             (restart the sidecar if the change is meant)",
+                            shown(p)
+                        ),
+                    );
+                    return Layout::Directory;
+                }
+                self.watch(p, Interest::All);
+                let before = self.files.len();
+                let layout = match self.kubelet_data(p) {
+                    Ok(Some(data)) => {
+                        self.walk(&data, p, 0, false, p);
+                        Layout::KubeletVolume
+                    }
+                    Ok(None) => {
+                        self.walk(p, p, 0, true, p);
+                        Layout::Directory
+                    }
+                    Err(problem) => {
+                        self.scan.problems.push(problem);
+                        Layout::KubeletVolume
+                    }
+                };
+                // A volume unmounted, or not populated yet, leaves an empty directory: never a
+                // version to reload the app into.
+                if !self.over
+                    && self.files.len() == before
+                    && !self.files.keys().any(|f| f.starts_with(p))
+                {
+                    self.problem(
+                        ProblemKind::Missing,
+                        format!("{} holds no files (yet)", shown(p)),
+                    );
+                }
+                layout
+            }
+            Ok(md) if md.is_file() => {
+                if was_dir == Some(true) {
+                    self.watch_parent(p, None);
+                    self.problem(
+                        ProblemKind::WrongKind,
+                        format!(
+                            "{} was a directory and is now a file: the app cannot read it as before \
+                             (restart the sidecar if the change is meant)",
+                            shown(p)
+                        ),
+                    );
+                    return Layout::File;
+                }
+                match (self.kubelet_data(&parent), p.file_name()) {
+                    (Ok(Some(data)), Some(name)) => {
+                        self.watch_parent(p, Some(KUBELET_DATA));
+                        self.read(p, &data.join(name), true);
+                        Layout::KubeletFile
+                    }
+                    (Err(problem), _) => {
+                        self.watch_parent(p, Some(KUBELET_DATA));
+                        self.scan.problems.push(problem);
+                        Layout::KubeletFile
+                    }
+                    _ => {
+                        self.watch_parent(p, None);
+                        // A watched file that is a symlink changes where its target lives.
+                        if let Ok(real) = fs::canonicalize(p)
+                            && real != p
+                        {
+                            self.watch_parent(&real, None);
+                        }
+                        self.read(p, p, true);
+                        Layout::File
+                    }
+                }
+            }
+            Ok(md) => {
+                self.watch_parent(p, None);
+                self.problem(
+                    ProblemKind::WrongKind,
+                    format!("{} is {}, not a file or directory", shown(p), files::kind_of(&md)),
+                );
+                Layout::File
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A new key of a kubelet volume is complete at the swap, before its symlink exists.
+                if let (Ok(Some(data)), Some(name)) = (self.kubelet_data(&parent), p.file_name())
+                    && data.join(name).is_file()
+                {
+                    self.watch_parent(p, Some(KUBELET_DATA));
+                    self.read(p, &data.join(name), true);
+                    return Layout::KubeletFile;
+                }
+                let (dir, next) = nearest_existing_ancestor(p);
+                let mut names = BTreeSet::new();
+                names.extend(next);
+                names.insert(OsString::from(KUBELET_DATA));
+                self.watch(&dir, Interest::Names(names));
+                self.problem(
+                    ProblemKind::Missing,
+                    format!("{} does not exist (yet)", shown(p)),
+                );
+                Layout::Missing
+            }
+            Err(e) => {
+                self.watch_parent(p, None);
+                self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot stat {}: {}", shown(p), ReadError::from(e)),
+                );
+                Layout::Missing
+            }
+        }
+    }
+
+    /// The resolved `..data` directory of a kubelet volume (`None`: not one), recording the
+    /// swap's time. `..data` must stay inside the volume: kubelet points it at a sibling.
+    fn kubelet_data(&mut self, dir: &Path) -> Result<Option<PathBuf>, Problem> {
+        let link = dir.join(KUBELET_DATA);
+        let Ok(target) = fs::read_link(&link) else {
+            return Ok(None);
+        };
+        if let Ok(md) = fs::symlink_metadata(&link) {
+            self.saw_ctime(&md);
+        }
+        let mut parts = target.components();
+        let sibling = matches!(
+            (parts.next(), parts.next()),
+            (Some(Component::Normal(_)), None)
+        );
+        if sibling || self.opts.follow_external_symlinks {
+            return Ok(Some(dir.join(target)));
+        }
+        match (fs::canonicalize(&link), fs::canonicalize(dir)) {
+            (Ok(real), Ok(root)) if real.starts_with(&root) && real != root => Ok(Some(real)),
+            _ => Err(Problem {
+                kind: ProblemKind::WrongKind,
+                message: format!(
+                    "{} points outside its volume: not followed (--follow-external-symlinks follows it)",
+                    shown(&link)
+                ),
+            }),
+        }
+    }
+
+    /// Walks `dir` (read from) as `shown_as` (the path the app uses). `watch` adds real
+    /// subdirectories to the watch set (not inside kubelet's timestamped directories, whose
+    /// content never changes after the swap). Symlinks must stay inside `root`.
+    fn walk(&mut self, dir: &Path, shown_as: &Path, depth: usize, watch: bool, root: &Path) {
+        let md = match fs::metadata(dir) {
+            Ok(md) => md,
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot read directory {}: {}", shown(shown_as), ReadError::from(e)),
+                );
+            }
+        };
+        if !self.visited.insert((md.dev(), md.ino())) {
+            self.scan.skipped.push(format!(
+                "{}: directory reached twice (symlink loop), skipped",
+                shown(shown_as)
+            ));
+            return;
+        }
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot list {}: {}", shown(shown_as), ReadError::from(e)),
+                );
+            }
+        };
+        let mut root_real: Option<PathBuf> = None;
+        for entry in entries.flatten() {
+            if self.over || self.capped {
+                return;
+            }
+            self.spent.entries += 1;
+            if self.budget.is_some_and(|b| self.spent.entries > b.entries) {
+                self.over = true;
+                return;
+            }
+            let name = entry.file_name();
+            let (real, seen) = (dir.join(&name), shown_as.join(&name));
+            let is_link = entry.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+            if is_link && !self.opts.follow_external_symlinks {
+                let root_real = root_real
+                    .get_or_insert_with(|| fs::canonicalize(root).unwrap_or(root.to_path_buf()));
+                match fs::canonicalize(&real) {
+                    Ok(target) if target.starts_with(&*root_real) => {}
+                    Ok(_) => {
+                        self.scan.skipped.push(format!(
+                            "{}: a symlink to a target outside {}, skipped (--follow-external-symlinks \
+                             follows it)",
+                            shown(&seen),
+                            shown(root)
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.scan.skipped.push(format!(
+                            "{}: a symlink that does not resolve ({e}), skipped",
+                            shown(&seen)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            match fs::metadata(&real) {
+                Ok(md) if md.is_file() => self.read(&seen, &real, false),
+                Ok(md) if md.is_dir() && depth + 1 < MAX_DEPTH => {
+                    if watch && !is_link {
+                        self.watch(&real, Interest::All);
+                    }
+                    // A kubelet volume inside a plain directory is read through its `..data`.
+                    match self.kubelet_data(&real) {
+                        Ok(Some(data)) => self.walk(&data, &seen, depth + 1, false, &real),
+                        Ok(None) => self.walk(&real, &seen, depth + 1, watch && !is_link, root),
+                        Err(problem) => self.scan.problems.push(problem),
+                    }
+                }
+                Ok(md) if md.is_dir() => self.scan.skipped.push(format!(
+                    "{}: nested deeper than {MAX_DEPTH} levels, skipped",
+                    shown(&seen)
+                )),
+                Ok(md) => self.scan.skipped.push(format!(
+                    "{}: {}, skipped",
+                    shown(&seen),
+                    files::kind_of(&md)
+                )),
+                Err(e) => self.scan.skipped.push(format!(
+                    "{}: {}, skipped",
+                    shown(&seen),
+                    ReadError::from(e)
+                )),
+            }
+        }
+    }
+
+    /// Reads and fingerprints one file (`required`: a watched path itself, not an entry found in
+    /// a directory).
+    fn read(&mut self, shown_as: &Path, real: &Path, required: bool) {
+        if self.files.len() >= self.opts.max_files && !self.files.contains_key(shown_as) {
+            if !self.capped {
+                self.capped = true;
+                self.problem(
+                    ProblemKind::TooManyFiles,
+                    format!(
+                        "the watch group holds more than {} files (--max-files): not read further",
+                        self.opts.max_files
+                    ),
+                );
+            }
+            return;
+        }
+        let (file, md) = match files::open_regular(real) {
+            Ok(opened) => opened,
+            Err(ReadError::NotRegular(kind)) => {
+                let msg = format!("{}: {kind}, skipped", shown(shown_as));
+                if required {
+                    self.problem(ProblemKind::WrongKind, msg);
+                } else {
+                    self.scan.skipped.push(msg);
+                }
+                return;
+            }
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot read {}: {e}", shown(shown_as)),
+                );
+            }
+        };
+        if let Some(b) = self.budget
+            && self.spent.bytes.saturating_add(md.len()) > b.bytes
+        {
+            self.over = true;
+            return;
+        }
+        self.spent.bytes = self.spent.bytes.saturating_add(md.len());
+        let digest = if md.len() > INSPECT_LIMIT {
+            self.opts.key.digest_reader(&file).map_err(ReadError::from)
+        } else {
+            files::read_open(file, &md, INSPECT_LIMIT).map(|content| {
+                self.pem.add_file(shown_as, &content);
+                self.opts.key.digest(&content)
+            })
+        };
+        let fingerprint: Fingerprint = match digest {
+            Ok(fp) => fp,
+            Err(ReadError::TooLarge { .. }) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("{} grew while it was read: read again at the next change", shown(shown_as)),
+                );
+            }
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot read {}: {e}", shown(shown_as)),
+                );
+            }
+        };
+        self.saw_ctime(&md);
+        self.files.insert(
+            shown_as.to_path_buf(),
+            FileEntry {
+                path: shown_as.to_path_buf(),
+                real_path: real.to_path_buf(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mode: md.mode() & 0o7777,
+                empty: md.len() == 0,
+                fingerprint,
+            },
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! The inotify watch set shared by every group, and the reader of its events.
+//!
+//! One inotify instance, read on the runtime thread through tokio's reactor: the kernel's event
+//! wakes the runtime, the event is routed to the groups it concerns, their tasks scan. Only the
+//! events that can change content are subscribed to (not opens and reads: the daemon's own reads
+//! of the watched files wake nothing).
+//!
+//! Each watched directory records, per group, what it is watched for ([`Interest`]): a watched
+//! directory wants every event; the parent of a watched path wants only events on that path's
+//! name (so a log file written next to a watched directory delays nothing). A watch the kernel
+//! drops (the directory was removed or unmounted) wakes the groups that wanted it; they add it
+//! again when they scan.
+//!
+//! Without inotify (instances exhausted, or `--poll-interval`), groups poll. Each resync tries
+//! to set inotify up again ([`WatchHub::try_restore`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::debounce::Signal;
+use super::{Wake, WatchError};
+use crate::lock;
+use crate::report::metrics::{Metrics, WatchErrorKind};
+use crate::scan::{Interest, KUBELET_DATA};
+use crate::text;
+
+/// Index of a group in the hub (given by [`WatchHub::register`]).
+pub type GroupId = usize;
+
+/// Events that can change what a scan reads.
+fn mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
+        | AddWatchFlags::from_bits_retain(libc::IN_EXCL_UNLINK)
+}
+
+/// The inotify instance, as tokio's reactor takes it.
+pub struct Instance(Inotify);
+
+impl std::os::fd::AsRawFd for Instance {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// What an event means for the debouncer.
+pub fn classify(mask: AddWatchFlags, name: Option<&OsStr>, path: impl FnOnce() -> PathBuf) -> Signal {
+    if name.is_some_and(|n| n == KUBELET_DATA)
+        && mask.intersects(AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE)
+    {
+        Signal::Commit
+    } else if mask.contains(AddWatchFlags::IN_MODIFY) {
+        Signal::Write(path())
+    } else if mask.contains(AddWatchFlags::IN_CLOSE_WRITE) {
+        Signal::Closed(path())
+    } else {
+        Signal::Other
+    }
+}
+
+/// A watched directory.
+struct Watched {
+    wd: WatchDescriptor,
+    /// Identity when the watch was added: another inode at the same path needs a new watch.
+    id: (u64, u64),
+    /// What each group wants of it.
+    wanted: HashMap<GroupId, Interest>,
+}
+
+struct State {
+    /// `None` while polling.
+    inotify: Option<Arc<AsyncFd<Instance>>>,
+    /// Why there is no inotify.
+    unavailable: Option<String>,
+    dirs: HashMap<PathBuf, Watched>,
+    /// Paths by watch descriptor (one inode may be reached by several paths).
+    by_wd: HashMap<WatchDescriptor, BTreeSet<PathBuf>>,
+    /// Watches the kernel dropped since the last reconcile.
+    gone: HashSet<PathBuf>,
+}
+
+/// The inotify watcher and the directories it watches, shared by all groups.
+pub struct WatchHub {
+    state: Mutex<State>,
+    /// Every group's wakeup, by [`GroupId`].
+    groups: Mutex<Vec<Arc<Wake>>>,
+    metrics: Arc<Metrics>,
+    /// Polling was asked for: never try inotify.
+    forced_poll: bool,
+    /// Tells the reader that inotify is (again) available.
+    restored: Notify,
+}
+
+impl WatchHub {
+    /// Sets up inotify; with `force_poll`, or when inotify cannot be set up, groups poll. Call
+    /// inside the runtime.
+    pub fn new(metrics: Arc<Metrics>, force_poll: bool) -> Arc<WatchHub> {
+        let (inotify, unavailable) = if force_poll {
+            (None, Some("polling requested (--poll-interval)".to_string()))
+        } else {
+            match init() {
+                Ok(fd) => (Some(fd), None),
+                Err(why) => {
+                    metrics.watch_error(WatchErrorKind::InotifyInit);
+                    tracing::warn!("{why}: polling instead");
+                    (None, Some(why))
+                }
+            }
+        };
+        Arc::new(WatchHub {
+            state: Mutex::new(State {
+                inotify,
+                unavailable,
+                dirs: HashMap::new(),
+                by_wd: HashMap::new(),
+                gone: HashSet::new(),
+            }),
+            groups: Mutex::new(Vec::new()),
+            metrics,
+            forced_poll: force_poll,
+            restored: Notify::new(),
+        })
+    }
+
+    /// Registers a group's wakeup; events for the directories it wants wake it.
+    pub fn register(&self, wake: Arc<Wake>) -> GroupId {
+        let mut groups = lock(&self.groups);
+        groups.push(wake);
+        groups.len() - 1
+    }
+
+    /// Wakes every group (mount table changed, queue overflow).
+    pub fn poke_all(&self, now: Instant) {
+        for w in lock(&self.groups).iter() {
+            w.poke(now);
+        }
+    }
+
+    /// Whether inotify is in use.
+    pub fn available(&self) -> bool {
+        lock(&self.state).inotify.is_some()
+    }
+
+    /// After a fallback to polling: tries to set inotify up again; `true` when it now is.
+    pub fn try_restore(&self) -> bool {
+        if self.forced_poll {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        if st.inotify.is_some() {
+            return true;
+        }
+        match init() {
+            Ok(fd) => {
+                st.inotify = Some(fd);
+                st.unavailable = None;
+                st.dirs.clear();
+                st.by_wd.clear();
+                drop(st);
+                self.metrics.inotify_restored();
+                tracing::info!("inotify is available again: watching instead of polling");
+                self.restored.notify_one();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Makes `group`'s watched directories exactly `desired`; `Ok(true)` when a new inotify watch
+    /// was added (a change between the scan and the watch may have been missed).
+    pub fn reconcile(
+        &self,
+        group: GroupId,
+        desired: &BTreeMap<PathBuf, Interest>,
+    ) -> Result<bool, WatchError> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(fd) = st.inotify.clone() else {
+            return Err(WatchError::Unavailable(
+                st.unavailable.clone().unwrap_or_else(|| "inotify is not available".into()),
+            ));
+        };
+        let inotify = &fd.get_ref().0;
+        let gone = std::mem::take(&mut st.gone);
+        let mut drop_paths = Vec::new();
+        for (path, w) in st.dirs.iter_mut() {
+            if !desired.contains_key(path) {
+                w.wanted.remove(&group);
+            }
+            if w.wanted.is_empty() || gone.contains(path) {
+                drop_paths.push(path.clone());
+            }
+        }
+        for path in drop_paths {
+            unwatch(st, inotify, &path);
+        }
+        let mut added = false;
+        for (path, interest) in desired {
+            let Ok(md) = std::fs::metadata(path) else {
+                continue;
+            };
+            let id = (md.dev(), md.ino());
+            if let Some(w) = st.dirs.get_mut(path) {
+                if w.id == id {
+                    w.wanted.insert(group, interest.clone());
+                    continue;
+                }
+                unwatch(st, inotify, path);
+            }
+            match inotify.add_watch(path.as_path(), mask()) {
+                Ok(wd) => {
+                    st.by_wd.entry(wd).or_default().insert(path.clone());
+                    st.dirs.insert(
+                        path.clone(),
+                        Watched {
+                            wd,
+                            id,
+                            wanted: HashMap::from([(group, interest.clone())]),
+                        },
+                    );
+                    added = true;
+                }
+                Err(Errno::ENOSPC) => {
+                    self.metrics.watch_error(WatchErrorKind::WatchLimit);
+                    return Err(WatchError::Limit(text::path(path)));
+                }
+                Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+                Err(e) => {
+                    // Permission denied and the like: the scan reports the path; count it here.
+                    self.metrics.watch_error(WatchErrorKind::Watch);
+                    tracing::warn!(path = %text::path(path), error = %e, "cannot watch directory");
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Reads events until `stop`; runs on the runtime thread.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let fd = lock(&self.state).inotify.clone();
+            let Some(fd) = fd else {
+                tokio::select! {
+                    _ = self.restored.notified() => continue,
+                    _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+                }
+            };
+            tokio::select! {
+                ready = fd.readable() => {
+                    let Ok(mut guard) = ready else { return };
+                    match fd.get_ref().0.read_events() {
+                        Ok(events) => self.route(events.as_slice()),
+                        Err(Errno::EAGAIN) => guard.clear_ready(),
+                        Err(Errno::EINTR) => {}
+                        Err(e) => {
+                            self.metrics.watch_error(WatchErrorKind::Event);
+                            tracing::warn!(error = %e, "cannot read inotify events: rescanning every watch group");
+                            self.poke_all(Instant::now());
+                            guard.clear_ready();
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Routes a batch of events to the groups they concern.
+    fn route(&self, events: &[InotifyEvent]) {
+        let now = Instant::now();
+        let groups = lock(&self.groups).clone();
+        let mut st = lock(&self.state);
+        for ev in events {
+            if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                drop(st);
+                tracing::warn!("inotify queue overflowed: rescanning every watch group");
+                self.metrics.watch_error(WatchErrorKind::Overflow);
+                for w in &groups {
+                    w.event(now, Signal::Other);
+                }
+                st = lock(&self.state);
+                continue;
+            }
+            let Some(paths) = st.by_wd.get(&ev.wd).cloned() else {
+                continue;
+            };
+            tracing::trace!(mask = ?ev.mask, name = ?ev.name, "filesystem event");
+            let dropped = ev.mask.contains(AddWatchFlags::IN_IGNORED);
+            for dir in &paths {
+                let Some(w) = st.dirs.get(dir) else { continue };
+                for (g, interest) in &w.wanted {
+                    let name = ev.name.as_deref();
+                    if !dropped && !interest.wants(name) {
+                        continue;
+                    }
+                    let signal = if dropped {
+                        Signal::Other
+                    } else {
+                        classify(ev.mask, name, || match name {
+                            Some(n) => dir.join(n),
+                            None => dir.clone(),
+                        })
+                    };
+                    if let Some(wake) = groups.get(*g) {
+                        wake.event(now, signal);
+                    }
+                }
+            }
+            if dropped {
+                // The kernel removed the watch (directory deleted or unmounted).
+                st.by_wd.remove(&ev.wd);
+                for dir in paths {
+                    st.dirs.remove(&dir);
+                    st.gone.insert(dir);
+                }
+            }
+        }
+    }
+}
+
+fn init() -> Result<Arc<AsyncFd<Instance>>, String> {
+    let explain = |e: &dyn std::fmt::Display| {
+        format!(
+            "inotify cannot be set up ({e}); raise fs.inotify.max_user_instances or use --poll-interval"
+        )
+    };
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| explain(&e))?;
+    // SAFETY: `Instance` owns the descriptor, which stays open and the same until the AsyncFd
+    // (its only owner) is dropped.
+    unsafe { AsyncFd::register_with_interest(Instance(inotify), tokio::io::Interest::READABLE) }
+        .map(Arc::new)
+        .map_err(|e| explain(&e.to_string()))
+}
+
+/// Removes the watch of `path` (the kernel's watch only when no other path shares it).
+fn unwatch(st: &mut State, inotify: &Inotify, path: &Path) {
+    let Some(w) = st.dirs.remove(path) else { return };
+    if let Some(paths) = st.by_wd.get_mut(&w.wd) {
+        paths.remove(path);
+        if paths.is_empty() {
+            st.by_wd.remove(&w.wd);
+            let _ = inotify.rm_watch(w.wd);
+        }
+    }
+}
