@@ -108,7 +108,11 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
 /// Reads all of an open file, at most `limit` bytes; the buffer is wiped when dropped. A file
 /// that grows past the limit while it is read is refused too. Files whose size `fstat` does not
 /// know (procfs) are read in chunks up to the limit.
-pub fn read_open(mut file: File, md: &Metadata, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+pub fn read_open(
+    mut file: File,
+    md: &Metadata,
+    limit: u64,
+) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     if md.len() > limit {
         return Err(ReadError::TooLarge { limit });
     }

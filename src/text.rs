@@ -87,7 +87,12 @@ mod tests {
 
     #[test]
     fn any_time_formats() {
-        assert_eq!(time(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
-        assert!(time(UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 100)).starts_with("9999-12-31"));
+        assert_eq!(
+            time(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert!(
+            time(UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 100)).starts_with("9999-12-31")
+        );
     }
 }

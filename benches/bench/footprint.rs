@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use secret_reloader::atomic_writer::AtomicWriter;
+use secret_reloader::demo::atomic_writer::AtomicWriter;
 
 use crate::daemon::Daemon;
 use crate::probe::HttpProbe;
@@ -13,7 +13,7 @@ use crate::{Figures, Opts};
 
 /// Writes `n` updates, each waited for (so each is its own reload); returns how many got none.
 fn updates(
-    w: &secret_reloader::atomic_writer::AtomicWriter,
+    w: &secret_reloader::demo::atomic_writer::AtomicWriter,
     http: &HttpProbe,
     from: usize,
     n: usize,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use secret_reloader::atomic_writer::AtomicWriter;
+use secret_reloader::demo::atomic_writer::AtomicWriter;
 
 use crate::daemon::Daemon;
 use crate::probe::HttpProbe;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Instant;
 
-use secret_reloader::fingerprint::FingerprintKey;
+use secret_reloader::scan::fingerprint::FingerprintKey;
 
 pub fn run(out: &mut String) {
     let _ = writeln!(out, "## Fingerprinting throughput (50 MB file)\n");

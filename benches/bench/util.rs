@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use secret_reloader::atomic_writer::AtomicWriter;
+use secret_reloader::demo::atomic_writer::AtomicWriter;
 
 /// Median, p99 and max in milliseconds.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(st) = secret_reloader::process::parse_status(&text) {
         let _ = (st.catches(1), st.ignores(64), st.catches(0), st.ignores(65));
     }
-    for m in secret_reloader::mounts::parse_mountinfo(&text) {
+    for m in secret_reloader::watch::mounts::parse_mountinfo(&text) {
         let _ = m.from_kubelet_version();
     }
 });

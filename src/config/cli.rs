@@ -46,7 +46,12 @@ pub enum Command {
 pub struct RunArgs {
     /// File or directory to watch (repeatable). SECRET_RELOADER_WATCH holds a comma-separated
     /// list (`\,` for a comma in a path).
-    #[arg(short = 'w', long = "watch", visible_alias = "volume-dir", value_name = "PATH")]
+    #[arg(
+        short = 'w',
+        long = "watch",
+        visible_alias = "volume-dir",
+        value_name = "PATH"
+    )]
     pub watch: Vec<OsString>,
 
     /// Quiet period before acting on writers without a commit point (kubelet's `..data` swap
@@ -115,7 +120,11 @@ pub struct RunArgs {
     pub reload_header: Vec<String>,
 
     /// Extra header whose value is read from a file at every call, 'Name: /path' (repeatable).
-    #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER_FILE")]
+    #[arg(
+        long,
+        value_name = "HEADER",
+        env = "SECRET_RELOADER_RELOAD_HEADER_FILE"
+    )]
     pub reload_header_file: Vec<String>,
 
     /// File holding a bearer token for the reload call; read at every call (it rotates too).

@@ -7,8 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, PROXY_AUTHORIZATION};
 
-use super::{ActionConfig, ExecConfig, Findings, HttpConfig, SignalConfig, Verify, parse};
 use super::cli::RunArgs;
+use super::{ActionConfig, ExecConfig, Findings, HttpConfig, SignalConfig, Verify, parse};
 use crate::process::Selector;
 use crate::process::identity::Identity;
 
@@ -29,7 +29,12 @@ pub(crate) fn list(flag_values: &[OsString], var: &str) -> Vec<OsString> {
 }
 
 /// [`list`] for values that must be text (URLs).
-pub(crate) fn text_list(flag_values: &[OsString], var: &str, flag: &str, f: &mut Findings) -> Vec<String> {
+pub(crate) fn text_list(
+    flag_values: &[OsString],
+    var: &str,
+    flag: &str,
+    f: &mut Findings,
+) -> Vec<String> {
     list(flag_values, var)
         .into_iter()
         .filter_map(|v| match v.into_string() {
@@ -73,6 +78,11 @@ pub(crate) fn any_action_flag(args: &RunArgs, reload_urls: &[String]) -> bool {
         || args.pid_file.is_some()
 }
 
+/// Headers with their values.
+pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
+/// Headers with the files their values are read from.
+pub(crate) type HeaderFiles = Vec<(HeaderName, PathBuf)>;
+
 /// The extra headers of an HTTP target: inline ones, ones read from files, and the bearer token
 /// file; problems and warnings go to `f`, each prefixed with `at` names.
 pub(crate) struct HeaderSources<'a> {
@@ -84,7 +94,7 @@ pub(crate) struct HeaderSources<'a> {
 }
 
 impl HeaderSources<'_> {
-    pub fn build(&self, f: &mut Findings) -> (Vec<(HeaderName, HeaderValue)>, Vec<(HeaderName, PathBuf)>) {
+    pub fn build(&self, f: &mut Findings) -> (Headers, HeaderFiles) {
         let [inline_name, file_name, token_name] = self.names;
         let mut headers = Vec::new();
         for h in self.inline {
@@ -125,7 +135,11 @@ impl HeaderSources<'_> {
 }
 
 /// The actions described by the command-line flags.
-pub(crate) fn cli_actions(args: &RunArgs, reload_urls: &[String], f: &mut Findings) -> Vec<ActionConfig> {
+pub(crate) fn cli_actions(
+    args: &RunArgs,
+    reload_urls: &[String],
+    f: &mut Findings,
+) -> Vec<ActionConfig> {
     let mut actions = Vec::new();
     let (headers, header_files) = HeaderSources {
         inline: &args.reload_header,
@@ -319,7 +333,10 @@ pub(crate) fn declared_identity(
         }),
         (None, None) if groups.is_empty() => None,
         (None, None) => {
-            f.error(format!("{at}{} needs {} and {}", names[2], names[0], names[1]));
+            f.error(format!(
+                "{at}{} needs {} and {}",
+                names[2], names[0], names[1]
+            ));
             None
         }
         _ => {

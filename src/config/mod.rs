@@ -136,7 +136,11 @@ impl Config {
     }
 }
 
-fn build(args: &RunArgs, require_action: bool, inline: Option<&str>) -> Result<Loaded, ConfigError> {
+fn build(
+    args: &RunArgs,
+    require_action: bool,
+    inline: Option<&str>,
+) -> Result<Loaded, ConfigError> {
     let mut f = Findings::default();
     let watch = flags::list(&args.watch, "SECRET_RELOADER_WATCH")
         .into_iter()
@@ -299,7 +303,10 @@ fn fingerprint_key(args: &RunArgs, f: &mut Findings) -> (FingerprintKey, bool) {
             (FingerprintKey::new(bytes.trim_ascii().to_vec()), true)
         }
         Ok(_) => {
-            f.error(format!("--fingerprint-key-file: {} is empty", path.display()));
+            f.error(format!(
+                "--fingerprint-key-file: {} is empty",
+                path.display()
+            ));
             (FingerprintKey::new(Vec::new()), true)
         }
         Err(e) => {

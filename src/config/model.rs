@@ -168,7 +168,9 @@ pub struct ExecConfig {
 }
 
 /// When to reload a target whose process may hold an older version at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ReloadOnStart {
     /// Reload once when the target process started before the current content appeared.
@@ -180,7 +182,9 @@ pub enum ReloadOnStart {
 }
 
 /// What to do with a new version the app cannot read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessPolicy {
     /// Reload anyway, and report.

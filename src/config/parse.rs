@@ -22,7 +22,9 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     }
     let shown = s.escape_debug();
     let d = humantime::parse_duration(s).map_err(|e| {
-        format!("'{shown}' is not a duration ({e}): write a number with a unit, like 100ms, 5s or 2m")
+        format!(
+            "'{shown}' is not a duration ({e}): write a number with a unit, like 100ms, 5s or 2m"
+        )
     })?;
     if d > MAX_DURATION {
         return Err(format!(
@@ -126,9 +128,10 @@ pub fn redact_url(s: &str) -> String {
 /// An `http://` URL of a reload or verify endpoint.
 pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
     let s = redact_url(raw);
-    let uri: Uri = raw.trim().parse().map_err(|_| {
-        format!("'{s}' is not a URL: write it like http://127.0.0.1:9090/-/reload")
-    })?;
+    let uri: Uri = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a URL: write it like http://127.0.0.1:9090/-/reload"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -195,8 +198,12 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 fn header_name(name: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("'{}' is not a valid header name", name.trim().escape_debug()))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        format!(
+            "'{}' is not a valid header name",
+            name.trim().escape_debug()
+        )
+    })?;
     if RESERVED_HEADERS.contains(&name.as_str()) {
         return Err(format!(
             "the {name} header is set by secret-reloader itself or controls the connection: it cannot be configured"
@@ -213,7 +220,9 @@ pub fn header_file(s: &str) -> Result<(HeaderName, std::path::PathBuf), String> 
     let name = header_name(name)?;
     let path = path.trim();
     if path.is_empty() {
-        return Err(format!("the {name} header names no file: write 'Name: /path/to/file'"));
+        return Err(format!(
+            "the {name} header names no file: write 'Name: /path/to/file'"
+        ));
     }
     Ok((name, std::path::PathBuf::from(path)))
 }
@@ -277,8 +286,10 @@ mod tests {
         assert!(duration("5").is_err());
         assert_eq!(
             duration("300000000000years").unwrap_err(),
-            "'300000000000years' is too long: the largest accepted value is 1year"
-                .replace("1year", &humantime::format_duration(MAX_DURATION).to_string())
+            "'300000000000years' is too long: the largest accepted value is 1year".replace(
+                "1year",
+                &humantime::format_duration(MAX_DURATION).to_string()
+            )
         );
         assert_eq!(duration("365days").unwrap(), MAX_DURATION);
     }
@@ -300,8 +311,16 @@ mod tests {
 
     #[test]
     fn framing_headers_are_refused() {
-        for h in ["Host: x", "content-length: 5", "Transfer-Encoding: chunked", "Connection: close"] {
-            assert!(header(h).unwrap_err().contains("cannot be configured"), "{h}");
+        for h in [
+            "Host: x",
+            "content-length: 5",
+            "Transfer-Encoding: chunked",
+            "Connection: close",
+        ] {
+            assert!(
+                header(h).unwrap_err().contains("cannot be configured"),
+                "{h}"
+            );
         }
         assert!(header_file("Host: /x").is_err());
         let (n, p) = header_file("X-Api-Key: /run/key").unwrap();

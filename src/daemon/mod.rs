@@ -96,7 +96,11 @@ pub async fn serve(
     let mut tasks = Tasks::default();
 
     let (liveness, responder) = Liveness::new();
-    tasks.vital("the liveness responder".into(), tracing::Span::none(), responder);
+    tasks.vital(
+        "the liveness responder".into(),
+        tracing::Span::none(),
+        responder,
+    );
     let addr = listener.local_addr().ok();
     let listener = listener.into_std().map_err(Error::Admin)?;
     let (admin_ended_tx, admin_ended) = oneshot::channel();

@@ -95,7 +95,12 @@ impl StateFile {
 
     /// Records that `target` applied `fp` (delivered to `process`, for signal targets); the
     /// file is written on the blocking pool, so a slow disk delays no other task.
-    pub async fn record(self: &Arc<Self>, target: &str, fp: &Fingerprint, process: Option<(i32, u64)>) {
+    pub async fn record(
+        self: &Arc<Self>,
+        target: &str,
+        fp: &Fingerprint,
+        process: Option<(i32, u64)>,
+    ) {
         let applied = Applied {
             fingerprint: hex(fp.bytes()),
             process,

@@ -18,7 +18,12 @@ pub struct Tasks {
 
 impl Tasks {
     /// Spawns a task that must run until shutdown, in `span`.
-    pub fn vital(&mut self, name: String, span: tracing::Span, fut: impl Future<Output = ()> + Send + 'static) {
+    pub fn vital(
+        &mut self,
+        name: String,
+        span: tracing::Span,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) {
         let h = self.set.spawn(fut.instrument(span));
         self.names.insert(h.id(), (name, true));
     }

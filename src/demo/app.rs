@@ -22,7 +22,6 @@ use signal_hook::iterator::Signals;
 use crate::config::cli::DemoAppArgs;
 pub use crate::monotonic_ns;
 
-
 /// Runs the app until SIGTERM/SIGINT; returns the exit code.
 pub fn run(args: DemoAppArgs) -> i32 {
     let mut worker = None;

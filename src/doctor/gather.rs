@@ -368,7 +368,8 @@ fn content_time(p: &Path, layout: Layout, scan: &Scan) -> Option<SystemTime> {
 
 /// Mounts of the app's own mount table that come from a kubelet version directory.
 fn app_mounts(procfs: &ProcFs, pid: i32) -> Vec<Mount> {
-    let raw = crate::files::read_proc(&procfs.pid_path(pid, "mountinfo"), 4 << 20).unwrap_or_default();
+    let raw =
+        crate::files::read_proc(&procfs.pid_path(pid, "mountinfo"), 4 << 20).unwrap_or_default();
     parse_mountinfo(&String::from_utf8_lossy(&raw))
         .into_iter()
         .filter(Mount::from_kubelet_version)

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::gather::{Check, DaemonView, TargetReport, ts};
 use crate::config::{
-    ActionConfig, Config, Endpoint, ExecConfig, GroupConfig, HttpConfig, SignalConfig,
-    TargetConfig,
+    ActionConfig, Config, Endpoint, ExecConfig, GroupConfig, HttpConfig, SignalConfig, TargetConfig,
 };
 use crate::process::identity::Sidecar;
 use crate::process::select::{self, FindError};
@@ -221,7 +220,11 @@ async fn http_checks(h: &HttpConfig, t: &TargetConfig) -> Vec<Check> {
     for (what, path) in files {
         checks.push(match crate::files::read_limited(path, 64 * 1024) {
             Ok(_) => check(what, true, format!("{} is readable", text::path(path))),
-            Err(e) => check(what, false, format!("cannot read {}: {e}", text::path(path))),
+            Err(e) => check(
+                what,
+                false,
+                format!("cannot read {}: {e}", text::path(path)),
+            ),
         });
     }
     if let Some(v) = &t.verify {

@@ -164,7 +164,10 @@ impl GroupTask {
         let (mode, fallback) = match &watched {
             Ok(()) => {
                 if mem.polling {
-                    tracing::info!(watch = name, "inotify watches set up again: polling stopped");
+                    tracing::info!(
+                        watch = name,
+                        "inotify watches set up again: polling stopped"
+                    );
                 }
                 mem.polling = false;
                 (WatchMode::Inotify, None)

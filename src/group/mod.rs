@@ -229,7 +229,14 @@ impl GroupTask {
         stop: &mut watch::Receiver<bool>,
     ) -> Option<(Scan, Result<(), WatchError>)> {
         if !mem.large
-            && let Some(r) = scan_and_watch(&self.cfg, &self.key, &mem.kinds, &self.hub, self.id, Some(INLINE_BUDGET))
+            && let Some(r) = scan_and_watch(
+                &self.cfg,
+                &self.key,
+                &mem.kinds,
+                &self.hub,
+                self.id,
+                Some(INLINE_BUDGET),
+            )
         {
             return Some(r);
         }
@@ -286,7 +293,8 @@ impl GroupTask {
             return !*stop.borrow();
         };
         // Back on the runtime thread once the content is small again.
-        mem.large = scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
+        mem.large =
+            scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
         for (kind, (_, layout)) in mem.kinds.iter_mut().zip(&scan.layouts) {
             if kind.is_none() {
                 *kind = layout.is_dir();

@@ -81,17 +81,47 @@ mod tests {
         let (a, b) = (Some(fp("a")), Some(fp("b")));
         let cases = [
             // First scan: published at once, as the version the app started with.
-            (scanned(Some("a"), false, true, false), None, false, Decision::Changed(fp("a"))),
+            (
+                scanned(Some("a"), false, true, false),
+                None,
+                false,
+                Decision::Changed(fp("a")),
+            ),
             // A new plain-file version is confirmed first.
-            (scanned(Some("b"), false, false, false), a, true, Decision::Changed(fp("b"))),
+            (
+                scanned(Some("b"), false, false, false),
+                a,
+                true,
+                Decision::Changed(fp("b")),
+            ),
             // A kubelet swap into a volume-only group is not.
-            (scanned(Some("b"), false, false, true), a, false, Decision::Changed(fp("b"))),
+            (
+                scanned(Some("b"), false, false, true),
+                a,
+                false,
+                Decision::Changed(fp("b")),
+            ),
             // The same version: nothing to confirm, republished.
-            (scanned(Some("a"), false, false, false), a, false, Decision::Same(fp("a"))),
+            (
+                scanned(Some("a"), false, false, false),
+                a,
+                false,
+                Decision::Same(fp("a")),
+            ),
             // Incomplete or held back: held, never confirmed.
             (scanned(None, true, false, false), a, false, Decision::Held),
-            (scanned(Some("b"), true, false, false), a, false, Decision::Held),
-            (scanned(Some("b"), true, true, false), b, false, Decision::Held),
+            (
+                scanned(Some("b"), true, false, false),
+                a,
+                false,
+                Decision::Held,
+            ),
+            (
+                scanned(Some("b"), true, true, false),
+                b,
+                false,
+                Decision::Held,
+            ),
         ];
         for (s, published, confirm, decision) in cases {
             assert_eq!(needs_confirmation(&s, published), confirm, "{s:?}");
@@ -105,6 +135,9 @@ mod tests {
         let cap = Duration::from_secs(2);
         assert!(keep_waiting(t0, t0 + Duration::from_millis(1999), cap));
         assert!(!keep_waiting(t0, t0 + cap, cap));
-        assert!(keep_waiting(t0 + Duration::from_secs(1), t0, cap), "a clock step back");
+        assert!(
+            keep_waiting(t0 + Duration::from_secs(1), t0, cap),
+            "a clock step back"
+        );
     }
 }

@@ -136,7 +136,10 @@ mod tests {
     #[test]
     fn a_handle_sees_its_process_exit_and_never_another() {
         let procfs = ProcFs::new("/proc");
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let info = procfs.stat(child.id() as i32).unwrap();
         let mut h = ProcessHandle::open(&procfs, &info).unwrap();
         assert!(h.status().is_ok());

@@ -253,7 +253,8 @@ fn boot_time() -> SystemTime {
         (Ok(r), Ok(b)) => {
             let since_boot = Duration::new(b.tv_sec() as u64, b.tv_nsec() as u32);
             let now = SystemTime::UNIX_EPOCH + Duration::new(r.tv_sec() as u64, r.tv_nsec() as u32);
-            now.checked_sub(since_boot).unwrap_or(SystemTime::UNIX_EPOCH)
+            now.checked_sub(since_boot)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
         }
         _ => SystemTime::UNIX_EPOCH,
     }

@@ -314,6 +314,9 @@ mod tests {
         assert_eq!(p.pid, 1);
         std::fs::write(&f, "x1\n").unwrap();
         let e = read_pid_file(&procfs, &f, me as i32, None).unwrap_err();
-        assert!(e.to_string().contains("first line 'x1' is not a pid"), "{e}");
+        assert!(
+            e.to_string().contains("first line 'x1' is not a pid"),
+            "{e}"
+        );
     }
 }

@@ -84,7 +84,10 @@ impl HttpAction {
             headers.push((name.clone(), read(path, "--reload-header-file", "")?));
         }
         if let Some(path) = &c.bearer_token_file {
-            headers.push((AUTHORIZATION, read(path, "--reload-bearer-token-file", "Bearer ")?));
+            headers.push((
+                AUTHORIZATION,
+                read(path, "--reload-bearer-token-file", "Bearer ")?,
+            ));
         }
         Ok(headers)
     }
@@ -159,9 +162,10 @@ async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", endpoint.host_header()))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -182,7 +186,10 @@ fn build(
         .method(method.clone())
         .uri(path)
         .header(HOST, endpoint.host_header())
-        .header(USER_AGENT, concat!("secret-reloader/", env!("CARGO_PKG_VERSION")));
+        .header(
+            USER_AGENT,
+            concat!("secret-reloader/", env!("CARGO_PKG_VERSION")),
+        );
     if method == Method::POST || method == Method::PUT {
         req = req.header(CONTENT_LENGTH, "0");
     }

@@ -148,7 +148,11 @@ impl Progress {
                 self.waits += 1;
                 After {
                     state: TargetState::Waiting,
-                    delay: Some(backoff(self.waits, limits.backoff_max.min(WAIT_CAP), jitter)),
+                    delay: Some(backoff(
+                        self.waits,
+                        limits.backoff_max.min(WAIT_CAP),
+                        jitter,
+                    )),
                     gave_up: false,
                 }
             }
@@ -171,7 +175,11 @@ impl Progress {
                 } else {
                     After {
                         state: TargetState::Retrying,
-                        delay: Some(backoff(self.consecutive_failures, limits.backoff_max, jitter)),
+                        delay: Some(backoff(
+                            self.consecutive_failures,
+                            limits.backoff_max,
+                            jitter,
+                        )),
                         gave_up: false,
                     }
                 }
@@ -253,12 +261,18 @@ mod tests {
         p.after(&a, t0, Ended::Done, &LIMITS, 0.5);
         // B fails: the target may hold A, B or something half-way: unknown.
         let r = p.after(&b, t0, Ended::Failed, &LIMITS, 1.0);
-        assert_eq!((r.state, r.delay), (TargetState::Retrying, Some(BACKOFF_BASE)));
+        assert_eq!(
+            (r.state, r.delay),
+            (TargetState::Retrying, Some(BACKOFF_BASE))
+        );
         assert!(p.needs(&a), "A → B (failed) → A reloads A");
         p.after(&b, t0, Ended::Failed, &LIMITS, 1.0);
         let r = p.after(&b, t0, Ended::Failed, &LIMITS, 1.0);
         assert_eq!((r.state, r.gave_up), (TargetState::Failed, true));
-        assert_eq!(p.next_step(&b, &LIMITS, t0 + Duration::from_secs(60)), Step::Rest);
+        assert_eq!(
+            p.next_step(&b, &LIMITS, t0 + Duration::from_secs(60)),
+            Step::Rest
+        );
         // A resync tries the version again.
         assert!(p.needs(&version("b", 1)));
     }

@@ -87,7 +87,8 @@ impl SignalAction {
             h.signal(sig).map_err(|e| self.send_error(&h.info, st, e))?;
         }
         let shown: Vec<String> = older.iter().map(|h| h.info.shown()).collect();
-        let one = (older.len() == 1 && newer.is_none()).then(|| (older[0].info.pid, older[0].info.start_ticks));
+        let one = (older.len() == 1 && newer.is_none())
+            .then(|| (older[0].info.pid, older[0].info.start_ticks));
         self.delivered = one;
         let done = Outcome::Done(format!("{} sent to {}", sig.as_str(), shown.join(", ")));
         self.keep(procs);
@@ -123,9 +124,11 @@ impl SignalAction {
     fn targets(&mut self) -> Result<Vec<ProcessHandle>, ActionError> {
         if let Some(mut h) = self.cached.take() {
             let still_named = match &self.cfg.selector {
-                Selector::PidFile(_) => self
-                    .find()
-                    .is_ok_and(|found| found.len() == 1 && found[0].pid == h.info.pid && found[0].start_ticks == h.info.start_ticks),
+                Selector::PidFile(_) => self.find().is_ok_and(|found| {
+                    found.len() == 1
+                        && found[0].pid == h.info.pid
+                        && found[0].start_ticks == h.info.start_ticks
+                }),
                 _ => true,
             };
             if still_named && h.is_alive() {

@@ -9,8 +9,8 @@
 //! watched paths) or a small fixed set (`result`, `kind`); never from secret content.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::proto::{
@@ -199,7 +199,10 @@ impl TargetMetrics {
     }
     /// Where its reconciler stands.
     pub fn set_state(&self, state: TargetState) {
-        let i = TargetState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        let i = TargetState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
         self.state.store(i as u64, Relaxed);
     }
     /// A verification outcome.
@@ -615,7 +618,9 @@ mod tests {
             "no change yet: {text}"
         );
         assert!(
-            text.contains("secret_reloader_target_state{state=\"retrying\",target=\"http://127.0.0.1:1/\"} 1"),
+            text.contains(
+                "secret_reloader_target_state{state=\"retrying\",target=\"http://127.0.0.1:1/\"} 1"
+            ),
             "{text}"
         );
     }

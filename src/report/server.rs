@@ -200,7 +200,8 @@ async fn serve(
         let svc = service_fn(move |req: Request<Incoming>| {
             let (admin, conns) = (admin2.clone(), conns2.clone());
             async move {
-                let resp = respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
+                let resp =
+                    respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
                 if let Some(entry) = lock(&conns).open.get_mut(&id) {
                     entry.0 = Instant::now();
                 }
@@ -316,7 +317,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     resp
 }

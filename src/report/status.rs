@@ -367,8 +367,10 @@ impl Board {
     /// The `/status` document.
     pub fn to_json(&self) -> Value {
         let groups: Vec<GroupStatus> = lock(&self.groups).iter().map(|g| lock(g).clone()).collect();
-        let targets: Vec<TargetStatus> =
-            lock(&self.targets).iter().map(|t| lock(t).clone()).collect();
+        let targets: Vec<TargetStatus> = lock(&self.targets)
+            .iter()
+            .map(|t| lock(t).clone())
+            .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": text::time(self.started_at),

@@ -225,7 +225,11 @@ impl<'a> Scanning<'a> {
                 self.watch_parent(p, None);
                 self.problem(
                     ProblemKind::WrongKind,
-                    format!("{} is {}, not a file or directory", shown(p), files::kind_of(&md)),
+                    format!(
+                        "{} is {}, not a file or directory",
+                        shown(p),
+                        files::kind_of(&md)
+                    ),
                 );
                 Layout::File
             }
@@ -299,7 +303,11 @@ impl<'a> Scanning<'a> {
             Err(e) => {
                 return self.problem(
                     ProblemKind::Unreadable,
-                    format!("cannot read directory {}: {}", shown(shown_as), ReadError::from(e)),
+                    format!(
+                        "cannot read directory {}: {}",
+                        shown(shown_as),
+                        ReadError::from(e)
+                    ),
                 );
             }
         };
@@ -440,7 +448,10 @@ impl<'a> Scanning<'a> {
             Err(ReadError::TooLarge { .. }) => {
                 return self.problem(
                     ProblemKind::Unreadable,
-                    format!("{} grew while it was read: read again at the next change", shown(shown_as)),
+                    format!(
+                        "{} grew while it was read: read again at the next change",
+                        shown(shown_as)
+                    ),
                 );
             }
             Err(e) => {

@@ -62,7 +62,11 @@ impl std::os::fd::AsRawFd for Instance {
 }
 
 /// What an event means for the debouncer.
-pub fn classify(mask: AddWatchFlags, name: Option<&OsStr>, path: impl FnOnce() -> PathBuf) -> Signal {
+pub fn classify(
+    mask: AddWatchFlags,
+    name: Option<&OsStr>,
+    path: impl FnOnce() -> PathBuf,
+) -> Signal {
     if name.is_some_and(|n| n == KUBELET_DATA)
         && mask.intersects(AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE)
     {
@@ -114,7 +118,10 @@ impl WatchHub {
     /// inside the runtime.
     pub fn new(metrics: Arc<Metrics>, force_poll: bool) -> Arc<WatchHub> {
         let (inotify, unavailable) = if force_poll {
-            (None, Some("polling requested (--poll-interval)".to_string()))
+            (
+                None,
+                Some("polling requested (--poll-interval)".to_string()),
+            )
         } else {
             match init() {
                 Ok(fd) => (Some(fd), None),
@@ -195,7 +202,9 @@ impl WatchHub {
         let st = &mut *guard;
         let Some(fd) = st.inotify.clone() else {
             return Err(WatchError::Unavailable(
-                st.unavailable.clone().unwrap_or_else(|| "inotify is not available".into()),
+                st.unavailable
+                    .clone()
+                    .unwrap_or_else(|| "inotify is not available".into()),
             ));
         };
         let inotify = &fd.get_ref().0;
@@ -343,8 +352,8 @@ fn init() -> Result<Arc<AsyncFd<Instance>>, String> {
             "inotify cannot be set up ({e}); raise fs.inotify.max_user_instances or use --poll-interval"
         )
     };
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| explain(&e))?;
+    let inotify =
+        Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| explain(&e))?;
     // SAFETY: `Instance` owns the descriptor, which stays open and the same until the AsyncFd
     // (its only owner) is dropped.
     unsafe { AsyncFd::register_with_interest(Instance(inotify), tokio::io::Interest::READABLE) }
@@ -354,7 +363,9 @@ fn init() -> Result<Arc<AsyncFd<Instance>>, String> {
 
 /// Removes the watch of `path` (the kernel's watch only when no other path shares it).
 fn unwatch(st: &mut State, inotify: &Inotify, path: &Path) {
-    let Some(w) = st.dirs.remove(path) else { return };
+    let Some(w) = st.dirs.remove(path) else {
+        return;
+    };
     if let Some(paths) = st.by_wd.get_mut(&w.wd) {
         paths.remove(path);
         if paths.is_empty() {

@@ -305,7 +305,9 @@ fn block_policy_holds_an_unreadable_version_until_it_is_readable() {
                 .is_some_and(|h| !h.is_empty())
         },
     );
-    let held = status["watches"][0]["held_back"][0].as_str().unwrap();
+    let held = status["watches"][0]["held_back"][0]["detail"]
+        .as_str()
+        .unwrap();
     assert!(
         held.starts_with(&format!("the app cannot read {}", token.display())),
         "{held}"

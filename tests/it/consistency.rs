@@ -5,15 +5,23 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use secret_reloader::fingerprint::FingerprintKey;
-use secret_reloader::snapshot::scan;
+use secret_reloader::scan::fingerprint::FingerprintKey;
+use secret_reloader::scan::{self, Scan};
 
 use crate::support::sink::Sink;
 use crate::support::tls::{KeyKind, dated, pair};
 use crate::support::{AtomicWriter, Daemon, eventually, settle, tempdir};
 
-fn scan_dir(dir: &Path) -> secret_reloader::snapshot::Scan {
-    scan(&[dir.to_path_buf()], &FingerprintKey::new(b"test".to_vec()))
+fn scan_dir(dir: &Path) -> Scan {
+    scan::scan(
+        &[dir.to_path_buf()],
+        scan::Options {
+            key: &FingerprintKey::new(b"test".to_vec()),
+            max_files: 100,
+            follow_external_symlinks: false,
+            kinds: &[],
+        },
+    )
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn healthy_setup_exits_0_and_reports_in_order() {
         vol.to_str().unwrap(),
         "--process-name",
         &app.name,
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);
@@ -124,6 +125,7 @@ fn unreadable_file_and_drift_are_problems_with_fixes() {
         "1000",
         "--app-gid",
         "1000",
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);
@@ -170,6 +172,7 @@ fn stale_process_missing_process_and_dead_endpoint() {
         &app.name,
         "--reload-url",
         &dead,
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);
@@ -220,6 +223,7 @@ fn stale_process_missing_process_and_dead_endpoint() {
         vol.to_str().unwrap(),
         "--process-name",
         "app-not-running",
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);
@@ -257,6 +261,7 @@ fn signal_not_permitted_for_a_sidecar_of_another_uid() {
             vol.to_str().unwrap(),
             "--process-name",
             &app.name,
+            "--standalone",
             "--listen",
             "127.0.0.1:1",
         ],
@@ -305,6 +310,7 @@ fn single_file_mounts_kubelet_never_updates() {
             sub.join("token").to_str().unwrap(),
             "--exec",
             "true",
+            "--standalone",
             "--listen",
             "127.0.0.1:1",
         ],
@@ -348,6 +354,7 @@ fn single_file_mounts_kubelet_never_updates() {
         vol.to_str().unwrap(),
         "--process-name",
         &name,
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);
@@ -386,6 +393,7 @@ fn expired_certificate_missing_path_and_usage_errors() {
         "0",
         "--app-gid",
         "0",
+        "--standalone",
         "--listen",
         "127.0.0.1:1",
     ]);

@@ -211,6 +211,7 @@ fn change_the_watcher_cannot_see_is_caught_by_the_resync() {
         &url,
         "--resync-interval",
         "1s",
+        "--follow-external-symlinks",
     ]);
     d.wait_ready();
     // Retarget the symlink outside the watched directory: no event reaches the daemon.

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use secret_reloader::Config;
-use secret_reloader::cli::{AccessPolicy, ReloadOnStart};
-use secret_reloader::config::{Action, Selector, TargetConfig};
+use secret_reloader::config::{AccessPolicy, ActionConfig as Action, ReloadOnStart, TargetConfig};
+use secret_reloader::process::Selector;
 use serde_json::{Value, json};
 
 use crate::support::sink::Sink;

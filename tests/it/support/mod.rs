@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use secret_reloader::atomic_writer::{AtomicWriter, SymlinkOrder};
+pub use secret_reloader::demo::atomic_writer::{AtomicWriter, SymlinkOrder};
 
 /// Generous deadline for anything the daemon should do "at once" (the machine is shared).
 pub const DEADLINE: Duration = Duration::from_secs(15);
