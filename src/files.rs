@@ -105,9 +105,23 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
     Ok((file, md))
 }
 
-/// Reads all of an open file, at most `limit` bytes; the buffer is wiped when dropped. A file
-/// that grows past the limit while it is read is refused too. Files whose size `fstat` does not
-/// know (procfs) are read in chunks up to the limit.
+/// Opens a path a `stat` has just shown to be a regular file (a directory walk): the open
+/// cannot block, and the file is checked again on the descriptor.
+pub fn open_known_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Err(ReadError::NotRegular(kind_of(&md)));
+    }
+    Ok((file, md))
+}
+
+/// Reads all of an open regular file, at most `limit` bytes; the buffer is wiped when dropped.
+/// A file already larger than the limit is refused, and so is one that grows past it while it is
+/// read.
 pub fn read_open(
     mut file: File,
     md: &Metadata,
@@ -116,10 +130,27 @@ pub fn read_open(
     if md.len() > limit {
         return Err(ReadError::TooLarge { limit });
     }
-    let capacity = if md.len() > 0 { md.len() + 1 } else { 4096 };
-    let mut buf = Zeroizing::new(Vec::with_capacity(capacity.min(limit + 1) as usize));
-    // One byte past the limit tells a file that grew from one that is exactly at it.
-    (&mut file).take(limit + 1).read_to_end(&mut buf)?;
+    let size = md.len() as usize;
+    let mut buf = Zeroizing::new(vec![0u8; size]);
+    // The size `fstat` gave, read whole: the usual case, with no read for the end of the file.
+    let mut got = 0;
+    while got < size {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(got);
+    if got == size && size > 0 {
+        return Ok(buf);
+    }
+    // Shorter than its size, or a size `fstat` does not know: read to the end, one byte past
+    // the limit telling a file that grew from one exactly at it.
+    (&mut file)
+        .take(limit + 1 - got as u64)
+        .read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
@@ -141,16 +172,23 @@ pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)?;
-    let mut buf = vec![0u8; limit.min(4096)];
-    let mut len = 0;
+    // Most of these files fit a stack buffer: no allocation beyond the result.
+    let mut first = [0u8; 4096];
+    let want = limit.min(first.len());
+    let n = read_retrying(&file, &mut first[..want])?;
+    if n < want || n >= limit {
+        return Ok(first[..n].to_vec());
+    }
+    let mut buf = first[..n].to_vec();
+    let mut len = n;
     loop {
+        buf.resize((buf.len() * 2).min(limit), 0);
         let n = read_retrying(&file, &mut buf[len..])?;
         len += n;
         // procfs generates these files whole: a short read has reached the end.
         if n == 0 || len < buf.len() || len >= limit {
             break;
         }
-        buf.resize((buf.len() * 2).min(limit), 0);
     }
     buf.truncate(len);
     Ok(buf)

@@ -1,7 +1,7 @@
 //! The daemon under measurement: a separate process (the binary that ships), with readings of
 //! its resident memory and CPU time from /proc.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,38 +9,38 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    log: tempfile::NamedTempFile,
 }
 
 impl Daemon {
     /// Starts the daemon at the default log level (info, as in production) and waits until ready.
+    /// Its log goes to a file (as a container runtime collects it, without a reader in this
+    /// process competing for the CPU); warnings and errors are echoed at the end.
     pub fn start(bin: &str, args: &[&str]) -> Daemon {
-        let mut child = Command::new(bin)
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(bin)
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log.reopen().expect("log file"))
             .spawn()
             .expect("start the daemon");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                }
-                if line.contains("WARN") || line.contains("ERROR") {
-                    eprintln!("  daemon: {line}");
-                }
-            }
-        });
-        let addr: SocketAddr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("daemon listening")
-            .parse()
-            .unwrap();
-        let d = Daemon { child, addr };
         let deadline = Instant::now() + Duration::from_secs(10);
+        let addr: SocketAddr = loop {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            if let Some(a) = text.split("addr=").nth(1) {
+                break a
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .expect("address");
+            }
+            assert!(Instant::now() < deadline, "daemon not listening:\n{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let d = Daemon { child, addr, log };
         while get(d.addr, "/readyz") != Some(200) {
             assert!(Instant::now() < deadline, "daemon not ready");
             std::thread::sleep(Duration::from_millis(5));
@@ -92,6 +92,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            eprintln!("  daemon: {line}");
+        }
     }
 }
 

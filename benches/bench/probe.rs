@@ -1,28 +1,56 @@
-//! Receivers that timestamp what the daemon does: an HTTP endpoint on 127.0.0.1 and a SIGHUP
+//! Receivers that timestamp what a watcher does: an HTTP endpoint on 127.0.0.1 and a SIGHUP
 //! handler in this very process (the daemon signals it through `--pid-file`). Both stamp with
 //! `Instant`, so latencies compare with the writer's swap instant in one clock.
+//!
+//! The endpoint speaks HTTP/1.1 with keep-alive (a connection stays open unless the request says
+//! `Connection: close`, or is HTTP/1.0 without `keep-alive`) and stamps each request when its
+//! first byte is read, not when its head is complete: every watcher is timed to the moment its
+//! request reaches this process, whatever it sends after. Threads blocked in `accept` are
+//! spawned ahead, so a new connection never waits for a thread to be created; each stamp carries
+//! the request path, so several watchers share one endpoint and each stamp is attributed.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// One request received.
 pub struct Hit {
-    /// When its head was complete.
+    /// When its first byte was read.
     pub at: Instant,
     /// Request path.
     pub path: String,
-    /// First line of the probe file when it arrived (what the app would load).
+    /// Whether it came on a connection that had carried an earlier request.
+    pub reused: bool,
+    /// First line of the probe file when its head was complete (what the app would load).
     pub loaded: Option<String>,
+}
+
+#[derive(Default)]
+struct Hits {
+    queue: Mutex<VecDeque<Hit>>,
+    arrived: Condvar,
+}
+
+/// Threads kept blocked in `accept`, ready for the next connection.
+const SPARE: usize = 3;
+/// Largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+struct Server {
+    listener: TcpListener,
+    idle: AtomicUsize,
+    hits: Arc<Hits>,
+    file: Option<PathBuf>,
 }
 
 /// A blocking HTTP endpoint: every request is answered 200 and stamped.
 pub struct HttpProbe {
     pub addr: SocketAddr,
-    pub rx: mpsc::Receiver<Hit>,
+    hits: Arc<Hits>,
 }
 
 impl HttpProbe {
@@ -31,55 +59,179 @@ impl HttpProbe {
     }
 
     /// A probe that also reads the first line of `file` at every request.
-    pub fn start_reading(file: Option<std::path::PathBuf>) -> HttpProbe {
+    pub fn start_reading(file: Option<PathBuf>) -> HttpProbe {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind probe");
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                // Stamp when the request head is complete: that is when an app would act.
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let at = Instant::now();
-                let loaded = file
-                    .as_ref()
-                    .and_then(|f| std::fs::read_to_string(f).ok())
-                    .map(|t| t.lines().next().unwrap_or("").to_string());
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                let head = String::from_utf8_lossy(&seen);
-                let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                if tx.send(Hit { at, path, loaded }).is_err() {
-                    return;
-                }
-            }
+        let hits = Arc::new(Hits::default());
+        let server = Arc::new(Server {
+            listener,
+            idle: AtomicUsize::new(0),
+            hits: hits.clone(),
+            file,
         });
-        HttpProbe { addr, rx }
+        for _ in 0..SPARE {
+            spawn_acceptor(&server);
+        }
+        HttpProbe { addr, hits }
     }
 
+    /// The URL of path `/-/reload`.
     pub fn url(&self) -> String {
-        format!("http://{}/-/reload", self.addr)
+        self.url_for("/-/reload")
+    }
+
+    /// The URL of `path` (which starts with `/`).
+    pub fn url_for(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Drops stamps of earlier calls.
     pub fn drain(&self) {
-        while self.rx.try_recv().is_ok() {}
+        self.hits.queue.lock().unwrap().clear();
+    }
+
+    /// Drops stamps of earlier calls to `path`.
+    pub fn drain_path(&self, path: &str) {
+        self.hits.queue.lock().unwrap().retain(|h| h.path != path);
     }
 
     pub fn next(&self, within: Duration) -> Option<Instant> {
-        self.rx.recv_timeout(within).ok().map(|h| h.at)
+        self.next_hit(within).map(|h| h.at)
     }
 
+    /// The next request, whatever its path.
     pub fn next_hit(&self, within: Duration) -> Option<Hit> {
-        self.rx.recv_timeout(within).ok()
+        self.take(within, |_| true)
+    }
+
+    /// The next request to `path`; requests to other paths stay queued.
+    pub fn next_on(&self, path: &str, within: Duration) -> Option<Hit> {
+        self.take(within, |h| h.path == path)
+    }
+
+    fn take(&self, within: Duration, want: impl Fn(&Hit) -> bool) -> Option<Hit> {
+        let deadline = Instant::now() + within;
+        let mut q = self.hits.queue.lock().unwrap();
+        loop {
+            if let Some(i) = q.iter().position(&want) {
+                return q.remove(i);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            q = self.hits.arrived.wait_timeout(q, left).unwrap().0;
+        }
+    }
+}
+
+fn spawn_acceptor(server: &Arc<Server>) {
+    server.idle.fetch_add(1, Ordering::SeqCst);
+    let server = server.clone();
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            loop {
+                let accepted = server.listener.accept();
+                // Keep SPARE threads in accept before serving this connection.
+                if server.idle.fetch_sub(1, Ordering::SeqCst) <= SPARE {
+                    spawn_acceptor(&server);
+                }
+                if let Ok((stream, _)) = accepted {
+                    serve(stream, &server);
+                }
+                if server.idle.load(Ordering::SeqCst) >= 2 * SPARE {
+                    return;
+                }
+                server.idle.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    if spawned.is_err() {
+        server.idle.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Serves the requests of one connection until it closes.
+fn serve(mut s: TcpStream, server: &Server) {
+    let _ = s.set_nodelay(true);
+    let mut pending: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut served = 0usize;
+    loop {
+        // The first byte of the next request: stamp as soon as it is read.
+        let at = if pending.is_empty() {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let at = Instant::now();
+                    pending.extend_from_slice(&chunk[..n]);
+                    at
+                }
+            }
+        } else {
+            Instant::now()
+        };
+        let head_end = loop {
+            if let Some(p) = find(&pending, b"\r\n\r\n") {
+                break p + 4;
+            }
+            if pending.len() > MAX_HEAD {
+                return;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("");
+        let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+        let http10 = request_line.ends_with("HTTP/1.0");
+        let mut length = 0usize;
+        let mut connection = String::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                let name = name.trim().to_ascii_lowercase();
+                if name == "content-length" {
+                    length = value.trim().parse().unwrap_or(0);
+                } else if name == "connection" {
+                    connection = value.trim().to_ascii_lowercase();
+                }
+            }
+        }
+        while pending.len() < head_end + length {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+        pending.drain(..head_end + length);
+        let close = connection.contains("close") || (http10 && !connection.contains("keep-alive"));
+        let response: &[u8] = if close {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        };
+        let loaded = server
+            .file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.lines().next().unwrap_or("").to_string());
+        let written = s.write_all(response);
+        server.hits.queue.lock().unwrap().push_back(Hit {
+            at,
+            path,
+            reused: served > 0,
+            loaded,
+        });
+        server.hits.arrived.notify_all();
+        served += 1;
+        if close || written.is_err() {
+            return;
+        }
     }
 }
 
@@ -107,7 +259,8 @@ impl SignalProbe {
         LAST_HUP_NS.store(0, Ordering::SeqCst);
     }
 
-    /// Waits (spinning briefly, then sleeping) for the next SIGHUP after `reset`.
+    /// Waits (sleeping briefly between looks) for the next SIGHUP after `reset`; the stamp was
+    /// taken in the handler, so how soon this notices does not change the figure.
     pub fn wait(&self, within: Duration) -> Option<Instant> {
         let deadline = Instant::now() + within;
         loop {

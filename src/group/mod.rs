@@ -17,7 +17,6 @@
 mod journal;
 pub mod publish;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,8 +30,8 @@ use crate::report::metrics::{GroupMetrics, Metrics};
 use crate::report::status::{GroupEntry, ScanRecord};
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::{self, Budget, Scan};
+use crate::watch::Wake;
 use crate::watch::inotify::{GroupId, WatchHub};
-use crate::watch::{Wake, WatchError};
 use publish::{Decision, Scanned};
 
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
@@ -139,6 +138,9 @@ struct Memory {
     large: bool,
     /// What was last reported, so that each change is logged once.
     journal: journal::Journal,
+    /// New directories were watched after the last scan: a change may have landed before the
+    /// watch, so scan again at once.
+    rescan: bool,
     /// Since when scans found the content still changing.
     unconfirmed_since: Option<Instant>,
 }
@@ -155,6 +157,7 @@ impl GroupTask {
             large: false,
             journal: journal::Journal::default(),
             unconfirmed_since: None,
+            rescan: false,
         };
         let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
@@ -162,6 +165,12 @@ impl GroupTask {
             return;
         }
         loop {
+            if std::mem::take(&mut mem.rescan) {
+                if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
+                    return;
+                }
+                continue;
+            }
             let due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
             // A hold that lasts past the timeout is reported when it does, not at the next event.
@@ -223,33 +232,16 @@ impl GroupTask {
 
     /// Reads the content: on this thread within the budget, else on the blocking pool. `None`
     /// when stopped meanwhile.
-    async fn read(
-        &self,
-        mem: &mut Memory,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Option<(Scan, Result<(), WatchError>)> {
+    async fn read(&self, mem: &mut Memory, stop: &mut watch::Receiver<bool>) -> Option<Scan> {
         if !mem.large
-            && let Some(r) = scan_and_watch(
-                &self.cfg,
-                &self.key,
-                &mem.kinds,
-                &self.hub,
-                self.id,
-                Some(INLINE_BUDGET),
-            )
+            && let Some(scan) = read_content(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
         {
-            return Some(r);
+            return Some(scan);
         }
         mem.large = true;
-        let (cfg, key, kinds, hub, id) = (
-            self.cfg.clone(),
-            self.key.clone(),
-            mem.kinds.clone(),
-            self.hub.clone(),
-            self.id,
-        );
+        let (cfg, key, kinds) = (self.cfg.clone(), self.key.clone(), mem.kinds.clone());
         let mut job = tokio::task::spawn_blocking(move || {
-            scan_and_watch(&cfg, &key, &kinds, &hub, id, None).expect("no budget")
+            read_content(&cfg, &key, &kinds, None).expect("no budget")
         });
         let started = SystemTime::now();
         let mut reported = false;
@@ -289,7 +281,7 @@ impl GroupTask {
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let scan_ns = crate::monotonic_ns();
-        let Some((scan, watched)) = self.read(mem, stop).await else {
+        let Some(scan) = self.read(mem, stop).await else {
             return !*stop.borrow();
         };
         // Back on the runtime thread once the content is small again.
@@ -338,10 +330,6 @@ impl GroupTask {
                 Decision::Held => Content::Held,
                 Decision::Same(fp) | Decision::Changed(fp) => {
                     changed = matches!(decision, Decision::Changed(_)) && !first;
-                    if changed {
-                        // Logged before the targets act on it: the log reads in causal order.
-                        self.journal_change(&scan);
-                    }
                     mem.published = Some(fp);
                     Content::Version(Arc::new(Version {
                         fingerprint: fp,
@@ -353,9 +341,21 @@ impl GroupTask {
                 }
             };
             self.tx.send_replace(Some(Desired { content, scan_ns }));
-            // The targets act now, before the bookkeeping below.
+            // The targets act now, before the bookkeeping below: nothing but the scan stands
+            // between the event and the action. Their log lines wait for this one (they yield
+            // once after acting), so the log still reads in causal order.
             tokio::task::yield_now().await;
+            if changed {
+                self.journal_change(&scan);
+            }
         }
+        // The watches follow what the scan found; a directory watched only now may have changed
+        // before its watch: scan again.
+        let watched = self.hub.reconcile(self.id, &scan.watch);
+        if matches!(watched, Ok(true)) {
+            mem.rescan = true;
+        }
+        let watched = watched.map(|_| ());
         let assessment = if blocking {
             before
         } else {
@@ -375,35 +375,21 @@ impl GroupTask {
     }
 }
 
-/// Scans, then reconciles the watches with what the scan found. When new directories had to be
-/// watched, scans once more: a change landing between the first read and the new watch would
-/// otherwise go unseen. `None` when the budget ran out.
-fn scan_and_watch(
+/// Reads the group's content; `None` when the budget ran out.
+fn read_content(
     cfg: &GroupConfig,
     key: &FingerprintKey,
     kinds: &[Option<bool>],
-    hub: &WatchHub,
-    id: GroupId,
     budget: Option<Budget>,
-) -> Option<(Scan, Result<(), WatchError>)> {
+) -> Option<Scan> {
     let opts = scan::Options {
         key,
         max_files: cfg.max_files,
         follow_external_symlinks: cfg.follow_external_symlinks,
         kinds,
     };
-    let run = |paths: &[PathBuf]| match budget {
-        Some(b) => scan::scan_within(paths, opts, b),
-        None => Some(scan::scan(paths, opts)),
-    };
-    let first = run(&cfg.paths)?;
-    match hub.reconcile(id, &first.watch) {
-        Ok(true) => {
-            let again = run(&cfg.paths)?;
-            let res = hub.reconcile(id, &again.watch).map(|_| ());
-            Some((again, res))
-        }
-        Ok(false) => Some((first, Ok(()))),
-        Err(e) => Some((first, Err(e))),
+    match budget {
+        Some(b) => scan::scan_within(&cfg.paths, opts, b),
+        None => Some(scan::scan(&cfg.paths, opts)),
     }
 }

@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 
-use super::select::{self, Selector};
+use super::select::{FindError, Selector};
+use super::tracker::{TrackError, Tracker};
 use super::{ProcFs, ProcInfo, ProcStatus};
 
 /// CAP_DAC_OVERRIDE: bypasses file permission checks.
@@ -108,33 +109,28 @@ pub struct Resolved {
     pub drift: Option<String>,
 }
 
-/// Finds a group's app identity, scan after scan, cheaply: the process found last time is reused
-/// while it is provably the same one (pid and start time).
+/// Finds a group's app identity, scan after scan, cheaply: the process found last time is
+/// followed while it lives (see [`Tracker`]).
 pub struct IdentityResolver {
     /// From `--app-uid`/`--app-gid`/`--app-groups`.
     declared: Option<Identity>,
-    /// Selector of the group's first signal target.
-    selector: Option<Selector>,
-    /// Where processes are looked up.
-    procfs: ProcFs,
-    /// Process found last time.
-    cached: Option<ProcInfo>,
+    /// The process of the group's first signal target.
+    tracker: Option<Tracker>,
 }
 
 impl IdentityResolver {
     /// A resolver from the declared identity and the group's process selector (either optional).
     pub fn new(declared: Option<Identity>, selector: Option<Selector>, procfs: ProcFs) -> Self {
+        let uid = declared.as_ref().map(|d| d.uid);
         IdentityResolver {
             declared,
-            selector,
-            procfs,
-            cached: None,
+            tracker: selector.map(|s| Tracker::new(procfs, s, false, uid)),
         }
     }
 
     /// Whether any identity can ever be known.
     pub fn is_configured(&self) -> bool {
-        self.declared.is_some() || self.selector.is_some()
+        self.declared.is_some() || self.tracker.is_some()
     }
 
     /// The app's identity now.
@@ -172,31 +168,19 @@ impl IdentityResolver {
     }
 
     fn process(&mut self) -> Option<(ProcInfo, ProcStatus)> {
-        let selector = self.selector.as_ref()?;
-        if let Some(last) = &self.cached {
-            let same = self
-                .procfs
-                .stat(last.pid)
-                .is_ok_and(|now| now.start_ticks == last.start_ticks);
-            if same
-                && !matches!(selector, Selector::PidFile(_))
-                && let Ok(st) = self.procfs.status(last.pid)
-            {
-                return Some((last.clone(), st));
-            }
-        }
-        // Candidates are the processes of the declared uid; when the one match runs as another
-        // uid, that is the app whose runAsUser drifted.
-        let uid = self.declared.as_ref().map(|d| d.uid);
-        let found = match select::find(&self.procfs, selector, false, uid) {
-            Ok(found) => found.into_iter().next()?,
-            Err(select::FindError::OtherIdentity { seen, .. }) if seen.len() == 1 => {
-                seen.into_iter().next()?.0
+        let tracker = self.tracker.as_mut()?;
+        let mut found = match tracker.processes() {
+            Ok(found) => found,
+            // Candidates are the processes of the declared uid; when the one match runs as
+            // another uid, that is the app whose runAsUser drifted.
+            Err(TrackError::Find(FindError::OtherIdentity { seen, .. })) if seen.len() == 1 => {
+                tracker.open(&[seen[0].0.clone()]).ok()?
             }
             Err(_) => return None,
         };
-        let st = self.procfs.status(found.pid).ok()?;
-        self.cached = Some(found.clone());
-        Some((found, st))
+        let (h, st) = found.pop()?;
+        let info = h.info.clone();
+        tracker.keep(vec![h]);
+        Some((info, st))
     }
 }

@@ -4,6 +4,7 @@
 //! - this file: [`ProcFs`] and the parsers of `/proc/<pid>/stat` and `status` (pure functions);
 //! - [`select`]: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
 //! - [`handle`]: [`ProcessHandle`], a pidfd and an open `status` descriptor of one process;
+//! - [`tracker`]: the app's process followed across reloads, without a `/proc` walk each time;
 //! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
@@ -12,6 +13,7 @@
 pub mod handle;
 pub mod identity;
 pub mod select;
+pub mod tracker;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -171,7 +171,7 @@ pub fn find(
     all: bool,
     app_uid: Option<u32>,
 ) -> Result<Vec<ProcInfo>, FindError> {
-    let own = std::process::id() as i32;
+    let own = own_pid();
     if let Selector::PidFile(path) = selector {
         return read_pid_file(procfs, path, own, app_uid).map(|p| vec![p]);
     }
@@ -235,23 +235,7 @@ fn read_pid_file(
     own: i32,
     app_uid: Option<u32>,
 ) -> Result<ProcInfo, FindError> {
-    let bad = |why: String| FindError::PidFile(path.to_path_buf(), why);
-    let raw = files::read_limited(path, PID_FILE_LIMIT).map_err(|e| bad(e.to_string()))?;
-    let first = raw
-        .split(|b| *b == b'\n')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    let pid = std::str::from_utf8(first)
-        .ok()
-        .and_then(|s| s.parse::<i32>().ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            bad(format!(
-                "its first line '{}' is not a pid",
-                text::bytes(&first[..first.len().min(32)])
-            ))
-        })?;
+    let pid = pid_in_file(path)?;
     let status = procfs
         .status(pid)
         .map_err(|_| FindError::PidFileStale(path.to_path_buf(), pid))?;
@@ -272,6 +256,33 @@ fn read_pid_file(
         });
     }
     Ok(info)
+}
+
+/// The pid a pid file names: its first line.
+pub fn pid_in_file(path: &std::path::Path) -> Result<i32, FindError> {
+    let bad = |why: String| FindError::PidFile(path.to_path_buf(), why);
+    let raw = files::read_limited(path, PID_FILE_LIMIT).map_err(|e| bad(e.to_string()))?;
+    let first = raw
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    std::str::from_utf8(first)
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            bad(format!(
+                "its first line '{}' is not a pid",
+                text::bytes(&first[..first.len().min(32)])
+            ))
+        })
+}
+
+/// This process's pid (asked once: it is a system call on musl).
+pub fn own_pid() -> i32 {
+    static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| std::process::id() as i32)
 }
 
 /// Basename of the first word of argv[0] (`nginx: master process ...` gives `nginx`).

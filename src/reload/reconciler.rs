@@ -180,6 +180,8 @@ impl Reconciler {
             sf.record(&name, &fp, self.action.delivered()).await;
         }
         let after = p.after(v, t0, ended, limits, jitter());
+        // The group logs the change it published first (see `GroupTask::scan`).
+        tokio::task::yield_now().await;
         let attempt = |result, detail: String| Attempt {
             at,
             result,

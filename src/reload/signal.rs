@@ -19,8 +19,8 @@ use nix::sys::signal::Signal;
 use super::{ActionError, Outcome};
 use crate::config::SignalConfig;
 use crate::group::Version;
-use crate::process::handle::ProcessHandle;
-use crate::process::select::{self, FindError, Selector};
+use crate::process::select::FindError;
+use crate::process::tracker::{Found, TrackError, Tracker};
 use crate::process::{ProcFs, ProcInfo, ProcStatus};
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
@@ -29,14 +29,10 @@ pub const START_MARGIN: Duration = Duration::from_millis(20);
 
 /// The signal action of one target.
 pub struct SignalAction {
-    /// What to send and to whom.
-    cfg: SignalConfig,
-    /// Where processes are looked up.
-    procfs: ProcFs,
-    /// The declared app uid: only its processes are candidates.
-    app_uid: Option<u32>,
-    /// The one process found last time, while it lives (not with `--signal-all`).
-    cached: Option<ProcessHandle>,
+    /// What to send.
+    signal: Signal,
+    /// The app's process(es), followed across reloads.
+    tracker: Tracker,
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
     delivered: Option<(i32, u64)>,
 }
@@ -45,61 +41,56 @@ impl SignalAction {
     /// An action for `cfg`; `app_uid` is the declared app uid.
     pub fn new(cfg: SignalConfig, procfs: ProcFs, app_uid: Option<u32>) -> Self {
         SignalAction {
-            cfg,
-            procfs,
-            app_uid,
-            cached: None,
+            signal: cfg.signal,
+            tracker: Tracker::new(procfs, cfg.selector, cfg.all, app_uid),
             delivered: None,
         }
     }
 
     /// Signals the target process(es) so they load `version`.
     pub fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
-        let sig = self.cfg.signal;
-        let mut procs = self.targets()?;
+        let sig = self.signal;
+        let procs = self.targets()?;
         self.delivered = None;
         // Check every process before signalling any, so a retry never signals one twice.
-        let mut statuses = Vec::with_capacity(procs.len());
         let mut older = Vec::with_capacity(procs.len());
         let mut newer = None;
-        for h in procs.iter_mut() {
-            let st = h.status().map_err(|_| gone(&h.info))?;
+        for (h, st) in &procs {
             if !force && self.started_after(&h.info, version.content_time) {
                 newer.get_or_insert_with(|| h.info.clone());
                 continue;
             }
-            check_disposition(&h.info, &st, sig)?;
-            statuses.push(st);
-            older.push(h);
+            check_disposition(&h.info, st, sig)?;
+            older.push((h, st));
         }
         if older.is_empty() {
             let p = newer.expect("at least one process");
             if procs.len() == 1 {
                 self.delivered = Some((p.pid, p.start_ticks));
-                self.keep(procs);
             }
+            self.keep(procs);
             return Ok(Outcome::Skipped(format!(
                 "{} started after the current content appeared: it already holds it",
                 p.shown()
             )));
         }
-        for (h, st) in older.iter().zip(&statuses) {
-            h.signal(sig).map_err(|e| self.send_error(&h.info, st, e))?;
+        for (h, st) in &older {
+            h.signal(sig).map_err(|e| send_error(&h.info, st, e))?;
         }
-        let shown: Vec<String> = older.iter().map(|h| h.info.shown()).collect();
-        let one = (older.len() == 1 && newer.is_none())
-            .then(|| (older[0].info.pid, older[0].info.start_ticks));
-        self.delivered = one;
+        // The app may wait for this very CPU to handle the signal: let it run before the
+        // bookkeeping that follows.
+        std::thread::yield_now();
+        let shown: Vec<String> = older.iter().map(|(h, _)| h.info.shown()).collect();
+        self.delivered = (older.len() == 1 && newer.is_none())
+            .then(|| (older[0].0.info.pid, older[0].0.info.start_ticks));
         let done = Outcome::Done(format!("{} sent to {}", sig.as_str(), shown.join(", ")));
         self.keep(procs);
         Ok(done)
     }
 
-    /// Keeps the one handle for the next reload.
-    fn keep(&mut self, mut procs: Vec<ProcessHandle>) {
-        if !self.cfg.all && procs.len() == 1 {
-            self.cached = procs.pop();
-        }
+    fn keep(&mut self, procs: Vec<Found>) {
+        self.tracker
+            .keep(procs.into_iter().map(|(h, _)| h).collect());
     }
 
     /// The one process that holds the version last applied, when there is exactly one.
@@ -111,7 +102,7 @@ impl SignalAction {
     pub fn current(&mut self) -> Option<(i32, u64)> {
         match self.targets() {
             Ok(p) if p.len() == 1 => {
-                let id = (p[0].info.pid, p[0].info.start_ticks);
+                let id = (p[0].0.info.pid, p[0].0.info.start_ticks);
                 self.keep(p);
                 Some(id)
             }
@@ -119,59 +110,36 @@ impl SignalAction {
         }
     }
 
-    /// The processes to signal, as handles: the cached one while it lives (and, with a pid file,
-    /// while the file still names it), else found again.
-    fn targets(&mut self) -> Result<Vec<ProcessHandle>, ActionError> {
-        if let Some(mut h) = self.cached.take() {
-            let still_named = match &self.cfg.selector {
-                Selector::PidFile(_) => self.find().is_ok_and(|found| {
-                    found.len() == 1
-                        && found[0].pid == h.info.pid
-                        && found[0].start_ticks == h.info.start_ticks
-                }),
-                _ => true,
-            };
-            if still_named && h.is_alive() {
-                return Ok(vec![h]);
-            }
-        }
-        let found = self.find()?;
-        let mut handles = Vec::with_capacity(found.len());
-        for p in &found {
-            handles.push(ProcessHandle::open(&self.procfs, p).map_err(|_| gone(p))?);
-        }
-        Ok(handles)
-    }
-
-    fn find(&self) -> Result<Vec<ProcInfo>, ActionError> {
-        let selector = &self.cfg.selector;
-        select::find(&self.procfs, selector, self.cfg.all, self.app_uid).map_err(|e| match e {
-            FindError::NotFound => ActionError::Waiting(format!(
+    /// The processes to signal, with their status now.
+    fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
+        self.tracker.processes().map_err(|e| match e {
+            TrackError::Gone(p) => gone(&p),
+            TrackError::Find(FindError::NotFound) => ActionError::Waiting(format!(
                 "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
-                selector.describe()
+                self.tracker.selector().describe()
             )),
-            FindError::Ambiguous(_) => ActionError::Ambiguous(e.to_string()),
-            e if e.is_transient() => ActionError::Waiting(e.to_string()),
-            e => ActionError::Failed(e.to_string()),
+            TrackError::Find(e @ FindError::Ambiguous(_)) => ActionError::Ambiguous(e.to_string()),
+            TrackError::Find(e) if e.is_transient() => ActionError::Waiting(e.to_string()),
+            TrackError::Find(e) => ActionError::Failed(e.to_string()),
         })
     }
 
     fn started_after(&self, p: &ProcInfo, content_time: Option<SystemTime>) -> bool {
-        content_time.is_some_and(|ct| self.procfs.start_time(p) > ct + START_MARGIN)
+        content_time.is_some_and(|ct| self.tracker.procfs().start_time(p) > ct + START_MARGIN)
     }
+}
 
-    fn send_error(&self, p: &ProcInfo, st: &ProcStatus, e: Errno) -> ActionError {
-        match e {
-            Errno::ESRCH => gone(p),
-            Errno::EPERM => ActionError::Failed(format!(
-                "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
+fn send_error(p: &ProcInfo, st: &ProcStatus, e: Errno) -> ActionError {
+    match e {
+        Errno::ESRCH => gone(p),
+        Errno::EPERM => ActionError::Failed(format!(
+            "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
                  app's runAsUser ({uid}) or add the KILL capability (CAP_KILL)",
-                p.shown(),
-                nix::unistd::geteuid(),
-                uid = st.uid,
-            )),
-            e => ActionError::Failed(format!("cannot signal {}: {e}", p.shown())),
-        }
+            p.shown(),
+            nix::unistd::geteuid(),
+            uid = st.uid,
+        )),
+        e => ActionError::Failed(format!("cannot signal {}: {e}", p.shown())),
     }
 }
 

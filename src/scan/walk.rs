@@ -24,6 +24,11 @@ const MAX_DEPTH: usize = 16;
 /// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
 const INSPECT_LIMIT: u64 = 1024 * 1024;
 
+/// What a kubelet volume's directory is watched for: its `..data` swap.
+fn kubelet_interest() -> Interest {
+    Interest::Names(BTreeSet::from([OsString::from(KUBELET_DATA)]))
+}
+
 /// State of one scan in progress.
 pub(super) struct Scanning<'a> {
     opts: Options<'a>,
@@ -155,18 +160,22 @@ impl<'a> Scanning<'a> {
                     );
                     return Layout::Directory;
                 }
-                self.watch(p, Interest::All);
                 let before = self.files.len();
                 let layout = match self.kubelet_data(p) {
                     Ok(Some(data)) => {
+                        // The version is what `..data` names: its swap is the only event that
+                        // matters (kubelet's other steps are internal, or follow the swap).
+                        self.watch(p, kubelet_interest());
                         self.walk(&data, p, 0, false, p);
                         Layout::KubeletVolume
                     }
                     Ok(None) => {
+                        self.watch(p, Interest::All);
                         self.walk(p, p, 0, true, p);
                         Layout::Directory
                     }
                     Err(problem) => {
+                        self.watch(p, kubelet_interest());
                         self.scan.problems.push(problem);
                         Layout::KubeletVolume
                     }
@@ -200,7 +209,7 @@ impl<'a> Scanning<'a> {
                 match (self.kubelet_data(&parent), p.file_name()) {
                     (Ok(Some(data)), Some(name)) => {
                         self.watch_parent(p, Some(KUBELET_DATA));
-                        self.read(p, &data.join(name), true);
+                        self.read(p, &data.join(name), true, false);
                         Layout::KubeletFile
                     }
                     (Err(problem), _) => {
@@ -216,7 +225,7 @@ impl<'a> Scanning<'a> {
                         {
                             self.watch_parent(&real, None);
                         }
-                        self.read(p, p, true);
+                        self.read(p, p, true, true);
                         Layout::File
                     }
                 }
@@ -239,7 +248,7 @@ impl<'a> Scanning<'a> {
                     && data.join(name).is_file()
                 {
                     self.watch_parent(p, Some(KUBELET_DATA));
-                    self.read(p, &data.join(name), true);
+                    self.read(p, &data.join(name), true, false);
                     return Layout::KubeletFile;
                 }
                 let (dir, next) = nearest_existing_ancestor(p);
@@ -339,7 +348,13 @@ impl<'a> Scanning<'a> {
             }
             let name = entry.file_name();
             let (real, seen) = (dir.join(&name), shown_as.join(&name));
-            let is_link = entry.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+            let file_type = entry.file_type().ok();
+            let is_link = file_type.is_some_and(|t| t.is_symlink());
+            // A regular file by the directory entry itself (no `stat`); opening it checks again.
+            if file_type.is_some_and(|t| t.is_file()) {
+                self.read(&seen, &real, false, true);
+                continue;
+            }
             if is_link && !self.opts.follow_external_symlinks {
                 let root_real = root_real
                     .get_or_insert_with(|| fs::canonicalize(root).unwrap_or(root.to_path_buf()));
@@ -364,15 +379,23 @@ impl<'a> Scanning<'a> {
                 }
             }
             match fs::metadata(&real) {
-                Ok(md) if md.is_file() => self.read(&seen, &real, false),
+                Ok(md) if md.is_file() => self.read(&seen, &real, false, true),
                 Ok(md) if md.is_dir() && depth + 1 < MAX_DEPTH => {
-                    if watch && !is_link {
-                        self.watch(&real, Interest::All);
-                    }
+                    let watched = watch && !is_link;
                     // A kubelet volume inside a plain directory is read through its `..data`.
                     match self.kubelet_data(&real) {
-                        Ok(Some(data)) => self.walk(&data, &seen, depth + 1, false, &real),
-                        Ok(None) => self.walk(&real, &seen, depth + 1, watch && !is_link, root),
+                        Ok(Some(data)) => {
+                            if watched {
+                                self.watch(&real, kubelet_interest());
+                            }
+                            self.walk(&data, &seen, depth + 1, false, &real)
+                        }
+                        Ok(None) => {
+                            if watched {
+                                self.watch(&real, Interest::All);
+                            }
+                            self.walk(&real, &seen, depth + 1, watched, root)
+                        }
                         Err(problem) => self.scan.problems.push(problem),
                     }
                 }
@@ -395,8 +418,8 @@ impl<'a> Scanning<'a> {
     }
 
     /// Reads and fingerprints one file (`required`: a watched path itself, not an entry found in
-    /// a directory).
-    fn read(&mut self, shown_as: &Path, real: &Path, required: bool) {
+    /// a directory; `stat_shown_regular`: a `stat` just showed it to be a regular file).
+    fn read(&mut self, shown_as: &Path, real: &Path, required: bool, stat_shown_regular: bool) {
         if self.files.len() >= self.opts.max_files && !self.files.contains_key(shown_as) {
             if !self.capped {
                 self.capped = true;
@@ -410,7 +433,12 @@ impl<'a> Scanning<'a> {
             }
             return;
         }
-        let (file, md) = match files::open_regular(real) {
+        let opened = if stat_shown_regular {
+            files::open_known_regular(real)
+        } else {
+            files::open_regular(real)
+        };
+        let (file, md) = match opened {
             Ok(opened) => opened,
             Err(ReadError::NotRegular(kind)) => {
                 let msg = format!("{}: {kind}, skipped", shown(shown_as));

@@ -276,7 +276,11 @@ impl WatchHub {
                 ready = fd.readable() => {
                     let Ok(mut guard) = ready else { return };
                     match fd.get_ref().0.read_events() {
-                        Ok(events) => self.route(events.as_slice()),
+                        Ok(events) => {
+                            self.route(events.as_slice());
+                            // The woken groups scan now; the next read (most often EAGAIN) waits.
+                            tokio::task::yield_now().await;
+                        }
                         Err(Errno::EAGAIN) => guard.clear_ready(),
                         Err(Errno::EINTR) => {}
                         Err(e) => {
