@@ -183,7 +183,7 @@ pub async fn serve(
             };
             reconcilers.vital(
                 format!("the reconciler of target '{}'", crate::text::value(&t.name)),
-                tracing::info_span!("target", target = %crate::text::value(&t.name)),
+                tracing::info_span!("target", target = %crate::text::value(&t.name), watch = %cfg.name),
                 reconciler.run(stop_rx.clone()),
             );
         }

@@ -60,56 +60,47 @@ impl GroupTask {
         }
         self.metrics.changed(unix(now));
         let fp = scan.fingerprint.map(|f| f.short()).unwrap_or_default();
-        tracing::info!(watch = %self.cfg.name, fingerprint = %fp, files = scan.files.len(), "content changed");
+        tracing::info!(fingerprint = %fp, files = scan.files.len(), "content changed");
     }
 
     /// Status, metrics and logs of one scan.
-    pub(super) fn record(
-        &self,
-        j: &mut Journal,
-        scan: &Scan,
-        a: &Assessment,
-        _changed: bool,
-        record: ScanRecord,
-    ) {
-        let name = self.cfg.name.as_str();
+    pub(super) fn record(&self, j: &mut Journal, scan: &Scan, a: &Assessment, record: ScanRecord) {
         lock(&self.status).record_scan(scan, a, record);
         self.metrics.set_watched_files(scan.files.len());
         self.record_held_back(j, scan, a);
         self.record_files(j, a, scan);
         if a.identity.drift != j.drift {
             match &a.identity.drift {
-                Some(d) => tracing::warn!(watch = name, "identity drift: {d}"),
-                None => tracing::info!(watch = name, "identity drift resolved"),
+                Some(d) => tracing::warn!("identity drift: {d}"),
+                None => tracing::info!("identity drift resolved"),
             }
             j.drift = a.identity.drift.clone();
         }
         self.metrics.set_identity_drift(j.drift.is_some());
         if scan.not_checked != j.not_checked {
             for n in &scan.not_checked {
-                tracing::info!(watch = name, "{n}");
+                tracing::info!("{n}");
             }
             j.not_checked = scan.not_checked.clone();
         }
         if scan.skipped != j.skipped {
             for s in scan.skipped.iter().filter(|s| !j.skipped.contains(s)) {
-                tracing::info!(watch = name, "{s}");
+                tracing::info!("{s}");
             }
             j.skipped = scan.skipped.clone();
         }
     }
 
     fn record_held_back(&self, j: &mut Journal, scan: &Scan, a: &Assessment) {
-        let name = self.cfg.name.as_str();
         if a.held_back != j.held_back {
             if a.held_back.is_empty() {
-                tracing::info!(watch = name, "content complete and consistent again");
+                tracing::info!("content complete and consistent again");
             } else {
                 if unreadable_by_sidecar(scan) {
                     self.daemon_metrics.watch_error(WatchErrorKind::Read);
                 }
                 let reasons: Vec<&str> = a.held_back.iter().map(|h| h.detail.as_str()).collect();
-                tracing::warn!(watch = name, reasons = ?reasons,
+                tracing::warn!(reasons = ?reasons,
                     "content held back: the app keeps its current version until this is resolved");
             }
             j.held_back = a.held_back.clone();
@@ -123,7 +114,7 @@ impl GroupTask {
             if !j.escalated && since.elapsed() >= timeout {
                 j.escalated = true;
                 let reasons: Vec<&str> = a.held_back.iter().map(|h| h.detail.as_str()).collect();
-                tracing::error!(watch = name, held_for = ?since.elapsed(), reasons = ?reasons,
+                tracing::error!(held_for = ?since.elapsed(), reasons = ?reasons,
                     "content still held back after --consistency-timeout: fix the content on disk");
             }
         }
@@ -132,17 +123,16 @@ impl GroupTask {
 
     /// Logs each change of a verdict once, and exports the verdicts and certificate expiries.
     fn record_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
-        let name = self.cfg.name.as_str();
         let mut access = BTreeMap::new();
         for (path, v) in &a.verdicts {
             let shown = text::path(path);
             let before = j.readable.insert(path.clone(), v.readable);
             if before != Some(v.readable) {
                 match (v.readable, before) {
-                    (false, _) => tracing::warn!(watch = name, path = %shown,
+                    (false, _) => tracing::warn!(path = %shown,
                         "the app cannot read it: {}; {}", v.reason, v.hint.as_deref().unwrap_or("")),
                     (true, Some(false)) => {
-                        tracing::info!(watch = name, path = %shown, "readable by the app again")
+                        tracing::info!(path = %shown, "readable by the app again")
                     }
                     _ => {}
                 }
@@ -160,14 +150,10 @@ impl GroupTask {
     }
 
     pub(super) fn record_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
-        let name = self.cfg.name.as_str();
         let (mode, fallback) = match &watched {
             Ok(()) => {
                 if mem.polling {
-                    tracing::info!(
-                        watch = name,
-                        "inotify watches set up again: polling stopped"
-                    );
+                    tracing::info!("inotify watches set up again: polling stopped");
                 }
                 mem.polling = false;
                 (WatchMode::Inotify, None)
@@ -178,7 +164,7 @@ impl GroupTask {
             }
             Err(e) => {
                 if !mem.polling {
-                    tracing::warn!(watch = name, interval = ?self.timing.poll_interval, "{e}: polling instead");
+                    tracing::warn!(interval = ?self.timing.poll_interval, "{e}: polling instead");
                 }
                 mem.polling = true;
                 (WatchMode::PollFallback, Some(e.to_string()))

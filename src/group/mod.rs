@@ -64,6 +64,41 @@ pub struct Version {
     pub at_start: bool,
     /// When the scan that found it started (latency accounting in logs).
     pub seen_at: Instant,
+    /// Set once the group has logged the change (its targets log their reload after it).
+    pub announced: Arc<Announced>,
+}
+
+/// A flag set once, that tasks can wait for: the change of a version has been logged.
+#[derive(Debug, Default)]
+pub struct Announced {
+    done: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Announced {
+    /// A flag, already set when `done`.
+    pub fn new(done: bool) -> Self {
+        Announced {
+            done: done.into(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Sets it.
+    pub fn set(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until it is set, at most `limit` (the group may be slow; a log line is not worth
+    /// holding a reconciler up).
+    pub async fn wait(&self, limit: Duration) {
+        let notified = self.notify.notified();
+        if self.done.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
 }
 
 /// What the targets of a group must hold, after one scan.
@@ -224,7 +259,7 @@ impl GroupTask {
     async fn still_changing(&self) -> bool {
         tokio::time::sleep(CONFIRM).await;
         if lock(&self.wake.debounce).wrote() {
-            tracing::debug!(watch = %self.cfg.name, "content still changing: reading it again after the quiet period");
+            tracing::debug!("content still changing: reading it again after the quiet period");
             return true;
         }
         false
@@ -249,12 +284,12 @@ impl GroupTask {
             tokio::select! {
                 r = &mut job => {
                     if reported {
-                        tracing::info!(watch = %self.cfg.name, "the slow scan finished");
+                        tracing::info!("the slow scan finished");
                     }
                     return match r {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            tracing::error!(watch = %self.cfg.name, error = %e, "scan failed unexpectedly; retrying at the next event");
+                            tracing::error!(error = %e, "scan failed unexpectedly; retrying at the next event");
                             None
                         }
                     };
@@ -262,7 +297,7 @@ impl GroupTask {
                 _ = tokio::time::sleep(SLOW_SCAN), if !reported => {
                     reported = true;
                     lock(&self.status).scanning_since = Some(started);
-                    tracing::warn!(watch = %self.cfg.name, running_for = ?SLOW_SCAN,
+                    tracing::warn!(running_for = ?SLOW_SCAN,
                         "a scan is still running (a slow or hung filesystem?); other groups are not affected");
                 }
                 _ = crate::daemon::shutdown::stopped(stop) => return None,
@@ -323,6 +358,7 @@ impl GroupTask {
                 self.cfg.debounce_max,
             );
         let mut changed = false;
+        let mut announced = None;
         if !changing {
             mem.unconfirmed_since = None;
             let decision = publish::decide(&scanned, mem.published);
@@ -331,22 +367,28 @@ impl GroupTask {
                 Decision::Same(fp) | Decision::Changed(fp) => {
                     changed = matches!(decision, Decision::Changed(_)) && !first;
                     mem.published = Some(fp);
+                    let flag = Arc::new(Announced::new(!changed));
+                    announced = Some(flag.clone());
                     Content::Version(Arc::new(Version {
                         fingerprint: fp,
                         content_time: scan.content_time,
                         resync_round: mem.resync_round,
                         at_start: first,
                         seen_at: started,
+                        announced: flag,
                     }))
                 }
             };
             self.tx.send_replace(Some(Desired { content, scan_ns }));
             // The targets act now, before the bookkeeping below: nothing but the scan stands
-            // between the event and the action. Their log lines wait for this one (they yield
-            // once after acting), so the log still reads in causal order.
+            // between the event and the action. Their log lines wait for this one (see
+            // `Announced`), so the log still reads in causal order.
             tokio::task::yield_now().await;
             if changed {
                 self.journal_change(&scan);
+            }
+            if let Some(flag) = announced {
+                flag.set();
             }
         }
         // The watches follow what the scan found; a directory watched only now may have changed
@@ -367,7 +409,7 @@ impl GroupTask {
             started_monotonic_ns: scan_ns,
             duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         };
-        self.record(&mut mem.journal, &scan, &assessment, changed, record);
+        self.record(&mut mem.journal, &scan, &assessment, record);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }

@@ -181,7 +181,7 @@ impl Reconciler {
         }
         let after = p.after(v, t0, ended, limits, jitter());
         // The group logs the change it published first (see `GroupTask::scan`).
-        tokio::task::yield_now().await;
+        v.announced.wait(Duration::from_millis(100)).await;
         let attempt = |result, detail: String| Attempt {
             at,
             result,
@@ -199,20 +199,20 @@ impl Reconciler {
                         t.last_success = Some(SystemTime::now());
                         drop(t);
                         self.metrics.action(true, took, unix_now());
-                        tracing::info!(target = %name, watch = %self.group, version = %fp, took = ?took,
+                        tracing::info!(version = %fp, took = ?took,
                             since_change = ?v.seen_at.elapsed(), "reloaded: {detail}");
                     }
                     Outcome::Skipped(detail) => {
                         t.last_attempt = Some(attempt(AttemptResult::Skipped, detail.clone()));
                         drop(t);
-                        tracing::info!(target = %name, watch = %self.group, version = %fp, "no reload needed: {detail}");
+                        tracing::info!(version = %fp, "no reload needed: {detail}");
                     }
                 }
                 self.record_desired(v, p);
             }
             Err(ActionError::Waiting(msg)) => {
                 if last_wait.as_deref() != Some(msg.as_str()) {
-                    tracing::warn!(target = %name, watch = %self.group, version = %fp, "not reloaded yet: {msg}");
+                    tracing::warn!(version = %fp, "not reloaded yet: {msg}");
                     *last_wait = Some(msg.clone());
                 }
                 lock(&self.status).last_error = Some(ErrorRecord { at, message: msg });
@@ -231,10 +231,10 @@ impl Reconciler {
                 }
                 self.record_desired(v, p);
                 if after.gave_up {
-                    tracing::error!(target = %name, watch = %self.group, version = %fp, attempts = p.version_failures,
+                    tracing::error!(version = %fp, attempts = p.version_failures,
                         "reload failed: {msg}; giving up on this version until the next change or resync");
                 } else {
-                    tracing::warn!(target = %name, watch = %self.group, version = %fp, attempt = p.version_failures,
+                    tracing::warn!(version = %fp, attempt = p.version_failures,
                         retry_in = ?after.delay, "reload failed: {msg}");
                 }
             }

@@ -35,7 +35,12 @@ pub fn init(format: LogFormat, level: LogLevel) {
             .with(filter)
             .try_init(),
         LogFormat::Json => tracing_subscriber::registry()
-            .with(fmt.json().flatten_event(true).with_current_span(false))
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .with(filter)
             .try_init(),
     };
