@@ -13,11 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
-use prometheus::{Encoder, TextEncoder};
-
 use super::status::TargetState;
 use crate::lock;
 
@@ -39,7 +34,7 @@ pub enum WatchErrorKind {
 }
 
 impl WatchErrorKind {
-    const ALL: [WatchErrorKind; 6] = [
+    pub(super) const ALL: [WatchErrorKind; 6] = [
         WatchErrorKind::Overflow,
         WatchErrorKind::WatchLimit,
         WatchErrorKind::InotifyInit,
@@ -48,7 +43,7 @@ impl WatchErrorKind {
         WatchErrorKind::Read,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             WatchErrorKind::Overflow => "overflow",
             WatchErrorKind::WatchLimit => "watch_limit",
@@ -75,14 +70,14 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    pub(super) const ALL: [DropReason; 4] = [
         DropReason::Capacity,
         DropReason::HeaderTimeout,
         DropReason::HeaderTooLarge,
         DropReason::Error,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             DropReason::Capacity => "capacity",
             DropReason::HeaderTimeout => "header_timeout",
@@ -93,19 +88,19 @@ impl DropReason {
 }
 
 /// Upper bounds of `reload_duration_seconds`.
-const BUCKETS: [f64; 15] = [
+pub(super) const BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// An f64 in an atomic.
 #[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
+pub(super) struct AtomicF64(AtomicU64);
 
 impl AtomicF64 {
     fn set(&self, v: f64) {
         self.0.store(v.to_bits(), Relaxed);
     }
-    fn get(&self) -> f64 {
+    pub(super) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Relaxed))
     }
     fn add(&self, v: f64) {
@@ -118,15 +113,15 @@ impl AtomicF64 {
 /// The series of one watch group.
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
-    name: String,
-    changes: AtomicU64,
-    last_change: AtomicF64,
-    watched_files: AtomicI64,
-    polling: AtomicBool,
-    content_blocked: AtomicBool,
-    identity_drift: AtomicBool,
+    pub(super) name: String,
+    pub(super) changes: AtomicU64,
+    pub(super) last_change: AtomicF64,
+    pub(super) watched_files: AtomicI64,
+    pub(super) polling: AtomicBool,
+    pub(super) content_blocked: AtomicBool,
+    pub(super) identity_drift: AtomicBool,
     /// Per file: whether the app can read it; the earliest certificate expiry.
-    files: Mutex<(BTreeMap<String, bool>, BTreeMap<String, f64>)>,
+    pub(super) files: Mutex<(BTreeMap<String, bool>, BTreeMap<String, f64>)>,
 }
 
 impl GroupMetrics {
@@ -160,18 +155,18 @@ impl GroupMetrics {
 /// The series of one target.
 #[derive(Debug, Default)]
 pub struct TargetMetrics {
-    name: String,
-    successes: AtomicU64,
-    failures: AtomicU64,
-    last_success: AtomicF64,
-    stale: AtomicBool,
-    ambiguous: AtomicBool,
+    pub(super) name: String,
+    pub(super) successes: AtomicU64,
+    pub(super) failures: AtomicU64,
+    pub(super) last_success: AtomicF64,
+    pub(super) stale: AtomicBool,
+    pub(super) ambiguous: AtomicBool,
     /// Index of the current [`TargetState`] in [`TargetState::ALL`].
-    state: AtomicU64,
+    pub(super) state: AtomicU64,
     /// Verification results (success, failure), for targets that verify.
-    verify: Option<(AtomicU64, AtomicU64)>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_sum: AtomicF64,
+    pub(super) verify: Option<(AtomicU64, AtomicU64)>,
+    pub(super) buckets: [AtomicU64; BUCKETS.len()],
+    pub(super) duration_sum: AtomicF64,
 }
 
 impl TargetMetrics {
@@ -216,8 +211,8 @@ impl TargetMetrics {
 /// The admin server's own series.
 #[derive(Debug, Default)]
 pub struct AdminMetrics {
-    open: AtomicI64,
-    dropped: [AtomicU64; 4],
+    pub(super) open: AtomicI64,
+    pub(super) dropped: [AtomicU64; 4],
 }
 
 impl AdminMetrics {
@@ -236,10 +231,10 @@ impl AdminMetrics {
 /// Every metric of the daemon. Components register their series once and keep the handle.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    groups: Mutex<Vec<Arc<GroupMetrics>>>,
-    targets: Mutex<Vec<Arc<TargetMetrics>>>,
-    watch_errors: [AtomicU64; 6],
-    inotify_restored: AtomicU64,
+    pub(super) groups: Mutex<Vec<Arc<GroupMetrics>>>,
+    pub(super) targets: Mutex<Vec<Arc<TargetMetrics>>>,
+    pub(super) watch_errors: [AtomicU64; 6],
+    pub(super) inotify_restored: AtomicU64,
     /// The admin server's series.
     pub admin: AdminMetrics,
 }
@@ -282,287 +277,6 @@ impl Metrics {
     pub fn inotify_restored(&self) {
         self.inotify_restored.fetch_add(1, Relaxed);
     }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.families(), &mut buf) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        String::from_utf8(buf).unwrap_or_default()
-    }
-
-    fn families(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::new();
-        let g = lock(&self.groups).clone();
-        let t = lock(&self.targets).clone();
-        out.push(family(
-            "build_info",
-            "Always 1; the version is a label.",
-            MetricType::GAUGE,
-            vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
-        ));
-        out.push(family(
-            "reloads_total",
-            "Reload actions by target and result.",
-            MetricType::COUNTER,
-            t.iter()
-                .flat_map(|t| {
-                    [
-                        counter(
-                            &[("target", &t.name), ("result", "success")],
-                            t.successes.load(Relaxed),
-                        ),
-                        counter(
-                            &[("target", &t.name), ("result", "failure")],
-                            t.failures.load(Relaxed),
-                        ),
-                    ]
-                })
-                .collect(),
-        ));
-        out.push(family(
-            "reload_duration_seconds",
-            "Duration of reload actions.",
-            MetricType::HISTOGRAM,
-            t.iter().map(|t| histogram(t)).collect(),
-        ));
-        out.push(family(
-            "last_reload_success_timestamp_seconds",
-            "Unix time of the last successful reload.",
-            MetricType::GAUGE,
-            t.iter()
-                .filter(|t| t.successes.load(Relaxed) > 0)
-                .map(|t| gauge(&[("target", &t.name)], t.last_success.get()))
-                .collect(),
-        ));
-        out.push(family(
-            "stale",
-            "1 while the target does not hold the content on disk (held-back content included).",
-            MetricType::GAUGE,
-            t.iter()
-                .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
-                .collect(),
-        ));
-        out.push(family(
-            "target_state",
-            "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
-            MetricType::GAUGE,
-            t.iter()
-                .flat_map(|t| {
-                    let current = t.state.load(Relaxed) as usize;
-                    TargetState::ALL.iter().enumerate().map(move |(i, s)| {
-                        gauge(
-                            &[("target", &t.name), ("state", s.as_str())],
-                            if i == current { 1.0 } else { 0.0 },
-                        )
-                    })
-                })
-                .collect(),
-        ));
-        out.push(family(
-            "signal_target_ambiguous",
-            "1 while several unrelated processes match a signal target's selector (nothing is signalled).",
-            MetricType::GAUGE,
-            t.iter()
-                .map(|t| gauge(&[("target", &t.name)], flag(&t.ambiguous)))
-                .collect(),
-        ));
-        out.push(family(
-            "verify_total",
-            "Verification probes after reloads, by target and result.",
-            MetricType::COUNTER,
-            t.iter()
-                .filter_map(|t| t.verify.as_ref().map(|v| (t, v)))
-                .flat_map(|(t, (s, f))| {
-                    [
-                        counter(
-                            &[("target", &t.name), ("result", "success")],
-                            s.load(Relaxed),
-                        ),
-                        counter(
-                            &[("target", &t.name), ("result", "failure")],
-                            f.load(Relaxed),
-                        ),
-                    ]
-                })
-                .collect(),
-        ));
-        out.push(family(
-            "changes_total",
-            "Distinct content changes seen.",
-            MetricType::COUNTER,
-            g.iter()
-                .map(|g| counter(&[("watch", &g.name)], g.changes.load(Relaxed)))
-                .collect(),
-        ));
-        out.push(family(
-            "last_change_timestamp_seconds",
-            "Unix time of the last content change.",
-            MetricType::GAUGE,
-            g.iter()
-                .filter(|g| g.changes.load(Relaxed) > 0)
-                .map(|g| gauge(&[("watch", &g.name)], g.last_change.get()))
-                .collect(),
-        ));
-        let group_gauge = |name: &str, help: &str, value: &dyn Fn(&GroupMetrics) -> f64| {
-            family(
-                name,
-                help,
-                MetricType::GAUGE,
-                g.iter()
-                    .map(|g| gauge(&[("watch", &g.name)], value(g)))
-                    .collect(),
-            )
-        };
-        out.push(group_gauge(
-            "watched_files",
-            "Files in the current version.",
-            &|g| g.watched_files.load(Relaxed) as f64,
-        ));
-        out.push(group_gauge(
-            "polling",
-            "1 while the watch group is polled instead of using inotify.",
-            &|g| flag(&g.polling),
-        ));
-        out.push(group_gauge(
-            "content_blocked",
-            "1 while the content on disk is held back: incomplete, inconsistent PEM, or unreadable by the app (block policy).",
-            &|g| flag(&g.content_blocked),
-        ));
-        out.push(group_gauge(
-            "identity_drift",
-            "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
-            &|g| flag(&g.identity_drift),
-        ));
-        let mut access = Vec::new();
-        let mut expiry = Vec::new();
-        for g in &g {
-            let files = lock(&g.files);
-            for (path, ok) in &files.0 {
-                access.push(gauge(
-                    &[("watch", &g.name), ("path", path)],
-                    if *ok { 1.0 } else { 0.0 },
-                ));
-            }
-            for (path, t) in &files.1 {
-                expiry.push(gauge(&[("watch", &g.name), ("path", path)], *t));
-            }
-        }
-        out.push(family(
-            "file_access_ok",
-            "1 when the app's uid/gids can read the file (owner, group and other bits, parent directories).",
-            MetricType::GAUGE,
-            access,
-        ));
-        out.push(family(
-            "cert_expiry_timestamp_seconds",
-            "Unix time the earliest certificate of the file expires.",
-            MetricType::GAUGE,
-            expiry,
-        ));
-        out.push(family(
-            "watch_errors_total",
-            "Watch problems: queue overflow, watch limit, unreadable files.",
-            MetricType::COUNTER,
-            WatchErrorKind::ALL
-                .iter()
-                .zip(&self.watch_errors)
-                .map(|(kind, n)| counter(&[("kind", kind.as_str())], n.load(Relaxed)))
-                .collect(),
-        ));
-        out.push(family(
-            "inotify_restored_total",
-            "Times inotify was set up again after a fallback to polling.",
-            MetricType::COUNTER,
-            vec![counter(&[], self.inotify_restored.load(Relaxed))],
-        ));
-        out.push(family(
-            "admin_connections_open",
-            "Connections open on the admin server.",
-            MetricType::GAUGE,
-            vec![gauge(&[], self.admin.open.load(Relaxed) as f64)],
-        ));
-        out.push(family(
-            "admin_connections_dropped_total",
-            "Admin connections closed before they were done, by reason.",
-            MetricType::COUNTER,
-            DropReason::ALL
-                .iter()
-                .zip(&self.admin.dropped)
-                .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
-                .collect(),
-        ));
-        out.retain(|f| !f.get_metric().is_empty());
-        out
-    }
-}
-
-fn flag(b: &AtomicBool) -> f64 {
-    if b.load(Relaxed) { 1.0 } else { 0.0 }
-}
-
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(format!("secret_reloader_{name}"));
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
-}
-
-/// A metric with `labels`, in name order as registries write them.
-fn labelled(labels: &[(&str, &str)]) -> Metric {
-    let mut sorted = labels.to_vec();
-    sorted.sort_by_key(|(k, _)| *k);
-    let mut m = Metric::default();
-    m.set_label(
-        sorted
-            .iter()
-            .map(|(k, v)| {
-                let mut l = LabelPair::default();
-                l.set_name(k.to_string());
-                l.set_value(v.to_string());
-                l
-            })
-            .collect(),
-    );
-    m
-}
-
-fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
-    let mut m = labelled(labels);
-    let mut g = Gauge::default();
-    g.set_value(v);
-    m.set_gauge(g);
-    m
-}
-
-fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
-    let mut m = labelled(labels);
-    let mut c = Counter::default();
-    c.set_value(v as f64);
-    m.set_counter(c);
-    m
-}
-
-fn histogram(t: &TargetMetrics) -> Metric {
-    let mut m = labelled(&[("target", &t.name)]);
-    let mut h = Histogram::default();
-    let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(BUCKETS.len());
-    for (bound, n) in BUCKETS.iter().zip(&t.buckets) {
-        cumulative += n.load(Relaxed);
-        let mut b = Bucket::default();
-        b.set_upper_bound(*bound);
-        b.set_cumulative_count(cumulative);
-        buckets.push(b);
-    }
-    h.set_bucket(buckets);
-    h.set_sample_count(t.successes.load(Relaxed) + t.failures.load(Relaxed));
-    h.set_sample_sum(t.duration_sum.get());
-    m.set_histogram(h);
-    m
 }
 
 #[cfg(test)]

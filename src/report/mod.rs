@@ -6,6 +6,7 @@
 //! - [`server`]: the admin server, on its own thread;
 //! - [`logging`]: text or JSON log lines on stderr.
 
+mod exposition;
 pub mod logging;
 pub mod metrics;
 pub mod server;

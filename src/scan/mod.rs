@@ -14,12 +14,13 @@
 //! dangling symlinks, symlink loops and symlinks leading out of a watched directory are skipped and
 //! reported, never opened.
 //!
-//! - [`walk`]: walking directories and reading files;
+//! - `walk`: walking directories, kubelet's layout, symlinks; `read`: reading one file;
 //! - [`fingerprint`]: keyed HMAC fingerprints;
 //! - [`pem`]: the PEM consistency check.
 
 pub mod fingerprint;
 pub mod pem;
+mod read;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::fingerprint::Fingerprint;
 use super::pem::PemCheck;
 use super::{
     Budget, FileEntry, Interest, KUBELET_DATA, Layout, Options, Problem, ProblemKind, Scan,
@@ -20,10 +19,6 @@ use crate::text::path as shown;
 /// Deepest directory nesting followed below a watched directory.
 const MAX_DEPTH: usize = 16;
 
-/// Files up to this size are read whole and inspected (PEM checks); larger ones are streamed
-/// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
-const INSPECT_LIMIT: u64 = 1024 * 1024;
-
 /// What a kubelet volume's directory is watched for: its `..data` swap.
 fn kubelet_interest() -> Interest {
     Interest::Names(BTreeSet::from([OsString::from(KUBELET_DATA)]))
@@ -31,22 +26,22 @@ fn kubelet_interest() -> Interest {
 
 /// State of one scan in progress.
 pub(super) struct Scanning<'a> {
-    opts: Options<'a>,
+    pub(super) opts: Options<'a>,
     /// `None`: no limit.
-    budget: Option<Budget>,
+    pub(super) budget: Option<Budget>,
     /// Work done so far, counted against the budget.
-    spent: Budget,
+    pub(super) spent: Budget,
     /// The budget ran out: the scan stops and reports nothing.
-    over: bool,
+    pub(super) over: bool,
     /// Files by user-visible path (a path watched twice counts once).
-    files: BTreeMap<PathBuf, FileEntry>,
-    scan: Scan,
+    pub(super) files: BTreeMap<PathBuf, FileEntry>,
+    pub(super) scan: Scan,
     /// Directories already walked (device, inode): symlink loops end here.
-    visited: HashSet<(u64, u64)>,
+    pub(super) visited: HashSet<(u64, u64)>,
     /// PEM material seen so far.
-    pem: PemCheck,
+    pub(super) pem: PemCheck,
     /// `--max-files` was reached (reported once).
-    capped: bool,
+    pub(super) capped: bool,
 }
 
 impl<'a> Scanning<'a> {
@@ -109,7 +104,7 @@ impl<'a> Scanning<'a> {
         Some(scan)
     }
 
-    fn problem(&mut self, kind: ProblemKind, message: String) {
+    pub(super) fn problem(&mut self, kind: ProblemKind, message: String) {
         self.scan.problems.push(Problem { kind, message });
     }
 
@@ -135,7 +130,7 @@ impl<'a> Scanning<'a> {
         self.watch(parent, Interest::Names(names));
     }
 
-    fn saw_ctime(&mut self, md: &Metadata) {
+    pub(super) fn saw_ctime(&mut self, md: &Metadata) {
         let t = SystemTime::UNIX_EPOCH
             + Duration::new(
                 md.ctime().max(0) as u64,
@@ -415,92 +410,5 @@ impl<'a> Scanning<'a> {
                 )),
             }
         }
-    }
-
-    /// Reads and fingerprints one file (`required`: a watched path itself, not an entry found in
-    /// a directory; `stat_shown_regular`: a `stat` just showed it to be a regular file).
-    fn read(&mut self, shown_as: &Path, real: &Path, required: bool, stat_shown_regular: bool) {
-        if self.files.len() >= self.opts.max_files && !self.files.contains_key(shown_as) {
-            if !self.capped {
-                self.capped = true;
-                self.problem(
-                    ProblemKind::TooManyFiles,
-                    format!(
-                        "the watch group holds more than {} files (--max-files): not read further",
-                        self.opts.max_files
-                    ),
-                );
-            }
-            return;
-        }
-        let opened = if stat_shown_regular {
-            files::open_known_regular(real)
-        } else {
-            files::open_regular(real)
-        };
-        let (file, md) = match opened {
-            Ok(opened) => opened,
-            Err(ReadError::NotRegular(kind)) => {
-                let msg = format!("{}: {kind}, skipped", shown(shown_as));
-                if required {
-                    self.problem(ProblemKind::WrongKind, msg);
-                } else {
-                    self.scan.skipped.push(msg);
-                }
-                return;
-            }
-            Err(e) => {
-                return self.problem(
-                    ProblemKind::Unreadable,
-                    format!("cannot read {}: {e}", shown(shown_as)),
-                );
-            }
-        };
-        if let Some(b) = self.budget
-            && self.spent.bytes.saturating_add(md.len()) > b.bytes
-        {
-            self.over = true;
-            return;
-        }
-        self.spent.bytes = self.spent.bytes.saturating_add(md.len());
-        let digest = if md.len() > INSPECT_LIMIT {
-            self.opts.key.digest_reader(&file).map_err(ReadError::from)
-        } else {
-            files::read_open(file, &md, INSPECT_LIMIT).map(|content| {
-                self.pem.add_file(shown_as, &content);
-                self.opts.key.digest(&content)
-            })
-        };
-        let fingerprint: Fingerprint = match digest {
-            Ok(fp) => fp,
-            Err(ReadError::TooLarge { .. }) => {
-                return self.problem(
-                    ProblemKind::Unreadable,
-                    format!(
-                        "{} grew while it was read: read again at the next change",
-                        shown(shown_as)
-                    ),
-                );
-            }
-            Err(e) => {
-                return self.problem(
-                    ProblemKind::Unreadable,
-                    format!("cannot read {}: {e}", shown(shown_as)),
-                );
-            }
-        };
-        self.saw_ctime(&md);
-        self.files.insert(
-            shown_as.to_path_buf(),
-            FileEntry {
-                path: shown_as.to_path_buf(),
-                real_path: real.to_path_buf(),
-                uid: md.uid(),
-                gid: md.gid(),
-                mode: md.mode() & 0o7777,
-                empty: md.len() == 0,
-                fingerprint,
-            },
-        );
     }
 }

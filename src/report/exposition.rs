@@ -1,0 +1,297 @@
+//! The Prometheus text exposition of [`Metrics`]: the atomics of every group, target and the admin
+//! server turned into metric families when `/metrics` is scraped (the `prometheus` crate's data
+//! model and text encoder do the rest). Label pairs are written in name order, as registries do.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{Encoder, TextEncoder};
+
+use super::metrics::{BUCKETS, DropReason, GroupMetrics, Metrics, TargetMetrics, WatchErrorKind};
+use super::status::TargetState;
+use crate::lock;
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.families(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        let g = lock(&self.groups).clone();
+        let t = lock(&self.targets).clone();
+        out.push(family(
+            "build_info",
+            "Always 1; the version is a label.",
+            MetricType::GAUGE,
+            vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ));
+        out.push(family(
+            "reloads_total",
+            "Reload actions by target and result.",
+            MetricType::COUNTER,
+            t.iter()
+                .flat_map(|t| {
+                    [
+                        counter(
+                            &[("target", &t.name), ("result", "success")],
+                            t.successes.load(Relaxed),
+                        ),
+                        counter(
+                            &[("target", &t.name), ("result", "failure")],
+                            t.failures.load(Relaxed),
+                        ),
+                    ]
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "reload_duration_seconds",
+            "Duration of reload actions.",
+            MetricType::HISTOGRAM,
+            t.iter().map(|t| histogram(t)).collect(),
+        ));
+        out.push(family(
+            "last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reload.",
+            MetricType::GAUGE,
+            t.iter()
+                .filter(|t| t.successes.load(Relaxed) > 0)
+                .map(|t| gauge(&[("target", &t.name)], t.last_success.get()))
+                .collect(),
+        ));
+        out.push(family(
+            "stale",
+            "1 while the target does not hold the content on disk (held-back content included).",
+            MetricType::GAUGE,
+            t.iter()
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
+                .collect(),
+        ));
+        out.push(family(
+            "target_state",
+            "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
+            MetricType::GAUGE,
+            t.iter()
+                .flat_map(|t| {
+                    let current = t.state.load(Relaxed) as usize;
+                    TargetState::ALL.iter().enumerate().map(move |(i, s)| {
+                        gauge(
+                            &[("target", &t.name), ("state", s.as_str())],
+                            if i == current { 1.0 } else { 0.0 },
+                        )
+                    })
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "signal_target_ambiguous",
+            "1 while several unrelated processes match a signal target's selector (nothing is signalled).",
+            MetricType::GAUGE,
+            t.iter()
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.ambiguous)))
+                .collect(),
+        ));
+        out.push(family(
+            "verify_total",
+            "Verification probes after reloads, by target and result.",
+            MetricType::COUNTER,
+            t.iter()
+                .filter_map(|t| t.verify.as_ref().map(|v| (t, v)))
+                .flat_map(|(t, (s, f))| {
+                    [
+                        counter(
+                            &[("target", &t.name), ("result", "success")],
+                            s.load(Relaxed),
+                        ),
+                        counter(
+                            &[("target", &t.name), ("result", "failure")],
+                            f.load(Relaxed),
+                        ),
+                    ]
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "changes_total",
+            "Distinct content changes seen.",
+            MetricType::COUNTER,
+            g.iter()
+                .map(|g| counter(&[("watch", &g.name)], g.changes.load(Relaxed)))
+                .collect(),
+        ));
+        out.push(family(
+            "last_change_timestamp_seconds",
+            "Unix time of the last content change.",
+            MetricType::GAUGE,
+            g.iter()
+                .filter(|g| g.changes.load(Relaxed) > 0)
+                .map(|g| gauge(&[("watch", &g.name)], g.last_change.get()))
+                .collect(),
+        ));
+        let group_gauge = |name: &str, help: &str, value: &dyn Fn(&GroupMetrics) -> f64| {
+            family(
+                name,
+                help,
+                MetricType::GAUGE,
+                g.iter()
+                    .map(|g| gauge(&[("watch", &g.name)], value(g)))
+                    .collect(),
+            )
+        };
+        out.push(group_gauge(
+            "watched_files",
+            "Files in the current version.",
+            &|g| g.watched_files.load(Relaxed) as f64,
+        ));
+        out.push(group_gauge(
+            "polling",
+            "1 while the watch group is polled instead of using inotify.",
+            &|g| flag(&g.polling),
+        ));
+        out.push(group_gauge(
+            "content_blocked",
+            "1 while the content on disk is held back: incomplete, inconsistent PEM, or unreadable by the app (block policy).",
+            &|g| flag(&g.content_blocked),
+        ));
+        out.push(group_gauge(
+            "identity_drift",
+            "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
+            &|g| flag(&g.identity_drift),
+        ));
+        let mut access = Vec::new();
+        let mut expiry = Vec::new();
+        for g in &g {
+            let files = lock(&g.files);
+            for (path, ok) in &files.0 {
+                access.push(gauge(
+                    &[("watch", &g.name), ("path", path)],
+                    if *ok { 1.0 } else { 0.0 },
+                ));
+            }
+            for (path, t) in &files.1 {
+                expiry.push(gauge(&[("watch", &g.name), ("path", path)], *t));
+            }
+        }
+        out.push(family(
+            "file_access_ok",
+            "1 when the app's uid/gids can read the file (owner, group and other bits, parent directories).",
+            MetricType::GAUGE,
+            access,
+        ));
+        out.push(family(
+            "cert_expiry_timestamp_seconds",
+            "Unix time the earliest certificate of the file expires.",
+            MetricType::GAUGE,
+            expiry,
+        ));
+        out.push(family(
+            "watch_errors_total",
+            "Watch problems: queue overflow, watch limit, unreadable files.",
+            MetricType::COUNTER,
+            WatchErrorKind::ALL
+                .iter()
+                .zip(&self.watch_errors)
+                .map(|(kind, n)| counter(&[("kind", kind.as_str())], n.load(Relaxed)))
+                .collect(),
+        ));
+        out.push(family(
+            "inotify_restored_total",
+            "Times inotify was set up again after a fallback to polling.",
+            MetricType::COUNTER,
+            vec![counter(&[], self.inotify_restored.load(Relaxed))],
+        ));
+        out.push(family(
+            "admin_connections_open",
+            "Connections open on the admin server.",
+            MetricType::GAUGE,
+            vec![gauge(&[], self.admin.open.load(Relaxed) as f64)],
+        ));
+        out.push(family(
+            "admin_connections_dropped_total",
+            "Admin connections closed before they were done, by reason.",
+            MetricType::COUNTER,
+            DropReason::ALL
+                .iter()
+                .zip(&self.admin.dropped)
+                .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
+                .collect(),
+        ));
+        out.retain(|f| !f.get_metric().is_empty());
+        out
+    }
+}
+
+fn flag(b: &AtomicBool) -> f64 {
+    if b.load(Relaxed) { 1.0 } else { 0.0 }
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(format!("secret_reloader_{name}"));
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+/// A metric with `labels`, in name order as registries write them.
+fn labelled(labels: &[(&str, &str)]) -> Metric {
+    let mut sorted = labels.to_vec();
+    sorted.sort_by_key(|(k, _)| *k);
+    let mut m = Metric::default();
+    m.set_label(
+        sorted
+            .iter()
+            .map(|(k, v)| {
+                let mut l = LabelPair::default();
+                l.set_name(k.to_string());
+                l.set_value(v.to_string());
+                l
+            })
+            .collect(),
+    );
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+    let mut m = labelled(labels);
+    let mut g = Gauge::default();
+    g.set_value(v);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
+    let mut m = labelled(labels);
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    m.set_counter(c);
+    m
+}
+
+fn histogram(t: &TargetMetrics) -> Metric {
+    let mut m = labelled(&[("target", &t.name)]);
+    let mut h = Histogram::default();
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(BUCKETS.len());
+    for (bound, n) in BUCKETS.iter().zip(&t.buckets) {
+        cumulative += n.load(Relaxed);
+        let mut b = Bucket::default();
+        b.set_upper_bound(*bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    h.set_bucket(buckets);
+    h.set_sample_count(t.successes.load(Relaxed) + t.failures.load(Relaxed));
+    h.set_sample_sum(t.duration_sum.get());
+    m.set_histogram(h);
+    m
+}

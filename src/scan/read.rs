@@ -1,0 +1,110 @@
+//! Reading one file of a version: opened so that it cannot block, fingerprinted, small files
+//! inspected (PEM) and wiped, all within the scan's budget and the group's file cap.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::fingerprint::Fingerprint;
+use super::walk::Scanning;
+use super::{FileEntry, ProblemKind};
+use crate::files::{self, ReadError};
+use crate::text::path as shown;
+
+/// Files up to this size are read whole and inspected (PEM checks); larger ones are streamed
+/// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
+const INSPECT_LIMIT: u64 = 1024 * 1024;
+
+impl Scanning<'_> {
+    /// Reads and fingerprints one file (`required`: a watched path itself, not an entry found in
+    /// a directory; `stat_shown_regular`: a `stat` just showed it to be a regular file).
+    pub(super) fn read(
+        &mut self,
+        shown_as: &Path,
+        real: &Path,
+        required: bool,
+        stat_shown_regular: bool,
+    ) {
+        if self.files.len() >= self.opts.max_files && !self.files.contains_key(shown_as) {
+            if !self.capped {
+                self.capped = true;
+                self.problem(
+                    ProblemKind::TooManyFiles,
+                    format!(
+                        "the watch group holds more than {} files (--max-files): not read further",
+                        self.opts.max_files
+                    ),
+                );
+            }
+            return;
+        }
+        let opened = if stat_shown_regular {
+            files::open_known_regular(real)
+        } else {
+            files::open_regular(real)
+        };
+        let (file, md) = match opened {
+            Ok(opened) => opened,
+            Err(ReadError::NotRegular(kind)) => {
+                let msg = format!("{}: {kind}, skipped", shown(shown_as));
+                if required {
+                    self.problem(ProblemKind::WrongKind, msg);
+                } else {
+                    self.scan.skipped.push(msg);
+                }
+                return;
+            }
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot read {}: {e}", shown(shown_as)),
+                );
+            }
+        };
+        if let Some(b) = self.budget
+            && self.spent.bytes.saturating_add(md.len()) > b.bytes
+        {
+            self.over = true;
+            return;
+        }
+        self.spent.bytes = self.spent.bytes.saturating_add(md.len());
+        let digest = if md.len() > INSPECT_LIMIT {
+            self.opts.key.digest_reader(&file).map_err(ReadError::from)
+        } else {
+            files::read_open(file, &md, INSPECT_LIMIT).map(|content| {
+                self.pem.add_file(shown_as, &content);
+                self.opts.key.digest(&content)
+            })
+        };
+        let fingerprint: Fingerprint = match digest {
+            Ok(fp) => fp,
+            Err(ReadError::TooLarge { .. }) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!(
+                        "{} grew while it was read: read again at the next change",
+                        shown(shown_as)
+                    ),
+                );
+            }
+            Err(e) => {
+                return self.problem(
+                    ProblemKind::Unreadable,
+                    format!("cannot read {}: {e}", shown(shown_as)),
+                );
+            }
+        };
+        self.saw_ctime(&md);
+        self.files.insert(
+            shown_as.to_path_buf(),
+            FileEntry {
+                path: shown_as.to_path_buf(),
+                real_path: real.to_path_buf(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mode: md.mode() & 0o7777,
+                empty: md.len() == 0,
+                fingerprint,
+            },
+        );
+    }
+}
