@@ -171,6 +171,11 @@ impl GroupTask {
                 if mem.polling && !self.timing.forced_poll {
                     self.hub.try_restore();
                 }
+                // Events are pending (a writer may be half-way): their own scan, when their quiet
+                // period ends, serves as the resync (it carries the new round).
+                if !due_now && due.is_some() {
+                    continue;
+                }
             }
             let commit = {
                 let mut d = lock(&self.wake.debounce);

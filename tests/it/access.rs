@@ -7,7 +7,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::Path;
 
 use crate::support::sink::Sink;
-use crate::support::{App, Daemon, credential, eventually, settle, tempdir};
+use crate::support::{App, Daemon, credential, eventually, now_ns, tempdir};
 
 /// A test directory other uids can search (the app runs as one of them).
 fn open_dir() -> tempfile::TempDir {
@@ -90,7 +90,15 @@ fn file_of_another_owner_is_reported_with_a_fix_then_seen_fixed() {
     fs::create_dir(&vol).unwrap();
     let key = vol.join("tls.key");
     write(&key, &credential("1"), (0, 0), 0o600);
-    let (app, d, f) = app_and_daemon(dir.path(), &vol, &key, (1001, 1001, &[]), &[]);
+    // Resyncs: a scan after `t` is certain even if the test thread stalls past the quiet period.
+    // They find the same content and verdict (more scans logged once is what is tested).
+    let (app, d, f) = app_and_daemon(
+        dir.path(),
+        &vol,
+        &key,
+        (1001, 1001, &[]),
+        &["--resync-interval", "1s"],
+    );
     assert_eq!(f["access"]["readable"], false, "{f}");
     assert_eq!(
         f["access"]["reason"],
@@ -112,7 +120,8 @@ fn file_of_another_owner_is_reported_with_a_fix_then_seen_fixed() {
     // More scans with the same verdict: logged once.
     fs::write(vol.join("other"), "x").unwrap();
     fs::remove_file(vol.join("other")).unwrap();
-    settle();
+    let t = now_ns();
+    d.passed(t);
     chown(&key, Some(1001), None).unwrap();
     eventually(
         "the fix to be seen",
@@ -252,6 +261,8 @@ fn declared_identity_that_differs_from_the_process_is_drift() {
         )
     );
     assert!(d.log().contains("identity drift"), "{}", d.log());
+    // Its first scan starts after `t` (and is recorded once it is ready).
+    let t = now_ns();
     let agreeing = Daemon::start(&[
         "--watch",
         vol.to_str().unwrap(),
@@ -263,7 +274,7 @@ fn declared_identity_that_differs_from_the_process_is_drift() {
         "1001",
     ]);
     agreeing.wait_ready();
-    settle();
+    agreeing.passed(t);
     assert_eq!(
         agreeing.metric("identity_drift", &[("watch", "default")]),
         Some(0.0)
@@ -290,12 +301,17 @@ fn block_policy_holds_an_unreadable_version_until_it_is_readable() {
         "0",
         "--reload-on-start",
         "never",
+        // A scan after `t` is certain even if the test thread stalls past the quiet period: a
+        // resync finds the same content, held back or complete, and no attempt fails.
+        "--resync-interval",
+        "1s",
     ]);
     d.wait_ready();
     // A writer replaces the file with one the app cannot read.
     let tmp = vol.join(".token.new");
     write(&tmp, &credential("2"), (0, 0), 0o600);
     fs::rename(&tmp, &token).unwrap();
+    let t = now_ns();
     let status = eventually(
         "the hold",
         || d.status(),
@@ -316,7 +332,10 @@ fn block_policy_holds_an_unreadable_version_until_it_is_readable() {
         d.metric("content_blocked", &[("watch", "default")]),
         Some(1.0)
     );
-    settle();
+    let status = d.passed(t);
+    let target = &status["targets"][0];
+    assert_eq!(target["state"], "held", "{target}");
+    assert!(target["last_attempt"].is_null(), "nothing sent: {target}");
     assert_eq!(
         app.reloads(),
         0,

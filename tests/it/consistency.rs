@@ -10,7 +10,7 @@ use secret_reloader::scan::{self, Scan};
 
 use crate::support::sink::Sink;
 use crate::support::tls::{KeyKind, dated, pair};
-use crate::support::{AtomicWriter, Daemon, eventually, settle, tempdir};
+use crate::support::{AtomicWriter, Daemon, eventually, now_ns, tempdir};
 
 fn scan_dir(dir: &Path) -> Scan {
     scan::scan(
@@ -134,11 +134,16 @@ fn half_written_rotation_is_held_back_then_reloaded_once() {
         &url,
         "--min-reload-interval",
         "0",
+        // A scan after each `t` is certain even if the test thread stalls past the quiet period:
+        // a resync finds the same content (held back, or the same complete version).
+        "--resync-interval",
+        "1s",
     ]);
     d.wait_ready();
 
     // A writer that replaces the certificate, then the key two seconds later.
     fs::write(vol.join("tls.crt"), &crt2).unwrap();
+    let t = now_ns();
     let status = eventually(
         "the mismatch to be reported",
         || d.status(),
@@ -157,15 +162,18 @@ fn half_written_rotation_is_held_back_then_reloaded_once() {
         d.metric("content_blocked", &[("watch", "default")]),
         Some(1.0)
     );
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2)); // the writer's pause
+    let status = d.passed(t);
+    assert_eq!(status["targets"][0]["state"], "held", "{status}");
     assert_eq!(sink.count(), 0, "no reload into the mismatched pair");
     fs::write(vol.join("tls.key"), &key2).unwrap();
+    let t = now_ns();
     eventually(
         "one reload of the completed version",
         || sink.count(),
         |n| *n == 1,
     );
-    settle();
+    d.passed(t);
     assert_eq!(sink.count(), 1);
     assert_eq!(
         d.metric("content_blocked", &[("watch", "default")]),

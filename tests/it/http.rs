@@ -6,7 +6,7 @@ use std::fs;
 
 use crate::support::sink::{Mode, Sink};
 use crate::support::{
-    AtomicWriter, DEADLINE, Daemon, Fixture, credential, eventually, settle, tempdir,
+    AtomicWriter, DEADLINE, Daemon, Fixture, credential, eventually, now_ns, tempdir,
 };
 
 struct Setup {
@@ -45,6 +45,11 @@ fn error_refused_hanging_then_recovery_delivers_the_latest_version_once() {
         "0",
         "--retry-backoff-max",
         "200ms",
+        // The recovery causes no filesystem event: the resyncs make a scan after it certain.
+        // Retries are unbounded here (nothing given up for a resync to try again), and a resync
+        // finds the same content.
+        "--resync-interval",
+        "1s",
     ]);
     let (sink, d) = (&s.sink, &s.daemon);
 
@@ -88,6 +93,7 @@ fn error_refused_hanging_then_recovery_delivers_the_latest_version_once() {
     );
 
     sink.set(Mode::Status(200));
+    let t = now_ns();
     let delivered = eventually(
         "one successful delivery",
         || sink.delivered(),
@@ -103,7 +109,7 @@ fn error_refused_hanging_then_recovery_delivers_the_latest_version_once() {
         || d.metric("stale", &[]),
         |v| *v == Some(0.0),
     );
-    settle();
+    d.passed(t);
     assert_eq!(
         sink.delivered().len(),
         1,
@@ -161,13 +167,18 @@ fn reload_retries_bound_attempts_per_version_until_the_next_change() {
     ]);
     let (sink, d) = (&s.sink, &s.daemon);
     sink.set(Mode::Status(503));
+    // No short resync here: a resync tries a version whose retries were used up again, which is
+    // what this test says does not happen until then. Without one, the barrier is the swap's own
+    // scan: it starts after `t` (taken before the swap, which is scanned at once), and the target
+    // settles on it only once its retries are used up.
+    let t = now_ns();
     s.writer.write(&[("token", credential("2"))]).unwrap();
     eventually(
         "the version to be reported failed",
         || d.status()["targets"][0]["state"].clone(),
         |st| st == "failed",
     );
-    settle();
+    d.passed(t);
     assert_eq!(
         sink.count(),
         3,
@@ -197,7 +208,9 @@ fn reload_retries_bound_attempts_per_version_until_the_next_change() {
 
 #[test]
 fn storm_of_swaps_gives_a_handful_of_calls_ending_with_the_final_content() {
-    let s = setup(&[]); // default --min-reload-interval 1s
+    // Default --min-reload-interval 1s. The resyncs make a scan after the last swap certain (it
+    // is scanned at once, maybe before the test reads the clock); they find the same content.
+    let s = setup(&["--resync-interval", "1s"]);
     let start = std::time::Instant::now();
     for i in 2..=201 {
         s.writer
@@ -206,6 +219,7 @@ fn storm_of_swaps_gives_a_handful_of_calls_ending_with_the_final_content() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let burst = start.elapsed();
+    let t = now_ns();
     let calls = eventually(
         "the final content to be delivered",
         || s.sink.calls(),
@@ -214,7 +228,7 @@ fn storm_of_swaps_gives_a_handful_of_calls_ending_with_the_final_content() {
                 .is_some_and(|c| c.version.as_deref() == Some("201"))
         },
     );
-    settle();
+    s.daemon.passed(t);
     let calls_after = s.sink.count();
     assert_eq!(calls_after, calls.len(), "nothing after the final content");
     let max = 2 + burst.as_secs() as usize + 1;

@@ -40,7 +40,9 @@ fn sigint_exits_0_and_json_logs_carry_no_secret() {
     }
     let reloaded = log.lines().find(|l| l.contains("reloaded")).unwrap();
     let v: serde_json::Value = serde_json::from_str(reloaded).unwrap();
-    assert_eq!(v["watch"], "default");
+    // The target's span carries its name and watch group.
+    assert_eq!(v["span"]["watch"], "default", "{reloaded}");
+    assert_eq!(v["span"]["target"], url.as_str(), "{reloaded}");
     assert_eq!(v["version"].as_str().unwrap().len(), 16);
     assert!(!log.contains("s3cr3t"), "secret content in the trace log");
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::tls::{KeyKind, pair, served_subject};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, settle, tempdir};
+use crate::support::{AtomicWriter, Daemon, bin, eventually, now_ns, tempdir};
 
 /// Requires the Debian package: `.ci/run` installs it. Its absence is a failure, not a skip.
 fn nginx() -> &'static str {
@@ -50,6 +50,13 @@ pub fn nginx_conf(dir: &Path, vol: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
+/// Signals the daemon sent, as it counts them: exact once it has settled, while nginx may still
+/// be handling the last one when its log is read.
+fn signals_sent(d: &Daemon) -> f64 {
+    d.metric("reloads_total", &[("result", "success")])
+        .unwrap_or(0.0)
+}
+
 /// nginx and the daemon (with `daemon_args`) in a new PID namespace.
 pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon {
     let script = format!(
@@ -78,6 +85,10 @@ pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon
 
 /// nginx serving the v1 pair already in `vol` (started clearly after that content), with the
 /// daemon told `--process-name nginx`; returns nginx's port and the daemon.
+///
+/// The daemon resyncs every second, so that a scan after a test's last change is certain (a
+/// swap is scanned at once, maybe before the test reads the clock): a resync finds the same
+/// content, or content still held back, and no attempt fails (nothing to retry).
 fn serving_v1(dir: &Path, vol: &Path) -> (u16, Daemon) {
     std::thread::sleep(Duration::from_millis(100));
     let port = free_port();
@@ -85,7 +96,14 @@ fn serving_v1(dir: &Path, vol: &Path) -> (u16, Daemon) {
     let d = nginx_and_daemon(
         dir,
         &conf,
-        &["--watch", vol.to_str().unwrap(), "--process-name", "nginx"],
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--process-name",
+            "nginx",
+            "--resync-interval",
+            "1s",
+        ],
     );
     d.wait_ready();
     eventually(
@@ -104,8 +122,11 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
     let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
     let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
     w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
+    // The daemon's first scan starts after `t`.
+    let t = now_ns();
     let (port, d) = serving_v1(dir.path(), &vol);
-    settle();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 0.0, "no signal at start");
     let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
         log().matches("(SIGHUP) received").count(),
@@ -114,12 +135,14 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
     );
 
     w.write(&[("tls.crt", &crt2), ("tls.key", &key2)]).unwrap();
+    let t = now_ns();
     eventually(
         "nginx to serve v2",
         || served_subject(port),
         |s| s.contains("CN=v2"),
     );
-    settle();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 1.0, "one signal for one rotation");
     let log = log();
     assert_eq!(
         log.matches("(SIGHUP) received").count(),
@@ -146,18 +169,20 @@ fn half_written_rotation_never_reaches_nginx() {
     let (crt2, key2) = pair(dir.path(), "v2", KeyKind::RsaPkcs8);
     std::fs::write(vol.join("tls.crt"), &crt1).unwrap();
     std::fs::write(vol.join("tls.key"), &key1).unwrap();
-    let (port, _d) = serving_v1(dir.path(), &vol);
+    let (port, d) = serving_v1(dir.path(), &vol);
 
     // A writer that is not kubelet: the certificate first, the key two seconds later.
     std::fs::write(vol.join("tls.crt"), &crt2).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(vol.join("tls.key"), &key2).unwrap();
+    let t = now_ns();
     eventually(
         "nginx to serve v2",
         || served_subject(port),
         |s| s.contains("CN=v2"),
     );
-    settle();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 1.0, "one signal, for the completed pair");
     let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert!(
         !log.contains("key values mismatch"),

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, AtomicWriter, Daemon, credential, eventually, settle, tempdir};
+use crate::support::{App, AtomicWriter, Daemon, credential, eventually, now_ns, tempdir};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Point {
@@ -98,6 +98,9 @@ fn sigkill_at_random_points_of_a_rotation_100_times() {
                 kill(d);
             }
         }
+        // Every scan of the new daemon starts after `t`, after the rotation and the kill: once
+        // its target has settled on one, it sends nothing more.
+        let t = now_ns();
         d = start(&vol, &app, &state);
         let st = eventually(
             &format!("iteration {i} ({point:?}): the final content"),
@@ -105,7 +108,21 @@ fn sigkill_at_random_points_of_a_rotation_100_times() {
             |s| s.as_ref().is_some_and(|s| s.version == version),
         )
         .unwrap();
-        settle_briefly();
+        d.passed(t);
+        // What the new daemon sent, as it counts it (exact now; the app may still be handling a
+        // signal when its own count is read).
+        let sent = d
+            .metric("reloads_total", &[("result", "success")])
+            .unwrap_or(0.0);
+        let expected = match point {
+            Point::Before | Point::Stopped => 1.0..=1.0,
+            Point::RightAfterSwap => 0.0..=1.0,
+            Point::AfterDelivery => 0.0..=0.0,
+        };
+        assert!(
+            expected.contains(&sent),
+            "iteration {i} ({point:?}): the restarted daemon sent {sent} signals"
+        );
         let after = app.state().unwrap().reloads;
         let reloads = after - before;
         match point {
@@ -123,13 +140,7 @@ fn sigkill_at_random_points_of_a_rotation_100_times() {
         }
         assert_eq!(st.pid, app.pid());
     }
-    settle();
     eprintln!(
         "redundant reloads after a kill between a signal and its record: {redundant} of 100 rotations"
     );
-}
-
-/// Short wait for a reload that must not come (the daemon acts within a millisecond here).
-fn settle_briefly() {
-    std::thread::sleep(Duration::from_millis(150));
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, settle, tempdir};
+use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, now_ns, tempdir};
 
 /// Content older than any process started after this returns (start times count in 10 ms ticks).
 fn let_content_age() {
@@ -34,6 +34,13 @@ fn daemon(vol: &Path, selector: &[&str], extra: &[&str]) -> Daemon {
     d
 }
 
+/// Signals the daemon sent, as it counts them: exact once it has settled, while the app may still
+/// be handling the last one when its own count is read.
+fn signals_sent(d: &Daemon) -> f64 {
+    d.metric("reloads_total", &[("result", "success")])
+        .unwrap_or(0.0)
+}
+
 fn expect_reloads(app: &App, n: u64, version: &str) {
     let st = eventually(
         &format!("{} reloads of {}", n, app.name),
@@ -52,8 +59,17 @@ fn sighup_once_per_change_by_process_name() {
     let_content_age();
     let app = App::start(dir.path(), &vol.join("token"), &[]);
     app.wait_up();
-    let d = daemon(&vol, &["--process-name", &app.name], &[]);
-    settle();
+    // The daemon's first scan starts after `t`. The resyncs make a scan after the identical
+    // write below certain (a swap is scanned at once, maybe before the test reads the clock);
+    // they find the same content, and no attempt fails (nothing to retry).
+    let t = now_ns();
+    let d = daemon(
+        &vol,
+        &["--process-name", &app.name],
+        &["--resync-interval", "1s"],
+    );
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 0.0, "no signal at start");
     assert_eq!(
         app.reloads(),
         0,
@@ -64,7 +80,9 @@ fn sighup_once_per_change_by_process_name() {
         expect_reloads(&app, i - 1, &i.to_string());
     }
     w.write(&[("token", credential("6"))]).unwrap(); // identical content
-    settle();
+    let t = now_ns();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 5.0, "no signal for identical content");
     assert_eq!(app.reloads(), 5);
     let status = d.status();
     let attempt = status["targets"][0]["last_attempt"]["detail"]
@@ -119,10 +137,28 @@ fn only_the_master_of_master_and_workers_is_signalled() {
         || (worker(0), worker(1)),
         |(a, b)| a.is_some() && b.is_some(),
     );
-    let _d = daemon(&vol, &["--process-name", &app.name], &[]);
+    // Resyncs: the swap may be scanned before `t`; they find the same content.
+    let first = daemon(
+        &vol,
+        &["--process-name", &app.name],
+        &["--resync-interval", "1s"],
+    );
     w.write(&[("token", credential("2"))]).unwrap();
+    let t = now_ns();
     expect_reloads(&app, 1, "2");
-    settle();
+    let status = first.passed(t);
+    let detail = status["targets"][0]["last_attempt"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..2 {
+        let pid = worker(i).unwrap().pid;
+        assert!(
+            !detail.contains(&format!("pid {pid}")),
+            "worker {i} signalled: {detail}"
+        );
+    }
+    assert_eq!(signals_sent(&first), 1.0, "one signal: {detail}");
     assert_eq!(
         worker(0).unwrap().reloads,
         0,
@@ -267,13 +303,15 @@ fn start_up_policy_auto_never_always() {
     expect_reloads(&app, 1, "2");
     drop(d);
     // Restarting the sidecar again: still older than the content, so auto reloads once more,
-    // while never does not.
+    // while never does not. Its first scan starts after `t`.
+    let t = now_ns();
     let d = daemon(
         &vol,
         &["--process-name", &app.name, "--reload-on-start", "never"],
         &[],
     );
-    settle();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 0.0, "never: no signal at start");
     assert_eq!(app.reloads(), 1, "never: no reload at start");
     drop(d);
     // A process newer than the content: auto sends nothing, always does.
@@ -282,8 +320,10 @@ fn start_up_policy_auto_never_always() {
     let_content_age();
     let fresh = App::start(dir2.path(), &vol2.join("token"), &[]);
     fresh.wait_up();
+    let t = now_ns();
     let d = daemon(&vol2, &["--process-name", &fresh.name], &[]);
-    settle();
+    d.passed(t);
+    assert_eq!(signals_sent(&d), 0.0, "auto: no signal to a newer process");
     assert_eq!(
         fresh.reloads(),
         0,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::support::sink::Sink;
 use crate::support::{
-    AtomicWriter, Daemon, Fixture, SymlinkOrder, credential, eventually, settle, tempdir,
+    AtomicWriter, Daemon, Fixture, SymlinkOrder, credential, eventually, now_ns, tempdir,
 };
 
 /// A daemon calling `sink` for changes under `watch`, with storm protection off so that every
@@ -51,8 +51,12 @@ fn kubelet_updates(order: SymlinkOrder) {
     w.write(&[("token", credential("1")), ("ca.crt", "ca-1".into())])
         .unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let d = daemon_for(&vol, &sink, &[]);
-    settle();
+    // The daemon's first scan starts after `t`. The resyncs make a scan after the last update
+    // certain (a swap is scanned at once, maybe before the test reads the clock); they find the
+    // same content and every call succeeds, so they cannot add a call.
+    let t = now_ns();
+    let d = daemon_for(&vol, &sink, &["--resync-interval", "1s"]);
+    d.passed(t);
     assert_eq!(
         sink.count(),
         0,
@@ -72,7 +76,8 @@ fn kubelet_updates(order: SymlinkOrder) {
         w.write(&keys).unwrap();
         expect_call(&sink, i - 1, &v);
     }
-    settle();
+    let t = now_ns();
+    d.passed(t);
     assert_eq!(sink.count(), 11, "one call per update, none after");
     assert_eq!(
         d.metric("changes_total", &[("watch", "default")]),
@@ -103,7 +108,8 @@ fn new_key_symlink_after_swap_gives_one_call_for_a_watched_file() {
     let w = AtomicWriter::new(&vol);
     w.write(&[("other", "x")]).unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("..data/token")));
-    let _d = daemon_for(&vol.join("token"), &sink, &[]);
+    // Resyncs: the last swap may be scanned before `t`; they find the same content.
+    let d = daemon_for(&vol.join("token"), &sink, &["--resync-interval", "1s"]);
     w.write(&[("other", "x".to_string()), ("token", credential("1"))])
         .unwrap();
     expect_call(&sink, 1, "1");
@@ -114,8 +120,9 @@ fn new_key_symlink_after_swap_gives_one_call_for_a_watched_file() {
     .unwrap();
     w.write(&[("other", "x".to_string()), ("token", credential("2"))])
         .unwrap();
+    let t = now_ns();
     expect_call(&sink, 2, "2");
-    settle();
+    d.passed(t);
     assert_eq!(
         sink.count(),
         2,
@@ -133,7 +140,18 @@ fn touch_chmod_and_identical_content_give_no_call() {
     fs::create_dir(&plain).unwrap();
     fs::write(plain.join("password"), "p1").unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let d = daemon_for(&vol, &sink, &["--watch", plain.to_str().unwrap()]);
+    // Resyncs: a scan after `t` is certain even if the test thread stalls past the quiet period;
+    // they find the same content.
+    let d = daemon_for(
+        &vol,
+        &sink,
+        &[
+            "--watch",
+            plain.to_str().unwrap(),
+            "--resync-interval",
+            "1s",
+        ],
+    );
 
     w.write(&[("token", credential("1"))]).unwrap(); // kubelet rewriting identical data
     let real = vol.join("..data/token");
@@ -143,14 +161,24 @@ fn touch_chmod_and_identical_content_give_no_call() {
     drop(f);
     fs::set_permissions(plain.join("password"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::write(plain.join("password"), "p1").unwrap(); // same bytes written again
-    settle();
+    let t = now_ns();
+    d.passed(t);
     assert_eq!(
         sink.count(),
         0,
         "nothing changed the content: {:#?}",
         sink.calls()
     );
-    let status = d.status();
+    // The targets act before the group records its scan: wait for the record of one after `t`.
+    let status = eventually(
+        "a scan after the chmod to be recorded",
+        || d.status(),
+        |s| {
+            s["watches"][0]["last_scan"]["started_monotonic_ns"]
+                .as_u64()
+                .is_some_and(|n| n > t)
+        },
+    );
     let files = status["watches"][0]["files"].as_array().unwrap();
     let token = files
         .iter()
@@ -173,7 +201,8 @@ fn other_writers_in_place_rename_over_delete_recreate() {
     let token = plain.join("token");
     fs::write(&token, credential("1")).unwrap();
     let sink = Sink::start_with_probe(Some(token.clone()));
-    let _d = daemon_for(&plain, &sink, &[]);
+    // Resyncs: the last write may be scanned before `t`; they find the same content.
+    let d = daemon_for(&plain, &sink, &["--resync-interval", "1s"]);
 
     // In-place write (truncate and write through one descriptor).
     fs::write(&token, credential("2")).unwrap();
@@ -186,8 +215,9 @@ fn other_writers_in_place_rename_over_delete_recreate() {
     // Delete and create again.
     fs::remove_file(&token).unwrap();
     fs::write(&token, credential("4")).unwrap();
+    let t = now_ns();
     expect_call(&sink, 3, "4");
-    settle();
+    d.passed(t);
     assert_eq!(sink.count(), 3);
 }
 
@@ -197,7 +227,9 @@ fn watched_single_file_rename_over_and_in_place() {
     let file = dir.path().join("token");
     fs::write(&file, credential("1")).unwrap();
     let sink = Sink::start_with_probe(Some(file.clone()));
-    let _d = daemon_for(&file, &sink, &[]);
+    // Resyncs: the sibling's write wakes nothing (only the watched name is), so a scan after `t`
+    // needs one; they find the same content.
+    let d = daemon_for(&file, &sink, &["--resync-interval", "1s"]);
     let tmp = dir.path().join("token.new");
     fs::write(&tmp, credential("2")).unwrap();
     fs::rename(&tmp, &file).unwrap();
@@ -205,7 +237,8 @@ fn watched_single_file_rename_over_and_in_place() {
     fs::write(&file, credential("3")).unwrap();
     expect_call(&sink, 2, "3");
     fs::write(dir.path().join("unrelated"), "x").unwrap();
-    settle();
+    let t = now_ns();
+    d.passed(t);
     assert_eq!(sink.count(), 2, "a sibling file is not watched content");
 }
 
@@ -243,12 +276,17 @@ fn directory_removed_and_created_again_is_watched_again() {
     let sink = Sink::start_with_probe(Some(plain.join("token")));
     let d = daemon_for(&plain, &sink, &[]);
     fs::remove_dir_all(&plain).unwrap();
-    eventually(
+    let status = eventually(
         "the removal to be seen",
-        || d.status()["watches"][0]["complete"].clone(),
-        |c| c == false,
+        || d.status(),
+        |s| s["watches"][0]["complete"] == false,
     );
-    settle();
+    // No resync for this daemon: it would also find the change below that inotify must find. The
+    // barrier is the scan that saw the removal (its record comes with `complete`).
+    let seen = status["watches"][0]["last_scan"]["started_monotonic_ns"]
+        .as_u64()
+        .unwrap();
+    d.passed(seen - 1);
     assert_eq!(sink.count(), 0, "an incomplete version is never reloaded");
     fs::create_dir(&plain).unwrap();
     fs::write(plain.join("token"), credential("2")).unwrap();

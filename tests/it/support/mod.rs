@@ -61,10 +61,10 @@ pub fn eventually<T: std::fmt::Debug>(
     }
 }
 
-/// Lets time pass for things that must NOT happen (a reload that should not come): the
-/// assertion is on the state after it, and the wait is longer than the daemon would need.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(600));
+/// CLOCK_MONOTONIC now, in nanoseconds: the daemon's `/status` stamps its scans on the same
+/// clock, so a test can tell whether a scan started after something it did.
+pub fn now_ns() -> u64 {
+    secret_reloader::monotonic_ns()
 }
 
 /// A plain HTTP/1.0 GET; returns status and body.
@@ -219,6 +219,29 @@ impl Daemon {
         let (code, body) = http_get(self.addr, "/status").expect("GET /status");
         assert_eq!(code, 200);
         serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// The barrier of negative assertions ("no reload came"): waits until the daemon has
+    /// provably passed the point where it would have acted on everything done before `since`
+    /// (a [`now_ns`] taken after the test's last change): every target has fully acted on a
+    /// scan that started after `since` (`settled_scan_monotonic_ns`), so nothing more will
+    /// come of that change. A change that causes no event is caught by a resync: give such
+    /// daemons a short `--resync-interval`.
+    pub fn passed(&self, since: u64) -> serde_json::Value {
+        eventually(
+            "every target to act on a scan after the change",
+            || self.status(),
+            |s| {
+                s["targets"].as_array().is_some_and(|ts| {
+                    !ts.is_empty()
+                        && ts.iter().all(|t| {
+                            t["settled_scan_monotonic_ns"]
+                                .as_u64()
+                                .is_some_and(|n| n > since)
+                        })
+                })
+            },
+        )
     }
 
     /// Waits until `/readyz` answers 200.

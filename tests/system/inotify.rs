@@ -1,0 +1,85 @@
+//! An inotify queue overflow (events lost) must still end with the final content reloaded once.
+
+use crate::support::{Daemon, Fixture, credential, eventually, now_ns};
+
+/// Sets `fs.inotify.max_queued_events` (read by the kernel when an inotify instance is created)
+/// and restores it on drop.
+struct QueueLimit(String);
+
+impl QueueLimit {
+    const PATH: &'static str = "/proc/sys/fs/inotify/max_queued_events";
+
+    fn set(n: u32) -> QueueLimit {
+        let old = std::fs::read_to_string(Self::PATH).expect("read max_queued_events");
+        std::fs::write(Self::PATH, n.to_string())
+            .expect("set max_queued_events (the tests run as root)");
+        QueueLimit(old.trim().to_string())
+    }
+}
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // `pid (comm) state ...`: the state follows the last `)`.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
+}
+
+#[test]
+fn inotify_queue_overflow_rescans_and_reloads_the_final_content_once() {
+    let f = Fixture::new();
+    let (vol, w, sink) = (&f.vol, &f.writer, &f.sink);
+    let url = f.url();
+    let d = {
+        // Only instances created while the limit is set get the small queue: this daemon's.
+        let _limit = QueueLimit::set(16);
+        // No short resync: it would find the final content even if the overflow were not acted
+        // on.
+        let d = Daemon::start(&[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--reload-url",
+            &url,
+            "--min-reload-interval",
+            "0",
+        ]);
+        d.wait_ready();
+        d
+    };
+    let pid = nix::unistd::Pid::from_raw(d.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    eventually("the daemon to stop", || stopped(d.pid()), |s| *s);
+    for i in 2..=60 {
+        w.write(&[("token", credential(&i.to_string()))]).unwrap();
+    }
+    // The daemon is stopped from before the writes until after `t`: every scan that starts
+    // after `t` reads the final content, and it has one to do (the overflow asks for a rescan).
+    let t = now_ns();
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    eventually(
+        "the overflow to be counted",
+        || d.metric("watch_errors_total", &[("kind", "overflow")]),
+        |v| v.is_some_and(|v| v >= 1.0),
+    );
+    let calls = eventually("the final content", || sink.calls(), |c| !c.is_empty());
+    d.passed(t);
+    let calls_now = sink.calls();
+    assert_eq!(
+        calls_now.len(),
+        1,
+        "one reload after the overflow: {calls_now:#?}"
+    );
+    assert_eq!(calls[0].version.as_deref(), Some("60"));
+}
