@@ -1,47 +1,140 @@
 //! Latency from kubelet's `..data` swap (and from a plain write) to the action, for HTTP and
-//! SIGHUP targets, beside the floor measured in the same run.
+//! SIGHUP targets, beside configmap-reload (when `CMR_BIN` is set) and the floor.
+//!
+//! Every watcher has its own volume and all run at once; each iteration rotates one volume at a
+//! time (ours, configmap-reload's, the floor's; then ours and the floor's for SIGHUP), waits for
+//! that watcher's stamp, and pauses 20 ms. So only one watcher works at a time, and all of them
+//! are measured under the same machine state, interleaved.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use secret_reloader::demo::atomic_writer::AtomicWriter;
+
 use crate::daemon::Daemon;
-use crate::floor;
+use crate::floor::Floor;
+use crate::peer::Peer;
 use crate::probe::{HttpProbe, SignalProbe};
-use crate::util::{Stats, measure, row, stats, volume};
+use crate::util::{Stats, rotate, row, stats, volume};
 use crate::{Figures, Opts};
 
 const DEADLINE: Duration = Duration::from_secs(3);
+const PAUSE: Duration = Duration::from_millis(20);
+const WARM_UP: usize = 3;
+
+/// What a watcher's action is observed as.
+enum Seen {
+    Http(&'static str),
+    Signal,
+}
+
+/// Which figure a watcher's row is.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    OursHttp,
+    CmrHttp,
+    FloorHttp,
+    OursSignal,
+    FloorSignal,
+}
+
+struct Watcher {
+    role: Role,
+    label: &'static str,
+    seen: Seen,
+    writer: AtomicWriter,
+    samples: Vec<Duration>,
+    reused: usize,
+    missed: usize,
+}
+
+impl Watcher {
+    /// Rotates its volume and waits for its action; the latency, if it came.
+    fn once(&mut self, i: usize, http: &HttpProbe, sig: &SignalProbe) -> Option<(Duration, bool)> {
+        match self.seen {
+            Seen::Http(path) => {
+                http.drain_path(path);
+                let swapped = rotate(&self.writer, i);
+                http.next_on(path, DEADLINE)
+                    .map(|h| (h.at.saturating_duration_since(swapped), h.reused))
+            }
+            Seen::Signal => {
+                sig.reset();
+                let swapped = rotate(&self.writer, i);
+                sig.wait(DEADLINE)
+                    .map(|at| (at.saturating_duration_since(swapped), false))
+            }
+        }
+    }
+}
 
 pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let _ = writeln!(out, "## Latency: write → action (ms)\n");
-    let _ = writeln!(
-        out,
-        "| path | median | p99 | max | n |\n|---|---|---|---|---|"
-    );
     let common = ["--min-reload-interval", "0", "--reload-on-start", "never"];
     let http = HttpProbe::start();
-    let url = http.url();
     let sig = SignalProbe::install();
+    let me = std::process::id();
 
-    let (dir, w) = volume("http");
-    let vol = dir.path().join("vol");
+    let mut dirs = Vec::new();
+    let mut watchers: Vec<Watcher> = Vec::new();
+    let mut add = |role, label, seen, tag: &str| {
+        let (dir, w) = volume(tag);
+        let vol = w.dir().to_path_buf();
+        let pid_file = dir.path().join("bench.pid");
+        dirs.push(dir);
+        watchers.push(Watcher {
+            role,
+            label,
+            seen,
+            writer: w,
+            samples: Vec::new(),
+            reused: 0,
+            missed: 0,
+        });
+        (vol, pid_file)
+    };
+
+    let (vol, _) = add(
+        Role::OursHttp,
+        "kubelet swap → HTTP call: secret-reloader",
+        Seen::Http("/ours"),
+        "ours-http",
+    );
+    let url = http.url_for("/ours");
     let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
     args.extend(common);
-    let d = Daemon::start(&o.bin, &args);
-    let s = stats(measure(
-        &w,
-        o.iterations,
-        || http.next(DEADLINE),
-        || http.drain(),
-    ));
-    row(out, "kubelet swap → HTTP call (fast path)", &s);
-    f.http_fast = Some(s);
-    drop(d);
+    let ours_http = Daemon::start(&o.bin, &args);
 
-    let (dir, w) = volume("signal");
-    let vol = dir.path().join("vol");
-    let pid_file = dir.path().join("bench.pid");
-    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    let cmr_bin = std::env::var("CMR_BIN").ok().filter(|b| !b.is_empty());
+    let mut cmr = None;
+    if let Some(bin) = &cmr_bin {
+        let (vol, _) = add(
+            Role::CmrHttp,
+            "kubelet swap → HTTP call: configmap-reload",
+            Seen::Http("/cmr"),
+            "cmr",
+        );
+        match Peer::start(bin, &vol, &http.url_for("/cmr")) {
+            Ok(p) => cmr = Some(p),
+            Err(e) => eprintln!("  configmap-reload: {e}"),
+        }
+    }
+
+    let (vol, _) = add(
+        Role::FloorHttp,
+        "kubelet swap → HTTP call: floor (own process; inotify read → one request, new connection)",
+        Seen::Http("/floor"),
+        "floor-http",
+    );
+    let floor_http = Floor::http(&vol, http.addr, "/floor");
+
+    let (vol, pid_file) = add(
+        Role::OursSignal,
+        "kubelet swap → SIGHUP delivered: secret-reloader",
+        Seen::Signal,
+        "ours-signal",
+    );
+    std::fs::write(&pid_file, me.to_string()).unwrap();
     let mut args = vec![
         "--watch",
         vol.to_str().unwrap(),
@@ -49,44 +142,96 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         pid_file.to_str().unwrap(),
     ];
     args.extend(common);
-    let d = Daemon::start(&o.bin, &args);
-    let s = stats(measure(
-        &w,
-        o.iterations,
-        || sig.wait(DEADLINE),
-        || sig.reset(),
-    ));
-    row(out, "kubelet swap → SIGHUP delivered (fast path)", &s);
-    f.sig_fast = Some(s);
-    drop(d);
+    let ours_sig = Daemon::start(&o.bin, &args);
 
-    let (dir, w) = volume("floor-signal");
-    floor::start(w.dir(), floor::FloorAction::Signal);
-    let s = stats(measure(
-        &w,
-        o.iterations,
-        || sig.wait(DEADLINE),
-        || sig.reset(),
-    ));
-    row(out, "floor: inotify read → kill(SIGHUP)", &s);
-    f.floor_sig = Some(s);
-    drop(dir);
+    let (vol, _) = add(
+        Role::FloorSignal,
+        "kubelet swap → SIGHUP delivered: floor (own process; inotify read → kill)",
+        Seen::Signal,
+        "floor-signal",
+    );
+    let floor_sig = Floor::signal(&vol, me);
+    if cmr_bin.is_some() && cmr.is_none() {
+        watchers.retain(|w| w.role != Role::CmrHttp);
+    }
 
-    let (dir, w) = volume("floor-http");
-    floor::start(w.dir(), floor::FloorAction::Http(http.addr));
-    let s = stats(measure(
-        &w,
-        o.iterations,
-        || http.next(DEADLINE),
-        || http.drain(),
-    ));
-    row(out, "floor: inotify read → one HTTP request", &s);
-    f.floor_http = Some(s);
-    drop(dir);
+    // Warm-up (not counted): every watcher has acted, connections are open where they are kept.
+    for i in 0..WARM_UP {
+        for w in watchers.iter_mut() {
+            if w.once(i, &http, &sig).is_none() {
+                eprintln!("  warm-up: {} did not act", w.label);
+            }
+            std::thread::sleep(PAUSE);
+        }
+    }
+    for i in WARM_UP..WARM_UP + o.iterations {
+        for w in watchers.iter_mut() {
+            match w.once(i, &http, &sig) {
+                Some((d, reused)) => {
+                    w.samples.push(d);
+                    w.reused += usize::from(reused);
+                }
+                None => {
+                    w.missed += 1;
+                    eprintln!("  iteration {i}: {} did not act within 3 s", w.label);
+                }
+            }
+            std::thread::sleep(PAUSE);
+        }
+    }
+    drop((ours_http, ours_sig, cmr, floor_http, floor_sig));
 
-    // Writers without a commit point: the quiet period (--debounce, default 100ms) is the latency.
-    let plain = |out: &mut String,
-                 what: &str,
+    let _ = writeln!(
+        out,
+        "{} iterations; each rotates every watcher's own volume in turn, waits for its action and \
+         pauses {} ms. HTTP is stamped at the first byte of the request, SIGHUP in this process's \
+         handler.\n",
+        o.iterations,
+        PAUSE.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "| path | median | p99 | max | n |\n|---|---|---|---|---|"
+    );
+    let mut notes = Vec::new();
+    for w in &watchers {
+        let s = stats(w.samples.clone());
+        row(out, w.label, &s);
+        *match w.role {
+            Role::OursHttp => &mut f.http_fast,
+            Role::CmrHttp => &mut f.cmr_http,
+            Role::FloorHttp => &mut f.floor_http,
+            Role::OursSignal => &mut f.sig_fast,
+            Role::FloorSignal => &mut f.floor_sig,
+        } = Some(s);
+        if let Seen::Http(path) = w.seen {
+            notes.push(format!(
+                "{path}: {} of {} calls on a kept-alive connection",
+                w.reused,
+                w.samples.len()
+            ));
+        }
+        if w.missed > 0 {
+            notes.push(format!(
+                "{}: {} rotations without an action",
+                w.label, w.missed
+            ));
+        }
+    }
+    if f.cmr_http.is_none() {
+        let why = if cmr_bin.is_none() {
+            "not measured (CMR_BIN unset)"
+        } else {
+            "not measured (it did not start)"
+        };
+        let _ = writeln!(
+            out,
+            "| kubelet swap → HTTP call: configmap-reload | {why} | | | |"
+        );
+    }
+
+    // Writers without a commit point: the quiet period (--debounce, at its default) is the wait.
+    let plain = |what: &str,
                  target: &[&str],
                  wait: &mut dyn FnMut() -> Option<Instant>,
                  reset: &mut dyn FnMut()| {
@@ -105,45 +250,58 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             reset();
             std::fs::write(&file, format!("version={i}\n")).unwrap();
             let written = Instant::now();
-            if let Some(at) = wait() {
-                v.push(at.saturating_duration_since(written));
+            match wait() {
+                Some(at) => v.push(at.saturating_duration_since(written)),
+                None => eprintln!("  {what}: write {i} without an action within 3 s"),
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(PAUSE);
         }
-        row(out, what, &stats(v));
         drop(d);
+        stats(v)
     };
-    plain(
-        out,
-        "plain write → HTTP call (default --debounce)",
+    let url = http.url_for("/plain");
+    let s = plain(
+        "plain write → HTTP call",
         &["--reload-url", &url],
-        &mut || http.next(DEADLINE),
-        &mut || http.drain(),
+        &mut || http.next_on("/plain", DEADLINE).map(|h| h.at),
+        &mut || http.drain_path("/plain"),
     );
-    let pid_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(pid_file.path(), std::process::id().to_string()).unwrap();
-    let pid = pid_file.path().to_str().unwrap().to_string();
-    plain(
+    row(
         out,
-        "plain write → SIGHUP delivered (default --debounce)",
+        "plain write → HTTP call: secret-reloader (default --debounce)",
+        &s,
+    );
+    f.plain_http = Some(s);
+    let pid_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pid_file.path(), me.to_string()).unwrap();
+    let pid = pid_file.path().to_str().unwrap().to_string();
+    let s = plain(
+        "plain write → SIGHUP delivered",
         &["--pid-file", &pid],
         &mut || sig.wait(DEADLINE),
         &mut || sig.reset(),
     );
+    row(
+        out,
+        "plain write → SIGHUP delivered: secret-reloader (default --debounce)",
+        &s,
+    );
+    f.plain_sig = Some(s);
 
     let ratio = |a: &Option<Stats>, b: &Option<Stats>| match (a, b) {
-        (Some(a), Some(b)) => format!(
-            "{:.2}× (+{:.3} ms)",
+        (Some(a), Some(b)) if a.n > 0 && b.n > 0 => format!(
+            "{:.2}× ({:+.3} ms)",
             a.median / b.median,
             a.median - b.median
         ),
-        _ => "n/a".into(),
+        _ => "not measured".into(),
     };
     let _ = writeln!(
         out,
-        "\nAgainst the floor (median): HTTP {}, SIGHUP {}. configmap-reload, measured on this machine kind: \
-         1.0–1.2 ms median swap → webhook.\n",
+        "\nRatios of medians: HTTP ours/floor {}, SIGHUP ours/floor {}, HTTP ours/configmap-reload {}.",
         ratio(&f.http_fast, &f.floor_http),
-        ratio(&f.sig_fast, &f.floor_sig)
+        ratio(&f.sig_fast, &f.floor_sig),
+        ratio(&f.http_fast, &f.cmr_http),
     );
+    let _ = writeln!(out, "Connections: {}.\n", notes.join("; "));
 }

@@ -124,6 +124,7 @@ impl HttpProbe {
 
 fn spawn_acceptor(server: &Arc<Server>) {
     server.idle.fetch_add(1, Ordering::SeqCst);
+    let counted = server.clone();
     let server = server.clone();
     let spawned = std::thread::Builder::new()
         .name("probe".into())
@@ -131,12 +132,19 @@ fn spawn_acceptor(server: &Arc<Server>) {
         .spawn(move || {
             loop {
                 let accepted = server.listener.accept();
-                // Keep SPARE threads in accept before serving this connection.
-                if server.idle.fetch_sub(1, Ordering::SeqCst) <= SPARE {
-                    spawn_acceptor(&server);
-                }
-                if let Ok((stream, _)) = accepted {
-                    serve(stream, &server);
+                // Fewer than SPARE left in accept: add one, once this connection's first
+                // request is stamped (creating a thread is not on the path being timed).
+                let replenish = server.idle.fetch_sub(1, Ordering::SeqCst) <= SPARE;
+                match accepted {
+                    Ok((stream, _)) => {
+                        let mut replenish = replenish;
+                        serve(stream, &server, &mut replenish);
+                        if replenish {
+                            spawn_acceptor(&server);
+                        }
+                    }
+                    Err(_) if replenish => spawn_acceptor(&server),
+                    Err(_) => {}
                 }
                 if server.idle.load(Ordering::SeqCst) >= 2 * SPARE {
                     return;
@@ -145,7 +153,7 @@ fn spawn_acceptor(server: &Arc<Server>) {
             }
         });
     if spawned.is_err() {
-        server.idle.fetch_sub(1, Ordering::SeqCst);
+        counted.idle.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -154,7 +162,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Serves the requests of one connection until it closes.
-fn serve(mut s: TcpStream, server: &Server) {
+fn serve(mut s: TcpStream, server: &Arc<Server>, replenish: &mut bool) {
     let _ = s.set_nodelay(true);
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
@@ -229,6 +237,9 @@ fn serve(mut s: TcpStream, server: &Server) {
         });
         server.hits.arrived.notify_all();
         served += 1;
+        if std::mem::take(replenish) {
+            spawn_acceptor(server);
+        }
         if close || written.is_err() {
             return;
         }

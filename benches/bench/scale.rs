@@ -73,6 +73,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         if n == 1000 {
             f.rss_1000_kib = Some(rss);
         }
+        f.scale.push((n, s.median));
         let per = 1.0 + extra as f64 / rounds as f64;
         let _ = writeln!(
             out,

@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::Opts;
 use crate::daemon::Daemon;
 use crate::probe::HttpProbe;
 use crate::util::volume;
+use crate::{Figures, Opts};
 
-pub fn run(out: &mut String, o: &Opts) {
+pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let _ = writeln!(out, "## Storm: {} updates in a burst\n", o.storm);
     let (dir, w) = volume("storm");
     let vol = dir.path().join("vol");
@@ -34,6 +34,7 @@ pub fn run(out: &mut String, o: &Opts) {
             held_final_after = Some(hit.at.saturating_duration_since(last));
         }
     }
+    f.storm = Some((o.storm, actions, held_final_after));
     let _ = writeln!(out, "| reading | value |\n|---|---|");
     let _ = writeln!(
         out,

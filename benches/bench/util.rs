@@ -1,4 +1,4 @@
-//! Shared pieces: statistics, volumes, the rotate-and-time loop.
+//! Shared pieces: statistics, volumes, rotation.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -53,26 +53,23 @@ pub fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
     (dir, w)
 }
 
-/// Rotates `iterations` times and times each swap → `wait` stamp.
-pub fn measure(
-    writer: &AtomicWriter,
-    iterations: usize,
-    mut wait: impl FnMut() -> Option<Instant>,
-    mut before: impl FnMut(),
-) -> Vec<Duration> {
-    let mut v = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        before();
-        let swapped = writer
-            .write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))])
-            .expect("rotate");
-        match wait() {
-            Some(at) => v.push(at.saturating_duration_since(swapped)),
-            None => eprintln!("  iteration {i}: no action within the deadline"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Writes version `i` of the `token` key; the instant the `..data` rename was entered.
+pub fn rotate(writer: &AtomicWriter, i: usize) -> Instant {
+    writer
+        .write(&[("token", format!("version={i}\nsecret={}\n", i * 7919))])
+        .expect("rotate")
+}
+
+/// A cell in milliseconds, or `—` for no figure.
+pub fn ms_cell(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.3}"),
+        _ => "—".into(),
     }
-    v
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 pub fn mib(kib: u64) -> f64 {
