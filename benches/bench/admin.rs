@@ -5,10 +5,13 @@
 //! target; meanwhile RSS is sampled every 100 ms, /healthz is timed every 100 ms on a fresh
 //! connection, and 10 rotations are timed swap → call (beside 10 measured just before, quiet).
 //!
-//! - (a) slow heads: 2,000 connections, each sending 4 KiB of a request head that never ends,
-//!   reconnecting whenever the daemon closes it;
+//! - (a) idle heads: 2,000 connections, each sending 4 KiB of a request head that never ends and
+//!   then holding the connection (a connection the daemon closes stays closed);
 //! - (b) big heads: 100 connections, each trying to send 350 KiB of headers, again and again;
-//! - (c) (a) against a daemon started with RLIMIT_NOFILE 1024 (soft and hard).
+//! - (c) (a) against a daemon started with RLIMIT_NOFILE 1024 (soft and hard);
+//! - (d) a flood: (a), but every connection the daemon closes is opened again at once. No
+//!   server with a bounded number of connections keeps every newcomer served then (the kernel's
+//!   accept queue overflows); reported, not a goal.
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -51,6 +54,7 @@ pub struct AdminRow {
 
 #[derive(Clone, Copy)]
 enum Abuse {
+    IdleHeads(usize),
     SlowHeads(usize),
     BigHeads(usize),
 }
@@ -93,10 +97,8 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     };
     let cases = [
         (
-            format!(
-                "(a) {slow} connections × 4 KiB of a head that never ends, reconnecting{fewer}"
-            ),
-            Abuse::SlowHeads(slow),
+            format!("(a) {slow} idle connections × 4 KiB of a head that never ends{fewer}"),
+            Abuse::IdleHeads(slow),
             None,
         ),
         (
@@ -106,8 +108,13 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         ),
         (
             format!("(c) as (a), daemon under RLIMIT_NOFILE 1024{fewer}"),
-            Abuse::SlowHeads(slow),
+            Abuse::IdleHeads(slow),
             Some(1024),
+        ),
+        (
+            format!("(d) a flood: as (a), every closed connection opened again at once{fewer}"),
+            Abuse::SlowHeads(slow),
+            None,
         ),
     ];
     let http = HttpProbe::start();
@@ -255,6 +262,7 @@ fn measure(
         std::thread::spawn(move || probe_healthz(addr, &stop, SAMPLE))
     };
     let abusers: Vec<JoinHandle<()>> = match abuse {
+        Abuse::IdleHeads(n) => spawn_abusers(n, addr, &stop, &counts, idle_head),
         Abuse::SlowHeads(n) => spawn_abusers(n, addr, &stop, &counts, slow_head),
         Abuse::BigHeads(n) => spawn_abusers(n, addr, &stop, &counts, big_head),
     };
@@ -412,10 +420,22 @@ fn timed_out(e: &std::io::Error) -> bool {
 }
 
 /// (a): 4 KiB of a request head without its end, then wait for the daemon to close; again.
+/// (a), (c): one connection, 4 KiB of a head that never ends, held until the daemon closes it.
+fn idle_head(addr: SocketAddr, stop: &AtomicBool, c: &Counts) {
+    slow_heads(addr, stop, c, false)
+}
+
+/// (d): as (a), opened again whenever the daemon closes it.
 fn slow_head(addr: SocketAddr, stop: &AtomicBool, c: &Counts) {
+    slow_heads(addr, stop, c, true)
+}
+
+fn slow_heads(addr: SocketAddr, stop: &AtomicBool, c: &Counts, again: bool) {
     let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_vec();
     head.resize(4096, b'a');
-    while let Some(mut s) = connect(addr, stop, c) {
+    let mut first = true;
+    while let Some(mut s) = (first || again).then(|| connect(addr, stop, c)).flatten() {
+        first = false;
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
         if s.write_all(&head).is_err() {

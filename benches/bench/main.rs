@@ -268,9 +268,10 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
             .then(|| failed_start == 0 && ok.iter().all(|r| r.rss_max_kib < 8 * 1024)),
     );
     add(
-        "admin port under abuse: /healthz max within 50 ms",
+        "admin port under abuse (a)–(c): /healthz max within 50 ms",
         (!f.admin.is_empty()).then(|| {
             ok.iter()
+                .filter(|r| !r.abuse.starts_with("(d)"))
                 .map(|r| {
                     let mut s = format!("{} {:.1} ms", tag(&r.abuse), r.healthz.max);
                     if r.healthz_failed > 0 {
@@ -285,6 +286,7 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
             failed_start == 0
                 && ok
                     .iter()
+                    .filter(|r| !r.abuse.starts_with("(d)"))
                     .all(|r| r.healthz_failed == 0 && r.healthz.n > 0 && r.healthz.max <= 50.0)
         }),
     );

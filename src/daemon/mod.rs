@@ -73,11 +73,24 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Backlog of the admin port (the kernel caps it at `net.core.somaxconn`): a burst of
+/// connections waits for the accept loop instead of being dropped, probes among them.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `config.listen` and runs until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::Listen(config.listen, e))?;
+    let addr = config.listen;
+    let bind = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let listener = bind().map_err(|e| Error::Listen(addr, e))?;
     serve(config, listener, shutdown).await
 }
 
