@@ -102,14 +102,19 @@ pub struct Problem {
     pub message: String,
 }
 
-/// What a directory watch is for: every event in it, or only events on some names (the parent of
-/// a watched path, watched to see that path appear, disappear or be renamed over).
+/// What a directory watch is for: every event in it, only events on some names (the parent of a
+/// watched path, watched to see that path appear, disappear or be renamed over), or a kubelet
+/// volume's `..data` swap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
     /// Every entry is content.
     All,
     /// Only these names matter.
     Names(BTreeSet<OsString>),
+    /// A kubelet volume: only `..data` being renamed over or removed matters. Kubelet's steps
+    /// before the swap (a new version directory, `..data_tmp`) need not even wake the daemon, so
+    /// the watch subscribes to renames into the directory and removals only.
+    KubeletData,
 }
 
 impl Interest {
@@ -118,7 +123,13 @@ impl Interest {
         match (self, name) {
             (Interest::All, _) | (_, None) => true,
             (Interest::Names(names), Some(n)) => names.contains(n),
+            (Interest::KubeletData, Some(n)) => n == KUBELET_DATA,
         }
+    }
+
+    /// Whether every kind of event is needed (else renames into the directory and removals).
+    pub fn needs_every_event(&self) -> bool {
+        !matches!(self, Interest::KubeletData)
     }
 
     /// Both interests together.
@@ -126,6 +137,14 @@ impl Interest {
         match (&mut *self, other) {
             (Interest::All, _) => {}
             (_, Interest::All) => *self = Interest::All,
+            (Interest::KubeletData, Interest::KubeletData) => {}
+            (Interest::KubeletData, Interest::Names(mut b)) => {
+                b.insert(OsString::from(KUBELET_DATA));
+                *self = Interest::Names(b);
+            }
+            (Interest::Names(a), Interest::KubeletData) => {
+                a.insert(OsString::from(KUBELET_DATA));
+            }
             (Interest::Names(a), Interest::Names(b)) => a.extend(b),
         }
     }

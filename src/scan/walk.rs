@@ -19,11 +19,6 @@ use crate::text::path as shown;
 /// Deepest directory nesting followed below a watched directory.
 const MAX_DEPTH: usize = 16;
 
-/// What a kubelet volume's directory is watched for: its `..data` swap.
-fn kubelet_interest() -> Interest {
-    Interest::Names(BTreeSet::from([OsString::from(KUBELET_DATA)]))
-}
-
 /// State of one scan in progress.
 pub(super) struct Scanning<'a> {
     pub(super) opts: Options<'a>,
@@ -118,16 +113,21 @@ impl<'a> Scanning<'a> {
     }
 
     /// Watches the parent of `p` for events on `p`'s name (and `extra`).
-    fn watch_parent(&mut self, p: &Path, extra: Option<&str>) {
+    fn watch_parent(&mut self, p: &Path) {
         let parent = p.parent().unwrap_or(Path::new("/"));
-        let mut names = BTreeSet::new();
-        if let Some(n) = p.file_name() {
-            names.insert(n.to_os_string());
-        }
-        if let Some(e) = extra {
-            names.insert(OsString::from(e));
-        }
+        let names = p
+            .file_name()
+            .map(|n| n.to_os_string())
+            .into_iter()
+            .collect();
         self.watch(parent, Interest::Names(names));
+    }
+
+    /// Watches the kubelet volume holding the watched file `p` for its swaps: the file is read
+    /// through `..data`, its user-visible symlink does not matter.
+    fn watch_volume_of(&mut self, p: &Path) {
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        self.watch(parent, Interest::KubeletData);
     }
 
     pub(super) fn saw_ctime(&mut self, md: &Metadata) {
@@ -143,7 +143,7 @@ impl<'a> Scanning<'a> {
         let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
         match fs::metadata(p) {
             Ok(md) if md.is_dir() => {
-                self.watch_parent(p, None);
+                self.watch_parent(p);
                 if was_dir == Some(false) {
                     self.problem(
                         ProblemKind::WrongKind,
@@ -160,7 +160,7 @@ impl<'a> Scanning<'a> {
                     Ok(Some(data)) => {
                         // The version is what `..data` names: its swap is the only event that
                         // matters (kubelet's other steps are internal, or follow the swap).
-                        self.watch(p, kubelet_interest());
+                        self.watch(p, Interest::KubeletData);
                         self.walk(&data, p, 0, false, p);
                         Layout::KubeletVolume
                     }
@@ -170,7 +170,7 @@ impl<'a> Scanning<'a> {
                         Layout::Directory
                     }
                     Err(problem) => {
-                        self.watch(p, kubelet_interest());
+                        self.watch(p, Interest::KubeletData);
                         self.scan.problems.push(problem);
                         Layout::KubeletVolume
                     }
@@ -190,7 +190,7 @@ impl<'a> Scanning<'a> {
             }
             Ok(md) if md.is_file() => {
                 if was_dir == Some(true) {
-                    self.watch_parent(p, None);
+                    self.watch_parent(p);
                     self.problem(
                         ProblemKind::WrongKind,
                         format!(
@@ -203,22 +203,22 @@ impl<'a> Scanning<'a> {
                 }
                 match (self.kubelet_data(&parent), p.file_name()) {
                     (Ok(Some(data)), Some(name)) => {
-                        self.watch_parent(p, Some(KUBELET_DATA));
+                        self.watch_volume_of(p);
                         self.read(p, &data.join(name), true, false);
                         Layout::KubeletFile
                     }
                     (Err(problem), _) => {
-                        self.watch_parent(p, Some(KUBELET_DATA));
+                        self.watch_volume_of(p);
                         self.scan.problems.push(problem);
                         Layout::KubeletFile
                     }
                     _ => {
-                        self.watch_parent(p, None);
+                        self.watch_parent(p);
                         // A watched file that is a symlink changes where its target lives.
                         if let Ok(real) = fs::canonicalize(p)
                             && real != p
                         {
-                            self.watch_parent(&real, None);
+                            self.watch_parent(&real);
                         }
                         self.read(p, p, true, true);
                         Layout::File
@@ -226,7 +226,7 @@ impl<'a> Scanning<'a> {
                 }
             }
             Ok(md) => {
-                self.watch_parent(p, None);
+                self.watch_parent(p);
                 self.problem(
                     ProblemKind::WrongKind,
                     format!(
@@ -242,7 +242,7 @@ impl<'a> Scanning<'a> {
                 if let (Ok(Some(data)), Some(name)) = (self.kubelet_data(&parent), p.file_name())
                     && data.join(name).is_file()
                 {
-                    self.watch_parent(p, Some(KUBELET_DATA));
+                    self.watch_volume_of(p);
                     self.read(p, &data.join(name), true, false);
                     return Layout::KubeletFile;
                 }
@@ -258,7 +258,7 @@ impl<'a> Scanning<'a> {
                 Layout::Missing
             }
             Err(e) => {
-                self.watch_parent(p, None);
+                self.watch_parent(p);
                 self.problem(
                     ProblemKind::Unreadable,
                     format!("cannot stat {}: {}", shown(p), ReadError::from(e)),
@@ -381,7 +381,7 @@ impl<'a> Scanning<'a> {
                     match self.kubelet_data(&real) {
                         Ok(Some(data)) => {
                             if watched {
-                                self.watch(&real, kubelet_interest());
+                                self.watch(&real, Interest::KubeletData);
                             }
                             self.walk(&data, &seen, depth + 1, false, &real)
                         }

@@ -36,19 +36,34 @@ use crate::text;
 /// Index of a group in the hub (given by [`WatchHub::register`]).
 pub type GroupId = usize;
 
-/// Events that can change what a scan reads.
-fn mask() -> AddWatchFlags {
+/// Events of a directory whose every entry may matter: those that can change what a scan reads.
+fn full_mask() -> AddWatchFlags {
     AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_MODIFY
         | AddWatchFlags::IN_CLOSE_WRITE
         | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_MOVED_FROM
+        | kubelet_mask()
+}
+
+/// Events of a kubelet volume: `..data` renamed over (the swap) or removed, and the directory
+/// itself going away. Kubelet's steps before the swap wake nothing.
+fn kubelet_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_DELETE
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_MOVE_SELF
         | AddWatchFlags::IN_ONLYDIR
         | AddWatchFlags::from_bits_retain(libc::IN_EXCL_UNLINK)
+}
+
+/// The mask a directory needs for what its groups want of it.
+fn mask_for(wanted: &HashMap<GroupId, Interest>) -> AddWatchFlags {
+    if wanted.values().any(Interest::needs_every_event) {
+        full_mask()
+    } else {
+        kubelet_mask()
+    }
 }
 
 /// The inotify instance, as tokio's reactor takes it.
@@ -83,6 +98,8 @@ pub fn classify(
 /// A watched directory.
 struct Watched {
     wd: WatchDescriptor,
+    /// The events subscribed to.
+    mask: AddWatchFlags,
     /// Identity when the watch was added: another inode at the same path needs a new watch.
     id: (u64, u64),
     /// What each group wants of it.
@@ -227,22 +244,30 @@ impl WatchHub {
                 continue;
             };
             let id = (md.dev(), md.ino());
+            let mut wanted = HashMap::from([(group, interest.clone())]);
             if let Some(w) = st.dirs.get_mut(path) {
                 if w.id == id {
                     w.wanted.insert(group, interest.clone());
-                    continue;
+                    let mask = mask_for(&w.wanted);
+                    if mask == w.mask {
+                        continue;
+                    }
+                    // Another group wants more (or less) of it: the same watch, a new mask.
+                    wanted = std::mem::take(&mut w.wanted);
                 }
                 unwatch(st, inotify, path);
             }
-            match inotify.add_watch(path.as_path(), mask()) {
+            let mask = mask_for(&wanted);
+            match inotify.add_watch(path.as_path(), mask) {
                 Ok(wd) => {
                     st.by_wd.entry(wd).or_default().insert(path.clone());
                     st.dirs.insert(
                         path.clone(),
                         Watched {
                             wd,
+                            mask,
                             id,
-                            wanted: HashMap::from([(group, interest.clone())]),
+                            wanted,
                         },
                     );
                     added = true;
