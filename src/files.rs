@@ -164,14 +164,11 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadE
     read_open(file, &md, limit)
 }
 
-/// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a plain open
-/// (procfs files cannot block), one `read` per 4 KiB, at most `limit` bytes; longer content is
+/// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a
+/// non-blocking open, one `read` per 4 KiB, at most `limit` bytes; longer content is
 /// cut at the limit.
 pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)?;
+    let file = open_proc(path)?;
     // Most of these files fit a stack buffer: no allocation beyond the result.
     let mut first = [0u8; 4096];
     let want = limit.min(first.len());
@@ -192,6 +189,15 @@ pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     }
     buf.truncate(len);
     Ok(buf)
+}
+
+/// Opens a kernel-generated file for reading. Non-blocking all the same: `--proc-root` may
+/// point elsewhere than procfs, and a FIFO there must not hang the daemon.
+pub fn open_proc(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// `read(2)` on a procfs descriptor at offset 0 (the kernel regenerates the content for each

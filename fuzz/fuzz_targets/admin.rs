@@ -16,7 +16,7 @@ use secret_reloader::process::ProcFs;
 use secret_reloader::process::identity::Sidecar;
 use secret_reloader::report::metrics::Metrics;
 use secret_reloader::report::server::{Admin, Liveness, respond};
-use secret_reloader::report::status::{Board, ScanRecord};
+use secret_reloader::report::status::{Board, LastScan};
 use secret_reloader::scan::fingerprint::FingerprintKey;
 use secret_reloader::scan::{FileEntry, Layout, Problem, ProblemKind, Scan};
 
@@ -73,10 +73,10 @@ fuzz_target!(|data: &[u8]| {
             entries: 0,
         },
     };
-    group.lock().unwrap().record_scan(
+    group.lock().unwrap().update(
         &scan,
         &Assessment::default(),
-        ScanRecord {
+        LastScan {
             at: SystemTime::now(),
             started_monotonic_ns: 0,
             duration_ms: 0.0,

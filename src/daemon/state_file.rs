@@ -95,7 +95,7 @@ impl StateFile {
 
     /// Records that `target` applied `fp` (delivered to `process`, for signal targets); the
     /// file is written on the blocking pool, so a slow disk delays no other task.
-    pub async fn record(
+    pub async fn remember(
         self: &Arc<Self>,
         target: &str,
         fp: &Fingerprint,
@@ -178,7 +178,7 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(p.record("signal:nginx", &fp, Some((42, 1000))));
+            .block_on(p.remember("signal:nginx", &fp, Some((42, 1000))));
         let again = StateFile::load(&path);
         let key2 = again.key_or(&FingerprintKey::new(vec![9; 32]));
         let fp2 = key2.digest(b"content");

@@ -10,7 +10,7 @@ use super::{GroupTask, Memory};
 use crate::assess::{Assessment, Hold, unreadable_by_sidecar};
 use crate::lock;
 use crate::report::metrics::WatchErrorKind;
-use crate::report::status::{ScanRecord, WatchMode};
+use crate::report::status::{LastScan, WatchMode};
 use crate::scan::Scan;
 use crate::text;
 use crate::watch::WatchError;
@@ -64,11 +64,11 @@ impl GroupTask {
     }
 
     /// Status, metrics and logs of one scan.
-    pub(super) fn record(&self, j: &mut Journal, scan: &Scan, a: &Assessment, record: ScanRecord) {
-        lock(&self.status).record_scan(scan, a, record);
+    pub(super) fn report(&self, j: &mut Journal, scan: &Scan, a: &Assessment, last: LastScan) {
+        lock(&self.status).update(scan, a, last);
         self.metrics.set_watched_files(scan.files.len());
-        self.record_held_back(j, scan, a);
-        self.record_files(j, a, scan);
+        self.report_holds(j, scan, a);
+        self.report_files(j, a, scan);
         if a.identity.drift != j.drift {
             match &a.identity.drift {
                 Some(d) => tracing::warn!("identity drift: {d}"),
@@ -91,7 +91,7 @@ impl GroupTask {
         }
     }
 
-    fn record_held_back(&self, j: &mut Journal, scan: &Scan, a: &Assessment) {
+    fn report_holds(&self, j: &mut Journal, scan: &Scan, a: &Assessment) {
         if a.held_back != j.held_back {
             if a.held_back.is_empty() {
                 tracing::info!("content complete and consistent again");
@@ -122,7 +122,7 @@ impl GroupTask {
     }
 
     /// Logs each change of a verdict once, and exports the verdicts and certificate expiries.
-    fn record_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
+    fn report_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
         let mut access = BTreeMap::new();
         for (path, v) in &a.verdicts {
             let shown = text::path(path);
@@ -149,7 +149,7 @@ impl GroupTask {
         self.metrics.set_files(access, expiry);
     }
 
-    pub(super) fn record_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
+    pub(super) fn report_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {
         let (mode, fallback) = match &watched {
             Ok(()) => {
                 if mem.polling {

@@ -29,7 +29,7 @@ use crate::config::{AccessPolicy, GroupConfig};
 use crate::lock;
 use crate::process::identity::IdentityResolver;
 use crate::report::metrics::{GroupMetrics, Metrics};
-use crate::report::status::{GroupEntry, ScanRecord};
+use crate::report::status::{GroupEntry, LastScan};
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::{self, Budget, Scan};
 use crate::watch::Wake;
@@ -340,13 +340,13 @@ impl GroupTask {
         } else {
             assess(&scan, &mut self.identity, policy)
         };
-        self.record_watch_mode(mem, watched);
-        let record = ScanRecord {
+        self.report_watch_mode(mem, watched);
+        let last = LastScan {
             at: started_wall,
             started_monotonic_ns: scan_ns,
             duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         };
-        self.record(&mut mem.journal, &scan, &assessment, record);
+        self.report(&mut mem.journal, &scan, &assessment, last);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }

@@ -57,7 +57,7 @@ impl ProcessHandle {
         } else {
             None
         };
-        let status = File::open(procfs.pid_path(info.pid, "status")).map_err(|_| Gone)?;
+        let status = files::open_proc(&procfs.pid_path(info.pid, "status")).map_err(|_| Gone)?;
         // Both descriptors are taken; is the pid still the process that was found?
         match procfs.stat(info.pid) {
             Ok(now) if now.start_ticks == info.start_ticks && now.is_live() => {}

@@ -60,7 +60,7 @@ impl Reconciler {
             };
             let v = match desired.content {
                 Content::Held => {
-                    self.record_held(desired.scan_ns);
+                    self.show_held(desired.scan_ns);
                     tokio::select! {
                         r = self.rx.changed() => if r.is_err() { return },
                         _ = stopped(&mut stop) => return,
@@ -73,7 +73,7 @@ impl Reconciler {
                 Some(p) => p,
                 None => progress.insert(self.start(&v)),
             };
-            self.record_desired(&v, p);
+            self.show_desired(&v, p);
             match p.next_step(&v, &limits, Instant::now()) {
                 Step::Rest => {
                     self.settle(p, &v, desired.scan_ns);
@@ -177,7 +177,7 @@ impl Reconciler {
         {
             // Recorded before anything else: a SIGKILL from here on cannot cause a redundant
             // reload.
-            sf.record(&name, &fp, self.action.delivered()).await;
+            sf.remember(&name, &fp, self.action.delivered()).await;
         }
         let after = p.after(v, t0, ended, limits, jitter());
         // The group logs the change it published first (see `GroupTask::scan`).
@@ -208,7 +208,7 @@ impl Reconciler {
                         tracing::info!(version = %fp, "no reload needed: {detail}");
                     }
                 }
-                self.record_desired(v, p);
+                self.show_desired(v, p);
             }
             Err(ActionError::Waiting(msg)) => {
                 if last_wait.as_deref() != Some(msg.as_str()) {
@@ -229,7 +229,7 @@ impl Reconciler {
                         message: msg.clone(),
                     });
                 }
-                self.record_desired(v, p);
+                self.show_desired(v, p);
                 if after.gave_up {
                     tracing::error!(version = %fp, attempts = p.version_failures,
                         "reload failed: {msg}; giving up on this version until the next change or resync");
@@ -260,7 +260,7 @@ impl Reconciler {
     }
 
     /// The content on disk is held back: the target does not hold it, and nothing is done.
-    fn record_held(&self, scan_ns: u64) {
+    fn show_held(&self, scan_ns: u64) {
         self.metrics.set_stale(true);
         self.metrics.set_state(TargetState::Held);
         let mut t = lock(&self.status);
@@ -274,7 +274,7 @@ impl Reconciler {
     }
 
     /// Publishes desired/applied and the stale flag.
-    fn record_desired(&self, v: &Version, p: &Progress) {
+    fn show_desired(&self, v: &Version, p: &Progress) {
         let stale = p.applied != Some(v.fingerprint);
         self.metrics.set_stale(stale);
         let mut t = lock(&self.status);

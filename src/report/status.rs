@@ -57,7 +57,7 @@ pub enum WatchMode {
 
 /// The last scan of a group.
 #[derive(Debug, Clone, Serialize)]
-pub struct ScanRecord {
+pub struct LastScan {
     /// When it started.
     #[serde(serialize_with = "rfc3339_required")]
     pub at: SystemTime,
@@ -107,7 +107,7 @@ pub struct GroupStatus {
     /// Scans completed since start.
     pub scans: u64,
     /// The last scan.
-    pub last_scan: Option<ScanRecord>,
+    pub last_scan: Option<LastScan>,
     /// A scan running for long (on a slow or hung filesystem): since when.
     #[serde(serialize_with = "rfc3339")]
     pub scanning_since: Option<SystemTime>,
@@ -385,9 +385,9 @@ impl Board {
 
 impl GroupStatus {
     /// Records the outcome of a scan and its assessment.
-    pub fn record_scan(&mut self, scan: &Scan, a: &Assessment, record: ScanRecord) {
+    pub fn update(&mut self, scan: &Scan, a: &Assessment, last: LastScan) {
         self.scans += 1;
-        self.last_scan = Some(record);
+        self.last_scan = Some(last);
         self.scanning_since = None;
         self.complete = scan.problems.is_empty();
         if let Some(fp) = &scan.fingerprint {

@@ -84,7 +84,7 @@ pub async fn watch_mount_table(
     use tokio::io::Interest;
     use tokio::io::unix::AsyncFd;
 
-    let file = match std::fs::File::open(&path) {
+    let file = match crate::files::open_proc(&path) {
         Ok(f) => f,
         Err(e) => {
             return tracing::debug!(path = %crate::text::path(&path), error = %e, "mount table not watched");
