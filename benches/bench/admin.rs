@@ -54,9 +54,9 @@ pub struct AdminRow {
 
 #[derive(Clone, Copy)]
 enum Abuse {
-    IdleHeads(usize),
-    SlowHeads(usize),
-    BigHeads(usize),
+    Idle(usize),
+    Flood(usize),
+    Big(usize),
 }
 
 #[derive(Default)]
@@ -98,22 +98,22 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let cases = [
         (
             format!("(a) {slow} idle connections × 4 KiB of a head that never ends{fewer}"),
-            Abuse::IdleHeads(slow),
+            Abuse::Idle(slow),
             None,
         ),
         (
             format!("(b) {BIG} connections × 350 KiB of headers, repeated"),
-            Abuse::BigHeads(BIG),
+            Abuse::Big(BIG),
             None,
         ),
         (
             format!("(c) as (a), daemon under RLIMIT_NOFILE 1024{fewer}"),
-            Abuse::IdleHeads(slow),
+            Abuse::Idle(slow),
             Some(1024),
         ),
         (
             format!("(d) a flood: as (a), every closed connection opened again at once{fewer}"),
-            Abuse::SlowHeads(slow),
+            Abuse::Flood(slow),
             None,
         ),
     ];
@@ -262,9 +262,9 @@ fn measure(
         std::thread::spawn(move || probe_healthz(addr, &stop, SAMPLE))
     };
     let abusers: Vec<JoinHandle<()>> = match abuse {
-        Abuse::IdleHeads(n) => spawn_abusers(n, addr, &stop, &counts, idle_head),
-        Abuse::SlowHeads(n) => spawn_abusers(n, addr, &stop, &counts, slow_head),
-        Abuse::BigHeads(n) => spawn_abusers(n, addr, &stop, &counts, big_head),
+        Abuse::Idle(n) => spawn_abusers(n, addr, &stop, &counts, idle_head),
+        Abuse::Flood(n) => spawn_abusers(n, addr, &stop, &counts, slow_head),
+        Abuse::Big(n) => spawn_abusers(n, addr, &stop, &counts, big_head),
     };
     let loaded = reloads(
         w,
@@ -308,7 +308,7 @@ fn measure(
         c(&counts.closed),
         c(&counts.answered),
     );
-    if matches!(abuse, Abuse::BigHeads(_)) {
+    if matches!(abuse, Abuse::Big(_)) {
         let _ = write!(summary, " ({} with 431)", c(&counts.status_431));
     }
     let _ = write!(

@@ -224,6 +224,14 @@ pub(crate) fn parse(
                     ),
                 };
                 let (name, action) = file_target(t, &at, &group_defaults, f)?;
+                if let Some(n) = &name
+                    && (n.is_empty() || n.chars().any(char::is_control))
+                {
+                    f.error(format!(
+                        "{at}name: '{}' is not a target name (not empty, no control characters)",
+                        crate::text::value(n)
+                    ));
+                }
                 let mut t = target(name.unwrap_or_default(), action, &group_defaults);
                 t.verify = verify;
                 Some(t)

@@ -28,8 +28,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     })?;
     if d > MAX_DURATION {
         return Err(format!(
-            "'{shown}' is too long: the largest accepted value is {}",
-            humantime::format_duration(MAX_DURATION)
+            "'{shown}' is too long: the largest accepted value is 365days"
         ));
     }
     Ok(d)
@@ -286,10 +285,7 @@ mod tests {
         assert!(duration("5").is_err());
         assert_eq!(
             duration("300000000000years").unwrap_err(),
-            "'300000000000years' is too long: the largest accepted value is 1year".replace(
-                "1year",
-                &humantime::format_duration(MAX_DURATION).to_string()
-            )
+            "'300000000000years' is too long: the largest accepted value is 365days"
         );
         assert_eq!(duration("365days").unwrap(), MAX_DURATION);
     }

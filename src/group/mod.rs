@@ -138,11 +138,11 @@ impl GroupTask {
                 }
                 continue;
             }
-            let due = lock(&self.wake.debounce).due();
+            let events_due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
             // A hold that lasts past the timeout is reported when it does, not at the next event.
             let escalation = mem.journal.escalation_due(self.cfg.consistency_timeout);
-            let due = [due, escalation].into_iter().flatten().min();
+            let due = [events_due, escalation].into_iter().flatten().min();
             let next = [due, next_resync, poll_due].into_iter().flatten().min();
             // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
             // would add up to a millisecond.
@@ -173,7 +173,7 @@ impl GroupTask {
                 }
                 // Events are pending (a writer may be half-way): their own scan, when their quiet
                 // period ends, serves as the resync (it carries the new round).
-                if !due_now && due.is_some() {
+                if !due_now && events_due.is_some() {
                     continue;
                 }
             }

@@ -94,3 +94,102 @@ fn no_secret_and_no_plain_digest_anywhere() {
         assert!(!everything.contains(f.as_str()), "{f} leaked");
     }
 }
+
+#[test]
+fn header_file_and_status_token_never_appear_nor_their_digests() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", "version=1\n")]).unwrap();
+    let header_values = [
+        "Hx7headerS3cretValue-5521",
+        "Hx7headerS3cretValue-rotated-0904",
+    ];
+    let status_token = "Sq3statusT0kenValue-9917";
+    let header_file = dir.path().join("api-key");
+    let token_file = dir.path().join("status-token");
+    std::fs::write(&header_file, format!("{}\n", header_values[0])).unwrap();
+    std::fs::write(&token_file, format!("{status_token}\n")).unwrap();
+    let sink = Sink::start();
+    let url = sink.url("/-/reload");
+    let header_flag = format!("X-Api-Key: {}", header_file.display());
+    let flags = [
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &url,
+        "--reload-header-file",
+        &header_flag,
+        "--status-token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let mut args = flags.to_vec();
+    args.extend(["--log-level", "trace", "--min-reload-interval", "0"]);
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    w.write(&[("token", "version=2\n")]).unwrap();
+    eventually("the first reload", || sink.count(), |n| *n == 1);
+    std::fs::write(&header_file, format!("{}\n", header_values[1])).unwrap();
+    w.write(&[("token", "version=3\n")]).unwrap();
+    let calls = eventually("the second reload", || sink.calls(), |c| c.len() == 2);
+    assert!(
+        calls[1]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-key" && v == header_values[1]),
+        "the header was sent: {:?}",
+        calls[1].headers
+    );
+    // A client presenting the token (and one presenting a wrong one).
+    for auth in [status_token, "wrong"] {
+        let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET /status HTTP/1.0\r\nAuthorization: Bearer {auth}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"));
+    }
+    let doctor = |fmt: &str| {
+        let o = Command::new(bin())
+            .arg("doctor")
+            .args(flags)
+            .args(["--listen", &d.addr.to_string(), "--output", fmt])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let json = doctor("json");
+    let doctor_json: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("doctor JSON ({e}): {json}"));
+    assert_eq!(doctor_json["daemon"]["reachable"], true, "{json}");
+    let everything = [
+        d.log(),
+        d.metrics(),
+        d.status().to_string(),
+        doctor("text"),
+        json,
+    ]
+    .join("\n");
+    assert!(everything.contains("reloaded"), "the log was captured");
+    assert!(
+        everything.contains("api-key") || everything.contains("x-api-key"),
+        "the header's configuration is visible (its name), so its value would have been too"
+    );
+    let mut forbidden: Vec<String> = Vec::new();
+    for secret in header_values.iter().chain([&status_token]) {
+        forbidden.push(secret.to_string());
+        for data in [secret.to_string(), format!("{secret}\n")] {
+            for hex in digests(dir.path(), &data) {
+                forbidden.push(hex[..16].to_string());
+                forbidden.push(hex[..16].to_uppercase());
+                forbidden.push(hex);
+            }
+        }
+    }
+    for f in &forbidden {
+        assert!(!everything.contains(f.as_str()), "{f} leaked");
+    }
+}

@@ -9,6 +9,7 @@ mod cli;
 mod consistency;
 mod doctor;
 mod faults;
+mod hostile;
 mod http;
 mod hygiene;
 mod library;

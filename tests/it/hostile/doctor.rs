@@ -1,0 +1,110 @@
+//! The doctor against a large `/status` (it used to give up at 64 KiB and then call a reloaded
+//! app "likely stale"), and without any daemon.
+
+use super::{doctor, let_content_age, os};
+use crate::support::{App, Daemon, credential, eventually, http_get, tempdir};
+
+#[test]
+fn doctor_reads_a_large_status_and_reports_no_false_staleness() {
+    let dir = tempdir();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("token"), credential("1")).unwrap();
+    let app = App::start(dir.path(), &conf.join("token"), &[]);
+    app.wait_up();
+    let_content_age();
+    // The content is newer than the app: only the daemon can tell that it reloaded it.
+    for i in 0..300 {
+        std::fs::write(
+            conf.join(format!(
+                "file-{i:03}-with-a-rather-long-name-as-configs-have.conf"
+            )),
+            format!("value {i}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(conf.join("token"), credential("2")).unwrap();
+    let d = Daemon::start(&[
+        "--watch",
+        conf.to_str().unwrap(),
+        "--process-name",
+        &app.name,
+    ]);
+    d.wait_ready();
+    eventually(
+        "the reload at start",
+        || app.state(),
+        |s| {
+            s.as_ref()
+                .is_some_and(|s| s.reloads == 1 && s.version == "2")
+        },
+    );
+    eventually(
+        "the daemon to report it",
+        || d.metric("stale", &[]),
+        |v| *v == Some(0.0),
+    );
+    let (code, body) = http_get(d.addr, "/status").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.len() > 64 * 1024,
+        "/status is only {} bytes: the test needs more than 64 KiB",
+        body.len()
+    );
+    let listen = d.addr.to_string();
+    let (code, text, json) = doctor(&os(&[
+        "--watch",
+        conf.to_str().unwrap(),
+        "--process-name",
+        &app.name,
+        "--listen",
+        &listen,
+    ]));
+    assert_eq!(json["daemon"]["reachable"], true, "{text}");
+    assert!(!text.contains("likely stale"), "{text}");
+    assert!(
+        text.contains("the running daemon reports it reloaded it"),
+        "{text}"
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn doctor_without_a_daemon_says_so_unless_standalone() {
+    let dir = tempdir();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("token"), credential("1")).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen = closed.to_string();
+    let (code, text, json) = doctor(&os(&[
+        "--watch",
+        conf.to_str().unwrap(),
+        "--exec",
+        "true",
+        "--listen",
+        &listen,
+    ]));
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(json["daemon"]["reachable"], false);
+    let problems = json["problems"].to_string();
+    assert!(
+        problems.contains(&format!("no daemon answers at {listen}")),
+        "{problems}"
+    );
+    let (code, text, json) = doctor(&os(&[
+        "--watch",
+        conf.to_str().unwrap(),
+        "--exec",
+        "true",
+        "--listen",
+        &listen,
+        "--standalone",
+    ]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("No problem found."), "{text}");
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(0), "{json}");
+}
