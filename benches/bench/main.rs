@@ -271,7 +271,7 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
         "admin port under abuse (a)–(c): /healthz max within 50 ms",
         (!f.admin.is_empty()).then(|| {
             ok.iter()
-                .filter(|r| !r.abuse.starts_with("(d)"))
+                .filter(|r| !r.abuse.contains("a flood"))
                 .map(|r| {
                     let mut s = format!("{} {:.1} ms", tag(&r.abuse), r.healthz.max);
                     if r.healthz_failed > 0 {
@@ -286,7 +286,7 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
             failed_start == 0
                 && ok
                     .iter()
-                    .filter(|r| !r.abuse.starts_with("(d)"))
+                    .filter(|r| !r.abuse.contains("a flood"))
                     .all(|r| r.healthz_failed == 0 && r.healthz.n > 0 && r.healthz.max <= 50.0)
         }),
     );

@@ -184,10 +184,10 @@ pub async fn serve(
             tracing::info_span!("group", watch = %cfg.name),
             task.run(stop_rx.clone()),
         );
-        for t in &cfg.targets {
+        for (index, t) in cfg.targets.iter().enumerate() {
             let reconciler = Reconciler {
-                group: cfg.name.clone(),
-                cfg: t.clone(),
+                group_cfg: cfg.clone(),
+                index,
                 action: Action::new(&t.action, &procfs, cfg.app.as_ref(), &t.name, &cfg.name),
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),

@@ -115,7 +115,7 @@ pub struct IdentityResolver {
     /// From `--app-uid`/`--app-gid`/`--app-groups`.
     declared: Option<Identity>,
     /// The process of the group's first signal target.
-    tracker: Option<Tracker>,
+    tracker: Option<Box<Tracker>>,
 }
 
 impl IdentityResolver {
@@ -124,7 +124,7 @@ impl IdentityResolver {
         let uid = declared.as_ref().map(|d| d.uid);
         IdentityResolver {
             declared,
-            tracker: selector.map(|s| Tracker::new(procfs, s, false, uid)),
+            tracker: selector.map(|s| Box::new(Tracker::new(procfs, s, false, uid))),
         }
     }
 

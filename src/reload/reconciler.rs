@@ -22,10 +22,10 @@ use crate::scan::fingerprint::Fingerprint;
 
 /// The reconciler of one target.
 pub struct Reconciler {
-    /// Watch group name (logs).
-    pub group: String,
-    /// The target's configuration.
-    pub cfg: TargetConfig,
+    /// The configuration of its group (shared, not copied).
+    pub group_cfg: std::sync::Arc<crate::config::GroupConfig>,
+    /// Which of the group's targets it is.
+    pub index: usize,
     /// Its action.
     pub action: Action,
     /// Outcomes of its group's scans.
@@ -39,12 +39,17 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    /// The target's configuration.
+    fn cfg(&self) -> &TargetConfig {
+        &self.group_cfg.targets[self.index]
+    }
+
     /// Runs until `stop` turns true or the group's task goes away.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let limits = Limits {
-            min_interval: self.cfg.min_reload_interval,
-            retries: self.cfg.retries,
-            backoff_max: self.cfg.retry_backoff_max,
+            min_interval: self.cfg().min_reload_interval,
+            retries: self.cfg().retries,
+            backoff_max: self.cfg().retry_backoff_max,
         };
         let mut progress: Option<Progress> = None;
         // The last message of a wait, logged once.
@@ -109,11 +114,11 @@ impl Reconciler {
     fn start(&mut self, first: &Version) -> Progress {
         let mut p = Progress::default();
         let assume_held = first.at_start.then_some(first.fingerprint);
-        let recorded = match self.cfg.reload_on_start {
+        let recorded = match self.cfg().reload_on_start {
             ReloadOnStart::Auto => self.recorded(first),
             _ => None,
         };
-        match (self.cfg.reload_on_start, recorded) {
+        match (self.cfg().reload_on_start, recorded) {
             (ReloadOnStart::Never, _) => p.applied = assume_held,
             (ReloadOnStart::Always, _) => p.force = assume_held,
             // What an earlier run of the sidecar delivered is the best knowledge there is.
@@ -129,7 +134,7 @@ impl Reconciler {
     /// targets) last applied the current content, `Some(None)` when it applied something else,
     /// `None` when there is no usable record.
     fn recorded(&mut self, first: &Version) -> Option<Option<Fingerprint>> {
-        let record = self.state_file.as_ref()?.applied(&self.cfg.name)?;
+        let record = self.state_file.as_ref()?.applied(&self.cfg().name)?;
         if !state_file::same(&record, &first.fingerprint) {
             return Some(None);
         }
@@ -148,13 +153,13 @@ impl Reconciler {
         limits: &Limits,
         last_wait: &mut Option<String>,
     ) -> After {
-        let name = self.cfg.name.clone();
+        let name = self.cfg().name.clone();
         let at = SystemTime::now();
         let t0 = Instant::now();
         self.set_state(TargetState::Acting);
         let mut result = self.action.apply(v, force).await;
         let took = t0.elapsed();
-        if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg.verify) {
+        if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg().verify) {
             // Only a passing verification makes the version count as applied.
             let (ok, checked) = match verify::verify(check).await {
                 Ok(msg) => (true, Ok(Outcome::Done(format!("{detail}; {msg}")))),
