@@ -41,8 +41,9 @@ fuzz_target!(|data: &[u8]| {
         secret_reloader::Config::from_argv(["secret-reloader", "--watch", "/v", "--exec", "true"])
             .unwrap();
     Arc::make_mut(&mut config.groups[0]).paths = vec![PathBuf::from(OsStr::from_bytes(watch))];
-    let sidecar = Sidecar::current(&ProcFs::new("/proc"));
-    let board = Arc::new(Board::new(Arc::new(config), &sidecar));
+    static SIDECAR: OnceLock<Sidecar> = OnceLock::new();
+    let sidecar = SIDECAR.get_or_init(|| Sidecar::current(&ProcFs::new("/proc")));
+    let board = Arc::new(Board::new(Arc::new(config), sidecar));
     let group = board.register_group("default");
     let key = FingerprintKey::new(b"k".to_vec());
     let file_path = PathBuf::from(OsStr::from_bytes(file));
