@@ -166,6 +166,7 @@ pub(crate) fn cli_actions(
         );
     }
     for url in reload_urls {
+        warn_visible_query(url, "--reload-url", f);
         match parse::endpoint(url) {
             Ok(endpoint) => {
                 if let (Ok(method), Ok(expected_status)) = (&method, &status) {
@@ -220,6 +221,18 @@ pub(crate) fn cli_actions(
         }
     }
     actions
+}
+
+/// A URL given on the command line or in the environment is readable by every process of the pod
+/// (`/proc/<pid>/cmdline`, `environ`): a query there may be a credential in plain sight.
+pub(crate) fn warn_visible_query(url: &str, name: &str, f: &mut Findings) {
+    if url.contains('?') {
+        f.warn(format!(
+            "{name}: the URL's query is visible to every process of the pod (/proc/<pid>/cmdline or \
+             environ); if it carries a credential, send it as a header read from a file \
+             (--reload-header-file) instead"
+        ));
+    }
 }
 
 /// Splits a command with shell-style quoting (no shell runs it).
@@ -394,5 +407,39 @@ mod tests {
         assert_eq!(split(r"a\\,b"), [r"a\", "b"]);
         assert_eq!(split(r"x\y,"), [r"x\y"]);
         assert!(split("").is_empty());
+    }
+
+    #[test]
+    fn a_query_on_the_command_line_is_warned_about_and_a_plain_url_is_not() {
+        use clap::Parser;
+        let load = |url: &str| {
+            let cli = crate::config::cli::Cli::try_parse_from([
+                "secret-reloader",
+                "--watch",
+                "/tmp",
+                "--reload-url",
+                url,
+                "--verify-url",
+                url,
+            ])
+            .unwrap();
+            crate::config::Config::load(&cli.run).unwrap().warnings
+        };
+        let warned = load("http://127.0.0.1:1/-/reload?token=abc");
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.starts_with("--reload-url: the URL's query is visible")),
+            "{warned:?}"
+        );
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.starts_with("--verify-url: the URL's query")),
+            "{warned:?}"
+        );
+        assert!(warned.iter().all(|w| !w.contains("abc")), "{warned:?}");
+        assert!(load("http://127.0.0.1:1/-/reload").is_empty());
     }
 }

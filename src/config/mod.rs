@@ -152,6 +152,9 @@ fn build(
         "--reload-url",
         &mut f,
     );
+    if let Some(url) = &args.verify_url {
+        flags::warn_visible_query(url, "--verify-url", &mut f);
+    }
     let verify = flags::verify(
         args.verify_url.as_deref(),
         args.verify_contains.as_deref(),

@@ -52,6 +52,8 @@ fn no_secret_and_no_plain_digest_anywhere() {
     d.wait_ready();
     w.write(&[("token", contents[1].as_str())]).unwrap();
     eventually("the reload", || sink.count(), |n| *n == 1);
+    // The daemon logs an action once it has completed, just after the endpoint answered.
+    eventually("the reload logged", || d.log(), |l| l.contains("reloaded"));
     let doctor = |fmt: &str| {
         let o = Command::new(bin())
             .args([

@@ -146,11 +146,14 @@ fn state_file_that_is_a_fifo_is_warned_about_and_the_daemon_runs() {
         "0",
     ]);
     d.wait_ready();
-    let log = d.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("state file")),
-        "{log}"
+    // The state file is read on the blocking pool: its warning may follow readiness.
+    eventually(
+        "a warning about the state file",
+        || d.log(),
+        |log| {
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains("state file"))
+        },
     );
     std::fs::write(conf.join("token"), credential("2")).unwrap();
     eventually("the reload", || sink.count(), |n| *n == 1);
