@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     daemon::raise_fd_limit();
+    // This thread becomes the reload runtime's.
+    daemon::prefer_short_slice();
     // One thread runs the whole reload path (nothing on it blocks); the admin server has its
     // own; large scans and state-file writes go to a small blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()

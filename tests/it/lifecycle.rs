@@ -86,3 +86,59 @@ fn demo_runs_rotations_and_cleans_up() {
     let dir = dir.trim_end_matches(" removed");
     assert!(!std::path::Path::new(dir).exists(), "{dir} left behind");
 }
+
+/// The kernel's custom slice of a thread (`sched_getattr`'s `sched_runtime` for SCHED_OTHER).
+fn slice_ns(tid: i32) -> u64 {
+    // SAFETY: sched_getattr fills at most `size` bytes of a zeroed, plain-data struct.
+    unsafe {
+        let mut attr: libc::sched_attr = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::sched_attr>() as u32;
+        let rc = libc::syscall(libc::SYS_sched_getattr, tid, &mut attr, size, 0);
+        assert_eq!(
+            rc,
+            0,
+            "sched_getattr({tid}): {}",
+            std::io::Error::last_os_error()
+        );
+        attr.sched_runtime
+    }
+}
+
+/// Linux 6.12 brought custom slices for SCHED_OTHER: (major, minor) of the running kernel.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
+#[test]
+fn every_thread_of_the_daemon_asks_for_a_short_slice_where_the_kernel_has_them() {
+    let dir = tempdir();
+    let d = Daemon::start(&[
+        "--watch",
+        dir.path().to_str().unwrap(),
+        "--exec",
+        "true",
+        "--reload-on-start",
+        "never",
+    ]);
+    d.wait_ready();
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        tids.len() >= 3,
+        "runtime, admin and signals threads: {tids:?}"
+    );
+    // Before 6.12 the kernel ignores the request: the daemon runs all the same.
+    let expected = if kernel_version() >= (6, 12) {
+        100_000
+    } else {
+        0
+    };
+    for tid in tids {
+        assert_eq!(slice_ns(tid), expected, "thread {tid}");
+    }
+}
