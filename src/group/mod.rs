@@ -253,9 +253,28 @@ impl GroupTask {
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let scan_ns = crate::monotonic_ns();
-        let Some(scan) = self.read(mem, stop).await else {
+        let Some(mut scan) = self.read(mem, stop).await else {
             return !*stop.borrow();
         };
+        // A volume swapped again mid-read (a burst of rotations): read the newer one instead of
+        // reporting a version kubelet has already removed. Bounded: a volume swapping faster
+        // than it can be read is reported as it was found.
+        for _ in 0..TORN_RETRIES {
+            if !scan.torn {
+                break;
+            }
+            tracing::debug!("a kubelet volume swapped during the scan: reading it again");
+            let Some(again) = self.read(mem, stop).await else {
+                return !*stop.borrow();
+            };
+            scan = again;
+        }
+        if scan.torn {
+            tracing::info!(
+                reads = TORN_RETRIES + 1,
+                "a kubelet volume kept swapping while it was read: going by the last read"
+            );
+        }
         // Back on the runtime thread once the content is small again.
         mem.large =
             scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
@@ -353,6 +372,9 @@ impl GroupTask {
         true
     }
 }
+
+/// Scans read again when a kubelet volume swapped under them.
+const TORN_RETRIES: usize = 10;
 
 /// Reads the group's content; `None` when the budget ran out.
 fn read_content(

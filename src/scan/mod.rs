@@ -175,6 +175,9 @@ pub struct Scan {
     pub watch: BTreeMap<PathBuf, Interest>,
     /// The work the scan did (bytes read, entries looked at): where the next one should run.
     pub work: Budget,
+    /// A kubelet volume swapped again while it was read: what was read may mix two versions or
+    /// miss files kubelet removed with the old one. Read again rather than report it.
+    pub torn: bool,
 }
 
 impl Scan {

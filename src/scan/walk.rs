@@ -37,6 +37,8 @@ pub(super) struct Scanning<'a> {
     pub(super) pem: PemCheck,
     /// `--max-files` was reached (reported once).
     pub(super) capped: bool,
+    /// Each `..data` read, with the directory it named then.
+    pub(super) resolved: Vec<(PathBuf, PathBuf)>,
 }
 
 impl<'a> Scanning<'a> {
@@ -65,10 +67,12 @@ impl<'a> Scanning<'a> {
                     bytes: 0,
                     entries: 0,
                 },
+                torn: false,
             },
             visited: HashSet::new(),
             pem: PemCheck::default(),
             capped: false,
+            resolved: Vec::new(),
         }
     }
 
@@ -82,10 +86,12 @@ impl<'a> Scanning<'a> {
             }
             self.scan.layouts.push((p.clone(), layout));
         }
+        let pem = std::mem::take(&mut self.pem).finish();
+        let torn = self.torn(!pem.problems.is_empty());
         let mut scan = self.scan;
+        scan.torn = torn;
         scan.work = self.spent;
         scan.files = self.files.into_values().collect();
-        let pem = self.pem.finish();
         scan.inconsistent = pem.problems;
         scan.not_checked = pem.notes;
         scan.cert_expiry = pem.expiry;
@@ -97,6 +103,24 @@ impl<'a> Scanning<'a> {
             scan.fingerprint = Some(self.opts.key.digest_parts(parts));
         }
         Some(scan)
+    }
+
+    /// Whether a kubelet volume swapped while it was read: two reads of one `..data` named
+    /// different directories, or, when the version looks incomplete or inconsistent (kubelet
+    /// removes the old directory right after the swap), `..data` names another one now.
+    fn torn(&self, inconsistent: bool) -> bool {
+        let differs = |(link, target): &(PathBuf, PathBuf)| {
+            self.resolved.iter().any(|(l, t)| l == link && t != target)
+        };
+        if self.resolved.iter().any(differs) {
+            return true;
+        }
+        let suspect = inconsistent || !self.scan.problems.is_empty();
+        suspect
+            && self
+                .resolved
+                .iter()
+                .any(|(link, target)| fs::read_link(link).ok().as_ref() != Some(target))
     }
 
     pub(super) fn problem(&mut self, kind: ProblemKind, message: String) {
@@ -275,6 +299,7 @@ impl<'a> Scanning<'a> {
         let Ok(target) = fs::read_link(&link) else {
             return Ok(None);
         };
+        self.resolved.push((link.clone(), target.clone()));
         if let Ok(md) = fs::symlink_metadata(&link) {
             self.saw_ctime(&md);
         }

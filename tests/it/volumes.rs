@@ -489,3 +489,55 @@ fn huge_and_binary_files_are_fingerprinted_without_trouble() {
     let (code, _) = crate::support::http_get(d.addr, "/healthz").unwrap();
     assert_eq!(code, 200);
 }
+
+#[test]
+fn back_to_back_swaps_never_report_a_version_kubelet_removed_as_held_back() {
+    // Kubelet removes the old timestamped directory right after each swap: a scan still reading
+    // it finds files gone. That is the next version arriving, not incomplete content.
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1")), ("extra", "x".repeat(64))])
+        .unwrap();
+    let sink = Sink::start_with_probe(Some(vol.join("token")));
+    let d = daemon_for(&vol, &sink, &[]);
+    let last = 400;
+    for i in 2..=last {
+        w.write(&[
+            ("token", credential(&i.to_string())),
+            ("extra", "x".repeat(64 + i % 7)),
+        ])
+        .unwrap();
+    }
+    eventually(
+        "the final content to be delivered",
+        || sink.calls(),
+        |c| {
+            c.last()
+                .is_some_and(|c| c.version.as_deref() == Some("400"))
+        },
+    );
+    // Each scan a swap tore is read again (up to 11 reads in all); only a volume that kept
+    // swapping through all of them may be reported as found, and the daemon says so first.
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let held: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            l.contains("held back")
+                && !(i.saturating_sub(2)..*i).any(|j| lines[j].contains("kept swapping"))
+        })
+        .map(|(_, l)| *l)
+        .collect();
+    assert!(
+        held.is_empty(),
+        "{} held-back reports:\n{}",
+        held.len(),
+        held.join("\n")
+    );
+    assert_eq!(
+        d.metric("content_blocked", &[("watch", "default")]),
+        Some(0.0)
+    );
+}
