@@ -73,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
             bytes: 0,
             entries: 0,
         },
+        torn: false,
     };
     group.lock().unwrap().update(
         &scan,
