@@ -59,7 +59,8 @@ impl WatchErrorKind {
 /// `admin_connections_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The connection cap was reached: the longest idle connection made room for a new one.
+    /// The connection cap was reached: the longest idle connection made room for a new one (or,
+    /// every slot answering a request, the new one was closed).
     Capacity,
     /// The request head did not arrive in time (also: idle keep-alive).
     HeaderTimeout,

@@ -10,8 +10,8 @@
 //!   a client with the `--status-token-file` bearer token; 403 otherwise.
 //!
 //! The port is reachable from the pod network, so it is bounded: at most [`MAX_CONNECTIONS`]
-//! connections (a new one closes the longest idle one, so a probe always gets in and a slow client
-//! cannot hold the port), a request head must arrive within [`HEADER_TIMEOUT`] (which is also the
+//! connections (a new one closes the longest idle one, never one whose request is being answered:
+//! a probe always gets in and gets its answer, and a slow client cannot hold the port), a request head must arrive within [`HEADER_TIMEOUT`] (which is also the
 //! idle keep-alive timeout) and fit in [`MAX_HEADER_BYTES`]. Every early close is counted
 //! (`admin_connections_dropped_total{reason}`).
 
@@ -146,8 +146,18 @@ pub fn spawn(
 #[derive(Default)]
 struct Connections {
     next: u64,
-    /// By id: last activity (accepted, or a response sent) and the close trigger.
-    open: BTreeMap<u64, (Instant, Arc<Notify>)>,
+    /// By id.
+    open: BTreeMap<u64, Slot>,
+}
+
+/// One open connection.
+struct Slot {
+    /// Last activity: accepted, or a response sent.
+    at: Instant,
+    /// A request is being answered (a probe waiting for the runtime's ping): never evicted then,
+    /// or a flood of new connections could close every probe before its answer.
+    busy: bool,
+    close: Arc<Notify>,
 }
 
 async fn serve(
@@ -180,30 +190,56 @@ async fn serve(
             _ = &mut stop => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let (id, close) = {
+        let admitted = {
             let mut c = lock(&conns);
-            if c.open.len() >= MAX_CONNECTIONS
-                && let Some((&oldest, _)) = c.open.iter().min_by_key(|(_, (at, _))| *at)
-                && let Some((_, notify)) = c.open.remove(&oldest)
-            {
-                notify.notify_one();
+            let room = c.open.len() < MAX_CONNECTIONS || {
+                // Full: the longest idle connection makes room, never one answering a request.
+                let oldest_idle = c
+                    .open
+                    .iter()
+                    .filter(|(_, slot)| !slot.busy)
+                    .min_by_key(|(_, slot)| slot.at)
+                    .map(|(&id, _)| id);
                 admin.metrics.admin.dropped(DropReason::Capacity);
-            }
-            c.next += 1;
-            let id = c.next;
-            let close = Arc::new(Notify::new());
-            c.open.insert(id, (Instant::now(), close.clone()));
-            (id, close)
+                match oldest_idle.and_then(|id| c.open.remove(&id)) {
+                    Some(slot) => {
+                        slot.close.notify_one();
+                        true
+                    }
+                    // Every slot answers a request right now: the newcomer is closed instead.
+                    None => false,
+                }
+            };
+            room.then(|| {
+                c.next += 1;
+                let id = c.next;
+                let close = Arc::new(Notify::new());
+                let slot = Slot {
+                    at: Instant::now(),
+                    busy: false,
+                    close: close.clone(),
+                };
+                c.open.insert(id, slot);
+                (id, close)
+            })
+        };
+        let Some((id, close)) = admitted else {
+            drop(stream);
+            continue;
         };
         admin.metrics.admin.open_delta(1);
         let (admin2, conns2) = (admin.clone(), conns.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let (admin, conns) = (admin2.clone(), conns2.clone());
             async move {
+                if let Some(slot) = lock(&conns).open.get_mut(&id) {
+                    slot.busy = true;
+                }
                 let resp =
                     respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
-                if let Some(entry) = lock(&conns).open.get_mut(&id) {
-                    entry.0 = Instant::now();
+                if let Some(slot) = lock(&conns).open.get_mut(&id) {
+                    slot.busy = false;
+                    slot.at = Instant::now();
                 }
                 Ok::<_, Infallible>(resp)
             }
