@@ -6,12 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, now_ns, tempdir};
-
-/// Content older than any process started after this returns (start times count in 10 ms ticks).
-fn let_content_age() {
-    std::thread::sleep(Duration::from_millis(100));
-}
+use crate::support::{
+    App, AtomicWriter, Daemon, bin, credential, eventually, let_content_age, now_ns, tempdir,
+};
 
 fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
     let vol = dir.join("vol");

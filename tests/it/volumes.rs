@@ -4,30 +4,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use crate::support::sink::Sink;
 use crate::support::{
-    AtomicWriter, Daemon, Fixture, SymlinkOrder, credential, eventually, now_ns, tempdir,
+    AtomicWriter, Daemon, Fixture, SymlinkOrder, credential, daemon_for, eventually, now_ns,
+    tempdir,
 };
-
-/// A daemon calling `sink` for changes under `watch`, with storm protection off so that every
-/// change is its own action.
-fn daemon_for(watch: &Path, sink: &Sink, extra: &[&str]) -> Daemon {
-    let url = sink.url("/-/reload");
-    let mut args = vec![
-        "--watch",
-        watch.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--min-reload-interval",
-        "0",
-    ];
-    args.extend(extra);
-    let d = Daemon::start(&args);
-    d.wait_ready();
-    d
-}
 
 /// Waits for the `n`-th call and checks it loaded `version`.
 fn expect_call(sink: &Sink, n: usize, version: &str) {
@@ -55,7 +37,7 @@ fn kubelet_updates(order: SymlinkOrder) {
     // certain (a swap is scanned at once, maybe before the test reads the clock); they find the
     // same content and every call succeeds, so they cannot add a call.
     let t = now_ns();
-    let d = daemon_for(&vol, &sink, &["--resync-interval", "1s"]);
+    let d = daemon_for(&[&vol], &sink, &["--resync-interval", "1s"]);
     d.passed(t);
     assert_eq!(
         sink.count(),
@@ -109,7 +91,7 @@ fn new_key_symlink_after_swap_gives_one_call_for_a_watched_file() {
     w.write(&[("other", "x")]).unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("..data/token")));
     // Resyncs: the last swap may be scanned before `t`; they find the same content.
-    let d = daemon_for(&vol.join("token"), &sink, &["--resync-interval", "1s"]);
+    let d = daemon_for(&[&vol.join("token")], &sink, &["--resync-interval", "1s"]);
     w.write(&[("other", "x".to_string()), ("token", credential("1"))])
         .unwrap();
     expect_call(&sink, 1, "1");
@@ -143,7 +125,7 @@ fn touch_chmod_and_identical_content_give_no_call() {
     // Resyncs: a scan after `t` is certain even if the test thread stalls past the quiet period;
     // they find the same content.
     let d = daemon_for(
-        &vol,
+        &[&vol],
         &sink,
         &[
             "--watch",
@@ -202,7 +184,7 @@ fn other_writers_in_place_rename_over_delete_recreate() {
     fs::write(&token, credential("1")).unwrap();
     let sink = Sink::start_with_probe(Some(token.clone()));
     // Resyncs: the last write may be scanned before `t`; they find the same content.
-    let d = daemon_for(&plain, &sink, &["--resync-interval", "1s"]);
+    let d = daemon_for(&[&plain], &sink, &["--resync-interval", "1s"]);
 
     // In-place write (truncate and write through one descriptor).
     fs::write(&token, credential("2")).unwrap();
@@ -229,7 +211,7 @@ fn watched_single_file_rename_over_and_in_place() {
     let sink = Sink::start_with_probe(Some(file.clone()));
     // Resyncs: the sibling's write wakes nothing (only the watched name is), so a scan after `t`
     // needs one; they find the same content.
-    let d = daemon_for(&file, &sink, &["--resync-interval", "1s"]);
+    let d = daemon_for(&[&file], &sink, &["--resync-interval", "1s"]);
     let tmp = dir.path().join("token.new");
     fs::write(&tmp, credential("2")).unwrap();
     fs::rename(&tmp, &file).unwrap();
@@ -247,7 +229,7 @@ fn path_that_appears_after_start_is_reloaded_once() {
     let dir = tempdir();
     let vol = dir.path().join("not/there/yet");
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let d = daemon_for(&vol, &sink, &[]);
+    let d = daemon_for(&[&vol], &sink, &[]);
     let status = d.status();
     assert_eq!(status["watches"][0]["complete"], false);
     assert!(
@@ -274,7 +256,7 @@ fn directory_removed_and_created_again_is_watched_again() {
     fs::create_dir(&plain).unwrap();
     fs::write(plain.join("token"), credential("1")).unwrap();
     let sink = Sink::start_with_probe(Some(plain.join("token")));
-    let d = daemon_for(&plain, &sink, &[]);
+    let d = daemon_for(&[&plain], &sink, &[]);
     fs::remove_dir_all(&plain).unwrap();
     let status = eventually(
         "the removal to be seen",
@@ -312,7 +294,7 @@ fn special_files_are_skipped_and_reported_without_hanging() {
     std::os::unix::fs::symlink("loop1", plain.join("loop2")).unwrap();
     std::os::unix::fs::symlink("missing", plain.join("dangling")).unwrap();
     let sink = Sink::start_with_probe(Some(plain.join("token")));
-    let d = daemon_for(&plain, &sink, &[]);
+    let d = daemon_for(&[&plain], &sink, &[]);
     let status = d.status();
     let skipped = status["watches"][0]["skipped"].to_string();
     for name in ["fifo", "sock", "loop1", "dangling"] {
@@ -336,7 +318,7 @@ fn forced_polling_sees_changes_and_says_so() {
     let w = AtomicWriter::new(&vol);
     w.write(&[("token", credential("1"))]).unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let d = daemon_for(&vol, &sink, &["--poll-interval", "100ms"]);
+    let d = daemon_for(&[&vol], &sink, &["--poll-interval", "100ms"]);
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(1.0));
     assert_eq!(d.status()["watches"][0]["watch_mode"], "poll");
     w.write(&[("token", credential("2"))]).unwrap();
@@ -350,7 +332,7 @@ fn status_shows_files_owners_modes_and_keyed_fingerprints_only() {
     let w = AtomicWriter::new(&vol);
     w.write(&[("token", credential("1"))]).unwrap();
     let sink = Sink::start();
-    let d = daemon_for(&vol, &sink, &[]);
+    let d = daemon_for(&[&vol], &sink, &[]);
     let status = d.status();
     let watch = &status["watches"][0];
     assert_eq!(watch["name"], "default");
@@ -465,7 +447,7 @@ fn huge_and_binary_files_are_fingerprinted_without_trouble() {
     fs::write(plain.join("blob.bin"), &binary).unwrap();
     fs::write(plain.join("token"), credential("1")).unwrap();
     let sink = Sink::start_with_probe(Some(plain.join("token")));
-    let d = daemon_for(&plain, &sink, &[]);
+    let d = daemon_for(&[&plain], &sink, &[]);
     let status = d.status();
     assert_eq!(status["watches"][0]["complete"], true, "{status}");
     let huge = status["watches"][0]["files"]
@@ -500,7 +482,7 @@ fn back_to_back_swaps_never_report_a_version_kubelet_removed_as_held_back() {
     w.write(&[("token", credential("1")), ("extra", "x".repeat(64))])
         .unwrap();
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let d = daemon_for(&vol, &sink, &[]);
+    let d = daemon_for(&[&vol], &sink, &[]);
     let last = 400;
     for i in 2..=last {
         w.write(&[

@@ -37,10 +37,7 @@ pub fn open_dir() -> tempfile::TempDir {
     dir
 }
 
-/// Content older than any process started after this returns (start times count in 10 ms ticks).
-pub fn let_content_age() {
-    std::thread::sleep(Duration::from_millis(100));
-}
+pub use crate::support::let_content_age;
 
 /// Starts the daemon with arguments that need not be UTF-8 (plus `--listen 127.0.0.1:0`).
 pub fn daemon_os(args: &[&OsStr]) -> Daemon {

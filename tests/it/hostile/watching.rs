@@ -5,26 +5,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, now_ns, tempdir};
-
-fn daemon_for(watch: &[&Path], sink: &Sink, extra: &[&str]) -> Daemon {
-    let url = sink.url("/-/reload");
-    let mut args: Vec<&str> = Vec::new();
-    for w in watch {
-        args.extend(["--watch", w.to_str().unwrap()]);
-    }
-    args.extend(["--reload-url", &url, "--min-reload-interval", "0"]);
-    args.extend(extra);
-    let d = Daemon::start(&args);
-    d.wait_ready();
-    d
-}
+use crate::support::{AtomicWriter, Daemon, credential, daemon_for, eventually, now_ns, tempdir};
 
 fn problems_of(status: &serde_json::Value) -> Vec<(String, String)> {
     status["watches"][0]["problems"]
@@ -281,8 +267,16 @@ fn busy_writer_in_the_parent_of_a_watched_directory_delays_nothing() {
             }
         })
     };
-    // Let the writer run for a while first.
-    std::thread::sleep(Duration::from_millis(300));
+    // The writer is busy before the first change.
+    eventually(
+        "the writer to have written",
+        || {
+            fs::read_to_string(parent.join("app.log"))
+                .map(|l| l.lines().count())
+                .unwrap_or(0)
+        },
+        |n| *n >= 10,
+    );
     let mut worst = Duration::ZERO;
     for v in ["2", "3", "4"] {
         let before = sink.count();

@@ -490,6 +490,28 @@ impl Fixture {
     }
 }
 
+/// A ready daemon watching `watch` that calls `sink` at every change, with storm protection off
+/// so that every change is its own action; `extra` flags after those.
+pub fn daemon_for(watch: &[&Path], sink: &sink::Sink, extra: &[&str]) -> Daemon {
+    let url = sink.url("/-/reload");
+    let mut args: Vec<&str> = Vec::new();
+    for w in watch {
+        args.extend(["--watch", w.to_str().unwrap()]);
+    }
+    args.extend(["--reload-url", &url, "--min-reload-interval", "0"]);
+    args.extend(extra);
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    d
+}
+
+/// Content older than any process started after this returns. Process start times count in
+/// 10 ms clock ticks: the order of a file's ctime and a process's start needs real time between
+/// them (this is the test's input, not a wait for the daemon).
+pub fn let_content_age() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 /// Version file content the demo app understands: first line names the version.
 pub fn credential(version: &str) -> String {
     format!("version={version}\nsecret=s3cr3t-{version}-value\n")
