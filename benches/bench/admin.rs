@@ -27,7 +27,7 @@ use secret_reloader::demo::atomic_writer::AtomicWriter;
 
 use crate::daemon::{Daemon, get_text, rss_kib, timed_get};
 use crate::probe::HttpProbe;
-use crate::util::{Stats, mib, ms_cell, rotate, stats, volume};
+use crate::util::{Stats, failed_probes, mib, ms_cell, rotate, stats, volume};
 use crate::{Figures, Opts};
 
 const WINDOW: Duration = Duration::from_secs(10);
@@ -172,15 +172,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             let _ = writeln!(out, "| {} | daemon did not start: {e} | | | |", r.abuse);
             continue;
         }
-        let failed = if r.healthz_failed > 0 {
-            format!(
-                " (**{} of {} failed** within 3 s)",
-                r.healthz_failed,
-                r.healthz_failed + r.healthz.n
-            )
-        } else {
-            String::new()
-        };
+        let failed = failed_probes(r.healthz_failed, r.healthz.n);
         let _ = writeln!(
             out,
             "| {} | {:.2} (start {:.2}) | {} | {}{failed} | {} → {}{} |",

@@ -23,7 +23,7 @@ use secret_reloader::demo::atomic_writer::AtomicWriter;
 use crate::admin::probe_healthz;
 use crate::daemon::Daemon;
 use crate::probe::HttpProbe;
-use crate::util::{Stats, ms, ms_cell, rotate, stats};
+use crate::util::{Stats, failed_probes, ms, ms_cell, rotate, stats};
 use crate::{Figures, Opts};
 
 /// The daemon's default --shutdown-grace.
@@ -98,15 +98,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             let _ = writeln!(out, "| {} | daemon did not start: {e} | | |", r.stall);
             continue;
         }
-        let failed = if r.healthz_failed > 0 {
-            format!(
-                " (**{} of {} failed** within 3 s)",
-                r.healthz_failed,
-                r.healthz_failed + r.healthz.n
-            )
-        } else {
-            String::new()
-        };
+        let failed = failed_probes(r.healthz_failed, r.healthz.n);
         let other = if r.other.n < ROTATIONS {
             format!(" ({} of {ROTATIONS} reloaded)", r.other.n)
         } else {

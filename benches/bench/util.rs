@@ -75,3 +75,11 @@ pub fn ms(d: Duration) -> f64 {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// A table cell's note on /healthz probes left unanswered (3 s each), or nothing.
+pub fn failed_probes(failed: usize, answered: usize) -> String {
+    if failed == 0 {
+        return String::new();
+    }
+    format!(" (**{failed} of {} failed** within 3 s)", failed + answered)
+}

@@ -11,9 +11,9 @@
 //!
 //! The port is reachable from the pod network, so it is bounded: at most [`MAX_CONNECTIONS`]
 //! connections (a new one closes the longest idle one, never one whose request is being answered:
-//! a probe always gets in and gets its answer, and a slow client cannot hold the port), a request head must arrive within [`HEADER_TIMEOUT`] (which is also the
-//! idle keep-alive timeout) and fit in [`MAX_HEADER_BYTES`]. Every early close is counted
-//! (`admin_connections_dropped_total{reason}`).
+//! a probe always gets in and gets its answer, and a slow client cannot hold the port), a request
+//! head must arrive within [`HEADER_TIMEOUT`] (which is also the idle keep-alive timeout) and fit
+//! in [`MAX_HEADER_BYTES`]. Every early close is counted (`admin_connections_dropped_total{reason}`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
