@@ -96,9 +96,9 @@ impl Reconciler {
                     }
                 }
                 Step::Act { force } => {
-                    // Boxed: the action's state (an HTTP exchange) only exists while it runs, so a
-                    // thousand idle targets stay small.
-                    let after = Box::pin(self.attempt(&v, p, force, &limits, &mut last_wait)).await;
+                    // Not boxed: what is large in an attempt (an HTTP exchange, a command, a
+                    // verification) is boxed where it runs.
+                    let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
                     if let Some(delay) = after.delay {
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -161,7 +161,7 @@ impl Reconciler {
         let took = t0.elapsed();
         if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg().verify) {
             // Only a passing verification makes the version count as applied.
-            let (ok, checked) = match verify::verify(check).await {
+            let (ok, checked) = match Box::pin(verify::verify(check)).await {
                 Ok(msg) => (true, Ok(Outcome::Done(format!("{detail}; {msg}")))),
                 Err(msg) => (false, Err(ActionError::Failed(msg))),
             };

@@ -24,7 +24,8 @@ impl Scanning<'_> {
         required: bool,
         stat_shown_regular: bool,
     ) {
-        if self.files.len() >= self.opts.max_files && !self.files.contains_key(shown_as) {
+        if self.files.len() >= self.opts.max_files && !self.files.iter().any(|f| f.path == shown_as)
+        {
             if !self.capped {
                 self.capped = true;
                 self.problem(
@@ -94,17 +95,14 @@ impl Scanning<'_> {
             }
         };
         self.saw_ctime(&md);
-        self.files.insert(
-            shown_as.to_path_buf(),
-            FileEntry {
-                path: shown_as.to_path_buf(),
-                real_path: real.to_path_buf(),
-                uid: md.uid(),
-                gid: md.gid(),
-                mode: md.mode() & 0o7777,
-                empty: md.len() == 0,
-                fingerprint,
-            },
-        );
+        self.files.push(FileEntry {
+            path: shown_as.to_path_buf(),
+            real_path: real.to_path_buf(),
+            uid: md.uid(),
+            gid: md.gid(),
+            mode: md.mode() & 0o7777,
+            empty: md.len() == 0,
+            fingerprint,
+        });
     }
 }

@@ -28,8 +28,10 @@ pub(super) struct Scanning<'a> {
     pub(super) spent: Budget,
     /// The budget ran out: the scan stops and reports nothing.
     pub(super) over: bool,
-    /// Files by user-visible path (a path watched twice counts once).
-    pub(super) files: BTreeMap<PathBuf, FileEntry>,
+    /// Files in the order read; sorted by user-visible path at the end, where a path read twice
+    /// (a file watched itself and inside a watched directory) counts once. A vector, not a map:
+    /// nothing on the fast path allocates a node that the allocator maps and unmaps per scan.
+    pub(super) files: Vec<FileEntry>,
     pub(super) scan: Scan,
     /// Directories already walked (device, inode): symlink loops end here.
     pub(super) visited: HashSet<(u64, u64)>,
@@ -51,7 +53,7 @@ impl<'a> Scanning<'a> {
                 entries: 0,
             },
             over: false,
-            files: BTreeMap::new(),
+            files: Vec::new(),
             scan: Scan {
                 files: Vec::new(),
                 layouts: Vec::new(),
@@ -91,7 +93,7 @@ impl<'a> Scanning<'a> {
         let mut scan = self.scan;
         scan.torn = torn;
         scan.work = self.spent;
-        scan.files = self.files.into_values().collect();
+        scan.files = by_path(self.files);
         scan.inconsistent = pem.problems;
         scan.not_checked = pem.notes;
         scan.cert_expiry = pem.expiry;
@@ -203,7 +205,7 @@ impl<'a> Scanning<'a> {
                 // version to reload the app into.
                 if !self.over
                     && self.files.len() == before
-                    && !self.files.keys().any(|f| f.starts_with(p))
+                    && !self.files.iter().any(|f| f.path.starts_with(p))
                 {
                     self.problem(
                         ProblemKind::Missing,
@@ -436,4 +438,17 @@ impl<'a> Scanning<'a> {
             }
         }
     }
+}
+
+/// Files sorted by user-visible path, each path once (the last read of it kept).
+fn by_path(mut files: Vec<FileEntry>) -> Vec<FileEntry> {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|later, kept| {
+        let same = later.path == kept.path;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    files
 }
