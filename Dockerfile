@@ -6,7 +6,7 @@
 # 2 MiB; on the default PATH, so `kubectl exec POD -c secret-reloader -- secret-reloader doctor`
 # works). It runs as 65532:65532, a numeric user that needs no /etc/passwd, and serves /metrics,
 # /healthz, /readyz and /status on port 9533. There is no shell, no package manager and no CA
-# bundle: reload calls are plain http:// to the app next to it in the pod.
+# bundle: https:// reload and verify calls name their CA with --tls-ca-file.
 #
 # The build stage needs BuildKit (the default builder since Docker 23) for its cache mounts.
 # scripts/ci-packaging builds the final stage of this same file with buildah, handing it the binary
@@ -17,7 +17,10 @@ ARG RUST_VERSION=1.95.0
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim AS build
 WORKDIR /src
-RUN rustup target add x86_64-unknown-linux-musl
+# musl-gcc compiles ring's C and assembly (TLS) for the musl target.
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
 COPY . .
 # The musl target links its own C runtime: the result is a static-pie executable with no
 # dependency on the base image's libc.

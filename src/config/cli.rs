@@ -184,6 +184,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "SECRET_RELOADER_VERIFY_URL")]
     pub verify_url: Option<String>,
 
+    /// CA bundle (PEM) an https:// reload or verify endpoint's certificate must chain to; read
+    /// again whenever it changes. The image has no system roots.
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) presented to https:// endpoints (mTLS); read again whenever
+    /// it changes, so it may live in a watched volume.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SECRET_RELOADER_TLS_CLIENT_CERT_FILE"
+    )]
+    pub tls_client_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-client-cert-file.
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_TLS_CLIENT_KEY_FILE")]
+    pub tls_client_key_file: Option<PathBuf>,
+
+    /// Name the endpoint's certificate must carry, when not the URL's host (an endpoint on
+    /// 127.0.0.1 whose certificate names the service).
+    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Accept any certificate from https:// endpoints (warned at start, shown in /status and
+    /// secret_reloader_tls_insecure_skip_verify).
+    #[arg(long, env = "SECRET_RELOADER_TLS_INSECURE_SKIP_VERIFY")]
+    pub tls_insecure_skip_verify: bool,
+
     /// Text the verify response must contain.
     #[arg(long, value_name = "TEXT", env = "SECRET_RELOADER_VERIFY_CONTAINS")]
     pub verify_contains: Option<String>,

@@ -221,7 +221,12 @@ pub(crate) fn parse(
                         group_defaults.timeout,
                         [&format!("{at}verify_url"), &format!("{at}verify_contains")],
                         f,
-                    ),
+                    )
+                    .map(|mut v| {
+                        let at = format!("{at}verify_url");
+                        flags::secure(&mut v.endpoint, group_defaults.tls.as_ref(), &at, f);
+                        v
+                    }),
                 };
                 let (name, action) = file_target(t, &at, &group_defaults, f)?;
                 if let Some(n) = &name
@@ -282,7 +287,11 @@ fn file_target(
         } => {
             let endpoint = parse::endpoint(&url)
                 .map_err(|e| f.error(format!("{at}url: {e}")))
-                .ok();
+                .ok()
+                .map(|mut e| {
+                    flags::secure(&mut e, d.tls.as_ref(), &format!("{at}url"), f);
+                    e
+                });
             let method = parse::method(method.as_deref().unwrap_or("POST"))
                 .map_err(|e| f.error(format!("{at}method: {e}")))
                 .ok();

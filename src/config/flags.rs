@@ -4,11 +4,15 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, PROXY_AUTHORIZATION};
 
 use super::cli::RunArgs;
-use super::{ActionConfig, ExecConfig, Findings, HttpConfig, SignalConfig, Verify, parse};
+use super::{
+    ActionConfig, Endpoint, ExecConfig, Findings, HttpConfig, SignalConfig, TlsClient, Verify,
+    parse,
+};
 use crate::process::Selector;
 use crate::process::identity::Identity;
 
@@ -138,6 +142,7 @@ impl HeaderSources<'_> {
 pub(crate) fn cli_actions(
     args: &RunArgs,
     reload_urls: &[String],
+    tls: Option<&Arc<TlsClient>>,
     f: &mut Findings,
 ) -> Vec<ActionConfig> {
     let mut actions = Vec::new();
@@ -168,7 +173,8 @@ pub(crate) fn cli_actions(
     for url in reload_urls {
         warn_visible_query(url, "--reload-url", f);
         match parse::endpoint(url) {
-            Ok(endpoint) => {
+            Ok(mut endpoint) => {
+                secure(&mut endpoint, tls, "--reload-url", f);
                 if let (Ok(method), Ok(expected_status)) = (&method, &status) {
                     actions.push(ActionConfig::Http(HttpConfig {
                         endpoint,
@@ -360,6 +366,52 @@ pub(crate) fn declared_identity(
             None
         }
     }
+}
+
+/// The TLS options of the command line's https:// URLs (`--tls-*`), checked.
+pub(crate) fn cli_tls(args: &RunArgs, f: &mut Findings) -> Option<Arc<TlsClient>> {
+    let tls = TlsClient {
+        ca_file: args.tls_ca_file.clone(),
+        client_cert_file: args.tls_client_cert_file.clone(),
+        client_key_file: args.tls_client_key_file.clone(),
+        server_name: args.tls_server_name.clone(),
+        insecure_skip_verify: args.tls_insecure_skip_verify,
+    };
+    if tls == TlsClient::default() {
+        return None;
+    }
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        f.error("--tls-client-cert-file and --tls-client-key-file go together (mTLS needs both)");
+    }
+    if tls.insecure_skip_verify && tls.ca_file.is_some() {
+        f.warn("--tls-ca-file is not used: --tls-insecure-skip-verify accepts any certificate");
+    }
+    Some(Arc::new(tls))
+}
+
+/// Gives an https:// endpoint its TLS options (`given_as`: the flag or field, for messages).
+pub(crate) fn secure(
+    endpoint: &mut Endpoint,
+    tls: Option<&Arc<TlsClient>>,
+    given_as: &str,
+    f: &mut Findings,
+) {
+    if !endpoint.is_https() {
+        return;
+    }
+    let label = endpoint.label();
+    match tls {
+        Some(t) if t.insecure_skip_verify => f.warn(format!(
+            "{given_as} {label}: the endpoint's certificate is not verified \
+             (--tls-insecure-skip-verify): anything that answers on that address is trusted"
+        )),
+        Some(t) if t.ca_file.is_some() => {}
+        _ => f.error(format!(
+            "{given_as} {label}: an https:// URL needs --tls-ca-file (the image has no system CA \
+             roots) or --tls-insecure-skip-verify"
+        )),
+    }
+    endpoint.tls = tls.cloned();
 }
 
 /// The verification of a reload: `url` probed, `contains` looked for in the answer.

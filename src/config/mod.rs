@@ -23,7 +23,7 @@ use crate::scan::fingerprint::FingerprintKey;
 use cli::{Cli, RunArgs};
 pub(crate) use flags::{exec_argv, selector, watch_paths};
 pub use model::*;
-pub use parse::Endpoint;
+pub use parse::{Endpoint, TlsClient};
 
 /// Default of `--max-files`: files one version may have.
 pub const DEFAULT_MAX_FILES: usize = 10_000;
@@ -69,6 +69,8 @@ pub(crate) struct TargetDefaults {
     pub retry_backoff_max: Duration,
     pub timeout: Duration,
     pub verify: Option<Verify>,
+    /// TLS options of https:// URLs (`--tls-*`).
+    pub tls: Option<std::sync::Arc<TlsClient>>,
 }
 
 /// Group settings taken from the flags; the config file may override them per group.
@@ -155,13 +157,17 @@ fn build(
     if let Some(url) = &args.verify_url {
         flags::warn_visible_query(url, "--verify-url", &mut f);
     }
-    let verify = flags::verify(
+    let tls = flags::cli_tls(args, &mut f);
+    let mut verify = flags::verify(
         args.verify_url.as_deref(),
         args.verify_contains.as_deref(),
         args.reload_timeout,
         ["--verify-url", "--verify-contains"],
         &mut f,
     );
+    if let Some(v) = &mut verify {
+        flags::secure(&mut v.endpoint, tls.as_ref(), "--verify-url", &mut f);
+    }
     let defaults = TargetDefaults {
         min_reload_interval: args.min_reload_interval,
         reload_on_start: args.reload_on_start,
@@ -169,6 +175,7 @@ fn build(
         retry_backoff_max: args.retry_backoff_max,
         timeout: args.reload_timeout,
         verify,
+        tls: tls.clone(),
     };
     let group_defaults = GroupDefaults {
         debounce: args.debounce,
@@ -188,7 +195,7 @@ fn build(
         follow_external_symlinks: args.follow_external_symlinks,
     };
     let mut groups = Vec::new();
-    let cli_actions = flags::cli_actions(args, &reload_urls, &mut f);
+    let cli_actions = flags::cli_actions(args, &reload_urls, tls.as_ref(), &mut f);
     if !watch.is_empty() || !cli_actions.is_empty() {
         if watch.is_empty() {
             f.error("the action flags need something to watch: add --watch PATH");

@@ -96,6 +96,15 @@ pub struct TargetConfig {
 }
 
 impl TargetConfig {
+    /// Whether an https:// call of the target (reload or verify) accepts any certificate.
+    pub fn tls_insecure_skip_verify(&self) -> bool {
+        let insecure = |e: &crate::config::Endpoint| {
+            e.is_https() && e.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
+        };
+        matches!(&self.action, ActionConfig::Http(h) if insecure(&h.endpoint))
+            || self.verify.as_ref().is_some_and(|v| insecure(&v.endpoint))
+    }
+
     /// `http`, `signal` or `exec`.
     pub fn kind(&self) -> &'static str {
         match self.action {

@@ -72,17 +72,48 @@ pub struct Endpoint {
     pub host: String,
     /// Port to connect to.
     pub port: u16,
+    /// `https://`: how the connection is secured (set from the target's TLS options).
+    pub tls: Option<std::sync::Arc<TlsClient>>,
+}
+
+/// TLS options of a target's HTTPS calls (reload and verify). The files are read again whenever
+/// they change: they rotate too, and the sidecar's own client certificate may live in a watched
+/// volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsClient {
+    /// CA bundle the endpoint's certificate must chain to (a scratch image has no system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain for mTLS.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// Its private key.
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// Name the certificate must carry, when not the URL's host (an endpoint on 127.0.0.1 whose
+    /// certificate names the service).
+    pub server_name: Option<String>,
+    /// No verification of the endpoint's certificate: an explicit choice, warned and shown.
+    pub insecure_skip_verify: bool,
 }
 
 impl Endpoint {
     /// A label value that cannot carry credentials: scheme, host, port and path, no query.
     pub fn label(&self) -> String {
         format!(
-            "http://{}:{}{}",
+            "{}://{}:{}{}",
+            self.scheme(),
             self.host_for_url(),
             self.port,
             self.uri.path()
         )
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_https() { "https" } else { "http" }
+    }
+
+    /// Whether the URL is `https://`.
+    pub fn is_https(&self) -> bool {
+        self.uri.scheme_str() == Some("https")
     }
 
     /// The `Host` header value.
@@ -124,27 +155,23 @@ pub fn redact_url(s: &str) -> String {
     format!("{}{tail}", head.escape_debug())
 }
 
-/// An `http://` URL of a reload or verify endpoint.
+/// An `http://` or `https://` URL of a reload or verify endpoint (an https one gets its TLS
+/// options from the target).
 pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
     let s = redact_url(raw);
     let uri: Uri = raw
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a URL: write it like http://127.0.0.1:9090/-/reload"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "'{s}': https is not supported; the app is reached over the pod's loopback, \
-                 use http://127.0.0.1:PORT/..."
-            ));
-        }
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
         _ => {
             return Err(format!(
-                "'{s}' is not an http:// URL: write it like http://127.0.0.1:9090/-/reload"
+                "'{s}' is not an http:// or https:// URL: write it like http://127.0.0.1:9090/-/reload"
             ));
         }
-    }
+    };
     let authority = uri.authority().ok_or_else(|| {
         format!("'{s}' has no host: write it like http://127.0.0.1:9090/-/reload")
     })?;
@@ -160,8 +187,13 @@ pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = authority.port_u16().unwrap_or(80);
-    Ok(Endpoint { uri, host, port })
+    let port = authority.port_u16().unwrap_or(default_port);
+    Ok(Endpoint {
+        uri,
+        host,
+        port,
+        tls: None,
+    })
 }
 
 /// An HTTP method such as `POST` or `GET`.
@@ -299,7 +331,7 @@ mod tests {
         assert_eq!(redact_url("not a url ?token=abc"), "not a url ?...");
         assert_eq!(redact_url("u:p@host"), "...@host");
         assert_eq!(redact_url("http://h/\x1b[31m"), "http://h/\\u{1b}[31m");
-        let err = endpoint("https://127.0.0.1/-/reload?token=s3cr3t").unwrap_err();
+        let err = endpoint("ftp://127.0.0.1/-/reload?token=s3cr3t").unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
         let err = endpoint("ht tp://x/?token=s3cr3t").unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
@@ -341,7 +373,8 @@ mod tests {
         let e = endpoint("http://[::1]/x").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 80));
         assert_eq!(e.host_header(), "[::1]:80");
-        assert!(endpoint("https://x/").unwrap_err().contains("https"));
+        assert_eq!(endpoint("https://x/").unwrap().port, 443);
+        assert_eq!(endpoint("https://x/").unwrap().label(), "https://x:443/");
         assert!(endpoint("ftp://x/").unwrap_err().contains("http://"));
         assert!(
             endpoint("http://u:p@x/")

@@ -49,6 +49,7 @@ impl TargetConfig {
             ActionConfig::Http(h) => json!({
                 "type": "http",
                 "url": h.endpoint.label(),
+                "tls": tls(&h.endpoint),
                 "method": h.method.as_str(),
                 "expected_status": h.expected_status,
                 "headers": h.headers.iter().map(|(n, _)| n.as_str())
@@ -72,10 +73,27 @@ impl TargetConfig {
         json!({
             "name": text::value(&self.name),
             "action": action,
-            "verify": self.verify.as_ref().map(|v| json!({"url": v.endpoint.label(), "contains": v.contains.is_some()})),
+            "verify": self.verify.as_ref().map(|v| json!({
+                "url": v.endpoint.label(),
+                "tls": tls(&v.endpoint),
+                "contains": v.contains.is_some(),
+            })),
             "min_reload_interval": dur(self.min_reload_interval),
             "reload_on_start": self.reload_on_start,
             "retries": self.retries,
         })
+    }
+}
+
+/// The TLS options of an https:// endpoint (paths and choices; nothing read from the files).
+fn tls(e: &crate::config::Endpoint) -> Value {
+    match (e.is_https(), e.tls.as_deref()) {
+        (true, Some(t)) => json!({
+            "ca_file": t.ca_file.as_deref().map(text::path),
+            "client_cert_file": t.client_cert_file.as_deref().map(text::path),
+            "server_name": t.server_name.as_deref().map(text::value),
+            "insecure_skip_verify": t.insecure_skip_verify,
+        }),
+        _ => Value::Null,
     }
 }

@@ -219,7 +219,11 @@ pub async fn serve(
                 action: Action::new(&t.action, &procfs, cfg.app.as_ref(), &t.name, &cfg.name),
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),
-                metrics: metrics.register_target(&t.name, t.verify.is_some()),
+                metrics: {
+                    let m = metrics.register_target(&t.name, t.verify.is_some());
+                    m.set_tls_insecure(t.tls_insecure_skip_verify());
+                    m
+                },
                 state_file: state_file.clone(),
             };
             reconcilers.vital(

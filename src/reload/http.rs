@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{ActionError, Outcome};
+use super::{ActionError, Outcome, tls};
 use crate::config::{Endpoint, HttpConfig};
 use crate::group::Version;
 use crate::{files, text};
@@ -32,6 +32,8 @@ struct Kept {
     sender: SendRequest<Empty<Bytes>>,
     /// Drives the connection; aborted with it.
     driver: JoinHandle<()>,
+    /// For `https://`: the TLS files as they were when the connection was made.
+    tls: Option<tls::Identity>,
 }
 
 impl Drop for Kept {
@@ -121,7 +123,11 @@ impl HttpAction {
     /// One request on the kept connection or a new one; the status.
     async fn exchange(&mut self, headers: &[(HeaderName, HeaderValue)]) -> Result<u16, String> {
         let reused = match self.kept.take() {
-            Some(k) if !k.sender.is_closed() => Some(k),
+            // A kept TLS session is used again only while its CA, certificate and key files
+            // are the ones it was made with.
+            Some(k) if !k.sender.is_closed() && k.tls == tls_identity(&self.cfg.endpoint) => {
+                Some(k)
+            }
             _ => None,
         };
         let was_reused = reused.is_some();
@@ -157,11 +163,36 @@ impl HttpAction {
     }
 }
 
+fn tls_identity(endpoint: &Endpoint) -> Option<tls::Identity> {
+    endpoint.tls.as_deref().map(tls::identity)
+}
+
 async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
     let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", endpoint.host_header()))?;
     let _ = stream.set_nodelay(true);
+    match (endpoint.is_https(), endpoint.tls.as_deref()) {
+        (false, _) => handshake(stream, None).await,
+        (true, Some(t)) => {
+            // The identity first: a file replaced during the handshake makes the next call
+            // connect again rather than keep a session made with the old material.
+            let identity = tls::identity(t);
+            let stream = tls::connect(t, &endpoint.host, stream).await?;
+            handshake(stream, Some(identity)).await
+        }
+        (true, None) => Err(
+            "an https:// URL needs --tls-ca-file (the image has no system CA roots) or \
+             --tls-insecure-skip-verify"
+                .into(),
+        ),
+    }
+}
+
+async fn handshake<S>(stream: S, tls: Option<tls::Identity>) -> Result<Kept, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
@@ -169,7 +200,11 @@ async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(Kept { sender, driver })
+    Ok(Kept {
+        sender,
+        driver,
+        tls,
+    })
 }
 
 fn build(

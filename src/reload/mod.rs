@@ -10,6 +10,7 @@ pub mod http;
 pub mod progress;
 pub mod reconciler;
 pub mod signal;
+pub mod tls;
 pub mod verify;
 
 use crate::config::ActionConfig;

@@ -100,6 +100,14 @@ impl Metrics {
                 .collect(),
         ));
         out.push(family(
+            "tls_insecure_skip_verify",
+            "1 when an https:// call of the target accepts any certificate (--tls-insecure-skip-verify).",
+            MetricType::GAUGE,
+            t.iter()
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.tls_insecure)))
+                .collect(),
+        ));
+        out.push(family(
             "verify_total",
             "Verification probes after reloads, by target and result.",
             MetricType::COUNTER,

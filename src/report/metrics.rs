@@ -162,6 +162,8 @@ pub struct TargetMetrics {
     pub(super) last_success: AtomicF64,
     pub(super) stale: AtomicBool,
     pub(super) ambiguous: AtomicBool,
+    /// An https:// call of the target accepts any certificate (`--tls-insecure-skip-verify`).
+    pub(super) tls_insecure: AtomicBool,
     /// Index of the current [`TargetState`] in [`TargetState::ALL`].
     pub(super) state: AtomicU64,
     /// Verification results (success, failure), for targets that verify.
@@ -192,6 +194,10 @@ impl TargetMetrics {
     /// Whether its selector matches several unrelated processes.
     pub fn set_ambiguous(&self, on: bool) {
         self.ambiguous.store(on, Relaxed);
+    }
+    /// Whether an https:// call of the target accepts any certificate.
+    pub fn set_tls_insecure(&self, on: bool) {
+        self.tls_insecure.store(on, Relaxed);
     }
     /// Where its reconciler stands.
     pub fn set_state(&self, state: TargetState) {

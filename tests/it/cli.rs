@@ -48,7 +48,7 @@ fn bad_flags_exit_2_and_name_the_flag() {
         ),
         (
             &["--watch", w, "--reload-url", "https://127.0.0.1/-/reload"],
-            &["--reload-url", "https is not supported"],
+            &["--reload-url", "an https:// URL needs --tls-ca-file"],
         ),
         (
             &["--watch", w, "--reload-url", "http://user:pw@127.0.0.1/"],

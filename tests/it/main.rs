@@ -11,6 +11,7 @@ mod doctor;
 mod faults;
 mod hostile;
 mod http;
+mod https;
 mod hygiene;
 mod library;
 mod lifecycle;
