@@ -29,7 +29,8 @@
 //! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
 //!   read it ([`assess::access`]).
 //! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
-//!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`],
+//!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`] with
+//!   [`reload::tls`],
 //!   [`reload::exec`], [`reload::verify`]).
 //! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
 //!   confused with another ([`process::handle`]), identities ([`process::identity`]).
