@@ -17,7 +17,9 @@ ARG RUST_VERSION=1.95.0
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim AS build
 WORKDIR /src
-# musl-gcc compiles ring's C and assembly (TLS) for the musl target.
+# musl-gcc compiles ring's C and assembly (TLS) for the musl target. Not pinned to a Debian
+# revision: the stage follows its pinned base image, and nothing of it ships but the static binary.
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/* \
     && rustup target add x86_64-unknown-linux-musl
