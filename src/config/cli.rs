@@ -184,6 +184,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "SECRET_RELOADER_VERIFY_URL")]
     pub verify_url: Option<String>,
 
+    /// Where the app serves the watched certificate, HOST:PORT (TLS) or postgres://HOST:PORT:
+    /// after each reload and at each resync the certificate served there must be the one on disk
+    /// for the reload to count.
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        env = "SECRET_RELOADER_VERIFY_SERVED_CERT"
+    )]
+    pub verify_served_cert: Option<String>,
+
     /// CA bundle (PEM) an https:// reload or verify endpoint's certificate must chain to; read
     /// again whenever it changes. The image has no system roots.
     #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_TLS_CA_FILE")]

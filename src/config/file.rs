@@ -69,6 +69,7 @@ enum FileTarget {
         timeout: Option<String>,
         verify_url: Option<String>,
         verify_contains: Option<String>,
+        verify_served_cert: Option<String>,
     },
     Signal {
         name: Option<String>,
@@ -80,6 +81,7 @@ enum FileTarget {
         signal_all: bool,
         verify_url: Option<String>,
         verify_contains: Option<String>,
+        verify_served_cert: Option<String>,
     },
     Exec {
         name: Option<String>,
@@ -87,10 +89,26 @@ enum FileTarget {
         timeout: Option<String>,
         verify_url: Option<String>,
         verify_contains: Option<String>,
+        verify_served_cert: Option<String>,
     },
 }
 
 impl FileTarget {
+    /// `verify_served_cert`, which every kind of target has.
+    fn served_cert(&self) -> Option<&str> {
+        match self {
+            FileTarget::Http {
+                verify_served_cert, ..
+            }
+            | FileTarget::Signal {
+                verify_served_cert, ..
+            }
+            | FileTarget::Exec {
+                verify_served_cert, ..
+            } => verify_served_cert.as_deref(),
+        }
+    }
+
     /// The verification fields every kind of target has.
     fn verify(&self) -> (Option<&str>, Option<&str>) {
         match self {
@@ -228,6 +246,12 @@ pub(crate) fn parse(
                         v
                     }),
                 };
+                let served_cert = match t.served_cert() {
+                    None => group_defaults.served_cert.clone(),
+                    Some(e) => parse::served_cert(e, group_defaults.timeout)
+                        .map_err(|e| f.error(format!("{at}verify_served_cert: {e}")))
+                        .ok(),
+                };
                 let (name, action) = file_target(t, &at, &group_defaults, f)?;
                 if let Some(n) = &name
                     && (n.is_empty() || n.chars().any(char::is_control))
@@ -239,6 +263,7 @@ pub(crate) fn parse(
                 }
                 let mut t = target(name.unwrap_or_default(), action, &group_defaults);
                 t.verify = verify;
+                t.served_cert = served_cert;
                 Some(t)
             })
             .collect();

@@ -71,6 +71,8 @@ pub(crate) struct TargetDefaults {
     pub verify: Option<Verify>,
     /// TLS options of https:// URLs (`--tls-*`).
     pub tls: Option<std::sync::Arc<TlsClient>>,
+    /// `--verify-served-cert`.
+    pub served_cert: Option<ServedCert>,
 }
 
 /// Group settings taken from the flags; the config file may override them per group.
@@ -176,6 +178,11 @@ fn build(
         timeout: args.reload_timeout,
         verify,
         tls: tls.clone(),
+        served_cert: args.verify_served_cert.as_deref().and_then(|e| {
+            parse::served_cert(e, args.reload_timeout)
+                .map_err(|e| f.error(format!("--verify-served-cert: {e}")))
+                .ok()
+        }),
     };
     let group_defaults = GroupDefaults {
         debounce: args.debounce,
@@ -344,6 +351,7 @@ pub(crate) fn target(name: String, action: ActionConfig, d: &TargetDefaults) -> 
         retries: d.retries,
         retry_backoff_max: d.retry_backoff_max,
         verify: d.verify.clone(),
+        served_cert: d.served_cert.clone(),
     }
 }
 

@@ -93,6 +93,35 @@ pub struct TargetConfig {
     pub retry_backoff_max: Duration,
     /// Probe after each reload; the reload counts only when it passes.
     pub verify: Option<Verify>,
+    /// The certificate the app serves, compared with the one on disk after each reload and at
+    /// each resync; the reload counts only when they are the same.
+    pub served_cert: Option<ServedCert>,
+}
+
+/// Where the app serves the certificate of the watched files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCert {
+    /// Host to connect to (sent as SNI when it is a name, not an address).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// PostgreSQL: an SSLRequest before the TLS handshake.
+    pub postgres: bool,
+    /// Limit of one look.
+    pub timeout: Duration,
+}
+
+impl ServedCert {
+    /// `HOST:PORT` or `postgres://HOST:PORT`, for messages and labels.
+    pub fn label(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let scheme = if self.postgres { "postgres://" } else { "" };
+        format!("{scheme}{host}:{}", self.port)
+    }
 }
 
 impl TargetConfig {

@@ -196,6 +196,37 @@ pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// Where an app serves its certificate: `HOST:PORT` (TLS from the first byte) or
+/// `postgres://HOST:PORT` (PostgreSQL's SSLRequest first).
+pub fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<super::ServedCert, String> {
+    let shown = raw.escape_debug();
+    let (postgres, rest) = match raw.trim().strip_prefix("postgres://") {
+        Some(r) => (true, r),
+        None => (false, raw.trim()),
+    };
+    let bad = || {
+        format!(
+            "'{shown}' is not HOST:PORT or postgres://HOST:PORT (write it like 127.0.0.1:8443, \
+             [::1]:443 or postgres://127.0.0.1:5432)"
+        )
+    };
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(super::ServedCert {
+        host: host.to_string(),
+        port,
+        postgres,
+        timeout,
+    })
+}
+
 /// An HTTP method such as `POST` or `GET`.
 pub fn method(raw: &str) -> Result<Method, String> {
     let s = raw.escape_debug();
@@ -307,6 +338,29 @@ pub fn listen(raw: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_cert_endpoints() {
+        let t = std::time::Duration::from_secs(1);
+        let e = served_cert("127.0.0.1:8443", t).unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.postgres),
+            ("127.0.0.1", 8443, false)
+        );
+        let e = served_cert("postgres://[::1]:5432", t).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.postgres), ("::1", 5432, true));
+        assert_eq!(e.label(), "postgres://[::1]:5432");
+        for bad in [
+            "127.0.0.1",
+            "x:0",
+            ":443",
+            "https://x:443",
+            "x:99999",
+            "a@b:1",
+        ] {
+            assert!(served_cert(bad, t).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -78,6 +78,7 @@ impl TargetConfig {
                 "tls": tls(&v.endpoint),
                 "contains": v.contains.is_some(),
             })),
+            "verify_served_cert": self.served_cert.as_ref().map(|s| s.label()),
             "min_reload_interval": dur(self.min_reload_interval),
             "reload_on_start": self.reload_on_start,
             "retries": self.retries,

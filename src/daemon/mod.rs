@@ -220,11 +220,16 @@ pub async fn serve(
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),
                 metrics: {
-                    let m = metrics.register_target(&t.name, t.verify.is_some());
+                    let m = metrics.register_target(
+                        &t.name,
+                        t.verify.is_some(),
+                        t.served_cert.is_some(),
+                    );
                     m.set_tls_insecure(t.tls_insecure_skip_verify());
                     m
                 },
                 state_file: state_file.clone(),
+                key: key.clone(),
             };
             reconcilers.vital(
                 format!("the reconciler of target '{}'", crate::text::value(&t.name)),

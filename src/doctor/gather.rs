@@ -302,8 +302,16 @@ async fn group(
     let mut targets = Vec::new();
     let mut app_frozen_mounts = Vec::new();
     for t in &g.targets {
-        let (report, pid) =
-            super::targets::target(t, g, &scan, &r.sidecar, &r.daemon, procfs).await;
+        let (report, pid) = super::targets::target(
+            t,
+            g,
+            &scan,
+            &r.sidecar,
+            &r.daemon,
+            procfs,
+            &config.fingerprint_key,
+        )
+        .await;
         for c in report.checks.iter().filter(|c| !c.ok) {
             r.problems
                 .push(format!("target {}: {}: {}", t.name, c.what, c.detail));

@@ -26,6 +26,7 @@ pub(super) async fn target(
     sidecar: &Sidecar,
     daemon: &DaemonView,
     procfs: &ProcFs,
+    key: &crate::scan::fingerprint::FingerprintKey,
 ) -> (TargetReport, Option<i32>) {
     let (kind, checks, pid) = match &t.action {
         ActionConfig::Signal(s) => {
@@ -36,6 +37,10 @@ pub(super) async fn target(
         ActionConfig::Http(h) => ("http", http_checks(h, t).await, None),
         ActionConfig::Exec(e) => ("exec", vec![exec_check(e)], None),
     };
+    let mut checks = checks;
+    if let Some(sc) = &t.served_cert {
+        checks.push(served_check(sc, scan, key).await);
+    }
     (
         TargetReport {
             name: t.name.clone(),
@@ -44,6 +49,46 @@ pub(super) async fn target(
         },
         pid,
     )
+}
+
+/// What the app serves against the certificates on disk (`--verify-served-cert`).
+async fn served_check(
+    sc: &crate::config::ServedCert,
+    scan: &Scan,
+    key: &crate::scan::fingerprint::FingerprintKey,
+) -> Check {
+    let disk: Vec<String> = scan
+        .certs
+        .iter()
+        .map(|c| format!("serial {} ({})", c.serial, text::path(&c.path)))
+        .collect();
+    let disk = if disk.is_empty() {
+        "no certificate in the watched files".to_string()
+    } else {
+        disk.join(", ")
+    };
+    match crate::reload::served::look(sc, &scan.certs, key).await {
+        Ok(s) if s.matches => check(
+            "served certificate",
+            true,
+            format!(
+                "{} serves serial {}, the certificate on disk",
+                sc.label(),
+                s.serial
+            ),
+        ),
+        Ok(s) => check(
+            "served certificate",
+            false,
+            format!(
+                "{} serves serial {}; disk: {disk}: the app did not take the new certificate \
+                 (reload it, and look at its log for why it kept the old one)",
+                sc.label(),
+                s.serial
+            ),
+        ),
+        Err(e) => check("served certificate", false, e),
+    }
 }
 
 fn check(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {

@@ -331,6 +331,7 @@ impl GroupTask {
                         resync_round: mem.resync_round,
                         at_start: first,
                         seen_at: started,
+                        certs: scan.certs.clone().into(),
                         announced: flag,
                     }))
                 }

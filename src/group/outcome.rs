@@ -21,6 +21,8 @@ pub struct Version {
     pub at_start: bool,
     /// When the scan that found it started (latency accounting in logs).
     pub seen_at: Instant,
+    /// The first certificate of each file (compared with what the app serves).
+    pub certs: Arc<[crate::scan::CertOnDisk]>,
     /// Set once the group has logged the change (its targets log their reload after it).
     pub announced: Arc<Announced>,
 }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod http;
 pub mod progress;
 pub mod reconciler;
+pub mod served;
 pub mod signal;
 pub mod tls;
 pub mod verify;

@@ -212,6 +212,7 @@ mod tests {
             resync_round: round,
             at_start: false,
             seen_at: Instant::now(),
+            certs: Vec::new().into(),
             announced: Default::default(),
         }
     }

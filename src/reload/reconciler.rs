@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::progress::{After, Ended, Limits, Progress, Step, jitter};
+use super::served::{self, Served};
 use super::{Action, ActionError, Outcome, verify};
 use crate::config::{ReloadOnStart, TargetConfig};
 use crate::daemon::shutdown::stopped;
@@ -17,8 +18,10 @@ use crate::daemon::state_file::{self, StateFile};
 use crate::group::{Content, DesiredRx, Version};
 use crate::lock;
 use crate::report::metrics::TargetMetrics;
-use crate::report::status::{Attempt, AttemptResult, ErrorRecord, TargetEntry, TargetState};
-use crate::scan::fingerprint::Fingerprint;
+use crate::report::status::{
+    Attempt, AttemptResult, ErrorRecord, ServedDisk, ServedStatus, TargetEntry, TargetState,
+};
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
 /// The reconciler of one target.
 pub struct Reconciler {
@@ -36,6 +39,8 @@ pub struct Reconciler {
     pub metrics: Arc<TargetMetrics>,
     /// What each target applied, across restarts (`--state-file`).
     pub state_file: Option<Arc<StateFile>>,
+    /// The fingerprint key (the served certificate's fingerprint is compared with the disk's).
+    pub key: FingerprintKey,
 }
 
 impl Reconciler {
@@ -54,6 +59,8 @@ impl Reconciler {
         let mut progress: Option<Progress> = None;
         // The last message of a wait, logged once.
         let mut last_wait: Option<String> = None;
+        // The resync round whose served certificate was looked at (`--verify-served-cert`).
+        let mut served_round: Option<u64> = None;
         loop {
             let desired = self.rx.borrow_and_update().clone();
             let Some(desired) = desired else {
@@ -78,6 +85,10 @@ impl Reconciler {
                 Some(p) => p,
                 None => progress.insert(self.start(&v)),
             };
+            if p.applied == Some(v.fingerprint) && served_round != Some(v.resync_round) {
+                served_round = Some(v.resync_round);
+                self.recheck_served(&v, p).await;
+            }
             self.show_desired(&v, p);
             match p.next_step(&v, &limits, Instant::now()) {
                 Step::Rest => {
@@ -99,6 +110,7 @@ impl Reconciler {
                     // Not boxed: what is large in an attempt (an HTTP exchange, a command, a
                     // verification) is boxed where it runs.
                     let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
+                    served_round = Some(v.resync_round);
                     if let Some(delay) = after.delay {
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -167,6 +179,14 @@ impl Reconciler {
             };
             self.metrics.verified(ok);
             result = checked;
+        }
+        if let (Ok(Outcome::Done(detail)), Some(sc)) = (&result, &self.cfg().served_cert) {
+            // Only the certificate on disk, served, makes the version count as applied.
+            let confirmed = served::confirm(sc, &v.certs, &self.key, |s| self.saw_served(v, s));
+            result = match Box::pin(confirmed).await {
+                Ok(msg) => Ok(Outcome::Done(format!("{detail}; {msg}"))),
+                Err(msg) => Err(ActionError::Failed(msg)),
+            };
         }
         self.metrics
             .set_ambiguous(matches!(result, Err(ActionError::Ambiguous(_))));
@@ -246,6 +266,59 @@ impl Reconciler {
         }
         self.set_state(after.state);
         after
+    }
+
+    /// At start and at each resync, with the version applied: is the certificate on disk what
+    /// the app serves? When not, the target does not hold the version, and acts again.
+    async fn recheck_served(&self, v: &Version, p: &mut Progress) {
+        let Some(sc) = &self.cfg().served_cert else {
+            return;
+        };
+        match Box::pin(served::look(sc, &v.certs, &self.key)).await {
+            Ok(s) => {
+                self.saw_served(v, &s);
+                if !s.matches {
+                    tracing::warn!(version = %v.fingerprint, "{}; reloading again", served::mismatch(sc, &v.certs, &s));
+                    p.applied = None;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(version = %v.fingerprint, "cannot read the served certificate: {e}")
+            }
+        }
+    }
+
+    /// Records what the app served.
+    fn saw_served(&self, v: &Version, s: &Served) {
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        self.metrics.served(s.matches, unix(s.not_after));
+        let endpoint = self
+            .cfg()
+            .served_cert
+            .as_ref()
+            .map(|sc| sc.label())
+            .unwrap_or_default();
+        lock(&self.status).served_certificate = Some(ServedStatus {
+            endpoint,
+            matches_disk: s.matches,
+            serial: s.serial.clone(),
+            fingerprint: s.fingerprint.short(),
+            not_after: s.not_after,
+            disk: v
+                .certs
+                .iter()
+                .map(|c| ServedDisk {
+                    path: crate::text::path(&c.path),
+                    serial: c.serial.clone(),
+                    fingerprint: c.fingerprint.short(),
+                })
+                .collect(),
+            checked_at: SystemTime::now(),
+        });
     }
 
     fn set_state(&self, state: TargetState) {

@@ -95,7 +95,7 @@ fn read_pem(path: &Path, flag: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Stri
 fn client_config(tls: &TlsClient, slot: &Slot) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
-        Arc::new(NoVerification(provider.clone()))
+        Arc::new(NoVerification(provider.clone(), None))
     } else {
         let ca = tls.ca_file.as_ref().ok_or(
             "an https:// URL needs --tls-ca-file (the image has no system CA roots) or \
@@ -291,20 +291,37 @@ impl ServerCertVerifier for Explaining {
     }
 }
 
+/// A client that accepts any certificate and leaves the end-entity one in `slot`: for reading
+/// what an app serves (compared, not trusted).
+pub fn capturing(slot: Arc<Mutex<Option<Vec<u8>>>>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(NoVerification(provider.clone(), Some(slot)));
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
 /// `--tls-insecure-skip-verify`: any certificate is accepted (the handshake's signatures are
-/// still checked, so the session is with the holder of the certificate's key).
+/// still checked, so the session is with the holder of the certificate's key). With a slot, the
+/// end-entity certificate is left there.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+struct NoVerification(Arc<CryptoProvider>, Option<Arc<Mutex<Option<Vec<u8>>>>>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        if let Some(slot) = &self.1 {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_entity.to_vec());
+        }
         Ok(ServerCertVerified::assertion())
     }
 

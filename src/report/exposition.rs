@@ -99,6 +99,31 @@ impl Metrics {
                 .map(|t| gauge(&[("target", &t.name)], flag(&t.ambiguous)))
                 .collect(),
         ));
+        let looked = |t: &&std::sync::Arc<TargetMetrics>| {
+            t.served.as_ref().is_some_and(|s| flag(&s.0) > 0.0)
+        };
+        out.push(family(
+            "served_certificate_match",
+            "1 when the certificate the app serves is the one on disk (--verify-served-cert), 0 when it differs.",
+            MetricType::GAUGE,
+            t.iter()
+                .filter(looked)
+                .filter_map(|t| t.served.as_ref().map(|s| gauge(&[("target", &t.name)], flag(&s.1))))
+                .collect(),
+        ));
+        out.push(family(
+            "served_certificate_expiry_timestamp_seconds",
+            "Expiry of the certificate the app serves (--verify-served-cert), Unix seconds.",
+            MetricType::GAUGE,
+            t.iter()
+                .filter(looked)
+                .filter_map(|t| {
+                    t.served
+                        .as_ref()
+                        .map(|s| gauge(&[("target", &t.name)], s.2.get()))
+                })
+                .collect(),
+        ));
         out.push(family(
             "tls_insecure_skip_verify",
             "1 when an https:// call of the target accepts any certificate (--tls-insecure-skip-verify).",

@@ -164,6 +164,8 @@ pub struct TargetMetrics {
     pub(super) ambiguous: AtomicBool,
     /// An https:// call of the target accepts any certificate (`--tls-insecure-skip-verify`).
     pub(super) tls_insecure: AtomicBool,
+    /// `--verify-served-cert`: (looked at least once, served = disk, served certificate's expiry).
+    pub(super) served: Option<(AtomicBool, AtomicBool, AtomicF64)>,
     /// Index of the current [`TargetState`] in [`TargetState::ALL`].
     pub(super) state: AtomicU64,
     /// Verification results (success, failure), for targets that verify.
@@ -194,6 +196,15 @@ impl TargetMetrics {
     /// Whether its selector matches several unrelated processes.
     pub fn set_ambiguous(&self, on: bool) {
         self.ambiguous.store(on, Relaxed);
+    }
+    /// The app served a certificate that is (`matches`) or is not the one on disk, expiring at
+    /// `not_after` (Unix seconds).
+    pub fn served(&self, matches: bool, not_after: f64) {
+        if let Some((looked, m, exp)) = &self.served {
+            m.store(matches, Relaxed);
+            exp.set(not_after);
+            looked.store(true, Relaxed);
+        }
     }
     /// Whether an https:// call of the target accepts any certificate.
     pub fn set_tls_insecure(&self, on: bool) {
@@ -263,10 +274,16 @@ impl Metrics {
     }
 
     /// The series of a new target; `verifies`: it has a verify URL.
-    pub fn register_target(&self, name: &str, verifies: bool) -> Arc<TargetMetrics> {
+    pub fn register_target(
+        &self,
+        name: &str,
+        verifies: bool,
+        checks_served: bool,
+    ) -> Arc<TargetMetrics> {
         let t = Arc::new(TargetMetrics {
             name: name.to_string(),
             verify: verifies.then(Default::default),
+            served: checks_served.then(Default::default),
             ..Default::default()
         });
         lock(&self.targets).push(t.clone());
@@ -294,7 +311,7 @@ mod tests {
     fn exposition_has_every_family_and_valid_histograms() {
         let m = Metrics::new();
         let g = m.register_group("default");
-        let t = m.register_target("http://127.0.0.1:1/", true);
+        let t = m.register_target("http://127.0.0.1:1/", true, false);
         t.action(true, Duration::from_millis(3), 1.7e9);
         t.action(false, Duration::from_secs(60), 1.7e9);
         t.set_state(TargetState::Retrying);

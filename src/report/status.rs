@@ -233,6 +233,42 @@ pub struct TargetStatus {
     pub last_error: Option<ErrorRecord>,
     /// Failed attempts for the current version.
     pub failed_attempts: u32,
+    /// The certificate the app served at the last look (`--verify-served-cert`), against the
+    /// one on disk; absent without that option.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_certificate: Option<ServedStatus>,
+}
+
+/// The certificate an app served, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedStatus {
+    /// Where it was read (`HOST:PORT` or `postgres://HOST:PORT`).
+    pub endpoint: String,
+    /// Whether it is the first certificate of one of the watched files.
+    pub matches_disk: bool,
+    /// Its serial number, hexadecimal.
+    pub serial: String,
+    /// Its keyed fingerprint (short).
+    pub fingerprint: String,
+    /// Its expiry.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub not_after: SystemTime,
+    /// The certificates on disk it was compared with: (path, serial).
+    pub disk: Vec<ServedDisk>,
+    /// When it was read.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub checked_at: SystemTime,
+}
+
+/// A certificate on disk it was compared with.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedDisk {
+    /// The file.
+    pub path: String,
+    /// Serial number, hexadecimal.
+    pub serial: String,
+    /// Keyed fingerprint (short).
+    pub fingerprint: String,
 }
 
 impl TargetStatus {
@@ -342,6 +378,7 @@ impl Board {
             last_success: None,
             last_error: None,
             failed_attempts: 0,
+            served_certificate: None,
         }));
         lock(&self.targets).push(entry.clone());
         entry

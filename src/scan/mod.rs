@@ -52,6 +52,19 @@ pub struct FileEntry {
     pub fingerprint: Fingerprint,
 }
 
+/// A certificate of a version, as it can be compared with the one an app serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertOnDisk {
+    /// The file, as the app sees it.
+    pub path: PathBuf,
+    /// Keyed fingerprint of the certificate (DER).
+    pub fingerprint: Fingerprint,
+    /// Serial number, hexadecimal.
+    pub serial: String,
+    /// Expiry.
+    pub not_after: SystemTime,
+}
+
 /// How a watched path is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +182,8 @@ pub struct Scan {
     pub not_checked: Vec<String>,
     /// Earliest certificate expiry of each file holding certificates.
     pub cert_expiry: Vec<(PathBuf, SystemTime)>,
+    /// The first certificate of each file, as an app serving it presents it.
+    pub certs: Vec<CertOnDisk>,
     /// When the newest part of the content appeared on disk (latest ctime).
     pub content_time: Option<SystemTime>,
     /// Directories to watch to see the next change, and which events in each matter.

@@ -30,6 +30,30 @@ enum PublicKey {
     Raw(Vec<u8>),
 }
 
+/// The first certificate of a file.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// The file.
+    pub path: PathBuf,
+    /// The certificate (public material), for comparisons with what an app serves.
+    pub der: Vec<u8>,
+    /// Its serial number, hexadecimal as openssl prints it.
+    pub serial: String,
+    /// Its `notAfter`.
+    pub not_after: SystemTime,
+}
+
+/// A certificate's serial number in hexadecimal, two digits per byte as openssl prints it
+/// (`openssl x509 -serial`, nginx's `$ssl_client_serial`), without DER's sign byte.
+pub fn serial_hex(cert: &Certificate) -> String {
+    let bytes = cert.tbs_certificate().serial_number().as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes[start..].iter().map(|b| format!("{b:02X}")).collect()
+}
+
 /// What the PEM files of one version hold.
 #[derive(Debug, Default)]
 pub struct PemCheck {
@@ -39,6 +63,9 @@ pub struct PemCheck {
     keys: Vec<(PathBuf, PublicKey)>,
     /// Earliest `notAfter` of the certificates of each file.
     pub expiry: Vec<(PathBuf, SystemTime)>,
+    /// The first certificate of each file (a leaf comes before its chain): what an app that
+    /// serves this file presents.
+    pub leaves: Vec<Leaf>,
     /// Why the version is not usable.
     pub problems: Vec<String>,
     /// What could not be checked.
@@ -113,6 +140,14 @@ impl PemCheck {
         let cert = Certificate::from_der(der)?;
         let tbs = cert.tbs_certificate();
         let not_after = tbs.validity().not_after.to_system_time();
+        if !self.leaves.iter().any(|l| l.path == path) {
+            self.leaves.push(Leaf {
+                path: path.to_path_buf(),
+                der: der.to_vec(),
+                serial: serial_hex(&cert),
+                not_after,
+            });
+        }
         match self.expiry.iter_mut().find(|(p, _)| p == path) {
             Some((_, t)) => *t = (*t).min(not_after),
             None => self.expiry.push((path.to_path_buf(), not_after)),

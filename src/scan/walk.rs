@@ -63,6 +63,7 @@ impl<'a> Scanning<'a> {
                 inconsistent: Vec::new(),
                 not_checked: Vec::new(),
                 cert_expiry: Vec::new(),
+                certs: Vec::new(),
                 content_time: None,
                 watch: BTreeMap::new(),
                 work: Budget {
@@ -97,6 +98,16 @@ impl<'a> Scanning<'a> {
         scan.inconsistent = pem.problems;
         scan.not_checked = pem.notes;
         scan.cert_expiry = pem.expiry;
+        scan.certs = pem
+            .leaves
+            .iter()
+            .map(|l| super::CertOnDisk {
+                path: l.path.clone(),
+                fingerprint: self.opts.key.digest(&l.der),
+                serial: l.serial.clone(),
+                not_after: l.not_after,
+            })
+            .collect();
         if scan.problems.is_empty() {
             let parts = scan
                 .files

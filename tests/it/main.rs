@@ -20,6 +20,7 @@ mod packaging;
 mod prometheus;
 mod props;
 mod restart;
+mod served;
 mod signal;
 mod support;
 mod verify;

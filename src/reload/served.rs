@@ -1,0 +1,178 @@
+//! The certificate an app serves, compared with the one on disk (`--verify-served-cert`).
+//!
+//! A reload signal or call that returns success says nothing about the certificate the app now
+//! presents: a worker may keep the old one, or the app may have failed to read the new key and
+//! gone on with the old pair. So the daemon connects where the app serves TLS (from the first
+//! byte, or after PostgreSQL's SSLRequest), reads the end-entity certificate of the handshake
+//! (no trust is needed to compare), and checks that it is the first certificate of one of the
+//! watched files. Only then does the reload count.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use der::Decode;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use x509_cert::Certificate;
+
+use super::tls;
+use crate::config::ServedCert;
+use crate::scan::CertOnDisk;
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
+use crate::scan::pem::serial_hex;
+
+/// Looks per confirmation after a reload.
+const PROBES: u32 = 5;
+/// Pause before the second look; doubles after each.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// PostgreSQL's SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
+
+/// What the app served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Keyed fingerprint of the certificate (DER).
+    pub fingerprint: Fingerprint,
+    /// Serial number, hexadecimal.
+    pub serial: String,
+    /// Expiry.
+    pub not_after: SystemTime,
+    /// Whether it is the first certificate of one of the version's files.
+    pub matches: bool,
+}
+
+/// The end-entity certificate served at `sc`, compared with the version's certificates.
+pub async fn look(
+    sc: &ServedCert,
+    disk: &[CertOnDisk],
+    key: &FingerprintKey,
+) -> Result<Served, String> {
+    let der = tokio::time::timeout(sc.timeout, fetch(sc))
+        .await
+        .map_err(|_| {
+            format!(
+                "{}: no TLS handshake within {} (the time limit)",
+                sc.label(),
+                humantime::format_duration(sc.timeout)
+            )
+        })??;
+    let cert = Certificate::from_der(&der).map_err(|e| {
+        format!(
+            "{} serves a certificate that does not parse: {e}",
+            sc.label()
+        )
+    })?;
+    let fingerprint = key.digest(&der);
+    Ok(Served {
+        fingerprint,
+        serial: serial_hex(&cert),
+        not_after: cert.tbs_certificate().validity().not_after.to_system_time(),
+        matches: disk.iter().any(|c| c.fingerprint == fingerprint),
+    })
+}
+
+/// After a reload: looks until the app serves a certificate of `disk` or the looks are used up.
+pub async fn confirm(
+    sc: &ServedCert,
+    disk: &[CertOnDisk],
+    key: &FingerprintKey,
+    mut seen: impl FnMut(&Served),
+) -> Result<String, String> {
+    let mut pause = FIRST_PAUSE;
+    let mut last = String::new();
+    for probe in 1..=PROBES {
+        match look(sc, disk, key).await {
+            Ok(s) => {
+                seen(&s);
+                if s.matches {
+                    return Ok(format!(
+                        "{} serves the certificate on disk (serial {}, look {probe})",
+                        sc.label(),
+                        s.serial
+                    ));
+                }
+                last = mismatch(sc, disk, &s);
+            }
+            Err(e) => last = e,
+        }
+        if probe < PROBES {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+    Err(format!("reloaded, but after {PROBES} looks {last}"))
+}
+
+/// What differs, for messages.
+pub fn mismatch(sc: &ServedCert, disk: &[CertOnDisk], s: &Served) -> String {
+    let disk: Vec<String> = disk
+        .iter()
+        .map(|c| format!("{} serial {}", crate::text::path(&c.path), c.serial))
+        .collect();
+    let disk = if disk.is_empty() {
+        "no certificate is in the watched files".to_string()
+    } else {
+        format!("on disk: {}", disk.join(", "))
+    };
+    format!(
+        "{} serves the certificate with serial {} (fingerprint {}), not the one on disk ({disk}): \
+         the reload did not take (a worker kept the old one, or the app cannot read the new files)",
+        sc.label(),
+        s.serial,
+        s.fingerprint.short()
+    )
+}
+
+/// The DER of the end-entity certificate of a TLS handshake with `sc`.
+async fn fetch(sc: &ServedCert) -> Result<Vec<u8>, String> {
+    let label = sc.label();
+    let mut tcp = TcpStream::connect((sc.host.as_str(), sc.port))
+        .await
+        .map_err(|e| format!("cannot connect to {label}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    if sc.postgres {
+        tcp.write_all(&SSL_REQUEST)
+            .await
+            .map_err(|e| format!("{label}: cannot send the SSLRequest: {e}"))?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer)
+            .await
+            .map_err(|e| format!("{label}: no answer to the SSLRequest: {e}"))?;
+        match answer[0] {
+            b'S' => {}
+            b'N' => {
+                return Err(format!(
+                    "{label}: PostgreSQL does not offer TLS (ssl = off)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{label}: not a PostgreSQL server (SSLRequest answered oddly)"
+                ));
+            }
+        }
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let config = tls::capturing(slot.clone())?;
+    let name = ServerName::try_from(sc.host.clone()).map_err(|_| {
+        format!(
+            "'{}' is not a host name or address",
+            crate::text::value(&sc.host)
+        )
+    })?;
+    let handshake = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    // The certificate arrives before the handshake ends: a server that then asks for a client
+    // certificate has shown it all the same.
+    let der = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (der, handshake) {
+        (Some(der), _) => Ok(der),
+        (None, Err(e)) => Err(format!("TLS handshake with {label} failed: {e}")),
+        (None, Ok(_)) => Err(format!(
+            "{label} completed a TLS handshake without a certificate"
+        )),
+    }
+}
