@@ -45,6 +45,8 @@ pub struct AtomicWriter {
     dir: PathBuf,
     /// Symlink order of this kubelet.
     order: SymlinkOrder,
+    /// The pod's fsGroup: files are given this group, as kubelet does.
+    group: Option<u32>,
 }
 
 impl AtomicWriter {
@@ -53,7 +55,14 @@ impl AtomicWriter {
         AtomicWriter {
             dir: dir.into(),
             order: SymlinkOrder::AfterSwap,
+            group: None,
         }
+    }
+
+    /// The same writer for a pod with `fsGroup: gid`: every file it writes belongs to that group.
+    pub fn with_group(mut self, gid: u32) -> Self {
+        self.group = Some(gid);
+        self
     }
 
     /// The same writer with another symlink order.
@@ -105,6 +114,9 @@ impl AtomicWriter {
                 fs::create_dir_all(parent)?;
             }
             fs::write(&path, &k.data)?;
+            if let Some(gid) = self.group {
+                std::os::unix::fs::chown(&path, None, Some(gid))?;
+            }
             fs::set_permissions(&path, fs::Permissions::from_mode(k.mode))?;
         }
 

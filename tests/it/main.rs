@@ -17,6 +17,7 @@ mod library;
 mod lifecycle;
 mod nginx;
 mod packaging;
+mod postgres;
 mod prometheus;
 mod props;
 mod restart;
