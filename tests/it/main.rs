@@ -9,6 +9,7 @@ mod cli;
 mod consistency;
 mod doctor;
 mod faults;
+mod haproxy;
 mod hostile;
 mod http;
 mod https;
