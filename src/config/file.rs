@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 use super::{
     AccessPolicy, ActionConfig, ExecConfig, Findings, GroupConfig, GroupDefaults, HttpConfig,
-    ReloadOnStart, SignalConfig, TargetDefaults, exec_argv, flags, parse, selector, target,
-    watch_paths,
+    ReloadOnStart, SignalConfig, TargetDefaults, TlsClient, exec_argv, flags, parse, selector,
+    target, watch_paths,
 };
 
 #[derive(Deserialize)]
@@ -70,6 +70,7 @@ enum FileTarget {
         verify_url: Option<String>,
         verify_contains: Option<String>,
         verify_served_cert: Option<String>,
+        tls: Option<FileTls>,
     },
     Signal {
         name: Option<String>,
@@ -82,6 +83,7 @@ enum FileTarget {
         verify_url: Option<String>,
         verify_contains: Option<String>,
         verify_served_cert: Option<String>,
+        tls: Option<FileTls>,
     },
     Exec {
         name: Option<String>,
@@ -90,10 +92,50 @@ enum FileTarget {
         verify_url: Option<String>,
         verify_contains: Option<String>,
         verify_served_cert: Option<String>,
+        tls: Option<FileTls>,
     },
 }
 
+/// A target's TLS options for its https:// URLs (the `--tls-*` flags' fields).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
 impl FileTarget {
+    /// The target's own TLS options, or the flags' (`at`: where it is, for messages).
+    fn tls(
+        &self,
+        defaults: Option<&std::sync::Arc<TlsClient>>,
+        at: &str,
+        f: &mut Findings,
+    ) -> Option<std::sync::Arc<TlsClient>> {
+        let (FileTarget::Http { tls, .. }
+        | FileTarget::Signal { tls, .. }
+        | FileTarget::Exec { tls, .. }) = self;
+        let Some(t) = tls else {
+            return defaults.cloned();
+        };
+        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+            f.error(format!(
+                "{at}tls: client_cert_file and client_key_file go together (mTLS needs both)"
+            ));
+        }
+        Some(std::sync::Arc::new(TlsClient {
+            ca_file: t.ca_file.clone(),
+            client_cert_file: t.client_cert_file.clone(),
+            client_key_file: t.client_key_file.clone(),
+            server_name: t.server_name.clone(),
+            insecure_skip_verify: t.insecure_skip_verify,
+        }))
+    }
+
     /// `verify_served_cert`, which every kind of target has.
     fn served_cert(&self) -> Option<&str> {
         match self {
@@ -231,6 +273,7 @@ pub(crate) fn parse(
             .enumerate()
             .filter_map(|(ti, t)| {
                 let at = format!("{at}.targets[{ti}].");
+                let tls = t.tls(group_defaults.tls.as_ref(), &at, f);
                 let verify = match t.verify() {
                     (None, None) => group_defaults.verify.clone(),
                     (url, contains) => flags::verify(
@@ -242,7 +285,7 @@ pub(crate) fn parse(
                     )
                     .map(|mut v| {
                         let at = format!("{at}verify_url");
-                        flags::secure(&mut v.endpoint, group_defaults.tls.as_ref(), &at, f);
+                        flags::secure(&mut v.endpoint, tls.as_ref(), &at, f);
                         v
                     }),
                 };
@@ -252,7 +295,11 @@ pub(crate) fn parse(
                         .map_err(|e| f.error(format!("{at}verify_served_cert: {e}")))
                         .ok(),
                 };
-                let (name, action) = file_target(t, &at, &group_defaults, f)?;
+                let own = TargetDefaults {
+                    tls: tls.clone(),
+                    ..group_defaults.clone()
+                };
+                let (name, action) = file_target(t, &at, &own, f)?;
                 if let Some(n) = &name
                     && (n.is_empty() || n.chars().any(char::is_control))
                 {

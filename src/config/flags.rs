@@ -408,7 +408,8 @@ pub(crate) fn secure(
         Some(t) if t.ca_file.is_some() => {}
         _ => f.error(format!(
             "{given_as} {label}: an https:// URL needs --tls-ca-file (the image has no system CA \
-             roots) or --tls-insecure-skip-verify"
+             roots) or --tls-insecure-skip-verify (in the config file: the target's tls.ca_file or \
+             tls.insecure_skip_verify)"
         )),
     }
     endpoint.tls = tls.cloned();

@@ -408,3 +408,71 @@ fn https_failures_name_the_missing_issuer_the_names_carried_and_a_missing_client
         assert_eq!(status["targets"][0]["stale"], true, "{status}");
     }
 }
+
+#[test]
+fn a_config_file_target_carries_its_own_tls_for_its_reload_and_verify_calls() {
+    let s = Setup::new();
+    let app = s.dir.path().join("app");
+    let w = AtomicWriter::new(&app);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let client = s.dir.path().join("client");
+    let tls = serde_json::json!({
+        "ca_file": s.path("server-ca.crt"),
+        "server_name": "reload.test",
+        "client_cert_file": client.join("tls.crt"),
+        "client_key_file": client.join("tls.key"),
+    });
+    let config = serde_json::json!({"groups": [{
+        "name": "app",
+        "watch": [app],
+        "min_reload_interval": "0s",
+        "targets": [{
+            "type": "http",
+            "name": "nginx",
+            "url": format!("https://127.0.0.1:{}/-/reload", s.port),
+            "verify_url": format!("https://127.0.0.1:{}/ready", s.port),
+            "tls": tls,
+        }],
+    }]});
+    let file = s.dir.path().join("config.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let d = Daemon::start(&["--config", file.to_str().unwrap()]);
+    d.wait_ready();
+    w.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "a verified reload",
+        || {
+            d.metric(
+                "verify_total",
+                &[("target", "nginx"), ("result", "success")],
+            )
+        },
+        |v| v.is_some_and(|v| v >= 1.0),
+    );
+    let r = s.nginx.requests();
+    assert!(
+        r.iter()
+            .filter(|(serial, status)| serial == "1001" && status == "200")
+            .count()
+            >= 2,
+        "the reload call and the verify probe, both with the client certificate: {r:?}"
+    );
+    let status = d.status();
+    let target = &status["config"]["groups"][0]["targets"][0];
+    assert_eq!(
+        target["verify"]["tls"]["server_name"], "reload.test",
+        "{target}"
+    );
+
+    // An unknown TLS field is an error at start, named.
+    let mut bad = config.clone();
+    bad["groups"][0]["targets"][0]["tls"]["ca"] = "x".into();
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ca"), "{err}");
+}
