@@ -69,7 +69,7 @@ async fn served_check(
     };
     match crate::reload::served::look(sc, &scan.certs, key).await {
         Ok(s) if s.matches => check(
-            "served certificate",
+            "served cert",
             true,
             format!(
                 "{} serves serial {}, the certificate on disk",
@@ -78,7 +78,7 @@ async fn served_check(
             ),
         ),
         Ok(s) => check(
-            "served certificate",
+            "served cert",
             false,
             format!(
                 "{} serves serial {}; disk: {disk}: the app did not take the new certificate \
@@ -87,7 +87,7 @@ async fn served_check(
                 s.serial
             ),
         ),
-        Err(e) => check("served certificate", false, e),
+        Err(e) => check("served cert", false, e),
     }
 }
 
