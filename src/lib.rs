@@ -30,8 +30,7 @@
 //!   read it ([`assess::access`]).
 //! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
 //!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`] with
-//!   [`reload::tls`],
-//!   [`reload::exec`], [`reload::verify`]).
+//!   [`reload::tls`], [`reload::exec`], [`reload::verify`], [`reload::served`]).
 //! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
 //!   confused with another ([`process::handle`]), identities ([`process::identity`]).
 //! - [`report`]: the status board ([`report::status`]), metrics ([`report::metrics`]), the admin
