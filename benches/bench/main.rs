@@ -22,6 +22,7 @@ mod scale;
 mod stalls;
 mod storm;
 mod throughput;
+mod tls;
 mod util;
 
 use std::fmt::Write as _;
@@ -63,6 +64,10 @@ pub struct Figures {
     pub storm: Option<(usize, usize, Option<Duration>)>,
     pub admin: Vec<admin::AdminRow>,
     pub stalls: Vec<stalls::StallRow>,
+    /// Swap → call over plain HTTP and over HTTPS, one run.
+    pub tls: Option<(Stats, Stats)>,
+    /// Swap → nginx's new certificate confirmed served.
+    pub served: Option<Stats>,
 }
 
 fn main() {
@@ -113,15 +118,26 @@ fn main() {
     if wanted("throughput") {
         throughput::run(&mut out);
     }
+    if wanted("tls") {
+        tls::run(&mut out, &o, &mut f);
+    }
     if wanted("admin") {
         admin::run(&mut out, &o, &mut f);
     }
     if wanted("stalls") {
         stalls::run(&mut out, &o, &mut f);
     }
-    if ["latency", "footprint", "scale", "storm", "admin", "stalls"]
-        .iter()
-        .any(|s| wanted(s))
+    if [
+        "latency",
+        "footprint",
+        "scale",
+        "storm",
+        "tls",
+        "admin",
+        "stalls",
+    ]
+    .iter()
+    .any(|s| wanted(s))
     {
         goals(&mut out, &o, &f);
         notes(&mut out, &f);
@@ -373,6 +389,21 @@ fn notes(out: &mut String, f: &Figures) {
              {:.2}× ({:+.3} ms).",
             ours / floor,
             ours - floor
+        ));
+    }
+    if let Some((plain, tls)) = &f.tls {
+        lines.push(format!(
+            "**TLS**: swap → HTTPS call median {:.3} ms against {:.3} ms over plain HTTP in the \
+             same run ({:+.3} ms, the kept-alive session carrying the call).",
+            tls.median,
+            plain.median,
+            tls.median - plain.median
+        ));
+    }
+    if let Some(s) = med(&f.served) {
+        lines.push(format!(
+            "**Served certificate**: swap → the daemon confirmed nginx serves the new \
+             certificate, median {s:.1} ms (SIGHUP, nginx's new workers, the daemon's looks)."
         ));
     }
     if let (Some(ours), Some(cmr)) = (med(&f.http_fast), med(&f.cmr_http)) {

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -45,12 +45,15 @@ struct Server {
     idle: AtomicUsize,
     hits: Arc<Hits>,
     file: Option<PathBuf>,
+    /// HTTPS: each connection is a rustls session (the stamp is the first decrypted byte).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A blocking HTTP endpoint: every request is answered 200 and stamped.
 pub struct HttpProbe {
     pub addr: SocketAddr,
     hits: Arc<Hits>,
+    https: bool,
 }
 
 impl HttpProbe {
@@ -60,6 +63,30 @@ impl HttpProbe {
 
     /// A probe that also reads the first line of `file` at every request.
     pub fn start_reading(file: Option<PathBuf>) -> HttpProbe {
+        HttpProbe::start_with(file, None)
+    }
+
+    /// An HTTPS probe serving the certificate chain and key (PEM) given.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> HttpProbe {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("probe certificate");
+        let key = PrivateKeyDer::from_pem_slice(key_pem).expect("probe key");
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("probe TLS configuration");
+        HttpProbe::start_with(None, Some(Arc::new(cfg)))
+    }
+
+    fn start_with(file: Option<PathBuf>, tls: Option<Arc<rustls::ServerConfig>>) -> HttpProbe {
+        let https = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind probe");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Hits::default());
@@ -68,11 +95,12 @@ impl HttpProbe {
             idle: AtomicUsize::new(0),
             hits: hits.clone(),
             file,
+            tls,
         });
         for _ in 0..SPARE {
             spawn_acceptor(&server);
         }
-        HttpProbe { addr, hits }
+        HttpProbe { addr, hits, https }
     }
 
     /// The URL of path `/-/reload`.
@@ -82,7 +110,8 @@ impl HttpProbe {
 
     /// The URL of `path` (which starts with `/`).
     pub fn url_for(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Drops stamps of earlier calls.
@@ -138,7 +167,16 @@ fn spawn_acceptor(server: &Arc<Server>) {
                 match accepted {
                     Ok((stream, _)) => {
                         let mut replenish = replenish;
-                        serve(stream, &server, &mut replenish);
+                        let _ = stream.set_nodelay(true);
+                        match &server.tls {
+                            None => serve(stream, &server, &mut replenish),
+                            Some(cfg) => {
+                                if let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) {
+                                    let tls = rustls::StreamOwned::new(conn, stream);
+                                    serve(tls, &server, &mut replenish);
+                                }
+                            }
+                        }
                         if replenish {
                             spawn_acceptor(&server);
                         }
@@ -162,8 +200,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Serves the requests of one connection until it closes.
-fn serve(mut s: TcpStream, server: &Arc<Server>, replenish: &mut bool) {
-    let _ = s.set_nodelay(true);
+fn serve<S: Read + Write>(mut s: S, server: &Arc<Server>, replenish: &mut bool) {
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     let mut served = 0usize;
@@ -228,7 +265,7 @@ fn serve(mut s: TcpStream, server: &Arc<Server>, replenish: &mut bool) {
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f).ok())
             .map(|t| t.lines().next().unwrap_or("").to_string());
-        let written = s.write_all(response);
+        let written = s.write_all(response).and_then(|()| s.flush());
         server.hits.queue.lock().unwrap().push_back(Hit {
             at,
             path,

@@ -23,10 +23,10 @@ use crate::scan::CertOnDisk;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::pem::serial_hex;
 
-/// Looks per confirmation after a reload.
-const PROBES: u32 = 5;
+/// Looks per confirmation after a reload (over about 3 s).
+const PROBES: u32 = 7;
 /// Pause before the second look; doubles after each.
-const FIRST_PAUSE: Duration = Duration::from_millis(200);
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// PostgreSQL's SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
 
