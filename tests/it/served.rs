@@ -206,3 +206,61 @@ fn a_rotation_nginx_cannot_take_stays_stale_with_served_and_disk_shown() {
         "{text}"
     );
 }
+
+#[test]
+fn a_look_that_finds_the_old_certificate_served_makes_the_target_act_until_it_is_served() {
+    let dir = tempdir();
+    let vol = dir.path().join("tls");
+    let w = AtomicWriter::new(&vol);
+    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
+    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
+    let s2 = serial(dir.path(), &crt2);
+    w.write(&[("tls.crt", &crt2), ("tls.key", &key2)]).unwrap();
+    // nginx serves its own copy, still v1, while the watched volume holds v2; the daemon is
+    // told the app holds what is on disk (`--reload-on-start never`): only the look can tell.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::write(copy.join("tls.crt"), &crt1).unwrap();
+    std::fs::write(copy.join("tls.key"), &key1).unwrap();
+    let port = free_port();
+    let conf = nginx_conf(dir.path(), &copy, port);
+    let served = format!("127.0.0.1:{port}");
+    let d = nginx_and_daemon(
+        dir.path(),
+        &conf,
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--process-name",
+            "nginx",
+            "--verify-served-cert",
+            &served,
+            "--reload-on-start",
+            "never",
+            "--min-reload-interval",
+            "0",
+            "--retry-backoff-max",
+            "300ms",
+        ],
+    );
+    d.wait_ready();
+    // The look at start finds v1: the target is stale and acts (SIGHUP), which cannot help
+    // while nginx's copy is old.
+    let t = eventually(
+        "a failed attempt after the look at start",
+        || d.status()["targets"][0].clone(),
+        |t| t["last_attempt"]["result"] == "failure",
+    );
+    assert_eq!(t["stale"], true, "{t}");
+    assert!(d.log().contains("reloading again"), "{}", d.log());
+    // The copy catches up: the next attempt's SIGHUP makes nginx serve v2, and it counts.
+    std::fs::write(copy.join("tls.key"), &key2).unwrap();
+    std::fs::write(copy.join("tls.crt"), &crt2).unwrap();
+    let t = eventually(
+        "the target applied once nginx serves v2",
+        || d.status()["targets"][0].clone(),
+        |t| t["stale"] == false && t["served_certificate"]["serial"] == s2.as_str(),
+    );
+    assert_eq!(t["last_attempt"]["result"], "success", "{t}");
+    assert!(served_subject(port).contains("CN=v2"));
+}
