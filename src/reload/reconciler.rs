@@ -59,8 +59,10 @@ impl Reconciler {
         let mut progress: Option<Progress> = None;
         // The last message of a wait, logged once.
         let mut last_wait: Option<String> = None;
-        // The resync round whose served certificate was looked at (`--verify-served-cert`).
+        // The resync round whose served certificate was looked at (`--verify-served-cert`), and
+        // when to look again after a look that could not read it (the app not listening yet).
         let mut served_round: Option<u64> = None;
+        let mut look_again: Option<(Instant, Duration)> = None;
         loop {
             let desired = self.rx.borrow_and_update().clone();
             let Some(desired) = desired else {
@@ -85,17 +87,27 @@ impl Reconciler {
                 Some(p) => p,
                 None => progress.insert(self.start(&v)),
             };
-            if p.applied == Some(v.fingerprint) && served_round != Some(v.resync_round) {
+            let due = look_again.is_some_and(|(at, _)| Instant::now() >= at);
+            if p.applied == Some(v.fingerprint) && (served_round != Some(v.resync_round) || due) {
                 served_round = Some(v.resync_round);
-                self.recheck_served(&v, p).await;
+                look_again = if self.recheck_served(&v, p).await {
+                    None
+                } else {
+                    // Unreadable: looked at again with a growing pause (1 s … 30 s).
+                    let pause =
+                        look_again.map_or(LOOK_AGAIN_FIRST, |(_, d)| (d * 2).min(LOOK_AGAIN_MAX));
+                    Some((Instant::now() + pause, pause))
+                };
             }
             self.show_desired(&v, p);
             match p.next_step(&v, &limits, Instant::now()) {
                 Step::Rest => {
                     self.settle(p, &v, desired.scan_ns);
+                    let again = look_again.map(|(at, _)| at);
                     tokio::select! {
                         r = self.rx.changed() => if r.is_err() { return },
                         _ = stopped(&mut stop) => return,
+                        _ = sleep_until_some(again) => {}
                     }
                 }
                 Step::CoalesceUntil(ready) => {
@@ -111,6 +123,7 @@ impl Reconciler {
                     // verification) is boxed where it runs.
                     let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
                     served_round = Some(v.resync_round);
+                    look_again = None;
                     if let Some(delay) = after.delay {
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -269,21 +282,25 @@ impl Reconciler {
     }
 
     /// At start and at each resync, with the version applied: is the certificate on disk what
-    /// the app serves? When not, the target does not hold the version, and acts again.
-    async fn recheck_served(&self, v: &Version, p: &mut Progress) {
+    /// the app serves? When not, the target does not hold the version, and acts again. `false`
+    /// when the served certificate could not be read (to be looked at again).
+    async fn recheck_served(&self, v: &Version, p: &mut Progress) -> bool {
         let Some(sc) = &self.cfg().served_cert else {
-            return;
+            return true;
         };
         match Box::pin(served::look(sc, &v.certs, &self.key)).await {
             Ok(s) => {
                 self.saw_served(v, &s);
                 if !s.matches {
-                    tracing::warn!(version = %v.fingerprint, "{}; reloading again", served::mismatch(sc, &v.certs, &s));
+                    let why = served::mismatch(sc, &v.certs, &s);
+                    tracing::warn!(version = %v.fingerprint, "{why}; reloading again");
                     p.applied = None;
                 }
+                true
             }
             Err(e) => {
-                tracing::warn!(version = %v.fingerprint, "cannot read the served certificate: {e}")
+                tracing::warn!(version = %v.fingerprint, "cannot read the served certificate: {e}");
+                false
             }
         }
     }
@@ -364,6 +381,19 @@ impl Reconciler {
             _ => {}
         }
         t.stale = stale;
+    }
+}
+
+/// First pause before looking again at a served certificate that could not be read.
+const LOOK_AGAIN_FIRST: Duration = Duration::from_secs(1);
+/// Longest such pause.
+const LOOK_AGAIN_MAX: Duration = Duration::from_secs(30);
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
