@@ -193,6 +193,7 @@ async fn group(
             max_files: g.max_files,
             follow_external_symlinks: g.follow_external_symlinks,
             kinds: &[],
+            served_certs: g.targets.iter().any(|t| t.served_cert.is_some()),
         },
     );
     let selector = g.targets.iter().find_map(|t| match &t.action {

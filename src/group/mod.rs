@@ -389,6 +389,7 @@ fn read_content(
         max_files: cfg.max_files,
         follow_external_symlinks: cfg.follow_external_symlinks,
         kinds,
+        served_certs: cfg.targets.iter().any(|t| t.served_cert.is_some()),
     };
     match budget {
         Some(b) => scan::scan_within(&cfg.paths, opts, b),

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::{ActionError, Outcome, tls};
-use crate::config::{Endpoint, HttpConfig};
+use crate::config::{Endpoint, HttpConfig, TlsClient};
 use crate::group::Version;
 use crate::{files, text};
 
@@ -172,21 +172,18 @@ async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", endpoint.host_header()))?;
     let _ = stream.set_nodelay(true);
-    match (endpoint.is_https(), endpoint.tls.as_deref()) {
-        (false, _) => handshake(stream, None).await,
-        (true, Some(t)) => {
-            // The identity first: a file replaced during the handshake makes the next call
-            // connect again rather than keep a session made with the old material.
-            let identity = tls::identity(t);
-            let stream = tls::connect(t, &endpoint.host, stream).await?;
-            handshake(stream, Some(identity)).await
-        }
-        (true, None) => Err(
-            "an https:// URL needs --tls-ca-file (the image has no system CA roots) or \
-             --tls-insecure-skip-verify"
-                .into(),
-        ),
+    if !endpoint.is_https() {
+        return handshake(stream, None).await;
     }
+    // Without TLS options (never past the configuration's checks), the TLS set-up says what is
+    // missing.
+    let none = TlsClient::default();
+    let t = endpoint.tls.as_deref().unwrap_or(&none);
+    // The identity first: a file replaced during the handshake makes the next call connect
+    // again rather than keep a session made with the old material.
+    let identity = tls::identity(t);
+    let stream = tls::connect(t, &endpoint.host, stream).await?;
+    handshake(stream, Some(identity)).await
 }
 
 async fn handshake<S>(stream: S, tls: Option<tls::Identity>) -> Result<Kept, String>

@@ -92,6 +92,20 @@ fn read_pem(path: &Path, flag: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Stri
         .map_err(|e| format!("cannot read {flag} {}: {e}", text::path(path)))
 }
 
+/// The certificates (PEM) of `path`, given as `flag`: at least one.
+fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = text::path(path);
+    let certs = CertificateDer::pem_slice_iter(&read_pem(path, flag)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{flag} {shown} is not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{flag} {shown} holds no certificate (PEM 'BEGIN CERTIFICATE')"
+        ));
+    }
+    Ok(certs)
+}
+
 fn client_config(tls: &TlsClient, slot: &Slot) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
@@ -101,27 +115,14 @@ fn client_config(tls: &TlsClient, slot: &Slot) -> Result<ClientConfig, String> {
             "an https:// URL needs --tls-ca-file (the image has no system CA roots) or \
              --tls-insecure-skip-verify",
         )?;
-        let pem = read_pem(ca, "--tls-ca-file")?;
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                format!(
-                    "--tls-ca-file {} is not PEM certificates: {e}",
-                    text::path(ca)
-                )
-            })?;
+        for cert in certificates(ca, "--tls-ca-file")? {
             roots.add(cert).map_err(|e| {
                 format!(
                     "--tls-ca-file {} holds an unusable certificate: {e}",
                     text::path(ca)
                 )
             })?;
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "--tls-ca-file {} holds no certificate (PEM 'BEGIN CERTIFICATE')",
-                text::path(ca)
-            ));
         }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
@@ -140,20 +141,7 @@ fn client_config(tls: &TlsClient, slot: &Slot) -> Result<ClientConfig, String> {
     let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) else {
         return Ok(builder.with_no_client_auth());
     };
-    let chain = CertificateDer::pem_slice_iter(&read_pem(cert, "--tls-client-cert-file")?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            format!(
-                "--tls-client-cert-file {} is not PEM certificates: {e}",
-                text::path(cert)
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(format!(
-            "--tls-client-cert-file {} holds no certificate (PEM 'BEGIN CERTIFICATE')",
-            text::path(cert)
-        ));
-    }
+    let chain = certificates(cert, "--tls-client-cert-file")?;
     let key_der =
         PrivateKeyDer::from_pem_slice(&read_pem(key, "--tls-client-key-file")?).map_err(|_| {
             format!(

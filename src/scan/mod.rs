@@ -216,6 +216,9 @@ pub struct Options<'a> {
     pub follow_external_symlinks: bool,
     /// Whether each watched path was a directory when first seen (`None`: not seen yet).
     pub kinds: &'a [Option<bool>],
+    /// Record the first certificate of each file ([`Scan::certs`]): a target of the group
+    /// compares it with the one its app serves. Off, the scan does no work for it.
+    pub served_certs: bool,
 }
 
 /// A limit on the work of one scan: exceeded, the scan stops and is run again where it may take

@@ -64,8 +64,10 @@ pub struct PemCheck {
     /// Earliest `notAfter` of the certificates of each file.
     pub expiry: Vec<(PathBuf, SystemTime)>,
     /// The first certificate of each file (a leaf comes before its chain): what an app that
-    /// serves this file presents.
+    /// serves this file presents. Kept only with `keep_leaves`.
     pub leaves: Vec<Leaf>,
+    /// Whether to keep `leaves`.
+    pub keep_leaves: bool,
     /// Why the version is not usable.
     pub problems: Vec<String>,
     /// What could not be checked.
@@ -73,6 +75,14 @@ pub struct PemCheck {
 }
 
 impl PemCheck {
+    /// A check that keeps the first certificate of each file (`leaves`) when `leaves` is true.
+    pub fn new(leaves: bool) -> Self {
+        PemCheck {
+            keep_leaves: leaves,
+            ..PemCheck::default()
+        }
+    }
+
     /// Inspects one file; files without a PEM header are ignored.
     pub fn add_file(&mut self, path: &Path, content: &[u8]) {
         if !contains(content, b"-----BEGIN ") {
@@ -140,7 +150,7 @@ impl PemCheck {
         let cert = Certificate::from_der(der)?;
         let tbs = cert.tbs_certificate();
         let not_after = tbs.validity().not_after.to_system_time();
-        if !self.leaves.iter().any(|l| l.path == path) {
+        if self.keep_leaves && !self.leaves.iter().any(|l| l.path == path) {
             self.leaves.push(Leaf {
                 path: path.to_path_buf(),
                 der: der.to_vec(),

@@ -73,7 +73,7 @@ impl<'a> Scanning<'a> {
                 torn: false,
             },
             visited: HashSet::new(),
-            pem: PemCheck::default(),
+            pem: PemCheck::new(opts.served_certs),
             capped: false,
             resolved: Vec::new(),
         }
