@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use secret_reloader::scan::fingerprint::FingerprintKey;
 use secret_reloader::scan::{self, Scan};
@@ -20,6 +20,7 @@ fn scan_dir(dir: &Path) -> Scan {
             max_files: 100,
             follow_external_symlinks: false,
             kinds: &[],
+            served_certs: false,
         },
     )
 }
@@ -161,9 +162,15 @@ fn half_written_rotation_is_held_back_then_reloaded_once() {
         d.metric("content_blocked", &[("watch", "default")]),
         Some(1.0)
     );
-    // The writer's pause (the scenario's input): resyncs fall inside it. The daemon must have
-    // scanned again after it, and still hold the pair back.
-    std::thread::sleep(Duration::from_secs(2));
+    // The writer pauses: the daemon scans the half-written pair again (resyncs, each a point
+    // where it would act) and must still hold it back. Two more scans, then every target has
+    // acted on a scan after those.
+    let scans = status["watches"][0]["scans"].as_u64().unwrap();
+    eventually(
+        "two more scans of the half-written pair",
+        || d.status()["watches"][0]["scans"].as_u64(),
+        |n| n.is_some_and(|n| n >= scans + 2),
+    );
     let status = d.passed(now_ns());
     assert_eq!(status["targets"][0]["state"], "held", "{status}");
     assert_eq!(sink.count(), 0, "no reload into the mismatched pair");

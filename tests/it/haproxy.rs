@@ -8,11 +8,10 @@
 //! and picks the master (the top-level match).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::nginx::free_port;
 use crate::support::tls::{KeyKind, pair, served_subject};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, tempdir};
+use crate::support::{AtomicWriter, daemon_beside, eventually, tempdir};
 
 fn haproxy() -> &'static str {
     let path = "/usr/sbin/haproxy";
@@ -44,35 +43,28 @@ fn haproxy_serves_the_rotated_certificate_after_usr2_to_its_master() {
         ),
     )
     .unwrap();
-    let script = format!(
-        "{} -W -db -f {} >{}/haproxy.log 2>&1 & exec \"$0\" \"$@\"",
+    let app = format!(
+        "{} -W -db -f {} >{}/haproxy.log 2>&1",
         haproxy(),
         conf.display(),
         p.display()
     );
     let served = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--kill-child",
-        "sh",
-        "-c",
-    ])
-    .arg(&script)
-    .arg(bin())
-    .args([
-        "--watch",
-        vol.to_str().unwrap(),
-        "--process-name",
-        "haproxy",
-    ])
-    .args(["--signal", "USR2", "--verify-served-cert", &served])
-    .args(["--min-reload-interval", "0", "--listen", "127.0.0.1:0"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let d = Daemon::spawn(cmd);
+    let d = daemon_beside(
+        &app,
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--process-name",
+            "haproxy",
+            "--signal",
+            "USR2",
+            "--verify-served-cert",
+            &served,
+            "--min-reload-interval",
+            "0",
+        ],
+    );
     d.wait_ready();
     eventually(
         "HAProxy to serve v1",

@@ -7,11 +7,10 @@
 //! when the daemon (PID 1 there) ends, the kernel ends everything in the namespace.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::tls::{KeyKind, pair, served_subject};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, now_ns, tempdir};
+use crate::support::{AtomicWriter, Daemon, daemon_beside, eventually, now_ns, tempdir};
 
 /// Requires the Debian package: `.ci/run` installs it. Its absence is a failure, not a skip.
 fn nginx() -> &'static str {
@@ -59,28 +58,13 @@ fn signals_sent(d: &Daemon) -> f64 {
 
 /// nginx and the daemon (with `daemon_args`) in a new PID namespace.
 pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon {
-    let script = format!(
-        "{} -e {}/error.log -c {} & exec \"$0\" \"$@\"",
+    let app = format!(
+        "{} -e {}/error.log -c {}",
         nginx(),
         dir.display(),
         conf.display()
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--kill-child",
-        "sh",
-        "-c",
-        &script,
-        bin(),
-    ])
-    .args(daemon_args)
-    .args(["--listen", "127.0.0.1:0"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    Daemon::spawn(cmd)
+    daemon_beside(&app, daemon_args)
 }
 
 /// nginx serving the v1 pair already in `vol` (started clearly after that content), with the

@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use secret_reloader::demo::atomic_writer::Key;
 
 use crate::nginx::free_port;
-use crate::support::tls::{KeyKind, pair};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, tempdir};
+use crate::support::tls::{KeyKind, pair, serial, served_subject_postgres as served_subject};
+use crate::support::{AtomicWriter, daemon_beside, eventually, tempdir};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -29,38 +29,6 @@ fn account() -> (u32, u32) {
         .unwrap()
         .expect("the postgres account (created by the postgresql-15 package)");
     (u.uid.as_raw(), u.gid.as_raw())
-}
-
-fn serial(dir: &Path, pem: &str) -> String {
-    let f = dir.join("serial.pem");
-    std::fs::write(&f, pem).unwrap();
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_string()
-}
-
-/// The subject PostgreSQL on `port` serves, as `openssl s_client -starttls postgres` sees it.
-fn served_subject(port: u16) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-starttls", "postgres", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find(|l| l.starts_with("subject="))
-            .unwrap_or("")
-            .replace(' ', ""),
-        Err(_) => String::new(),
-    }
 }
 
 fn tls_keys(crt: &str, key: &str) -> BTreeMap<String, Key> {
@@ -132,33 +100,25 @@ fn postgres_serves_the_rotated_certificate_after_sighup_to_the_postmaster() {
 
     // PostgreSQL in the background, the daemon as PID 1 of a new PID namespace.
     let served = format!("postgres://127.0.0.1:{port}");
-    let script = format!(
+    let app = format!(
         "setpriv --reuid postgres --regid postgres --clear-groups {BIN}/postgres -D {} \
-         >{d}/postgres.log 2>&1 & exec \"$0\" \"$@\"",
+         >{d}/postgres.log 2>&1",
         data.display()
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--kill-child",
-        "sh",
-        "-c",
-    ])
-    .arg(&script)
-    .arg(bin())
-    .args([
-        "--watch",
-        vol.to_str().unwrap(),
-        "--process-name",
-        "postgres",
-    ])
-    .args(["--verify-served-cert", &served, "--listen", "127.0.0.1:0"])
-    .args(["--min-reload-interval", "0"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let daemon = Daemon::spawn(cmd);
+    let vol_s = vol.to_str().unwrap();
+    let daemon = daemon_beside(
+        &app,
+        &[
+            "--watch",
+            vol_s,
+            "--process-name",
+            "postgres",
+            "--verify-served-cert",
+            &served,
+            "--min-reload-interval",
+            "0",
+        ],
+    );
     daemon.wait_ready();
     eventually(
         "PostgreSQL to serve v1",

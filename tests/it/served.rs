@@ -8,45 +8,34 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::nginx::{free_port, nginx_and_daemon, nginx_conf};
-use crate::support::tls::{KeyKind, pair, served_subject};
+use crate::support::tls::{KeyKind, pair, serial, served_subject};
 use crate::support::{AtomicWriter, Daemon, bin, eventually, tempdir};
-
-/// The serial of a PEM certificate, as openssl prints it.
-fn serial(dir: &Path, pem: &str) -> String {
-    let f = dir.join(format!("serial-{}.pem", crate::support::unique()));
-    std::fs::write(&f, pem).unwrap();
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(&f)
-        .output()
-        .expect("openssl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_string()
-}
 
 /// nginx serving the v1 pair in `vol`, and a daemon that signals it and checks what it serves.
 fn nginx_checked(dir: &Path, vol: &Path) -> (u16, Daemon) {
+    nginx_serving(dir, vol, vol, &[])
+}
+
+/// nginx serving the v1 pair in `from`, and a daemon watching `vol` (with `extra` flags) that
+/// signals it and checks what it serves.
+fn nginx_serving(dir: &Path, from: &Path, vol: &Path, extra: &[&str]) -> (u16, Daemon) {
     let port = free_port();
-    let conf = nginx_conf(dir, vol, port);
+    let conf = nginx_conf(dir, from, port);
     let served = format!("127.0.0.1:{port}");
-    let d = nginx_and_daemon(
-        dir,
-        &conf,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--process-name",
-            "nginx",
-            "--verify-served-cert",
-            &served,
-            "--min-reload-interval",
-            "0",
-            "--retry-backoff-max",
-            "500ms",
-        ],
-    );
+    let mut args = vec![
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        "nginx",
+        "--verify-served-cert",
+        &served,
+        "--min-reload-interval",
+        "0",
+        "--retry-backoff-max",
+        "300ms",
+    ];
+    args.extend(extra);
+    let d = nginx_and_daemon(dir, &conf, &args);
     d.wait_ready();
     eventually(
         "nginx to serve v1",
@@ -222,28 +211,7 @@ fn a_look_that_finds_the_old_certificate_served_makes_the_target_act_until_it_is
     std::fs::create_dir(&copy).unwrap();
     std::fs::write(copy.join("tls.crt"), &crt1).unwrap();
     std::fs::write(copy.join("tls.key"), &key1).unwrap();
-    let port = free_port();
-    let conf = nginx_conf(dir.path(), &copy, port);
-    let served = format!("127.0.0.1:{port}");
-    let d = nginx_and_daemon(
-        dir.path(),
-        &conf,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--process-name",
-            "nginx",
-            "--verify-served-cert",
-            &served,
-            "--reload-on-start",
-            "never",
-            "--min-reload-interval",
-            "0",
-            "--retry-backoff-max",
-            "300ms",
-        ],
-    );
-    d.wait_ready();
+    let (port, d) = nginx_serving(dir.path(), &copy, &vol, &["--reload-on-start", "never"]);
     // The look at start finds v1: the target is stale and acts (SIGHUP), which cannot help
     // while nginx's copy is old.
     let t = eventually(

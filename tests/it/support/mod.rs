@@ -505,6 +505,30 @@ pub fn daemon_for(watch: &[&Path], sink: &sink::Sink, extra: &[&str]) -> Daemon 
     d
 }
 
+/// The daemon (with `args` and `--listen 127.0.0.1:0`) as PID 1 of a new PID namespace, after
+/// `app` (a shell command, started there in the background first): as in a pod with
+/// `shareProcessNamespace: true`, a process selector sees that app only, and when the daemon
+/// ends the kernel ends the app too.
+pub fn daemon_beside(app: &str, args: &[&str]) -> Daemon {
+    let script = format!("{app} & exec \"$0\" \"$@\"");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "sh",
+        "-c",
+    ])
+    .arg(&script)
+    .arg(bin())
+    .args(args)
+    .args(["--listen", "127.0.0.1:0"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    Daemon::spawn(cmd)
+}
+
 /// Content older than any process started after this returns. Process start times count in
 /// 10 ms clock ticks: the order of a file's ctime and a process's start needs real time between
 /// them (this is the test's input, not a wait for the daemon).
