@@ -6,6 +6,7 @@
 //! never appear in a message.
 
 pub mod cli;
+pub mod compat;
 mod file;
 mod flags;
 mod model;
@@ -112,7 +113,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let cli = Cli::try_from_argv(argv).map_err(|e| ConfigError(vec![e.to_string()]))?;
         Config::from_args(&cli.run)
     }
 
@@ -150,12 +151,13 @@ fn build(
         .into_iter()
         .map(PathBuf::from)
         .collect::<Vec<_>>();
-    let reload_urls = flags::text_list(
+    let mut reload_urls = flags::text_list(
         &args.reload_url,
         "SECRET_RELOADER_RELOAD_URL",
         "--reload-url",
         &mut f,
     );
+    flags::prometheus_config_reloader(args, &mut reload_urls, &mut f);
     if let Some(url) = &args.verify_url {
         flags::warn_visible_query(url, "--verify-url", &mut f);
     }
@@ -296,6 +298,10 @@ fn build(
                 shutdown_grace: args.shutdown_grace,
                 state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
+                compat_metrics: compat::CompatMetrics::choose(
+                    args.compat_metrics.as_deref(),
+                    args.dialects,
+                ),
             },
             warnings: f.warnings,
         }),

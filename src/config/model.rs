@@ -47,6 +47,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Mount point of the PID namespace's procfs.
     pub proc_root: PathBuf,
+    /// Other tools' metric series exported too.
+    pub compat_metrics: super::compat::CompatMetrics,
 }
 
 /// Paths watched together, and what to reload when their content changes.
@@ -243,7 +245,8 @@ pub enum OnOff {
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable text.
+    /// Human-readable text (`logfmt`, prometheus-config-reloader's name, is accepted).
+    #[value(alias = "logfmt")]
     Text,
     /// One JSON object per line.
     Json,
@@ -260,6 +263,8 @@ pub enum LogLevel {
     Info,
     /// Also scans and decisions.
     Debug,
-    /// Everything, including raw filesystem events.
+    /// Everything, including raw filesystem events (`all`, prometheus-config-reloader's name, is
+    /// accepted).
+    #[value(alias = "all")]
     Trace,
 }

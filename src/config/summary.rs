@@ -21,6 +21,7 @@ impl Config {
             "fingerprint_key": if self.fingerprint_key_shared { "file" } else { "random per process" },
             "status_token": self.status_token_file.is_some(),
             "state_file": self.state_file.is_some(),
+            "compat_metrics": self.compat_metrics,
         })
     }
 }

@@ -203,6 +203,10 @@ impl Reconciler {
         }
         self.metrics
             .set_ambiguous(matches!(result, Err(ActionError::Ambiguous(_))));
+        if let Action::Http(a) = &self.action {
+            let (status, failure) = a.answered(result.is_ok());
+            self.metrics.call(status, failure);
+        }
         let fp = v.fingerprint;
         let ended = match &result {
             Ok(Outcome::Done(_)) => Ended::Done,

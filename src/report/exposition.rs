@@ -257,6 +257,7 @@ impl Metrics {
                 .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
                 .collect(),
         ));
+        out.extend(super::compat::families(self, &t));
         out.retain(|f| !f.get_metric().is_empty());
         out
     }
@@ -267,8 +268,18 @@ fn flag(b: &AtomicBool) -> f64 {
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    named(format!("secret_reloader_{name}"), help, kind, metrics)
+}
+
+/// A family with its full name (other tools' series, see [`compat`](super::compat)).
+pub(super) fn named(
+    name: String,
+    help: &str,
+    kind: MetricType,
+    metrics: Vec<Metric>,
+) -> MetricFamily {
     let mut f = MetricFamily::default();
-    f.set_name(format!("secret_reloader_{name}"));
+    f.set_name(name);
     f.set_help(help.to_string());
     f.set_field_type(kind);
     f.set_metric(metrics);
@@ -294,7 +305,7 @@ fn labelled(labels: &[(&str, &str)]) -> Metric {
     m
 }
 
-fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+pub(super) fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
     let mut m = labelled(labels);
     let mut g = Gauge::default();
     g.set_value(v);
@@ -302,7 +313,7 @@ fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
     m
 }
 
-fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
+pub(super) fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
     let mut m = labelled(labels);
     let mut c = Counter::default();
     c.set_value(v as f64);

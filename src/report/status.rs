@@ -394,6 +394,37 @@ impl Board {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Why the app must not start yet (`/startupz`, a native sidecar's startup probe): the first
+    /// scan not done, a watched path missing or unreadable, PEM material that does not fit, or a
+    /// file the app's identity cannot read (when that identity is known: --app-uid/--app-gid, or
+    /// a running target process). `None`: the credentials are there for the app.
+    pub fn startup_blocker(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("the first scan or the watches are not done".into());
+        }
+        for g in lock(&self.groups).iter() {
+            let g = lock(g);
+            let name = &g.name;
+            if let Some(p) = g.problems.first() {
+                return Some(format!("watch group '{name}': {}", p.message));
+            }
+            if let Some(h) = g.held_back.first() {
+                return Some(format!("watch group '{name}': held back: {}", h.detail));
+            }
+            let unreadable = g
+                .files
+                .iter()
+                .find_map(|f| f.access.as_ref().filter(|v| !v.readable).map(|v| (f, v)));
+            if let Some((f, v)) = unreadable {
+                return Some(format!(
+                    "watch group '{name}': the app cannot read {}: {}",
+                    f.path, v.reason
+                ));
+            }
+        }
+        None
+    }
+
     /// How many targets are stale, of how many.
     pub fn stale_targets(&self) -> (usize, usize) {
         let targets = lock(&self.targets);
