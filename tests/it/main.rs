@@ -6,6 +6,7 @@
 
 mod access;
 mod cli;
+mod compat;
 mod consistency;
 mod doctor;
 mod faults;
