@@ -133,6 +133,9 @@ pub async fn serve(
     let config = Arc::new(config);
     let board = Arc::new(Board::new(config.clone(), &sidecar));
     let metrics = Arc::new(Metrics::with_compat(config.compat_metrics));
+    if config.fingerprint_key_shared {
+        metrics.share_versions();
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
 

@@ -376,6 +376,7 @@ impl Reconciler {
     fn show_desired(&self, v: &Version, p: &Progress) {
         let stale = p.applied != Some(v.fingerprint);
         self.metrics.set_stale(stale);
+        self.metrics.set_applied(p.applied.map(|f| f.short()));
         let mut t = lock(&self.status);
         t.desired_fingerprint = Some(v.fingerprint.short());
         t.applied_fingerprint = p.applied.map(|f| f.short());

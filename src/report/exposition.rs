@@ -75,6 +75,22 @@ impl Metrics {
                 .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
                 .collect(),
         ));
+        let versions: Vec<Metric> = if self.shared_versions.load(Relaxed) {
+            t.iter()
+                .filter_map(|t| {
+                    let v = lock(&t.applied).clone()?;
+                    Some(gauge(&[("target", &t.name), ("version", &v)], 1.0))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push(family(
+            "applied_version_info",
+            "1 per target, labelled with the version it holds as a short keyed fingerprint; only with --fingerprint-key-file, so that replicas sharing the key compare.",
+            MetricType::GAUGE,
+            versions,
+        ));
         out.push(family(
             "target_state",
             "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",

@@ -203,6 +203,8 @@ pub struct TargetMetrics {
     pub(super) last_failed: AtomicBool,
     /// Duration of the last successful action, seconds.
     pub(super) last_success_duration: AtomicF64,
+    /// Short keyed fingerprint of the version it holds, when known.
+    pub(super) applied: Mutex<Option<String>>,
     /// The answers of an HTTP target's calls.
     pub(super) calls: Option<CallSeries>,
     pub(super) stale: AtomicBool,
@@ -239,6 +241,10 @@ impl TargetMetrics {
     /// Whether the target has not applied the current content.
     pub fn set_stale(&self, on: bool) {
         self.stale.store(on, Relaxed);
+    }
+    /// The version it holds (short keyed fingerprint), when known.
+    pub fn set_applied(&self, version: Option<String>) {
+        *lock(&self.applied) = version;
     }
     /// Whether its selector matches several unrelated processes.
     pub fn set_ambiguous(&self, on: bool) {
@@ -319,6 +325,8 @@ pub struct Metrics {
     pub(super) watched_paths: AtomicI64,
     /// Other tools' series exported too.
     pub(super) compat: CompatMetrics,
+    /// Fingerprints compare across pods (`--fingerprint-key-file`): `applied_version_info`.
+    pub(super) shared_versions: AtomicBool,
     /// The admin server's series.
     pub admin: AdminMetrics,
 }
@@ -373,6 +381,12 @@ impl Metrics {
     /// inotify was set up again after a fallback to polling.
     pub fn inotify_restored(&self) {
         self.inotify_restored.fetch_add(1, Relaxed);
+    }
+
+    /// Versions are fingerprinted with a key other pods share: export which one each target
+    /// holds (`applied_version_info`), so that Prometheus can count replicas per version.
+    pub fn share_versions(&self) {
+        self.shared_versions.store(true, Relaxed);
     }
 
     /// `n` inotify events were read.

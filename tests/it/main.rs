@@ -10,6 +10,7 @@ mod compat;
 mod consistency;
 mod doctor;
 mod faults;
+mod fleet;
 mod haproxy;
 mod hostile;
 mod http;
