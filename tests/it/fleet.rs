@@ -101,8 +101,7 @@ fn prometheus_counts_versions_across_replicas_and_names_the_ones_that_hold_back(
     let count =
         "secret_reloader:applied_versions:count{namespace=\"shop\",controller=\"web-6d5f8b7c9\"}";
     prom.wait_until("every replica scraped, one version", START_DEADLINE, || {
-        prom.value(&format!("count(up{{job=\"shop/secret-reloader\"}} == 1)"))
-            == Some(REPLICAS as f64)
+        prom.value("count(up{job=\"shop/secret-reloader\"} == 1)") == Some(REPLICAS as f64)
             && prom.value(count) == Some(1.0)
     });
 
