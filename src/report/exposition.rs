@@ -217,6 +217,7 @@ impl Metrics {
         ));
         let mut access = Vec::new();
         let mut expiry = Vec::new();
+        let mut tokens = Vec::new();
         for g in &g {
             let files = lock(&g.files);
             for (path, ok) in &files.0 {
@@ -227,6 +228,9 @@ impl Metrics {
             }
             for (path, t) in &files.1 {
                 expiry.push(gauge(&[("watch", &g.name), ("path", path)], *t));
+            }
+            for (path, t) in &files.2 {
+                tokens.push(gauge(&[("watch", &g.name), ("path", path)], *t));
             }
         }
         out.push(family(
@@ -240,6 +244,12 @@ impl Metrics {
             "Unix time the earliest certificate of the file expires.",
             MetricType::GAUGE,
             expiry,
+        ));
+        out.push(family(
+            "token_expiry_timestamp_seconds",
+            "Unix time the JWT a file holds expires (its exp claim; the signature is not checked).",
+            MetricType::GAUGE,
+            tokens,
         ));
         out.push(family(
             "watch_errors_total",

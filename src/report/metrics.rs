@@ -113,6 +113,14 @@ impl AtomicF64 {
     }
 }
 
+/// Per file of a group (paths as shown): readable by the app; earliest certificate expiry; a
+/// JWT's expiry (Unix seconds).
+pub(super) type FileSeries = (
+    BTreeMap<String, bool>,
+    BTreeMap<String, f64>,
+    BTreeMap<String, f64>,
+);
+
 /// The series of one watch group.
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
@@ -123,8 +131,8 @@ pub struct GroupMetrics {
     pub(super) polling: AtomicBool,
     pub(super) content_blocked: AtomicBool,
     pub(super) identity_drift: AtomicBool,
-    /// Per file: whether the app can read it; the earliest certificate expiry.
-    pub(super) files: Mutex<(BTreeMap<String, bool>, BTreeMap<String, f64>)>,
+    /// Per file: whether the app can read it; the earliest certificate expiry; a JWT's expiry.
+    pub(super) files: Mutex<FileSeries>,
 }
 
 impl GroupMetrics {
@@ -149,9 +157,15 @@ impl GroupMetrics {
     pub fn set_identity_drift(&self, on: bool) {
         self.identity_drift.store(on, Relaxed);
     }
-    /// Replaces the access verdicts (path → readable) and certificate expiries (path → unix).
-    pub fn set_files(&self, access: BTreeMap<String, bool>, expiry: BTreeMap<String, f64>) {
-        *lock(&self.files) = (access, expiry);
+    /// Replaces the access verdicts (path → readable), certificate expiries and token expiries
+    /// (path → unix).
+    pub fn set_files(
+        &self,
+        access: BTreeMap<String, bool>,
+        certs: BTreeMap<String, f64>,
+        tokens: BTreeMap<String, f64>,
+    ) {
+        *lock(&self.files) = (access, certs, tokens);
     }
 }
 
@@ -510,6 +524,7 @@ mod tests {
         g.set_files(
             BTreeMap::from([("/v/a".to_string(), true)]),
             BTreeMap::new(),
+            BTreeMap::from([("/v/token".to_string(), 1.9e9)]),
         );
         let text = m.encode();
         for name in [
@@ -524,6 +539,7 @@ mod tests {
             "content_blocked",
             "identity_drift",
             "file_access_ok",
+            "token_expiry_timestamp_seconds",
             "watch_errors_total",
             "last_reload_success_timestamp_seconds",
             "target_state",

@@ -148,6 +148,9 @@ pub struct FileStatus {
     /// When its earliest certificate expires.
     #[serde(serialize_with = "rfc3339")]
     pub cert_expires: Option<SystemTime>,
+    /// When the JWT it holds expires (`exp`).
+    #[serde(serialize_with = "rfc3339")]
+    pub token_expires: Option<SystemTime>,
 }
 
 /// Where a target's reconciler stands.
@@ -486,6 +489,11 @@ impl GroupStatus {
                     .map(|(_, v)| v.clone()),
                 cert_expires: scan
                     .cert_expiry
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, t)| *t),
+                token_expires: scan
+                    .token_expiry
                     .iter()
                     .find(|(p, _)| *p == f.path)
                     .map(|(_, t)| *t),

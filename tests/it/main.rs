@@ -27,5 +27,6 @@ mod restart;
 mod served;
 mod signal;
 mod support;
+mod tokens;
 mod verify;
 mod volumes;
