@@ -172,6 +172,22 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_RELOAD_TIMEOUT")]
     pub reload_timeout: Duration,
 
+    /// Fleets: delay the first reaction to a change by an offset in [0, DURATION) derived from
+    /// the pod's identity (--splay-identity-env), so that replicas watching one Secret spread
+    /// their reloads. Default: none.
+    #[arg(long, value_name = "DURATION", value_parser = duration, env = "SECRET_RELOADER_SPLAY")]
+    pub splay: Option<Duration>,
+
+    /// Environment variable naming the pod for --splay (e.g. POD_NAME from the downward API);
+    /// HOSTNAME falls back to the kernel's hostname, which Kubernetes sets to the pod's name.
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "HOSTNAME",
+        env = "SECRET_RELOADER_SPLAY_IDENTITY_ENV"
+    )]
+    pub splay_identity_env: String,
+
     /// Retries per version after the first failed attempt; then the version is reported failed
     /// until the next change or resync. Default: retry until it lands.
     #[arg(

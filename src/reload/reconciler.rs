@@ -55,6 +55,7 @@ impl Reconciler {
             min_interval: self.cfg().min_reload_interval,
             retries: self.cfg().retries,
             backoff_max: self.cfg().retry_backoff_max,
+            splay: self.cfg().splay_offset,
         };
         let mut progress: Option<Progress> = None;
         // The last message of a wait, logged once.
@@ -100,6 +101,7 @@ impl Reconciler {
                 };
             }
             self.show_desired(&v, p);
+            p.published(&v);
             match p.next_step(&v, &limits, Instant::now()) {
                 Step::Rest => {
                     self.settle(p, &v, desired.scan_ns);

@@ -26,6 +26,7 @@ mod props;
 mod restart;
 mod served;
 mod signal;
+mod splay;
 mod support;
 mod tokens;
 mod verify;
