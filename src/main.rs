@@ -3,14 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use secret_reloader::config::cli::{Cli, Command};
 use secret_reloader::daemon::{self, shutdown};
 use secret_reloader::report::logging;
 use secret_reloader::{Config, demo, doctor};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // Usage errors exit 2 with clap's message.
+    let cli = Cli::from_env(); // Usage errors exit 2 with clap's message.
     match cli.command {
         Some(Command::Demo(args)) => return code(demo::run(args)),
         Some(Command::DemoApp(args)) => return code(demo::app::run(args)),

@@ -1,5 +1,6 @@
 //! The command line: flags, their `SECRET_RELOADER_*` environment variables and the aliases that
-//! make secret-reloader a drop-in for configmap-reload.
+//! make secret-reloader a drop-in for configmap-reload and prometheus-config-reloader (see
+//! [`compat`](super::compat)).
 //!
 //! This module only describes and parses; `config` turns the parsed flags into a validated
 //! [`Config`](crate::config::Config), and every error there names the flag it is about.
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::compat::{CompatMetric, Dialects};
 use super::parse::duration;
 use super::{AccessPolicy, LogFormat, LogLevel, OnOff, ReloadOnStart};
 
@@ -24,6 +26,34 @@ pub struct Cli {
     /// Flags of the daemon.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl Cli {
+    /// Parses the process's command line (usage errors exit 2 with clap's message), noting which
+    /// other tools' flags it uses.
+    pub fn from_env() -> Cli {
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        Cli::parse_from(&argv).noting(&argv)
+    }
+
+    /// Parses `argv` (the program name first) as [`Cli::from_env`] does.
+    pub fn try_from_argv<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        Cli::try_parse_from(&argv).map(|cli| cli.noting(&argv))
+    }
+
+    fn noting(mut self, argv: &[OsString]) -> Cli {
+        let dialects = Dialects::of(argv);
+        self.run.dialects = dialects;
+        if let Some(Command::Doctor(d)) = &mut self.command {
+            d.run.dialects = dialects;
+        }
+        self
+    }
 }
 
 /// Subcommands.
@@ -49,15 +79,15 @@ pub struct RunArgs {
     #[arg(
         short = 'w',
         long = "watch",
-        visible_alias = "volume-dir",
+        visible_aliases = ["volume-dir", "watched-dir"],
         value_name = "PATH"
     )]
     pub watch: Vec<OsString>,
 
     /// Quiet period before acting on writers without a commit point (kubelet's `..data` swap
     /// skips it).
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = duration,
-          env = "SECRET_RELOADER_DEBOUNCE")]
+    #[arg(long, visible_alias = "delay-interval", value_name = "DURATION", default_value = "100ms",
+          value_parser = duration, env = "SECRET_RELOADER_DEBOUNCE")]
     pub debounce: Duration,
 
     /// Cap on the total wait of the quiet period while events keep arriving.
@@ -65,9 +95,9 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_DEBOUNCE_MAX")]
     pub debounce_max: Duration,
 
-    /// Safety net: rescan everything at this interval even without events.
-    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration,
-          env = "SECRET_RELOADER_RESYNC_INTERVAL")]
+    /// Safety net: rescan everything at this interval even without events (0: never).
+    #[arg(long, visible_alias = "watch-interval", value_name = "DURATION", default_value = "2m",
+          value_parser = duration, env = "SECRET_RELOADER_RESYNC_INTERVAL")]
     pub resync_interval: Duration,
 
     /// Poll at this interval instead of using inotify (network filesystems).
@@ -94,7 +124,9 @@ pub struct RunArgs {
     #[arg(long = "reload-url", visible_alias = "webhook-url", value_name = "URL")]
     pub reload_url: Vec<OsString>,
 
-    /// HTTP method of the reload call.
+    /// HTTP method of the reload call; `http` and `signal` mean what prometheus-config-reloader's
+    /// --reload-method means (a POST to the reload URL; SIGHUP to --process-name, `prometheus`
+    /// by default).
     #[arg(
         long,
         visible_alias = "webhook-method",
@@ -140,6 +172,22 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_RELOAD_TIMEOUT")]
     pub reload_timeout: Duration,
 
+    /// Fleets: delay the first reaction to a change by an offset in [0, DURATION) derived from
+    /// the pod's identity (--splay-identity-env), so that replicas watching one Secret spread
+    /// their reloads. Default: none.
+    #[arg(long, value_name = "DURATION", value_parser = duration, env = "SECRET_RELOADER_SPLAY")]
+    pub splay: Option<Duration>,
+
+    /// Environment variable naming the pod for --splay (e.g. POD_NAME from the downward API);
+    /// HOSTNAME falls back to the kernel's hostname, which Kubernetes sets to the pod's name.
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "HOSTNAME",
+        env = "SECRET_RELOADER_SPLAY_IDENTITY_ENV"
+    )]
+    pub splay_identity_env: String,
+
     /// Retries per version after the first failed attempt; then the version is reported failed
     /// until the next change or resync. Default: retry until it lands.
     #[arg(
@@ -160,7 +208,12 @@ pub struct RunArgs {
     pub signal: Option<String>,
 
     /// Target process by name (comm or argv[0] basename) in the shared PID namespace.
-    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_PROCESS_NAME")]
+    #[arg(
+        long,
+        visible_alias = "process-executable-name",
+        value_name = "NAME",
+        env = "SECRET_RELOADER_PROCESS_NAME"
+    )]
     pub process_name: Option<String>,
 
     /// Target process by a regular expression on its command line.
@@ -284,7 +337,7 @@ pub struct RunArgs {
     /// Address of /metrics, /status, /healthz and /readyz.
     #[arg(
         long,
-        visible_alias = "web.listen-address",
+        visible_aliases = ["web.listen-address", "listen-address"],
         value_name = "ADDR",
         default_value = "0.0.0.0:9533",
         env = "SECRET_RELOADER_LISTEN"
@@ -331,6 +384,44 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration,
           env = "SECRET_RELOADER_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
+
+    /// Also export the metric series of these tools (comma-separated:
+    /// prometheus-config-reloader, configmap-reload, none), so their dashboards and alerts keep
+    /// working. Default: the series of the tool whose flags are used.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LIST",
+        value_delimiter = ',',
+        env = "SECRET_RELOADER_COMPAT_METRICS"
+    )]
+    pub compat_metrics: Option<Vec<CompatMetric>>,
+
+    /// prometheus-config-reloader's environment substitution: not supported (refused with what
+    /// to do instead).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub config_file: Option<OsString>,
+
+    /// prometheus-config-reloader's output of the substitution: not supported.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub config_envsubst_file: Option<OsString>,
+
+    /// prometheus-config-reloader's TLS and authentication of its metrics: not supported.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub web_config_file: Option<OsString>,
+
+    /// prometheus-config-reloader's check of the runtime configuration: not used (warned).
+    #[arg(long = "runtimeinfo-url", value_name = "URL", hide = true)]
+    pub runtimeinfo_url: Option<String>,
+
+    /// prometheus-config-reloader's fixed retry interval: not used (warned); failed reloads are
+    /// retried with exponential backoff up to --retry-backoff-max.
+    #[arg(long, value_name = "DURATION", hide = true)]
+    pub retry_interval: Option<String>,
+
+    /// Which other tools' flags the command line uses (set by [`Cli::from_env`]).
+    #[arg(skip)]
+    pub dialects: Dialects,
 
     /// Where the PID namespace is mounted (tests point it elsewhere).
     #[arg(

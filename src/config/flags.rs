@@ -11,7 +11,7 @@ use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, PROXY_AUTHORIZATION}
 use super::cli::RunArgs;
 use super::{
     ActionConfig, Endpoint, ExecConfig, Findings, HttpConfig, SignalConfig, TlsClient, Verify,
-    parse,
+    compat, parse,
 };
 use crate::process::Selector;
 use crate::process::identity::Identity;
@@ -72,9 +72,79 @@ fn split_escaped(s: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// prometheus-config-reloader's flags that have no counterpart, and its default reload URL when
+/// its flags are used without a target.
+pub(crate) fn prometheus_config_reloader(
+    args: &RunArgs,
+    reload_urls: &mut Vec<String>,
+    f: &mut Findings,
+) {
+    if args.config_file.is_some() || args.config_envsubst_file.is_some() {
+        f.error(
+            "--config-file and --config-envsubst-file (prometheus-config-reloader's environment \
+             substitution) are not supported: secret-reloader never writes files. Mount the \
+             configuration where the app reads it and --watch its directory; move secrets into \
+             files of a Secret volume that the configuration names (password_file, \
+             credentials_file, tls_config), and --watch that volume too",
+        );
+    }
+    if args.web_config_file.is_some() {
+        f.error(
+            "--web-config-file (TLS and authentication of the metrics endpoint) is not supported: \
+             the admin port serves plain HTTP and never shows secret content; restrict it with a \
+             NetworkPolicy, and /status with --status-token-file",
+        );
+    }
+    if args.runtimeinfo_url.is_some() {
+        f.warn(
+            "--runtimeinfo-url is not used: a signal counts as delivered when the process handles \
+             it; give --verify-url to check the app's state after a reload",
+        );
+    }
+    if args.retry_interval.is_some() {
+        f.warn(
+            "--retry-interval is not used: failed reloads are retried with exponential backoff \
+             from 250ms up to --retry-backoff-max",
+        );
+    }
+    let method = compat::reload_method(&args.reload_method);
+    if method == Some(compat::ReloadMethod::Signal) {
+        if !reload_urls.is_empty() {
+            f.warn("--reload-url is not used with --reload-method=signal");
+            reload_urls.clear();
+        }
+        return;
+    }
+    if args.dialects.prometheus_config_reloader
+        && reload_urls.is_empty()
+        && !any_action_flag(args, reload_urls)
+    {
+        f.warn(format!(
+            "no --reload-url: calling {} (prometheus-config-reloader's default)",
+            compat::PROMETHEUS_RELOAD_URL
+        ));
+        reload_urls.push(compat::PROMETHEUS_RELOAD_URL.to_string());
+    }
+}
+
+/// The process a signal target selects: the flags', or prometheus-config-reloader's default
+/// with `--reload-method=signal`.
+fn process_name(args: &RunArgs) -> Option<&str> {
+    let signal_method =
+        compat::reload_method(&args.reload_method) == Some(compat::ReloadMethod::Signal);
+    match &args.process_name {
+        Some(n) => Some(n),
+        None if signal_method && args.process_cmdline.is_none() && args.pid_file.is_none() => {
+            Some(compat::PROMETHEUS_PROCESS)
+        }
+        None => None,
+    }
+}
+
 /// Whether any flag that makes an action was given (valid or not).
 pub(crate) fn any_action_flag(args: &RunArgs, reload_urls: &[String]) -> bool {
-    !reload_urls.is_empty()
+    compat::reload_method(&args.reload_method) == Some(compat::ReloadMethod::Signal)
+        || !reload_urls.is_empty()
         || !args.exec.is_empty()
         || args.signal.is_some()
         || args.process_name.is_some()
@@ -157,8 +227,12 @@ pub(crate) fn cli_actions(
         ],
     }
     .build(f);
-    let method =
-        parse::method(&args.reload_method).map_err(|e| f.error(format!("--reload-method: {e}")));
+    // prometheus-config-reloader's `http` is a POST; its `signal` makes no HTTP call.
+    let method = match compat::reload_method(&args.reload_method) {
+        Some(_) => parse::method("POST"),
+        None => parse::method(&args.reload_method),
+    }
+    .map_err(|e| f.error(format!("--reload-method: {e}")));
     let status = parse::status(args.reload_expected_status)
         .map_err(|e| f.error(format!("--reload-expected-status: {e}")));
     if reload_urls.is_empty()
@@ -191,7 +265,7 @@ pub(crate) fn cli_actions(
         }
     }
     let selector = selector(
-        args.process_name.as_deref(),
+        process_name(args),
         args.process_cmdline.as_deref(),
         args.pid_file.as_deref(),
         "--",

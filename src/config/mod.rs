@@ -6,6 +6,7 @@
 //! never appear in a message.
 
 pub mod cli;
+pub mod compat;
 mod file;
 mod flags;
 mod model;
@@ -73,6 +74,8 @@ pub(crate) struct TargetDefaults {
     pub tls: Option<std::sync::Arc<TlsClient>>,
     /// `--verify-served-cert`.
     pub served_cert: Option<ServedCert>,
+    /// `--splay`: this pod's offset.
+    pub splay_offset: Duration,
 }
 
 /// Group settings taken from the flags; the config file may override them per group.
@@ -112,7 +115,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let cli = Cli::try_from_argv(argv).map_err(|e| ConfigError(vec![e.to_string()]))?;
         Config::from_args(&cli.run)
     }
 
@@ -150,12 +153,13 @@ fn build(
         .into_iter()
         .map(PathBuf::from)
         .collect::<Vec<_>>();
-    let reload_urls = flags::text_list(
+    let mut reload_urls = flags::text_list(
         &args.reload_url,
         "SECRET_RELOADER_RELOAD_URL",
         "--reload-url",
         &mut f,
     );
+    flags::prometheus_config_reloader(args, &mut reload_urls, &mut f);
     if let Some(url) = &args.verify_url {
         flags::warn_visible_query(url, "--verify-url", &mut f);
     }
@@ -170,7 +174,12 @@ fn build(
     if let Some(v) = &mut verify {
         flags::secure(&mut v.endpoint, tls.as_ref(), "--verify-url", &mut f);
     }
+    let splay = args
+        .splay
+        .filter(|w| !w.is_zero())
+        .and_then(|window| splay(window, &args.splay_identity_env, &mut f));
     let defaults = TargetDefaults {
+        splay_offset: splay.as_ref().map_or(Duration::ZERO, |s| s.offset),
         min_reload_interval: args.min_reload_interval,
         reload_on_start: args.reload_on_start,
         retries: args.reload_retries,
@@ -296,11 +305,51 @@ fn build(
                 shutdown_grace: args.shutdown_grace,
                 state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
+                compat_metrics: compat::CompatMetrics::choose(
+                    args.compat_metrics.as_deref(),
+                    args.dialects,
+                ),
+                splay,
             },
             warnings: f.warnings,
         }),
         _ => Err(ConfigError(f.errors)),
     }
+}
+
+/// `--splay WINDOW`: this pod's offset, `WINDOW · h / 2^64` with `h` the first 8 bytes (big
+/// endian) of SHA-256 of the pod's identity, read from `var`.
+fn splay(window: Duration, var: &str, f: &mut Findings) -> Option<Splay> {
+    let from_env = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    // Kubernetes sets the kernel's hostname to the pod's name, also in images without a shell.
+    let identity = from_env.or_else(|| {
+        (var == "HOSTNAME")
+            .then(|| {
+                files::read_limited(std::path::Path::new("/proc/sys/kernel/hostname"), 256).ok()
+            })
+            .flatten()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    });
+    let Some(identity) = identity else {
+        f.error(format!(
+            "--splay needs the pod's identity, but {var} is not set: set it from the downward API \
+             (env: [{{name: {var}, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]) or name \
+             another variable with --splay-identity-env"
+        ));
+        return None;
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(identity.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let fraction = u64::from_be_bytes(first) as f64 / 2f64.powi(64);
+    Some(Splay {
+        window,
+        identity_from: var.to_string(),
+        offset: window.mul_f64(fraction),
+    })
 }
 
 fn fingerprint_key(args: &RunArgs, f: &mut Findings) -> (FingerprintKey, bool) {
@@ -352,6 +401,7 @@ pub(crate) fn target(name: String, action: ActionConfig, d: &TargetDefaults) -> 
         retry_backoff_max: d.retry_backoff_max,
         verify: d.verify.clone(),
         served_cert: d.served_cert.clone(),
+        splay_offset: d.splay_offset,
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Mount point of the PID namespace's procfs.
     pub proc_root: PathBuf,
+    /// Other tools' metric series exported too.
+    pub compat_metrics: super::compat::CompatMetrics,
+    /// `--splay`, when given.
+    pub splay: Option<Splay>,
 }
 
 /// Paths watched together, and what to reload when their content changes.
@@ -96,6 +100,19 @@ pub struct TargetConfig {
     /// The certificate the app serves, compared with the one on disk after each reload and at
     /// each resync; the reload counts only when they are the same.
     pub served_cert: Option<ServedCert>,
+    /// `--splay`: how long the first reaction to a change waits (zero: none).
+    pub splay_offset: Duration,
+}
+
+/// `--splay`: the window, where the pod's identity came from, and this pod's offset in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splay {
+    /// The window, `[0, window)`.
+    pub window: Duration,
+    /// The variable the identity was read from.
+    pub identity_from: String,
+    /// This pod's offset.
+    pub offset: Duration,
 }
 
 /// Where the app serves the certificate of the watched files.
@@ -243,7 +260,8 @@ pub enum OnOff {
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable text.
+    /// Human-readable text (`logfmt`, prometheus-config-reloader's name, is accepted).
+    #[value(alias = "logfmt")]
     Text,
     /// One JSON object per line.
     Json,
@@ -260,6 +278,8 @@ pub enum LogLevel {
     Info,
     /// Also scans and decisions.
     Debug,
-    /// Everything, including raw filesystem events.
+    /// Everything, including raw filesystem events (`all`, prometheus-config-reloader's name, is
+    /// accepted).
+    #[value(alias = "all")]
     Trace,
 }

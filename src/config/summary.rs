@@ -21,6 +21,13 @@ impl Config {
             "fingerprint_key": if self.fingerprint_key_shared { "file" } else { "random per process" },
             "status_token": self.status_token_file.is_some(),
             "state_file": self.state_file.is_some(),
+            "compat_metrics": self.compat_metrics,
+            "splay": self.splay.as_ref().map(|s| json!({
+                "window": dur(s.window),
+                "identity_from": s.identity_from,
+                "offset": dur(s.offset),
+                "offset_ms": s.offset.as_millis() as u64,
+            })),
         })
     }
 }

@@ -132,7 +132,10 @@ pub async fn serve(
     let sidecar = Sidecar::current(&procfs);
     let config = Arc::new(config);
     let board = Arc::new(Board::new(config.clone(), &sidecar));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_compat(config.compat_metrics));
+    if config.fingerprint_key_shared {
+        metrics.share_versions();
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
 
@@ -201,7 +204,7 @@ pub async fn serve(
             wake,
             tx,
             status: board.register_group(&cfg.name),
-            metrics: metrics.register_group(&cfg.name),
+            metrics: metrics.register_group(&cfg.name, cfg.paths.len()),
             daemon_metrics: metrics.clone(),
             timing,
             ready: Some(ready_tx),
@@ -219,15 +222,7 @@ pub async fn serve(
                 action: Action::new(&t.action, &procfs, cfg.app.as_ref(), &t.name, &cfg.name),
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),
-                metrics: {
-                    let m = metrics.register_target(
-                        &t.name,
-                        t.verify.is_some(),
-                        t.served_cert.is_some(),
-                    );
-                    m.set_tls_insecure(t.tls_insecure_skip_verify());
-                    m
-                },
+                metrics: metrics.register_target(t),
                 state_file: state_file.clone(),
                 key: key.clone(),
             };

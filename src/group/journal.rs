@@ -141,12 +141,11 @@ impl GroupTask {
         }
         j.readable
             .retain(|p, _| a.verdicts.iter().any(|(q, _)| q == p));
-        let expiry = scan
-            .cert_expiry
-            .iter()
-            .map(|(p, t)| (text::path(p), unix(*t)))
-            .collect();
-        self.metrics.set_files(access, expiry);
+        let times = |of: &[(std::path::PathBuf, std::time::SystemTime)]| {
+            of.iter().map(|(p, t)| (text::path(p), unix(*t))).collect()
+        };
+        self.metrics
+            .set_files(access, times(&scan.cert_expiry), times(&scan.token_expiry));
     }
 
     pub(super) fn report_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {

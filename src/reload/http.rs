@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::{ActionError, Outcome, tls};
 use crate::config::{Endpoint, HttpConfig, TlsClient};
 use crate::group::Version;
+use crate::report::metrics::CallFailure;
 use crate::{files, text};
 
 /// Most of a response body read (to let the app finish writing); the rest is dropped.
@@ -48,12 +49,30 @@ pub struct HttpAction {
     cfg: HttpConfig,
     /// The connection of the last call, when the endpoint kept it alive.
     kept: Option<Kept>,
+    /// The status the last call was answered with (`None`: no answer).
+    answered: Option<u16>,
 }
 
 impl HttpAction {
     /// An action for `cfg`.
     pub fn new(cfg: HttpConfig) -> Self {
-        HttpAction { cfg, kept: None }
+        HttpAction {
+            cfg,
+            kept: None,
+            answered: None,
+        }
+    }
+
+    /// The last call's status (`None`: no answer), and why an attempt that did not succeed
+    /// (`ok` false) failed.
+    pub fn answered(&self, ok: bool) -> (Option<u16>, Option<CallFailure>) {
+        let failure = match self.answered {
+            _ if ok => None,
+            None => Some(CallFailure::NoAnswer),
+            Some(s) if s != self.cfg.expected_status => Some(CallFailure::Status),
+            Some(_) => Some(CallFailure::Verification),
+        };
+        (self.answered, failure)
     }
 
     /// The extra headers of a call: configured ones, files read now, the bearer token, and the
@@ -96,11 +115,15 @@ impl HttpAction {
 
     /// Makes the reload call for `version`.
     pub async fn call(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+        self.answered = None;
         let headers = self.headers(version)?;
         let (method, label) = (self.cfg.method.clone(), self.cfg.endpoint.label());
         let timeout = self.cfg.timeout;
         let status = match tokio::time::timeout(timeout, self.exchange(&headers)).await {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                self.answered = Some(status);
+                status
+            }
             Ok(Err(e)) => return Err(ActionError::Failed(format!("{method} {label}: {e}"))),
             Err(_) => {
                 self.kept = None;

@@ -42,6 +42,8 @@ pub struct Progress {
     pub last_action: Option<Instant>,
     /// Version to send even if the process looks newer (`--reload-on-start always`).
     pub force: Option<Fingerprint>,
+    /// When the first version the target does not hold was seen (`--splay` counts from it).
+    pub first_unapplied: Option<Instant>,
 }
 
 /// Limits of a target's retries.
@@ -53,6 +55,8 @@ pub struct Limits {
     pub retries: Option<u32>,
     /// Cap of the backoff.
     pub backoff_max: Duration,
+    /// `--splay`: the first reaction to a change waits this long after it was seen.
+    pub splay: Duration,
 }
 
 /// What to do about the desired version now.
@@ -99,10 +103,26 @@ impl Progress {
         self.applied != Some(v.fingerprint) && self.gave_up != Some((v.fingerprint, v.resync_round))
     }
 
+    /// Notes that `v` was published: the first version the target does not hold after a change
+    /// (not at start) starts the splay.
+    pub fn published(&mut self, v: &Version) {
+        if self.needs(v) && !v.at_start && self.first_unapplied.is_none() {
+            self.first_unapplied = Some(v.seen_at);
+        }
+    }
+
     /// The step for `v` at `now`.
     pub fn next_step(&self, v: &Version, limits: &Limits, now: Instant) -> Step {
         if !self.needs(v) {
             return Step::Rest;
+        }
+        // Fleets: the first reaction to a change waits for this pod's turn; what arrives
+        // meanwhile coalesces, and newer versions do not postpone it.
+        if let Some(first) = self.first_unapplied
+            && let Some(turn) = first.checked_add(limits.splay)
+            && now < turn
+        {
+            return Step::CoalesceUntil(turn);
         }
         if let Some(last) = self.last_action
             && let Some(ready) = last.checked_add(limits.min_interval)
@@ -221,7 +241,46 @@ mod tests {
         min_interval: Duration::from_secs(1),
         retries: Some(2),
         backoff_max: Duration::from_secs(30),
+        splay: Duration::ZERO,
     };
+
+    #[test]
+    fn splay_delays_the_first_reaction_and_newer_versions_coalesce_into_it() {
+        let limits = Limits {
+            splay: Duration::from_secs(3),
+            ..LIMITS
+        };
+        let t0 = Instant::now();
+        let (a, mut b, mut c) = (version("a", 0), version("b", 0), version("c", 0));
+        let mut p = Progress {
+            applied: Some(a.fingerprint),
+            ..Progress::default()
+        };
+        b.seen_at = t0;
+        p.published(&b);
+        let turn = t0 + Duration::from_secs(3);
+        assert_eq!(p.next_step(&b, &limits, t0), Step::CoalesceUntil(turn));
+        // A newer version during the wait: the same turn, not a later one.
+        c.seen_at = t0 + Duration::from_secs(2);
+        p.published(&c);
+        assert_eq!(
+            p.next_step(&c, &limits, c.seen_at),
+            Step::CoalesceUntil(turn)
+        );
+        assert_eq!(p.next_step(&c, &limits, turn), Step::Act { force: false });
+        // A failure is retried with the backoff, not a second splay.
+        p.after(&c, turn, Ended::Failed, &limits, 0.5);
+        let later = turn + Duration::from_secs(2);
+        assert_eq!(p.next_step(&c, &limits, later), Step::Act { force: false });
+        p.after(&c, later, Ended::Done, &limits, 0.5);
+        assert_eq!(p.first_unapplied, None);
+        // At start there is nothing to spread: acted on as without --splay.
+        let mut d = version("d", 0);
+        d.at_start = true;
+        let mut fresh = Progress::default();
+        fresh.published(&d);
+        assert_eq!(fresh.next_step(&d, &limits, t0), Step::Act { force: false });
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

@@ -55,6 +55,7 @@ impl Reconciler {
             min_interval: self.cfg().min_reload_interval,
             retries: self.cfg().retries,
             backoff_max: self.cfg().retry_backoff_max,
+            splay: self.cfg().splay_offset,
         };
         let mut progress: Option<Progress> = None;
         // The last message of a wait, logged once.
@@ -100,6 +101,7 @@ impl Reconciler {
                 };
             }
             self.show_desired(&v, p);
+            p.published(&v);
             match p.next_step(&v, &limits, Instant::now()) {
                 Step::Rest => {
                     self.settle(p, &v, desired.scan_ns);
@@ -203,6 +205,10 @@ impl Reconciler {
         }
         self.metrics
             .set_ambiguous(matches!(result, Err(ActionError::Ambiguous(_))));
+        if let Action::Http(a) = &self.action {
+            let (status, failure) = a.answered(result.is_ok());
+            self.metrics.call(status, failure);
+        }
         let fp = v.fingerprint;
         let ended = match &result {
             Ok(Outcome::Done(_)) => Ended::Done,
@@ -372,6 +378,7 @@ impl Reconciler {
     fn show_desired(&self, v: &Version, p: &Progress) {
         let stale = p.applied != Some(v.fingerprint);
         self.metrics.set_stale(stale);
+        self.metrics.set_applied(p.applied.map(|f| f.short()));
         let mut t = lock(&self.status);
         t.desired_fingerprint = Some(v.fingerprint.short());
         t.applied_fingerprint = p.applied.map(|f| f.short());

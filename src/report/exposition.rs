@@ -75,6 +75,22 @@ impl Metrics {
                 .map(|t| gauge(&[("target", &t.name)], flag(&t.stale)))
                 .collect(),
         ));
+        let versions: Vec<Metric> = if self.shared_versions.load(Relaxed) {
+            t.iter()
+                .filter_map(|t| {
+                    let v = lock(&t.applied).clone()?;
+                    Some(gauge(&[("target", &t.name), ("version", &v)], 1.0))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push(family(
+            "applied_version_info",
+            "1 per target, labelled with the version it holds as a short keyed fingerprint; only with --fingerprint-key-file, so that replicas sharing the key compare.",
+            MetricType::GAUGE,
+            versions,
+        ));
         out.push(family(
             "target_state",
             "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
@@ -201,6 +217,7 @@ impl Metrics {
         ));
         let mut access = Vec::new();
         let mut expiry = Vec::new();
+        let mut tokens = Vec::new();
         for g in &g {
             let files = lock(&g.files);
             for (path, ok) in &files.0 {
@@ -211,6 +228,9 @@ impl Metrics {
             }
             for (path, t) in &files.1 {
                 expiry.push(gauge(&[("watch", &g.name), ("path", path)], *t));
+            }
+            for (path, t) in &files.2 {
+                tokens.push(gauge(&[("watch", &g.name), ("path", path)], *t));
             }
         }
         out.push(family(
@@ -224,6 +244,12 @@ impl Metrics {
             "Unix time the earliest certificate of the file expires.",
             MetricType::GAUGE,
             expiry,
+        ));
+        out.push(family(
+            "token_expiry_timestamp_seconds",
+            "Unix time the JWT a file holds expires (its exp claim; the signature is not checked).",
+            MetricType::GAUGE,
+            tokens,
         ));
         out.push(family(
             "watch_errors_total",
@@ -257,6 +283,7 @@ impl Metrics {
                 .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
                 .collect(),
         ));
+        out.extend(super::compat::families(self, &t));
         out.retain(|f| !f.get_metric().is_empty());
         out
     }
@@ -267,8 +294,18 @@ fn flag(b: &AtomicBool) -> f64 {
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    named(format!("secret_reloader_{name}"), help, kind, metrics)
+}
+
+/// A family with its full name (other tools' series, see [`compat`](super::compat)).
+pub(super) fn named(
+    name: String,
+    help: &str,
+    kind: MetricType,
+    metrics: Vec<Metric>,
+) -> MetricFamily {
     let mut f = MetricFamily::default();
-    f.set_name(format!("secret_reloader_{name}"));
+    f.set_name(name);
     f.set_help(help.to_string());
     f.set_field_type(kind);
     f.set_metric(metrics);
@@ -294,7 +331,7 @@ fn labelled(labels: &[(&str, &str)]) -> Metric {
     m
 }
 
-fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+pub(super) fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
     let mut m = labelled(labels);
     let mut g = Gauge::default();
     g.set_value(v);
@@ -302,7 +339,7 @@ fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
     m
 }
 
-fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
+pub(super) fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
     let mut m = labelled(labels);
     let mut c = Counter::default();
     c.set_value(v as f64);

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::status::TargetState;
+use crate::config::TargetConfig;
+use crate::config::compat::CompatMetrics;
 use crate::lock;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
@@ -111,6 +113,14 @@ impl AtomicF64 {
     }
 }
 
+/// Per file of a group (paths as shown): readable by the app; earliest certificate expiry; a
+/// JWT's expiry (Unix seconds).
+pub(super) type FileSeries = (
+    BTreeMap<String, bool>,
+    BTreeMap<String, f64>,
+    BTreeMap<String, f64>,
+);
+
 /// The series of one watch group.
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
@@ -121,8 +131,8 @@ pub struct GroupMetrics {
     pub(super) polling: AtomicBool,
     pub(super) content_blocked: AtomicBool,
     pub(super) identity_drift: AtomicBool,
-    /// Per file: whether the app can read it; the earliest certificate expiry.
-    pub(super) files: Mutex<(BTreeMap<String, bool>, BTreeMap<String, f64>)>,
+    /// Per file: whether the app can read it; the earliest certificate expiry; a JWT's expiry.
+    pub(super) files: Mutex<FileSeries>,
 }
 
 impl GroupMetrics {
@@ -147,10 +157,53 @@ impl GroupMetrics {
     pub fn set_identity_drift(&self, on: bool) {
         self.identity_drift.store(on, Relaxed);
     }
-    /// Replaces the access verdicts (path → readable) and certificate expiries (path → unix).
-    pub fn set_files(&self, access: BTreeMap<String, bool>, expiry: BTreeMap<String, f64>) {
-        *lock(&self.files) = (access, expiry);
+    /// Replaces the access verdicts (path → readable), certificate expiries and token expiries
+    /// (path → unix).
+    pub fn set_files(
+        &self,
+        access: BTreeMap<String, bool>,
+        certs: BTreeMap<String, f64>,
+        tokens: BTreeMap<String, f64>,
+    ) {
+        *lock(&self.files) = (access, certs, tokens);
     }
+}
+
+/// Why an HTTP reload call failed, as configmap-reload's `request_errors_total` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// No answer: the connection failed or timed out, or the request could not be made.
+    NoAnswer,
+    /// An answer with another status than the expected one.
+    Status,
+    /// The expected status, but the verification after it failed.
+    Verification,
+}
+
+impl CallFailure {
+    pub(super) const ALL: [CallFailure; 3] = [
+        CallFailure::NoAnswer,
+        CallFailure::Status,
+        CallFailure::Verification,
+    ];
+
+    /// configmap-reload's `reason` label (`verification` is this daemon's own).
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            CallFailure::NoAnswer => "client_request_do",
+            CallFailure::Status => "client_response",
+            CallFailure::Verification => "verification",
+        }
+    }
+}
+
+/// What the HTTP calls of a target answered, for configmap-reload's series.
+#[derive(Debug, Default)]
+pub(super) struct CallSeries {
+    /// (status, calls answered with it), in the order first seen.
+    pub(super) statuses: Mutex<Vec<(u16, u64)>>,
+    /// Failures by [`CallFailure`].
+    pub(super) failures: [AtomicU64; 3],
 }
 
 /// The series of one target.
@@ -160,6 +213,14 @@ pub struct TargetMetrics {
     pub(super) successes: AtomicU64,
     pub(super) failures: AtomicU64,
     pub(super) last_success: AtomicF64,
+    /// Whether the last action failed.
+    pub(super) last_failed: AtomicBool,
+    /// Duration of the last successful action, seconds.
+    pub(super) last_success_duration: AtomicF64,
+    /// Short keyed fingerprint of the version it holds, when known.
+    pub(super) applied: Mutex<Option<String>>,
+    /// The answers of an HTTP target's calls.
+    pub(super) calls: Option<CallSeries>,
     pub(super) stale: AtomicBool,
     pub(super) ambiguous: AtomicBool,
     /// An https:// call of the target accepts any certificate (`--tls-insecure-skip-verify`).
@@ -177,13 +238,15 @@ pub struct TargetMetrics {
 impl TargetMetrics {
     /// A reload action that took `took`; `ok` when it succeeded, at `unix` seconds.
     pub fn action(&self, ok: bool, took: Duration, unix: f64) {
+        let secs = took.as_secs_f64();
         if ok {
             self.successes.fetch_add(1, Relaxed);
             self.last_success.set(unix);
+            self.last_success_duration.set(secs);
         } else {
             self.failures.fetch_add(1, Relaxed);
         }
-        let secs = took.as_secs_f64();
+        self.last_failed.store(!ok, Relaxed);
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Relaxed);
         }
@@ -192,6 +255,10 @@ impl TargetMetrics {
     /// Whether the target has not applied the current content.
     pub fn set_stale(&self, on: bool) {
         self.stale.store(on, Relaxed);
+    }
+    /// The version it holds (short keyed fingerprint), when known.
+    pub fn set_applied(&self, version: Option<String>) {
+        *lock(&self.applied) = version;
     }
     /// Whether its selector matches several unrelated processes.
     pub fn set_ambiguous(&self, on: bool) {
@@ -206,9 +273,22 @@ impl TargetMetrics {
             looked.store(true, Relaxed);
         }
     }
-    /// Whether an https:// call of the target accepts any certificate.
-    pub fn set_tls_insecure(&self, on: bool) {
-        self.tls_insecure.store(on, Relaxed);
+    /// An HTTP call answered `status` (`None`: no answer); `failure`: why the attempt failed, if
+    /// it did.
+    pub fn call(&self, status: Option<u16>, failure: Option<CallFailure>) {
+        let Some(calls) = &self.calls else {
+            return;
+        };
+        if let Some(status) = status {
+            let mut seen = lock(&calls.statuses);
+            match seen.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((status, 1)),
+            }
+        }
+        if let Some(i) = failure.and_then(|f| CallFailure::ALL.iter().position(|c| *c == f)) {
+            calls.failures[i].fetch_add(1, Relaxed);
+        }
     }
     /// Where its reconciler stands.
     pub fn set_state(&self, state: TargetState) {
@@ -253,37 +333,52 @@ pub struct Metrics {
     pub(super) targets: Mutex<Vec<Arc<TargetMetrics>>>,
     pub(super) watch_errors: [AtomicU64; 6],
     pub(super) inotify_restored: AtomicU64,
+    /// inotify events read (prometheus-config-reloader's `watch_events_total`).
+    pub(super) watch_events: AtomicU64,
+    /// Watched paths, every group's (its `watches`).
+    pub(super) watched_paths: AtomicI64,
+    /// Other tools' series exported too.
+    pub(super) compat: CompatMetrics,
+    /// Fingerprints compare across pods (`--fingerprint-key-file`): `applied_version_info`.
+    pub(super) shared_versions: AtomicBool,
     /// The admin server's series.
     pub admin: AdminMetrics,
 }
 
 impl Metrics {
-    /// No series yet.
+    /// No series yet, and only the daemon's own.
     pub fn new() -> Metrics {
         Metrics::default()
     }
 
-    /// The series of a new watch group.
-    pub fn register_group(&self, name: &str) -> Arc<GroupMetrics> {
+    /// No series yet; `compat`: other tools' series exported too.
+    pub fn with_compat(compat: CompatMetrics) -> Metrics {
+        Metrics {
+            compat,
+            ..Default::default()
+        }
+    }
+
+    /// The series of a new watch group that watches `paths` paths.
+    pub fn register_group(&self, name: &str, paths: usize) -> Arc<GroupMetrics> {
         let g = Arc::new(GroupMetrics {
             name: name.to_string(),
             ..Default::default()
         });
+        self.watched_paths.fetch_add(paths as i64, Relaxed);
         lock(&self.groups).push(g.clone());
         g
     }
 
-    /// The series of a new target; `verifies`: it has a verify URL.
-    pub fn register_target(
-        &self,
-        name: &str,
-        verifies: bool,
-        checks_served: bool,
-    ) -> Arc<TargetMetrics> {
+    /// The series of a new target.
+    pub fn register_target(&self, cfg: &TargetConfig) -> Arc<TargetMetrics> {
         let t = Arc::new(TargetMetrics {
-            name: name.to_string(),
-            verify: verifies.then(Default::default),
-            served: checks_served.then(Default::default),
+            name: cfg.name.clone(),
+            verify: cfg.verify.is_some().then(Default::default),
+            served: cfg.served_cert.is_some().then(Default::default),
+            calls: matches!(cfg.action, crate::config::ActionConfig::Http(_))
+                .then(Default::default),
+            tls_insecure: AtomicBool::new(cfg.tls_insecure_skip_verify()),
             ..Default::default()
         });
         lock(&self.targets).push(t.clone());
@@ -301,23 +396,135 @@ impl Metrics {
     pub fn inotify_restored(&self) {
         self.inotify_restored.fetch_add(1, Relaxed);
     }
+
+    /// Versions are fingerprinted with a key other pods share: export which one each target
+    /// holds (`applied_version_info`), so that Prometheus can count replicas per version.
+    pub fn share_versions(&self) {
+        self.shared_versions.store(true, Relaxed);
+    }
+
+    /// `n` inotify events were read.
+    pub fn watch_events(&self, n: usize) {
+        self.watch_events.fetch_add(n as u64, Relaxed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::config::compat::CompatMetrics;
+
+    /// An HTTP target that verifies, as the command line makes it.
+    fn target() -> TargetConfig {
+        let c = Config::from_argv([
+            "secret-reloader",
+            "--watch",
+            "/nonexistent",
+            "--reload-url",
+            "http://127.0.0.1:1/",
+            "--verify-url",
+            "http://127.0.0.1:1/ok",
+        ])
+        .unwrap();
+        c.groups[0].targets[0].clone()
+    }
+
+    #[test]
+    fn other_tools_series_follow_the_targets() {
+        let m = Metrics::with_compat(CompatMetrics {
+            prometheus_config_reloader: true,
+            configmap_reload: true,
+        });
+        m.register_group("default", 2);
+        let t = m.register_target(&target());
+        let text = m.encode();
+        // Before any action: nothing failed, no success yet.
+        assert!(
+            text.contains("\nreloader_last_reload_successful 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nreloader_last_reload_success_timestamp_seconds 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nreloader_watches 2\n"), "{text}");
+        assert!(
+            !text.contains("configmap_reload_last_reload_error{"),
+            "{text}"
+        );
+
+        t.action(false, Duration::from_millis(2), 1.7e9);
+        t.call(Some(500), Some(CallFailure::Status));
+        let text = m.encode();
+        assert!(
+            text.contains("\nreloader_last_reload_successful 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nreloader_reloads_total 1\n"), "{text}");
+        assert!(
+            text.contains("\nreloader_reloads_failed_total 1\n"),
+            "{text}"
+        );
+        let hook = "webhook=\"http://127.0.0.1:1/\"";
+        for line in [
+            format!("configmap_reload_last_reload_error{{{hook}}} 1"),
+            format!("configmap_reload_request_errors_total{{reason=\"client_response\",{hook}}} 1"),
+            format!("configmap_reload_requests_total{{status_code=\"500\",{hook}}} 1"),
+        ] {
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+
+        t.action(true, Duration::from_millis(4), 1.8e9);
+        t.call(Some(200), None);
+        let text = m.encode();
+        assert!(
+            text.contains("\nreloader_last_reload_successful 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nreloader_last_reload_success_timestamp_seconds 1800000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("configmap_reload_last_reload_error{{{hook}}} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "configmap_reload_success_reloads_total{{{hook}}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "configmap_reload_last_request_duration_seconds{{{hook}}} 0.004"
+            )),
+            "{text}"
+        );
+
+        // Not asked for: not exported.
+        let plain = Metrics::new();
+        plain.register_target(&target());
+        let text = plain.encode();
+        assert!(
+            !text.contains("\nreloader_") && !text.contains("configmap_reload_"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn exposition_has_every_family_and_valid_histograms() {
         let m = Metrics::new();
-        let g = m.register_group("default");
-        let t = m.register_target("http://127.0.0.1:1/", true, false);
+        let g = m.register_group("default", 1);
+        let t = m.register_target(&target());
         t.action(true, Duration::from_millis(3), 1.7e9);
         t.action(false, Duration::from_secs(60), 1.7e9);
         t.set_state(TargetState::Retrying);
         g.set_files(
             BTreeMap::from([("/v/a".to_string(), true)]),
             BTreeMap::new(),
+            BTreeMap::from([("/v/token".to_string(), 1.9e9)]),
         );
         let text = m.encode();
         for name in [
@@ -332,6 +539,7 @@ mod tests {
             "content_blocked",
             "identity_drift",
             "file_access_ok",
+            "token_expiry_timestamp_seconds",
             "watch_errors_total",
             "last_reload_success_timestamp_seconds",
             "target_state",

@@ -2,10 +2,12 @@
 //! `/metrics`, the admin server that serves both (and the probes), and the log lines.
 //!
 //! - [`status`]: the status board, one entry per group and per target;
-//! - [`metrics`]: every metric, registered per component;
+//! - [`metrics`]: every metric, registered per component (`compat`: the series of
+//!   prometheus-config-reloader and configmap-reload, for `--compat-metrics`);
 //! - [`server`]: the admin server, on its own thread;
 //! - [`logging`]: text or JSON log lines on stderr.
 
+mod compat;
 mod exposition;
 pub mod logging;
 pub mod metrics;

@@ -6,6 +6,10 @@
 //!   on an app, a file or the network, so a failure means the daemon itself is wedged);
 //! - `GET /readyz`  — readiness: 200 once every watch group was scanned and watched (a latch,
 //!   never cleared: an app's failing reloads do not make the sidecar unready);
+//! - `GET /startupz` — startup (a native sidecar's startup probe, which holds the app container
+//!   back): 200 once every watched path is there, complete, not held back, and readable by the
+//!   app's identity when it is known; 503 with the first reason before (the reason itself only
+//!   to whom `/status` is shown). Not a latch: it follows the files;
 //! - `GET /status`  — the JSON status document, served to the pod itself (a loopback peer) or to
 //!   a client with the `--status-token-file` bearer token; 403 otherwise.
 //!
@@ -298,6 +302,23 @@ pub async fn respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the first scan or the watches are not done\n",
         ),
+        "/startupz" => match admin.board.startup_blocker() {
+            None => text(
+                StatusCode::OK,
+                "started: every watched path is there for the app\n",
+            ),
+            // The reason names paths, uids and modes: shown to whom /status is shown.
+            Some(why) if status_allowed(admin, headers, peer) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("not started: {why}\n"),
+            ),
+            Some(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not started: a watched path is missing, held back or unreadable by the app (details: \
+                 /startupz or /status from the pod, or the sidecar's log)\n",
+            ),
+        },
         "/status" if status_allowed(admin, headers, peer) => {
             let body = serde_json::to_string_pretty(&admin.board.to_json())
                 .unwrap_or_else(|_| "{}".into());
@@ -310,7 +331,7 @@ pub async fn respond(
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /status, /healthz or /readyz\n",
+            "not found: try /metrics, /status, /healthz, /readyz or /startupz\n",
         ),
     }
 }

@@ -148,6 +148,9 @@ pub struct FileStatus {
     /// When its earliest certificate expires.
     #[serde(serialize_with = "rfc3339")]
     pub cert_expires: Option<SystemTime>,
+    /// When the JWT it holds expires (`exp`).
+    #[serde(serialize_with = "rfc3339")]
+    pub token_expires: Option<SystemTime>,
 }
 
 /// Where a target's reconciler stands.
@@ -394,6 +397,37 @@ impl Board {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Why the app must not start yet (`/startupz`, a native sidecar's startup probe): the first
+    /// scan not done, a watched path missing or unreadable, PEM material that does not fit, or a
+    /// file the app's identity cannot read (when that identity is known: --app-uid/--app-gid, or
+    /// a running target process). `None`: the credentials are there for the app.
+    pub fn startup_blocker(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("the first scan or the watches are not done".into());
+        }
+        for g in lock(&self.groups).iter() {
+            let g = lock(g);
+            let name = &g.name;
+            if let Some(p) = g.problems.first() {
+                return Some(format!("watch group '{name}': {}", p.message));
+            }
+            if let Some(h) = g.held_back.first() {
+                return Some(format!("watch group '{name}': held back: {}", h.detail));
+            }
+            let unreadable = g
+                .files
+                .iter()
+                .find_map(|f| f.access.as_ref().filter(|v| !v.readable).map(|v| (f, v)));
+            if let Some((f, v)) = unreadable {
+                return Some(format!(
+                    "watch group '{name}': the app cannot read {}: {}",
+                    f.path, v.reason
+                ));
+            }
+        }
+        None
+    }
+
     /// How many targets are stale, of how many.
     pub fn stale_targets(&self) -> (usize, usize) {
         let targets = lock(&self.targets);
@@ -455,6 +489,11 @@ impl GroupStatus {
                     .map(|(_, v)| v.clone()),
                 cert_expires: scan
                     .cert_expiry
+                    .iter()
+                    .find(|(p, _)| *p == f.path)
+                    .map(|(_, t)| *t),
+                token_expires: scan
+                    .token_expiry
                     .iter()
                     .find(|(p, _)| *p == f.path)
                     .map(|(_, t)| *t),

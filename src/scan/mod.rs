@@ -16,11 +16,12 @@
 //!
 //! - `walk`: walking directories, kubelet's layout, symlinks; `read`: reading one file;
 //! - [`fingerprint`]: keyed HMAC fingerprints;
-//! - [`pem`]: the PEM consistency check.
+//! - [`pem`]: the PEM consistency check; [`token`]: the expiry of a JWT held by a file.
 
 pub mod fingerprint;
 pub mod pem;
 mod read;
+pub mod token;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -182,6 +183,8 @@ pub struct Scan {
     pub not_checked: Vec<String>,
     /// Earliest certificate expiry of each file holding certificates.
     pub cert_expiry: Vec<(PathBuf, SystemTime)>,
+    /// Expiry (`exp`) of each file holding a JWT.
+    pub token_expiry: Vec<(PathBuf, SystemTime)>,
     /// The first certificate of each file, as an app serving it presents it.
     pub certs: Vec<CertOnDisk>,
     /// When the newest part of the content appeared on disk (latest ctime).

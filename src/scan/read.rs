@@ -1,5 +1,5 @@
 //! Reading one file of a version: opened so that it cannot block, fingerprinted, small files
-//! inspected (PEM) and wiped, all within the scan's budget and the group's file cap.
+//! inspected (PEM, JWT) and wiped, all within the scan's budget and the group's file cap.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -73,6 +73,9 @@ impl Scanning<'_> {
         } else {
             files::read_open(file, &md, INSPECT_LIMIT).map(|content| {
                 self.pem.add_file(shown_as, &content);
+                if let Some(exp) = super::token::expiry(&content) {
+                    self.scan.token_expiry.push((shown_as.to_path_buf(), exp));
+                }
                 self.opts.key.digest(&content)
             })
         };

@@ -325,6 +325,7 @@ impl WatchHub {
     /// Routes a batch of events to the groups they concern.
     fn route(&self, events: &[InotifyEvent]) {
         let now = Instant::now();
+        self.metrics.watch_events(events.len());
         let groups = lock(&self.groups).clone();
         let mut st = lock(&self.state);
         for ev in events {

@@ -6,9 +6,11 @@
 
 mod access;
 mod cli;
+mod compat;
 mod consistency;
 mod doctor;
 mod faults;
+mod fleet;
 mod haproxy;
 mod hostile;
 mod http;
@@ -24,6 +26,8 @@ mod props;
 mod restart;
 mod served;
 mod signal;
+mod splay;
 mod support;
+mod tokens;
 mod verify;
 mod volumes;
