@@ -19,22 +19,25 @@
 //! ```
 //!
 //! - [`config`]: flags ([`config::cli`]), environment and the JSON file → a validated
-//!   [`Config`]; the input layer, imported by the stages, importing none of them.
+//!   [`Config`]; the input layer, imported by the stages, importing none of them. The flags of
+//!   configmap-reload and prometheus-config-reloader ([`config::compat`]).
 //! - [`watch`]: inotify events and the mount table → per-group wakeups
 //!   ([`watch::inotify`], [`watch::debounce`], [`watch::mounts`]).
 //! - [`group`]: one task per watch group: when to scan, scanning, publishing what the targets
 //!   must hold ([`group::publish`]).
 //! - [`scan`]: reading a version: files, kubelet's layout, keyed fingerprints
-//!   ([`scan::fingerprint`]), PEM consistency ([`scan::pem`]).
+//!   ([`scan::fingerprint`]), PEM consistency ([`scan::pem`]), a JWT's expiry ([`scan::token`]).
 //! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
 //!   read it ([`assess::access`]).
 //! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
 //!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`] with
 //!   [`reload::tls`], [`reload::exec`], [`reload::verify`], [`reload::served`]).
 //! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
-//!   confused with another ([`process::handle`]), identities ([`process::identity`]).
+//!   confused with another ([`process::handle`]), identities ([`process::identity`]), its
+//!   environment as keyed fingerprints ([`process::environ`], for `--consumed-as env`).
 //! - [`report`]: the status board ([`report::status`]), metrics ([`report::metrics`]), the admin
-//!   server on its own thread ([`report::server`]), logs ([`report::logging`]).
+//!   server on its own thread ([`report::server`]), logs ([`report::logging`]); other tools'
+//!   series for `--compat-metrics` are computed at scrape time from the same atomics.
 //! - [`daemon`]: wiring, named tasks, shutdown, the state file: [`daemon::run`] / [`daemon::serve`].
 //! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
