@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::compat::{CompatMetric, Dialects};
 use super::parse::duration;
-use super::{AccessPolicy, LogFormat, LogLevel, OnOff, ReloadOnStart};
+use super::{AccessPolicy, ConsumedAs, LogFormat, LogLevel, OnOff, ReloadOnStart};
 
 /// Watch mounted Kubernetes secrets and make the app apply every rotation.
 #[derive(Debug, Parser)]
@@ -304,6 +304,18 @@ pub struct RunArgs {
         env = "SECRET_RELOADER_ACCESS_POLICY"
     )]
     pub access_policy: AccessPolicy,
+
+    /// How the app takes the watched keys: `files` (it reads them; a reload makes it read them
+    /// again) or `env` (it was given them as environment variables with envFrom: the daemon
+    /// compares its environment with the files, and a `--signal TERM` target restarts it while
+    /// they differ).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "files",
+        env = "SECRET_RELOADER_CONSUMED_AS"
+    )]
+    pub consumed_as: ConsumedAs,
 
     /// Hold back versions whose PEM files do not parse or whose private key matches no
     /// certificate (a writer half-way through replacing them).

@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    AccessPolicy, ActionConfig, ExecConfig, Findings, GroupConfig, GroupDefaults, HttpConfig,
-    ReloadOnStart, SignalConfig, TargetDefaults, TlsClient, exec_argv, flags, parse, selector,
-    target, watch_paths,
+    AccessPolicy, ActionConfig, ConsumedAs, ExecConfig, Findings, GroupConfig, GroupDefaults,
+    HttpConfig, ReloadOnStart, SignalConfig, TargetDefaults, TlsClient, exec_argv, flags, parse,
+    selector, target, watch_paths,
 };
 
 #[derive(Deserialize)]
@@ -50,6 +50,7 @@ struct FileGroup {
     consistency_timeout: Option<String>,
     max_files: Option<usize>,
     follow_external_symlinks: Option<bool>,
+    consumed_as: Option<ConsumedAs>,
     targets: Vec<FileTarget>,
 }
 
@@ -327,6 +328,7 @@ pub(crate) fn parse(
             follow_external_symlinks: g
                 .follow_external_symlinks
                 .unwrap_or(gd.follow_external_symlinks),
+            consumed_as: g.consumed_as.unwrap_or(gd.consumed_as),
             targets,
         });
     }

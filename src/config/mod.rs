@@ -89,6 +89,7 @@ pub(crate) struct GroupDefaults {
     pub consistency_timeout: Duration,
     pub max_files: usize,
     pub follow_external_symlinks: bool,
+    pub consumed_as: ConsumedAs,
 }
 
 /// Problems and warnings collected while building.
@@ -209,6 +210,7 @@ fn build(
         consistency_timeout: args.consistency_timeout,
         max_files: args.max_files,
         follow_external_symlinks: args.follow_external_symlinks,
+        consumed_as: args.consumed_as,
     };
     let mut groups = Vec::new();
     let cli_actions = flags::cli_actions(args, &reload_urls, tls.as_ref(), &mut f);
@@ -237,6 +239,7 @@ fn build(
             consistency_timeout: group_defaults.consistency_timeout,
             max_files: group_defaults.max_files,
             follow_external_symlinks: group_defaults.follow_external_symlinks,
+            consumed_as: group_defaults.consumed_as,
             targets,
         });
     }
@@ -271,6 +274,7 @@ fn build(
         });
     }
     check_access_policy(&groups, &mut f);
+    check_env_groups(&groups, &mut f);
     if groups.is_empty() && f.errors.is_empty() {
         f.error("nothing to watch: give --watch PATH with an action, or --config FILE");
     }
@@ -418,6 +422,36 @@ fn check_access_policy(groups: &[GroupConfig], f: &mut Findings) {
                  (app_uid/app_gid in the config file) or a signal target whose process it can be read from",
                 g.name
             ));
+        }
+    }
+}
+
+/// An app that took its keys as environment variables is restarted, never reloaded: every target
+/// of such a group must be a signal target (the process whose environment is compared).
+fn check_env_groups(groups: &[GroupConfig], f: &mut Findings) {
+    for g in groups.iter().filter(|g| g.consumed_as == ConsumedAs::Env) {
+        for t in &g.targets {
+            match &t.action {
+                ActionConfig::Signal(s) => {
+                    let sig = s.signal.as_str();
+                    if !matches!(sig, "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGKILL") {
+                        f.warn(format!(
+                            "watch group '{}' is consumed as env, and target '{}' sends {sig}: a signal \
+                             cannot change a process's environment; --signal TERM restarts the container, \
+                             which takes the Secret anew",
+                            g.name,
+                            crate::text::value(&t.name)
+                        ));
+                    }
+                }
+                _ => f.error(format!(
+                    "watch group '{}' is consumed as env (--consumed-as env, consumed_as), but target '{}' \
+                     is not a signal target: only a restart applies an environment. Give the app's process \
+                     (--process-name, --process-cmdline or --pid-file) with --signal TERM",
+                    g.name,
+                    crate::text::value(&t.name)
+                )),
+            }
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct GroupConfig {
     pub max_files: usize,
     /// Follow symlinks inside a watched directory whose target lies outside it.
     pub follow_external_symlinks: bool,
+    /// How the app takes the content: reading the files, or as environment variables.
+    pub consumed_as: ConsumedAs,
     /// Targets reloaded on a change of this group's content.
     pub targets: Vec<TargetConfig>,
 }
@@ -246,6 +248,29 @@ pub enum AccessPolicy {
     Warn,
     /// Do not reload it into the app; report, and reload once it is readable.
     Block,
+}
+
+/// How the app takes a watch group's content.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumedAs {
+    /// It reads the files (a reload makes it read them again).
+    #[default]
+    Files,
+    /// It was given the keys as environment variables at its start (`envFrom`): only a restart
+    /// of its container applies a new version; the daemon compares the process's environment
+    /// with the files.
+    Env,
 }
 
 /// A switch.

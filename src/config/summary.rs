@@ -45,6 +45,7 @@ impl GroupConfig {
             "consistency_timeout": dur(self.consistency_timeout),
             "max_files": self.max_files,
             "follow_external_symlinks": self.follow_external_symlinks,
+            "consumed_as": self.consumed_as,
             "targets": self.targets.iter().map(TargetConfig::summary).collect::<Vec<_>>(),
         })
     }

@@ -219,7 +219,15 @@ pub async fn serve(
             let reconciler = Reconciler {
                 group_cfg: cfg.clone(),
                 index,
-                action: Action::new(&t.action, &procfs, cfg.app.as_ref(), &t.name, &cfg.name),
+                action: Action::new(
+                    &t.action,
+                    &procfs,
+                    cfg.app.as_ref(),
+                    &t.name,
+                    &cfg.name,
+                    (cfg.consumed_as == crate::config::ConsumedAs::Env)
+                        .then(|| (key.clone(), t.retry_backoff_max)),
+                ),
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),
                 metrics: metrics.register_target(t),

@@ -38,6 +38,9 @@ pub(super) async fn target(
         ActionConfig::Exec(e) => ("exec", vec![exec_check(e)], None),
     };
     let mut checks = checks;
+    if let (Some(pid), true) = (pid, g.consumed_as == crate::config::ConsumedAs::Env) {
+        checks.push(environment_check(pid, g, scan, procfs, key));
+    }
     if let Some(sc) = &t.served_cert {
         checks.push(served_check(sc, scan, key).await);
     }
@@ -88,6 +91,69 @@ async fn served_check(
             ),
         ),
         Err(e) => check("served cert", false, e),
+    }
+}
+
+/// The app's environment against the files (`--consumed-as env`).
+fn environment_check(
+    pid: i32,
+    g: &GroupConfig,
+    scan: &Scan,
+    procfs: &ProcFs,
+    key: &crate::scan::fingerprint::FingerprintKey,
+) -> Check {
+    let keys = crate::group::env_keys(g, scan);
+    let opened = procfs
+        .stat(pid)
+        .ok()
+        .and_then(|info| crate::process::handle::ProcessHandle::open(procfs, &info).ok());
+    let Some(mut h) = opened else {
+        return check("environment", false, format!("pid {pid} exited"));
+    };
+    let raw = match h.environ() {
+        Ok(raw) => raw,
+        Err(e) => {
+            return check(
+                "environment",
+                false,
+                format!(
+                    "cannot read /proc/{pid}/environ ({e}): run the sidecar as the app's runAsUser \
+                     or give it CAP_SYS_PTRACE"
+                ),
+            );
+        }
+    };
+    let c = crate::process::environ::compare(&raw, &keys, key);
+    let names = |v: &[String]| v.join(", ");
+    if !c.differing.is_empty() {
+        check(
+            "environment",
+            false,
+            format!(
+                "pid {pid} holds another value of {} than the files: the app runs on an older \
+                 version, and only a restart of its container applies the current one",
+                names(&c.differing)
+            ),
+        )
+    } else if c.holding.is_empty() {
+        check(
+            "environment",
+            false,
+            format!(
+                "none of the keys ({}) is in the environment of pid {pid}: is the app given them \
+                 with envFrom?",
+                names(&c.absent)
+            ),
+        )
+    } else {
+        check(
+            "environment",
+            true,
+            format!(
+                "pid {pid}'s environment holds the content on disk ({})",
+                names(&c.holding)
+            ),
+        )
     }
 }
 

@@ -332,6 +332,7 @@ impl GroupTask {
                         at_start: first,
                         seen_at: started,
                         certs: scan.certs.clone().into(),
+                        keys: env_keys(&self.cfg, &scan),
                         announced: flag,
                     }))
                 }
@@ -395,4 +396,26 @@ fn read_content(
         Some(b) => scan::scan_within(&cfg.paths, opts, b),
         None => Some(scan::scan(&cfg.paths, opts)),
     }
+}
+
+/// The keys an app consuming the group as environment variables was given: the files directly in
+/// a watched directory (a Secret volume's keys) and watched files, by file name; none for a group
+/// consumed as files.
+pub(crate) fn env_keys(
+    cfg: &GroupConfig,
+    scan: &crate::scan::Scan,
+) -> Arc<[(String, Fingerprint)]> {
+    if cfg.consumed_as != crate::config::ConsumedAs::Env {
+        return Vec::new().into();
+    }
+    scan.files
+        .iter()
+        .filter(|f| {
+            cfg.paths.contains(&f.path)
+                || f.path
+                    .parent()
+                    .is_some_and(|p| cfg.paths.iter().any(|w| w == p))
+        })
+        .filter_map(|f| Some((f.path.file_name()?.to_str()?.to_string(), f.fingerprint)))
+        .collect()
 }

@@ -23,6 +23,9 @@ pub struct Version {
     pub seen_at: Instant,
     /// The first certificate of each file (compared with what the app serves).
     pub certs: Arc<[crate::scan::CertOnDisk]>,
+    /// For a group consumed as environment variables: each key (a file directly in a watched
+    /// directory, or a watched file) by name, with the keyed fingerprint of its content.
+    pub keys: Arc<[(String, Fingerprint)]>,
     /// Set once the group has logged the change (its targets log their reload after it).
     pub announced: Arc<Announced>,
 }

@@ -110,6 +110,39 @@ impl ProcessHandle {
         }
     }
 
+    /// The process's environment (`/proc/<pid>/environ`, NUL-separated `NAME=value`), in a
+    /// buffer wiped when dropped. The error is the kernel's: EACCES when the sidecar may not
+    /// read it (another uid without CAP_SYS_PTRACE); [`Gone`] shows as ESRCH.
+    pub fn environ(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, io::Error> {
+        use std::io::Read;
+        let mut file = files::open_proc(&self.procfs.pid_path(self.info.pid, "environ"))?;
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                if len >= super::environ::ENVIRON_LIMIT {
+                    break;
+                }
+                // Grown by copying into a new wiped buffer: the old one is wiped on drop.
+                let mut bigger = zeroize::Zeroizing::new(vec![0u8; len * 2]);
+                bigger[..len].copy_from_slice(&buf[..len]);
+                buf = bigger;
+            }
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(len);
+        // Read from the process the handle names, not from a process that took its pid.
+        if !self.is_alive() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(buf)
+    }
+
     /// Whether the handle still names a live process.
     pub fn is_alive(&mut self) -> bool {
         self.status().is_ok()

@@ -10,6 +10,7 @@
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
 //! elsewhere.
 
+pub mod environ;
 pub mod handle;
 pub mod identity;
 pub mod select;

@@ -18,6 +18,7 @@ use crate::config::ActionConfig;
 use crate::group::Version;
 use crate::process::ProcFs;
 use crate::process::identity::Identity;
+use crate::scan::fingerprint::FingerprintKey;
 
 /// What a successful attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,21 +62,25 @@ pub enum Action {
 
 impl Action {
     /// The action of `cfg`, for target `target` of watch group `group`; `app` is the group's
-    /// declared app identity.
+    /// declared app identity; `env`, for a group the app took as environment variables, the key
+    /// its variables are fingerprinted with and the least time between two restarts.
     pub fn new(
         cfg: &ActionConfig,
         procfs: &ProcFs,
         app: Option<&Identity>,
         target: &str,
         group: &str,
+        env: Option<(FingerprintKey, std::time::Duration)>,
     ) -> Action {
         match cfg {
             ActionConfig::Http(h) => Action::Http(http::HttpAction::new(h.clone())),
-            ActionConfig::Signal(s) => Action::Signal(signal::SignalAction::new(
-                s.clone(),
-                procfs.clone(),
-                app.map(|a| a.uid),
-            )),
+            ActionConfig::Signal(s) => {
+                let a = signal::SignalAction::new(s.clone(), procfs.clone(), app.map(|a| a.uid));
+                Action::Signal(match env {
+                    Some((key, gap)) => a.comparing_environment(key, gap),
+                    None => a,
+                })
+            }
             ActionConfig::Exec(e) => Action::Exec(exec::ExecAction::new(e.clone(), target, group)),
         }
     }
@@ -84,6 +89,24 @@ impl Action {
     /// targets compare the process start time with the content time).
     pub fn knows_process_age(&self) -> bool {
         matches!(self, Action::Signal(_))
+    }
+
+    /// What the last comparison of the app's environment with the files found
+    /// (`--consumed-as env`).
+    pub fn environment(&self) -> Option<&crate::report::status::EnvironmentStatus> {
+        match self {
+            Action::Signal(a) => a.environment(),
+            _ => None,
+        }
+    }
+
+    /// Whether the app's environment still holds `version`, sending nothing (`None`: not an app
+    /// that took it as environment variables, or not readable now).
+    pub fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+        match self {
+            Action::Signal(a) => a.environment_holds(version),
+            _ => None,
+        }
     }
 
     /// The process that holds the version last applied (signal targets with one process).

@@ -233,6 +233,7 @@ mod tests {
             at_start: false,
             seen_at: Instant::now(),
             certs: Vec::new().into(),
+            keys: Vec::new().into(),
             announced: Default::default(),
         }
     }

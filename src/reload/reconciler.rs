@@ -64,6 +64,8 @@ impl Reconciler {
         // when to look again after a look that could not read it (the app not listening yet).
         let mut served_round: Option<u64> = None;
         let mut look_again: Option<(Instant, Duration)> = None;
+        // The resync round whose app environment was compared (`--consumed-as env`).
+        let mut env_round: Option<u64> = None;
         loop {
             let desired = self.rx.borrow_and_update().clone();
             let Some(desired) = desired else {
@@ -88,6 +90,17 @@ impl Reconciler {
                 Some(p) => p,
                 None => progress.insert(self.start(&v)),
             };
+            if p.applied == Some(v.fingerprint) && env_round != Some(v.resync_round) {
+                // An app that took the keys as environment variables may have been restarted
+                // with other values since: compared again at each resync.
+                env_round = Some(v.resync_round);
+                if self.action.environment_holds(&v) == Some(false) {
+                    tracing::warn!(version = %v.fingerprint,
+                        "the app's environment no longer holds the content on disk; restarting it");
+                    p.applied = None;
+                }
+                self.saw_environment();
+            }
             let due = look_again.is_some_and(|(at, _)| Instant::now() >= at);
             if p.applied == Some(v.fingerprint) && (served_round != Some(v.resync_round) || due) {
                 served_round = Some(v.resync_round);
@@ -205,6 +218,7 @@ impl Reconciler {
         }
         self.metrics
             .set_ambiguous(matches!(result, Err(ActionError::Ambiguous(_))));
+        self.saw_environment();
         if let Action::Http(a) = &self.action {
             let (status, failure) = a.answered(result.is_ok());
             self.metrics.call(status, failure);
@@ -308,6 +322,14 @@ impl Reconciler {
                 tracing::warn!(version = %v.fingerprint, "cannot read the served certificate: {e}");
                 false
             }
+        }
+    }
+
+    /// Records how the app's environment compared with the files (`--consumed-as env`).
+    fn saw_environment(&self) {
+        if let Some(e) = self.action.environment() {
+            self.metrics.environment(!e.differing.is_empty());
+            lock(&self.status).environment = Some(e.clone());
         }
     }
 

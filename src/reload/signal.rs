@@ -10,8 +10,13 @@
 //!   when its status shows a handler for it (SigCgt). TERM, INT, QUIT and KILL, named to restart a
 //!   container, are the exception.
 //! - A process that started after the current content appeared already holds it: nothing is sent.
+//! - An app that took the keys as environment variables (`--consumed-as env`) is compared instead:
+//!   its environment's keyed fingerprints against the files'. While they differ it is sent the
+//!   restart signal once per version (its container restarts and takes the Secret anew), at most
+//!   once per `--retry-backoff-max` across versions, never when none of the keys is in its
+//!   environment, and the new process is compared again before anything else is sent.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -21,7 +26,9 @@ use crate::config::SignalConfig;
 use crate::group::Version;
 use crate::process::select::FindError;
 use crate::process::tracker::{Found, TrackError, Tracker};
-use crate::process::{ProcFs, ProcInfo, ProcStatus};
+use crate::process::{ProcFs, ProcInfo, ProcStatus, environ};
+use crate::report::status::EnvironmentStatus;
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
@@ -35,6 +42,39 @@ pub struct SignalAction {
     tracker: Tracker,
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
     delivered: Option<(i32, u64)>,
+    /// For an app that took the keys as environment variables: what to compare them with.
+    env: Option<EnvMode>,
+}
+
+/// The environment comparison of an app that took the keys as environment variables.
+pub struct EnvMode {
+    /// The fingerprint key (the variables are fingerprinted like the files).
+    key: FingerprintKey,
+    /// Least time between two restarts (`--retry-backoff-max`).
+    gap: Duration,
+    /// The last restart signal sent.
+    restart: Option<Restart>,
+    /// What the last comparison found.
+    last: Option<EnvironmentStatus>,
+}
+
+/// A restart signal sent for a version.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    version: Fingerprint,
+    at: Instant,
+    /// The process it was sent to (pid, start ticks).
+    process: (i32, u64),
+}
+
+/// How a process's environment compares with the files.
+enum Comparison {
+    /// Every key it has holds the file's content (at least one key).
+    Holds,
+    /// Some key holds another value.
+    Differs(Vec<String>),
+    /// None of the keys is in its environment.
+    Absent,
 }
 
 impl SignalAction {
@@ -44,11 +84,192 @@ impl SignalAction {
             signal: cfg.signal,
             tracker: Tracker::new(procfs, cfg.selector, cfg.all, app_uid),
             delivered: None,
+            env: None,
         }
+    }
+
+    /// The same action for an app that took the keys as environment variables: compared with
+    /// `key`, restarted at most once per `gap`.
+    pub fn comparing_environment(mut self, key: FingerprintKey, gap: Duration) -> Self {
+        self.env = Some(EnvMode {
+            key,
+            gap,
+            restart: None,
+            last: None,
+        });
+        self
+    }
+
+    /// What the last comparison of the app's environment found (`--consumed-as env`).
+    pub fn environment(&self) -> Option<&EnvironmentStatus> {
+        self.env.as_ref().and_then(|e| e.last.as_ref())
+    }
+
+    /// Whether the app's environment still holds `version` (`None`: not compared, or it cannot
+    /// be read now). Sends nothing.
+    pub fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+        self.env.as_ref()?;
+        let mut procs = self.targets().ok()?;
+        if procs.len() != 1 {
+            self.keep(procs);
+            return None;
+        }
+        let found = self.compare(&mut procs[0].0, version);
+        self.keep(procs);
+        Some(matches!(found.ok()?, Comparison::Holds))
+    }
+
+    /// Compares the environment of `h` with the keys of `version`, and records it.
+    fn compare(
+        &mut self,
+        h: &mut crate::process::handle::ProcessHandle,
+        version: &Version,
+    ) -> Result<Comparison, ActionError> {
+        let Some(env) = self.env.as_mut() else {
+            return Ok(Comparison::Holds);
+        };
+        let mut status = EnvironmentStatus {
+            pid: h.info.pid,
+            checked_at: SystemTime::now(),
+            holding: Vec::new(),
+            differing: Vec::new(),
+            absent: Vec::new(),
+            error: None,
+        };
+        let raw = match h.environ() {
+            Ok(raw) => raw,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(gone(&h.info)),
+            Err(e) => {
+                let uid = h
+                    .status()
+                    .map(|s| s.uid.to_string())
+                    .unwrap_or_else(|_| "?".into());
+                let why = format!(
+                    "cannot read the environment of {} (/proc/{}/environ: {e}): the sidecar must run \
+                     as the app's runAsUser ({uid}) or have CAP_SYS_PTRACE to compare it with the files",
+                    h.info.shown(),
+                    h.info.pid,
+                );
+                status.error = Some(why.clone());
+                env.last = Some(status);
+                return Err(ActionError::Failed(why));
+            }
+        };
+        let c = environ::compare(&raw, &version.keys, &env.key);
+        drop(raw);
+        (status.holding, status.differing, status.absent) = (c.holding, c.differing, c.absent);
+        let verdict = if !status.differing.is_empty() {
+            Comparison::Differs(status.differing.clone())
+        } else if status.holding.is_empty() {
+            Comparison::Absent
+        } else {
+            Comparison::Holds
+        };
+        env.last = Some(status);
+        Ok(verdict)
+    }
+
+    /// `--consumed-as env`: restart the app when its environment differs from the files, safely
+    /// (see the module's documentation).
+    fn restart_if_stale(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+        let sig = self.signal;
+        let mut procs = self.targets()?;
+        if procs.len() != 1 {
+            let n = procs.len();
+            self.keep(procs);
+            return Err(ActionError::Failed(format!(
+                "--consumed-as env compares the environment of one process, but {n} match {}: \
+                 select the app's main process alone",
+                self.tracker.selector().describe()
+            )));
+        }
+        let compared = self.compare(&mut procs[0].0, version);
+        let (h, st) = &procs[0];
+        let me = (h.info.pid, h.info.start_ticks);
+        let shown = h.info.shown();
+        let restart = self.env.as_ref().and_then(|e| e.restart);
+        let this_version = restart.filter(|r| r.version == version.fingerprint);
+        let result = match compared {
+            Err(e) => Err(e),
+            Ok(Comparison::Absent) => Err(ActionError::Failed(format!(
+                "none of the keys ({}) is in the environment of {shown}: a restart would change \
+                 nothing, so none is sent; give the app the Secret with envFrom, or watch the \
+                 files it reads with --consumed-as files",
+                version
+                    .keys
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Ok(Comparison::Holds) => {
+                self.delivered = Some(me);
+                Ok(match this_version {
+                    Some(r) if r.process != me => Outcome::Done(format!(
+                        "{shown}, started after {} to pid {}, holds the content on disk in its environment",
+                        sig.as_str(),
+                        r.process.0
+                    )),
+                    _ => Outcome::Skipped(format!(
+                        "the environment of {shown} holds the content on disk"
+                    )),
+                })
+            }
+            Ok(Comparison::Differs(keys)) => {
+                let keys = keys.join(", ");
+                match (this_version, restart) {
+                    (Some(r), _) if r.process == me => Err(ActionError::Waiting(format!(
+                        "{} was sent to {shown} {} ago: waiting for it to exit and its container to restart",
+                        sig.as_str(),
+                        humantime::format_duration(Duration::from_secs(r.at.elapsed().as_secs()))
+                    ))),
+                    (Some(r), _) => Err(ActionError::Failed(format!(
+                        "{shown}, started after {} to pid {}, still holds another value of {keys}: its \
+                         container took an older Secret (kubelet's copy lags, or the Secret changed back); \
+                         not restarting it again for this version",
+                        sig.as_str(),
+                        r.process.0
+                    ))),
+                    (None, Some(r))
+                        if r.at.elapsed() < self.env.as_ref().map_or(Duration::ZERO, |e| e.gap) =>
+                    {
+                        Err(ActionError::Waiting(format!(
+                            "{shown} holds another value of {keys}, but the last restart was {} ago: the \
+                             next waits for --retry-backoff-max",
+                            humantime::format_duration(Duration::from_secs(
+                                r.at.elapsed().as_secs()
+                            ))
+                        )))
+                    }
+                    _ => match h.signal(sig) {
+                        Ok(()) => {
+                            if let Some(env) = self.env.as_mut() {
+                                env.restart = Some(Restart {
+                                    version: version.fingerprint,
+                                    at: Instant::now(),
+                                    process: me,
+                                });
+                            }
+                            Err(ActionError::Waiting(format!(
+                                "{} sent to {shown}: its environment holds another value of {keys}; \
+                                 waiting for its container to restart with the current Secret",
+                                sig.as_str()
+                            )))
+                        }
+                        Err(e) => Err(send_error(&h.info, st, e)),
+                    },
+                }
+            }
+        };
+        self.keep(procs);
+        result
     }
 
     /// Signals the target process(es) so they load `version`.
     pub fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
+        if self.env.is_some() {
+            return self.restart_if_stale(version);
+        }
         let sig = self.signal;
         let procs = self.targets()?;
         self.delivered = None;

@@ -108,6 +108,15 @@ impl Metrics {
                 .collect(),
         ));
         out.push(family(
+            "environment_stale",
+            "1 while the app's environment holds another value of a key than the file (--consumed-as env): only a restart applies it.",
+            MetricType::GAUGE,
+            t.iter()
+                .filter(|t| flag(&t.environment.0) > 0.0)
+                .map(|t| gauge(&[("target", &t.name)], flag(&t.environment.1)))
+                .collect(),
+        ));
+        out.push(family(
             "signal_target_ambiguous",
             "1 while several unrelated processes match a signal target's selector (nothing is signalled).",
             MetricType::GAUGE,

@@ -219,6 +219,9 @@ pub struct TargetMetrics {
     pub(super) last_success_duration: AtomicF64,
     /// Short keyed fingerprint of the version it holds, when known.
     pub(super) applied: Mutex<Option<String>>,
+    /// `--consumed-as env`: (compared at least once, the app's environment differs from the
+    /// files).
+    pub(super) environment: (AtomicBool, AtomicBool),
     /// The answers of an HTTP target's calls.
     pub(super) calls: Option<CallSeries>,
     pub(super) stale: AtomicBool,
@@ -255,6 +258,12 @@ impl TargetMetrics {
     /// Whether the target has not applied the current content.
     pub fn set_stale(&self, on: bool) {
         self.stale.store(on, Relaxed);
+    }
+    /// The app's environment was compared with the files: `differs` when some key holds another
+    /// value.
+    pub fn environment(&self, differs: bool) {
+        self.environment.1.store(differs, Relaxed);
+        self.environment.0.store(true, Relaxed);
     }
     /// The version it holds (short keyed fingerprint), when known.
     pub fn set_applied(&self, version: Option<String>) {

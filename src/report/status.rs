@@ -240,6 +240,27 @@ pub struct TargetStatus {
     /// one on disk; absent without that option.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub served_certificate: Option<ServedStatus>,
+    /// The app's environment against the files (`--consumed-as env`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentStatus>,
+}
+
+/// How an app's environment compares with the watched files, by key name (never a value).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentStatus {
+    /// The process compared.
+    pub pid: i32,
+    /// When.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub checked_at: SystemTime,
+    /// Keys whose variable holds the file's content.
+    pub holding: Vec<String>,
+    /// Keys whose variable holds another value: the app runs on an older version.
+    pub differing: Vec<String>,
+    /// Keys not in its environment.
+    pub absent: Vec<String>,
+    /// Why the environment could not be read.
+    pub error: Option<String>,
 }
 
 /// The certificate an app served, as `/status` shows it.
@@ -382,6 +403,7 @@ impl Board {
             last_error: None,
             failed_attempts: 0,
             served_certificate: None,
+            environment: None,
         }));
         lock(&self.targets).push(entry.clone());
         entry

@@ -130,11 +130,19 @@ fn prometheus_counts_versions_across_replicas_and_names_the_ones_that_hold_back(
         prom.value(count) == Some(2.0)
     });
     let disagree_after = rotated.elapsed();
-    let by_version =
-        prom.query("count by (version) (secret_reloader_applied_version_info{namespace=\"shop\"})");
-    let mut sizes: Vec<f64> = by_version.iter().map(|(_, n)| *n).collect();
-    sizes.sort_by(f64::total_cmp);
-    assert_eq!(sizes, [2.0, 8.0], "{by_version:?}");
+    // Each replica's new version is in Prometheus once it was scraped after the change.
+    let sizes = || {
+        let by_version = prom
+            .query("count by (version) (secret_reloader_applied_version_info{namespace=\"shop\"})");
+        let mut sizes: Vec<f64> = by_version.iter().map(|(_, n)| *n).collect();
+        sizes.sort_by(f64::total_cmp);
+        sizes
+    };
+    prom.wait_until(
+        "eight replicas on one version, two on the other",
+        START_DEADLINE,
+        || sizes() == [2.0, 8.0],
+    );
 
     // Both alerts are pending (their `for` is minutes): the held-back pods, and the disagreement.
     prom.wait_until("the alerts to be pending", START_DEADLINE, || {

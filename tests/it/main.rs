@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod consistency;
 mod doctor;
+mod environ;
 mod faults;
 mod fleet;
 mod haproxy;

@@ -306,9 +306,12 @@ fn the_config_schema_and_the_parser_agree_on_the_rules_between_fields() {
 
     // access_policy block: the app's identity must be declared, or read from a signal target.
     let group = &schema["$defs"]["group"];
-    assert_eq!(group["if"]["properties"]["access_policy"]["const"], "block");
     assert_eq!(
-        group["then"]["anyOf"],
+        group["allOf"][0]["if"]["properties"]["access_policy"]["const"],
+        "block"
+    );
+    assert_eq!(
+        group["allOf"][0]["then"]["anyOf"],
         json!([{"required": ["app_uid", "app_gid"]},
                {"required": ["targets"],
                 "properties": {"targets": {"contains": {"$ref": "#/$defs/signal_target"}}}}])
@@ -326,6 +329,28 @@ fn the_config_schema_and_the_parser_agree_on_the_rules_between_fields() {
     assert!(err.contains("access policy block"), "{err}");
     block(json!({"app_uid": 101, "app_gid": 101}), &exec).expect("declared identity");
     block(json!({}), &json!({"type": "signal", "process_name": "app"})).expect("signal target");
+
+    // consumed_as env: signal targets only (a restart is all that applies an environment).
+    assert_eq!(
+        group["allOf"][1]["if"]["properties"]["consumed_as"]["const"],
+        "env"
+    );
+    assert_eq!(
+        group["allOf"][1]["then"],
+        json!({"properties": {"targets": {"items": {"$ref": "#/$defs/signal_target"}}}})
+    );
+    let env = |target: &Value| {
+        parse(
+            &json!({"groups": [{"name": "g", "watch": ["/srv/watched"], "targets": [target],
+                                  "consumed_as": "env"}]}),
+        )
+    };
+    let err = env(&exec).expect_err("an exec target of an env group");
+    assert!(
+        err.contains("only a restart applies an environment"),
+        "{err}"
+    );
+    env(&json!({"type": "signal", "process_name": "app", "signal": "TERM"})).expect("a restart");
 }
 
 /// A port nobody listens on now, on every interface (configmap-reload's `:PORT` binds them all).

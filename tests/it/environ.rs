@@ -1,0 +1,326 @@
+//! Apps that took a Secret's keys as environment variables (`--consumed-as env`): a real process
+//! started with the values of a kubelet-style volume, under a small supervisor that restarts it
+//! the way kubelet restarts a container (each start reads the keys anew, or, for a stale kubelet,
+//! the values it read first). The daemon compares the process's environment with the files and
+//! restarts it with one TERM while they differ, never loops, and says why when it cannot read the
+//! environment. Everything runs in a PID namespace of its own.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::{AtomicWriter, Daemon, bin, eventually, now_ns, tempdir, unique};
+
+/// The app's process name, unique to the test.
+fn app_name() -> String {
+    format!("envapp-{}", unique())
+}
+
+/// A copy of `sleep` named `name` in `dir`: the app, found by its process name.
+fn install_app(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    fs::copy("/bin/sleep", &path).unwrap();
+    path.display().to_string()
+}
+
+/// The supervisor: starts the app with TOKEN and PASSWORD read from `vol` (at every start, or
+/// once when `stale`), logs each start to `starts`, and starts it again 100 ms after it exits.
+/// `run_as`: the app's uid and gid, through setpriv.
+fn supervisor(app: &str, vol: &Path, starts: &Path, stale: bool, run_as: Option<u32>) -> String {
+    let read = format!(
+        "TOKEN=\"$(cat {v}/TOKEN)\"; PASSWORD=\"$(cat {v}/PASSWORD)\"",
+        v = vol.display()
+    );
+    let setpriv = run_as
+        .map(|u| format!("setpriv --reuid {u} --regid {u} --clear-groups "))
+        .unwrap_or_default();
+    // `:` where nothing is read.
+    let (once, each) = if stale {
+        (read.as_str(), ":")
+    } else {
+        (":", read.as_str())
+    };
+    format!(
+        "( {once}; while :; do {each}; echo start >>{starts}; \
+         TOKEN=\"$TOKEN\" PASSWORD=\"$PASSWORD\" {setpriv}{app} 100000 & wait $!; sleep 0.1; done )",
+        starts = starts.display()
+    )
+}
+
+/// The daemon as PID 1's child in a new PID namespace beside `app` (a shell command), as uid
+/// `daemon_uid` when given (no capabilities then), with `args` and `--listen 127.0.0.1:0`.
+fn beside(app: &str, daemon_uid: Option<u32>, args: &[&str]) -> Daemon {
+    let drop = daemon_uid
+        .map(|u| format!("setpriv --reuid {u} --regid {u} --clear-groups --inh-caps=-all "))
+        .unwrap_or_default();
+    let script = format!("{app} & exec {drop}\"$0\" \"$@\"");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "sh",
+        "-c",
+    ])
+    .arg(&script)
+    .arg(bin())
+    .args(args)
+    .args(["--listen", "127.0.0.1:0"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    Daemon::spawn(cmd)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    vol: std::path::PathBuf,
+    writer: AtomicWriter,
+    starts: std::path::PathBuf,
+    app: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempdir();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let vol = dir.path().join("secret");
+        let writer = AtomicWriter::new(&vol);
+        writer
+            .write(&[("TOKEN", "token-1"), ("PASSWORD", "password-1")])
+            .unwrap();
+        let name = app_name();
+        let app = install_app(dir.path(), &name);
+        let starts = dir.path().join("starts");
+        Setup {
+            dir,
+            vol,
+            writer,
+            starts,
+            app,
+        }
+    }
+
+    fn name(&self) -> String {
+        Path::new(&self.app)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn starts(&self) -> usize {
+        fs::read_to_string(&self.starts)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn daemon(&self, stale: bool, app_uid: Option<u32>, daemon_uid: Option<u32>) -> Daemon {
+        let name = self.name();
+        let d = beside(
+            &supervisor(&self.app, &self.vol, &self.starts, stale, app_uid),
+            daemon_uid,
+            &[
+                "--watch",
+                self.vol.to_str().unwrap(),
+                "--consumed-as",
+                "env",
+                "--process-name",
+                &name,
+                "--signal",
+                "TERM",
+                "--min-reload-interval",
+                "0",
+                "--retry-backoff-max",
+                "1s",
+            ],
+        );
+        d.wait_ready();
+        eventually("the app to start", || self.starts(), |n| *n >= 1);
+        d
+    }
+}
+
+/// `secret-reloader doctor` with the daemon's flags, in the daemon's PID namespace (where the app
+/// is): its exit status and report.
+fn doctor(d: &Daemon, s: &Setup) -> (bool, String) {
+    // The namespace's first process (the shell that became the daemon) is unshare's child.
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", d.pid())).unwrap();
+    let inner: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let name = s.name();
+    let out = Command::new("nsenter")
+        .args(["--target", &inner.to_string(), "--pid", "--mount", "--"])
+        .arg(bin())
+        .args([
+            "doctor",
+            "--standalone",
+            "--watch",
+            s.vol.to_str().unwrap(),
+            "--consumed-as",
+            "env",
+            "--process-name",
+            &name,
+            "--signal",
+            "TERM",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn environment(d: &Daemon) -> serde_json::Value {
+    d.status()["targets"][0]["environment"].clone()
+}
+
+#[test]
+fn a_changed_key_restarts_the_app_once_and_its_new_environment_counts() {
+    let s = Setup::new();
+    let d = s.daemon(false, None, None);
+    let e = eventually(
+        "the environment compared",
+        || environment(&d),
+        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
+    );
+    assert!(e["differing"].as_array().unwrap().is_empty(), "{e}");
+    assert_eq!(d.metric("environment_stale", &[]), Some(0.0));
+    let (ok, report) = doctor(&d, &s);
+    assert!(
+        ok && report.contains("environment holds the content on disk"),
+        "{report}"
+    );
+
+    let since = now_ns();
+    s.writer
+        .write(&[("TOKEN", "token-2"), ("PASSWORD", "password-1")])
+        .unwrap();
+    let st = eventually(
+        "the restarted app to hold the new value",
+        || d.status(),
+        |st| {
+            st["targets"][0]["stale"] == false
+                && st["targets"][0]["last_attempt"]["result"] == "success"
+        },
+    );
+    assert_eq!(s.starts(), 2, "one restart: {st}");
+    d.passed(since);
+    assert_eq!(s.starts(), 2, "still one restart");
+    assert_eq!(d.metric("environment_stale", &[]), Some(0.0));
+    assert!(
+        d.log().contains("SIGTERM sent to"),
+        "the restart is logged:\n{}",
+        d.log()
+    );
+    let everything = format!("{}{}{}", d.metrics(), d.status(), d.log());
+    for value in ["token-1", "token-2", "password-1"] {
+        assert!(!everything.contains(value), "{value} leaked");
+    }
+    let _ = &s.dir;
+}
+
+#[test]
+fn a_change_of_no_variable_restarts_nothing() {
+    let s = Setup::new();
+    let d = s.daemon(false, None, None);
+    eventually(
+        "the environment compared",
+        || environment(&d),
+        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
+    );
+    // A new key the app was not given: the version changes, the environment still holds it.
+    let since = now_ns();
+    s.writer
+        .write(&[
+            ("TOKEN", "token-1"),
+            ("PASSWORD", "password-1"),
+            ("README", "not a variable"),
+        ])
+        .unwrap();
+    let st = d.passed(since);
+    assert_eq!(s.starts(), 1, "no restart: {st}");
+    let e = environment(&d);
+    assert_eq!(e["absent"], serde_json::json!(["README"]), "{e}");
+    assert_eq!(st["targets"][0]["stale"], false, "{st}");
+}
+
+#[test]
+fn a_container_restarted_with_the_old_value_is_not_restarted_again() {
+    let s = Setup::new();
+    let d = s.daemon(true, None, None);
+    eventually(
+        "the environment compared",
+        || environment(&d),
+        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
+    );
+    s.writer
+        .write(&[("TOKEN", "token-2"), ("PASSWORD", "password-1")])
+        .unwrap();
+    // One restart; the new process still has token-1: reported, retried with backoff, and
+    // never restarted again for this version.
+    let st = eventually(
+        "the old value reported after the restart",
+        || d.status(),
+        |st| st["targets"][0]["failed_attempts"].as_u64().unwrap_or(0) >= 3,
+    );
+    let message = st["targets"][0]["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("still holds another value of TOKEN"),
+        "{message}"
+    );
+    assert_eq!(s.starts(), 2, "exactly one restart: {st}");
+    assert_eq!(d.metric("environment_stale", &[]), Some(1.0));
+    assert_eq!(st["targets"][0]["stale"], true);
+    let (ok, report) = doctor(&d, &s);
+    assert!(
+        !ok && report.contains("holds another value of TOKEN"),
+        "{report}"
+    );
+    assert_eq!(
+        environment(&d)["differing"],
+        serde_json::json!(["TOKEN"]),
+        "{st}"
+    );
+}
+
+#[test]
+fn an_environment_the_sidecar_cannot_read_is_explained_and_nothing_is_sent() {
+    let s = Setup::new();
+    // The app runs as 4242, the sidecar as 4343 without capabilities.
+    let d = s.daemon(false, Some(4242), Some(4343));
+    let st = eventually(
+        "the unreadable environment reported",
+        || d.status(),
+        |st| st["targets"][0]["failed_attempts"].as_u64().unwrap_or(0) >= 1,
+    );
+    let message = st["targets"][0]["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot read the environment")
+            && message.contains("runAsUser (4242)")
+            && message.contains("CAP_SYS_PTRACE"),
+        "{message}"
+    );
+    assert!(environment(&d)["error"].is_string(), "{st}");
+    s.writer
+        .write(&[("TOKEN", "token-2"), ("PASSWORD", "password-1")])
+        .unwrap();
+    eventually(
+        "a second failed comparison",
+        || {
+            d.status()["targets"][0]["failed_attempts"]
+                .as_u64()
+                .unwrap_or(0)
+        },
+        |n| *n >= 2,
+    );
+    assert_eq!(s.starts(), 1, "nothing was sent");
+}
