@@ -24,7 +24,6 @@ ARG RUST_VERSION=1.95.0
 # also links, for aarch64. cargo-auditable embeds the dependency list in the binary (section
 # .dep-v0) and auditable2cdx turns that list into the image's SBOM.
 FROM --platform=$BUILDPLATFORM docker.io/library/rust:${RUST_VERSION}-slim AS build
-ARG TARGETARCH
 WORKDIR /src
 # Not pinned to a Debian revision: the stage follows its pinned base image, and nothing of it ships
 # but the static binary and its SBOM.
@@ -37,6 +36,8 @@ RUN apt-get update \
 ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 COPY . .
+# Declared here, not above: the layers before it are the same for every target platform.
+ARG TARGETARCH
 # The musl target links its own C runtime: the result is a static executable with no dependency
 # on the base image's libc.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
