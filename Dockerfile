@@ -14,7 +14,8 @@
 # The build stage needs BuildKit (the default builder since Docker 23) for its cache mounts.
 # scripts/ci-packaging builds the final stage of this same file with buildah, handing it the binary
 # it built with the same cargo command through `--build-context build=DIR` (a build context named
-# like a stage replaces that stage), because no base image can be pulled in CI.
+# like a stage replaces that stage), because no base image can be pulled in CI; scripts/ci-multiarch
+# does the same for linux/amd64 and linux/arm64 into one manifest list.
 
 ARG RUST_VERSION=1.95.0
 
