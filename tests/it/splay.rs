@@ -83,8 +83,9 @@ fn fifty_replicas_reload_once_each_spread_over_the_window() {
             after + Duration::from_millis(5) >= Duration::from_millis(*offset),
             "pod {i}: called {after:?} after the swap, before its offset {offset} ms"
         );
+        // Fifty daemons beside a parallel test suite on two cores: a timer may fire late.
         assert!(
-            after < Duration::from_millis(offset + 1500),
+            after < Duration::from_millis(offset + 3000),
             "pod {i}: called {after:?} after the swap, offset {offset} ms"
         );
         delays.push(after.as_secs_f64());
