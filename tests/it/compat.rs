@@ -6,14 +6,14 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::nginx::free_port;
 use crate::support::prometheus::{Prometheus, START_DEADLINE, prometheus_binary};
 use crate::support::sink::Mode;
 use crate::support::{
-    AtomicWriter, Daemon, Fixture, bin, daemon_beside, eventually, http_get, let_content_age,
-    metric, tempdir,
+    AtomicWriter, Daemon, Fixture, daemon_beside, eventually, http_get, let_content_age, metric,
+    tempdir,
 };
 
 /// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
@@ -65,8 +65,7 @@ fn prometheus_config_reloader_flags_reload_a_real_prometheus_and_feed_its_alert(
 
     // The container args prometheus-config-reloader is given, unchanged (the listen address on
     // an ephemeral port of the loopback).
-    let mut cmd = Command::new(bin());
-    cmd.args([
+    let d = Daemon::start_exact(&[
         "--watched-dir",
         vol.to_str().unwrap(),
         "--reload-url",
@@ -77,11 +76,7 @@ fn prometheus_config_reloader_flags_reload_a_real_prometheus_and_feed_its_alert(
         "--log-format=logfmt",
         "--log-level=info",
         "--listen-address=127.0.0.1:0",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let d = Daemon::spawn(cmd);
+    ]);
     d.wait_ready();
     let scrape = |name: &str| metric(&d.metrics(), name, &[]);
     // Its series are there from the start, with nothing failed.
@@ -273,8 +268,7 @@ fn prometheus_config_reloader_signal_method_sighups_prometheus() {
 fn configmap_reload_flags_export_its_series_through_success_and_failure() {
     let f = Fixture::new();
     let url = f.url();
-    let mut cmd = Command::new(bin());
-    cmd.args([
+    let d = Daemon::start_exact(&[
         "--volume-dir",
         f.vol(),
         "--webhook-url",
@@ -285,11 +279,7 @@ fn configmap_reload_flags_export_its_series_through_success_and_failure() {
         "--min-reload-interval=0",
         "--retry-backoff-max=200ms",
         "--reload-timeout=1s",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let d = Daemon::spawn(cmd);
+    ]);
     d.wait_ready();
     let hook = format!("http://{}/-/reload", f.sink.addr);
     let m = |name: &str, extra: &[(&str, &str)]| {

@@ -8,9 +8,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::support::{AtomicWriter, Daemon, bin, eventually, now_ns, tempdir, unique};
+use crate::support::{
+    AtomicWriter, Daemon, bin, daemon_beside_as, eventually, now_ns, tempdir, unique,
+};
 
 /// The app's process name, unique to the test.
 fn app_name() -> String {
@@ -48,34 +50,9 @@ fn supervisor(app: &str, vol: &Path, starts: &Path, stale: bool, run_as: Option<
     )
 }
 
-/// The daemon as PID 1's child in a new PID namespace beside `app` (a shell command), as uid
-/// `daemon_uid` when given (no capabilities then), with `args` and `--listen 127.0.0.1:0`.
-fn beside(app: &str, daemon_uid: Option<u32>, args: &[&str]) -> Daemon {
-    let drop = daemon_uid
-        .map(|u| format!("setpriv --reuid {u} --regid {u} --clear-groups --inh-caps=-all "))
-        .unwrap_or_default();
-    let script = format!("{app} & exec {drop}\"$0\" \"$@\"");
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--kill-child",
-        "sh",
-        "-c",
-    ])
-    .arg(&script)
-    .arg(bin())
-    .args(args)
-    .args(["--listen", "127.0.0.1:0"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    Daemon::spawn(cmd)
-}
-
 struct Setup {
-    dir: tempfile::TempDir,
+    /// Holds the volume, the app and its log; removed on drop.
+    _dir: tempfile::TempDir,
     vol: std::path::PathBuf,
     writer: AtomicWriter,
     starts: std::path::PathBuf,
@@ -95,7 +72,7 @@ impl Setup {
         let app = install_app(dir.path(), &name);
         let starts = dir.path().join("starts");
         Setup {
-            dir,
+            _dir: dir,
             vol,
             writer,
             starts,
@@ -121,7 +98,7 @@ impl Setup {
 
     fn daemon(&self, stale: bool, app_uid: Option<u32>, daemon_uid: Option<u32>) -> Daemon {
         let name = self.name();
-        let d = beside(
+        let d = daemon_beside_as(
             &supervisor(&self.app, &self.vol, &self.starts, stale, app_uid),
             daemon_uid,
             &[
@@ -183,15 +160,20 @@ fn environment(d: &Daemon) -> serde_json::Value {
     d.status()["targets"][0]["environment"].clone()
 }
 
+/// The first comparison: both variables hold the files' content.
+fn compared(d: &Daemon) -> serde_json::Value {
+    eventually(
+        "the environment compared",
+        || environment(d),
+        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
+    )
+}
+
 #[test]
 fn a_changed_key_restarts_the_app_once_and_its_new_environment_counts() {
     let s = Setup::new();
     let d = s.daemon(false, None, None);
-    let e = eventually(
-        "the environment compared",
-        || environment(&d),
-        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
-    );
+    let e = compared(&d);
     assert!(e["differing"].as_array().unwrap().is_empty(), "{e}");
     assert_eq!(d.metric("environment_stale", &[]), Some(0.0));
     let (ok, report) = doctor(&d, &s);
@@ -225,18 +207,13 @@ fn a_changed_key_restarts_the_app_once_and_its_new_environment_counts() {
     for value in ["token-1", "token-2", "password-1"] {
         assert!(!everything.contains(value), "{value} leaked");
     }
-    let _ = &s.dir;
 }
 
 #[test]
 fn a_change_of_no_variable_restarts_nothing() {
     let s = Setup::new();
     let d = s.daemon(false, None, None);
-    eventually(
-        "the environment compared",
-        || environment(&d),
-        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
-    );
+    compared(&d);
     // A new key the app was not given: the version changes, the environment still holds it.
     let since = now_ns();
     s.writer
@@ -257,11 +234,7 @@ fn a_change_of_no_variable_restarts_nothing() {
 fn a_container_restarted_with_the_old_value_is_not_restarted_again() {
     let s = Setup::new();
     let d = s.daemon(true, None, None);
-    eventually(
-        "the environment compared",
-        || environment(&d),
-        |e| e["holding"].as_array().is_some_and(|h| h.len() == 2),
-    );
+    compared(&d);
     s.writer
         .write(&[("TOKEN", "token-2"), ("PASSWORD", "password-1")])
         .unwrap();

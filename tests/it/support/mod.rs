@@ -147,6 +147,17 @@ impl Daemon {
         Daemon::start_with(args, &[])
     }
 
+    /// Starts the daemon with exactly `args` (a command line that names its own listen address,
+    /// as other tools' command lines do) and waits for its address.
+    pub fn start_exact(args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Daemon::spawn(cmd)
+    }
+
     /// As [`Daemon::start`], with extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(bin());
@@ -511,7 +522,16 @@ pub fn daemon_for(watch: &[&Path], sink: &sink::Sink, extra: &[&str]) -> Daemon 
 /// `shareProcessNamespace: true`, a process selector sees that app only, and when the daemon
 /// ends the kernel ends the app too.
 pub fn daemon_beside(app: &str, args: &[&str]) -> Daemon {
-    let script = format!("{app} & exec \"$0\" \"$@\"");
+    daemon_beside_as(app, None, args)
+}
+
+/// As [`daemon_beside`], the daemon running as `uid` (and its gid) without capabilities when
+/// given.
+pub fn daemon_beside_as(app: &str, uid: Option<u32>, args: &[&str]) -> Daemon {
+    let drop = uid
+        .map(|u| format!("setpriv --reuid {u} --regid {u} --clear-groups --inh-caps=-all "))
+        .unwrap_or_default();
+    let script = format!("{app} & exec {drop}\"$0\" \"$@\"");
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--pid",
@@ -525,6 +545,7 @@ pub fn daemon_beside(app: &str, args: &[&str]) -> Daemon {
     .arg(bin())
     .args(args)
     .args(["--listen", "127.0.0.1:0"])
+    .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     Daemon::spawn(cmd)
