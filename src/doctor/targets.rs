@@ -9,6 +9,7 @@ use super::gather::{Check, DaemonView, TargetReport, ts};
 use crate::config::{
     ActionConfig, Config, Endpoint, ExecConfig, GroupConfig, HttpConfig, SignalConfig, TargetConfig,
 };
+use crate::process::environ::{self, Verdict};
 use crate::process::identity::Sidecar;
 use crate::process::select::{self, FindError};
 use crate::process::{ProcFs, ProcInfo};
@@ -113,20 +114,18 @@ fn environment_check(
     let raw = match h.environ() {
         Ok(raw) => raw,
         Err(e) => {
-            return check(
-                "environment",
-                false,
-                format!(
-                    "cannot read /proc/{pid}/environ ({e}): run the sidecar as the app's runAsUser \
-                     or give it CAP_SYS_PTRACE"
-                ),
-            );
+            let uid = h
+                .status()
+                .map(|s| s.uid.to_string())
+                .unwrap_or_else(|_| "?".into());
+            let why = environ::unreadable(&h.info.shown(), pid, &uid, &e);
+            return check("environment", false, why);
         }
     };
-    let c = crate::process::environ::compare(&raw, &keys, key);
+    let c = environ::compare(&raw, &keys, key);
     let names = |v: &[String]| v.join(", ");
-    if !c.differing.is_empty() {
-        check(
+    match c.verdict() {
+        Verdict::Differs => check(
             "environment",
             false,
             format!(
@@ -134,9 +133,8 @@ fn environment_check(
                  version, and only a restart of its container applies the current one",
                 names(&c.differing)
             ),
-        )
-    } else if c.holding.is_empty() {
-        check(
+        ),
+        Verdict::Absent => check(
             "environment",
             false,
             format!(
@@ -144,16 +142,15 @@ fn environment_check(
                  with envFrom?",
                 names(&c.absent)
             ),
-        )
-    } else {
-        check(
+        ),
+        Verdict::Holds => check(
             "environment",
             true,
             format!(
                 "pid {pid}'s environment holds the content on disk ({})",
                 names(&c.holding)
             ),
-        )
+        ),
     }
 }
 

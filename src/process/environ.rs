@@ -32,7 +32,7 @@ pub fn fingerprints(
 }
 
 /// How an environment compares with a version's keys, by name.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Compared {
     /// Keys whose variable holds the file's content.
     pub holding: Vec<String>,
@@ -40,6 +40,38 @@ pub struct Compared {
     pub differing: Vec<String>,
     /// Keys not in the environment.
     pub absent: Vec<String>,
+}
+
+/// What a comparison means for the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every key it has holds the file's content (at least one key).
+    Holds,
+    /// Some key holds another value: it runs on an older version.
+    Differs,
+    /// None of the keys is in its environment: a restart would change nothing.
+    Absent,
+}
+
+impl Compared {
+    /// What the comparison means.
+    pub fn verdict(&self) -> Verdict {
+        if !self.differing.is_empty() {
+            Verdict::Differs
+        } else if self.holding.is_empty() {
+            Verdict::Absent
+        } else {
+            Verdict::Holds
+        }
+    }
+}
+
+/// Why the environment of `shown` (pid `pid`, of uid `uid`) could not be read, and what to do.
+pub fn unreadable(shown: &str, pid: i32, uid: &str, e: &std::io::Error) -> String {
+    format!(
+        "cannot read the environment of {shown} (/proc/{pid}/environ: {e}): the sidecar must run \
+         as the app's runAsUser ({uid}) or have CAP_SYS_PTRACE to compare it with the files"
+    )
 }
 
 /// Compares the environment `raw` with `keys` (name, keyed fingerprint of the file's content).

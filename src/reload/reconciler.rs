@@ -328,7 +328,7 @@ impl Reconciler {
     /// Records how the app's environment compared with the files (`--consumed-as env`).
     fn saw_environment(&self) {
         if let Some(e) = self.action.environment() {
-            self.metrics.environment(!e.differing.is_empty());
+            self.metrics.environment(!e.keys.differing.is_empty());
             lock(&self.status).environment = Some(e.clone());
         }
     }
@@ -400,7 +400,7 @@ impl Reconciler {
     fn show_desired(&self, v: &Version, p: &Progress) {
         let stale = p.applied != Some(v.fingerprint);
         self.metrics.set_stale(stale);
-        self.metrics.set_applied(p.applied.map(|f| f.short()));
+        self.metrics.set_applied(p.applied);
         let mut t = lock(&self.status);
         t.desired_fingerprint = Some(v.fingerprint.short());
         t.applied_fingerprint = p.applied.map(|f| f.short());

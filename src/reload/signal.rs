@@ -24,9 +24,10 @@ use nix::sys::signal::Signal;
 use super::{ActionError, Outcome};
 use crate::config::SignalConfig;
 use crate::group::Version;
+use crate::process::environ::{self, Verdict};
 use crate::process::select::FindError;
 use crate::process::tracker::{Found, TrackError, Tracker};
-use crate::process::{ProcFs, ProcInfo, ProcStatus, environ};
+use crate::process::{ProcFs, ProcInfo, ProcStatus};
 use crate::report::status::EnvironmentStatus;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
@@ -65,16 +66,6 @@ struct Restart {
     at: Instant,
     /// The process it was sent to (pid, start ticks).
     process: (i32, u64),
-}
-
-/// How a process's environment compares with the files.
-enum Comparison {
-    /// Every key it has holds the file's content (at least one key).
-    Holds,
-    /// Some key holds another value.
-    Differs(Vec<String>),
-    /// None of the keys is in its environment.
-    Absent,
 }
 
 impl SignalAction {
@@ -116,7 +107,7 @@ impl SignalAction {
         }
         let found = self.compare(&mut procs[0].0, version);
         self.keep(procs);
-        Some(matches!(found.ok()?, Comparison::Holds))
+        Some(found.ok()? == Verdict::Holds)
     }
 
     /// Compares the environment of `h` with the keys of `version`, and records it.
@@ -124,49 +115,35 @@ impl SignalAction {
         &mut self,
         h: &mut crate::process::handle::ProcessHandle,
         version: &Version,
-    ) -> Result<Comparison, ActionError> {
+    ) -> Result<Verdict, ActionError> {
         let Some(env) = self.env.as_mut() else {
-            return Ok(Comparison::Holds);
+            return Ok(Verdict::Holds);
         };
         let mut status = EnvironmentStatus {
             pid: h.info.pid,
             checked_at: SystemTime::now(),
-            holding: Vec::new(),
-            differing: Vec::new(),
-            absent: Vec::new(),
+            keys: environ::Compared::default(),
             error: None,
         };
-        let raw = match h.environ() {
-            Ok(raw) => raw,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(gone(&h.info)),
+        match h.environ() {
+            Ok(raw) => {
+                status.keys = environ::compare(&raw, &version.keys, &env.key);
+                let verdict = status.keys.verdict();
+                env.last = Some(status);
+                Ok(verdict)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(gone(&h.info)),
             Err(e) => {
                 let uid = h
                     .status()
                     .map(|s| s.uid.to_string())
                     .unwrap_or_else(|_| "?".into());
-                let why = format!(
-                    "cannot read the environment of {} (/proc/{}/environ: {e}): the sidecar must run \
-                     as the app's runAsUser ({uid}) or have CAP_SYS_PTRACE to compare it with the files",
-                    h.info.shown(),
-                    h.info.pid,
-                );
+                let why = environ::unreadable(&h.info.shown(), h.info.pid, &uid, &e);
                 status.error = Some(why.clone());
                 env.last = Some(status);
-                return Err(ActionError::Failed(why));
+                Err(ActionError::Failed(why))
             }
-        };
-        let c = environ::compare(&raw, &version.keys, &env.key);
-        drop(raw);
-        (status.holding, status.differing, status.absent) = (c.holding, c.differing, c.absent);
-        let verdict = if !status.differing.is_empty() {
-            Comparison::Differs(status.differing.clone())
-        } else if status.holding.is_empty() {
-            Comparison::Absent
-        } else {
-            Comparison::Holds
-        };
-        env.last = Some(status);
-        Ok(verdict)
+        }
     }
 
     /// `--consumed-as env`: restart the app when its environment differs from the files, safely
@@ -191,7 +168,7 @@ impl SignalAction {
         let this_version = restart.filter(|r| r.version == version.fingerprint);
         let result = match compared {
             Err(e) => Err(e),
-            Ok(Comparison::Absent) => Err(ActionError::Failed(format!(
+            Ok(Verdict::Absent) => Err(ActionError::Failed(format!(
                 "none of the keys ({}) is in the environment of {shown}: a restart would change \
                  nothing, so none is sent; give the app the Secret with envFrom, or watch the \
                  files it reads with --consumed-as files",
@@ -202,7 +179,7 @@ impl SignalAction {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
-            Ok(Comparison::Holds) => {
+            Ok(Verdict::Holds) => {
                 self.delivered = Some(me);
                 Ok(match this_version {
                     Some(r) if r.process != me => Outcome::Done(format!(
@@ -215,8 +192,11 @@ impl SignalAction {
                     )),
                 })
             }
-            Ok(Comparison::Differs(keys)) => {
-                let keys = keys.join(", ");
+            Ok(Verdict::Differs) => {
+                let keys = self
+                    .environment()
+                    .map(|e| e.keys.differing.join(", "))
+                    .unwrap_or_default();
                 match (this_version, restart) {
                     (Some(r), _) if r.process == me => Err(ActionError::Waiting(format!(
                         "{} was sent to {shown} {} ago: waiting for it to exit and its container to restart",

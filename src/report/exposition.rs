@@ -78,7 +78,7 @@ impl Metrics {
         let versions: Vec<Metric> = if self.shared_versions.load(Relaxed) {
             t.iter()
                 .filter_map(|t| {
-                    let v = lock(&t.applied).clone()?;
+                    let v = (*lock(&t.applied))?.short();
                     Some(gauge(&[("target", &t.name), ("version", &v)], 1.0))
                 })
                 .collect()

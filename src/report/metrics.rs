@@ -17,6 +17,7 @@ use super::status::TargetState;
 use crate::config::TargetConfig;
 use crate::config::compat::CompatMetrics;
 use crate::lock;
+use crate::scan::fingerprint::Fingerprint;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +218,8 @@ pub struct TargetMetrics {
     pub(super) last_failed: AtomicBool,
     /// Duration of the last successful action, seconds.
     pub(super) last_success_duration: AtomicF64,
-    /// Short keyed fingerprint of the version it holds, when known.
-    pub(super) applied: Mutex<Option<String>>,
+    /// The version it holds, when known (shown as its short keyed fingerprint at a scrape).
+    pub(super) applied: Mutex<Option<Fingerprint>>,
     /// `--consumed-as env`: (compared at least once, the app's environment differs from the
     /// files).
     pub(super) environment: (AtomicBool, AtomicBool),
@@ -265,8 +266,8 @@ impl TargetMetrics {
         self.environment.1.store(differs, Relaxed);
         self.environment.0.store(true, Relaxed);
     }
-    /// The version it holds (short keyed fingerprint), when known.
-    pub fn set_applied(&self, version: Option<String>) {
+    /// The version it holds, when known.
+    pub fn set_applied(&self, version: Option<Fingerprint>) {
         *lock(&self.applied) = version;
     }
     /// Whether its selector matches several unrelated processes.

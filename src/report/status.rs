@@ -253,12 +253,10 @@ pub struct EnvironmentStatus {
     /// When.
     #[serde(serialize_with = "rfc3339_required")]
     pub checked_at: SystemTime,
-    /// Keys whose variable holds the file's content.
-    pub holding: Vec<String>,
-    /// Keys whose variable holds another value: the app runs on an older version.
-    pub differing: Vec<String>,
-    /// Keys not in its environment.
-    pub absent: Vec<String>,
+    /// Keys holding the file's content, holding another value (the app runs on an older
+    /// version), and not in its environment.
+    #[serde(flatten)]
+    pub keys: crate::process::environ::Compared,
     /// Why the environment could not be read.
     pub error: Option<String>,
 }
