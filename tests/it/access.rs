@@ -328,9 +328,10 @@ fn block_policy_holds_an_unreadable_version_until_it_is_readable() {
         held.starts_with(&format!("the app cannot read {}", token.display())),
         "{held}"
     );
-    assert_eq!(
-        d.metric("content_blocked", &[("watch", "default")]),
-        Some(1.0)
+    eventually(
+        "content_blocked 1 in the metrics (written after the status board)",
+        || d.metric("content_blocked", &[("watch", "default")]),
+        |v| *v == Some(1.0),
     );
     let status = d.passed(t);
     let target = &status["targets"][0];

@@ -158,9 +158,11 @@ fn half_written_rotation_is_held_back_then_reloaded_once() {
         held.contains("tls.key") && held.contains("matches no certificate"),
         "{held}"
     );
-    assert_eq!(
-        d.metric("content_blocked", &[("watch", "default")]),
-        Some(1.0)
+    // The metrics are written after the status board, in the same pass.
+    eventually(
+        "the hold in the metrics",
+        || d.metric("content_blocked", &[("watch", "default")]),
+        |v| *v == Some(1.0),
     );
     // The writer pauses: the daemon scans the half-written pair again (resyncs, each a point
     // where it would act) and must still hold it back. Two more scans, then every target has
@@ -183,9 +185,10 @@ fn half_written_rotation_is_held_back_then_reloaded_once() {
     );
     d.passed(t);
     assert_eq!(sink.count(), 1);
-    assert_eq!(
-        d.metric("content_blocked", &[("watch", "default")]),
-        Some(0.0)
+    eventually(
+        "content_blocked 0 in the metrics (written after the status board)",
+        || d.metric("content_blocked", &[("watch", "default")]),
+        |v| *v == Some(0.0),
     );
     assert!(d.log().contains("content held back"), "{}", d.log());
 }

@@ -518,8 +518,9 @@ fn back_to_back_swaps_never_report_a_version_kubelet_removed_as_held_back() {
         held.len(),
         held.join("\n")
     );
-    assert_eq!(
-        d.metric("content_blocked", &[("watch", "default")]),
-        Some(0.0)
+    eventually(
+        "content_blocked 0 in the metrics (written after the status board)",
+        || d.metric("content_blocked", &[("watch", "default")]),
+        |v| *v == Some(0.0),
     );
 }
