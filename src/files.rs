@@ -6,13 +6,50 @@
 //! after a `stat` is still caught), read only when it is a regular file, and read with a size
 //! limit. Special files are never opened at all when a `stat` already shows them. Buffers that
 //! may hold secrets are wiped when dropped ([`Zeroizing`]).
+//!
+//! Every open is an `openat(2)`: musl's `open()` follows an `O_CLOEXEC` open with an
+//! `fcntl(F_SETFD)` (for kernels older than 2.6.23), a system call on the reload path for
+//! nothing; `openat` is passed straight to the kernel. A directory walk opens its entries
+//! relative to the directory's descriptor ([`open_known_regular_at`]): one path component to
+//! resolve instead of the whole path.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::Mode;
+
 pub use zeroize::Zeroizing;
+
+/// Descriptors whose `close` waits until the action they led to is taken: a scan on the
+/// reload path keeps the files and directories it read open, and the group closes them once
+/// its targets have acted (one system call each, none of them between the event and the
+/// action). Cloning gives an empty list: only the original closes.
+#[derive(Default)]
+pub struct Closing(Vec<File>);
+
+impl Closing {
+    /// Keeps `file` open until this is dropped.
+    pub fn defer(&mut self, file: File) {
+        self.0.push(file);
+    }
+}
+
+impl Clone for Closing {
+    fn clone(&self) -> Self {
+        Closing::default()
+    }
+}
+
+impl std::fmt::Debug for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Closing({} open)", self.0.len())
+    }
+}
 
 /// Why a file was not read.
 #[derive(Debug)]
@@ -94,10 +131,22 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
     if !md.is_file() {
         return Err(ReadError::NotRegular(kind_of(&md)));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)?;
+    open_known_regular_at(AT_FDCWD, path.as_os_str())
+}
+
+/// Opens a path a `stat` has just shown to be a regular file: the open cannot block, and the
+/// file is checked again on the descriptor.
+pub fn open_known_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
+    open_known_regular_at(AT_FDCWD, path.as_os_str())
+}
+
+/// Opens `name` relative to the directory `dir` (a directory walk, whose entry said it is a
+/// regular file): the open cannot block, and the file is checked again on the descriptor.
+pub fn open_known_regular_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+) -> Result<(File, Metadata), ReadError> {
+    let file = open_nonblocking(dir, name, OFlag::empty())?;
     let md = file.metadata()?;
     if !md.is_file() {
         return Err(ReadError::NotRegular(kind_of(&md)));
@@ -105,25 +154,18 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
     Ok((file, md))
 }
 
-/// Opens a path a `stat` has just shown to be a regular file (a directory walk): the open
-/// cannot block, and the file is checked again on the descriptor.
-pub fn open_known_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)?;
-    let md = file.metadata()?;
-    if !md.is_file() {
-        return Err(ReadError::NotRegular(kind_of(&md)));
-    }
-    Ok((file, md))
+/// `openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | extra)`.
+pub fn open_nonblocking(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | extra;
+    let fd = openat(dir.as_fd(), name, flags, Mode::empty()).map_err(io::Error::from)?;
+    Ok(File::from(fd))
 }
 
 /// Reads all of an open regular file, at most `limit` bytes; the buffer is wiped when dropped.
 /// A file already larger than the limit is refused, and so is one that grows past it while it is
 /// read.
 pub fn read_open(
-    mut file: File,
+    mut file: &File,
     md: &Metadata,
     limit: u64,
 ) -> Result<Zeroizing<Vec<u8>>, ReadError> {
@@ -148,9 +190,7 @@ pub fn read_open(
     }
     // Shorter than its size, or a size `fstat` does not know: read to the end, one byte past
     // the limit telling a file that grew from one exactly at it.
-    (&mut file)
-        .take(limit + 1 - got as u64)
-        .read_to_end(&mut buf)?;
+    file.take(limit + 1 - got as u64).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
@@ -161,7 +201,7 @@ pub fn read_open(
 /// the state file).
 pub fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let (file, md) = open_regular(path)?;
-    read_open(file, &md, limit)
+    read_open(&file, &md, limit)
 }
 
 /// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a
@@ -194,10 +234,7 @@ pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
 /// Opens a kernel-generated file for reading. Non-blocking all the same: `--proc-root` may
 /// point elsewhere than procfs, and a FIFO there must not hang the daemon.
 pub fn open_proc(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
+    open_nonblocking(AT_FDCWD, path.as_os_str(), OFlag::empty())
 }
 
 /// `read(2)` on a procfs descriptor at offset 0 (the kernel regenerates the content for each

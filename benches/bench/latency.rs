@@ -44,28 +44,53 @@ struct Watcher {
     seen: Seen,
     writer: AtomicWriter,
     samples: Vec<Duration>,
+    /// HTTP: swap → the endpoint's thread read the first byte (its own wakeup included).
+    read_samples: Vec<Duration>,
     reused: usize,
     missed: usize,
 }
 
 impl Watcher {
-    /// Rotates its volume and waits for its action; the latency, if it came.
-    fn once(&mut self, i: usize, http: &HttpProbe, sig: &SignalProbe) -> Option<(Duration, bool)> {
+    /// Rotates its volume and waits for its action: the latency (and, for HTTP, the latency to
+    /// the endpoint's read, and whether the connection was kept alive), if it came.
+    fn once(&mut self, i: usize, http: &HttpProbe, sig: &SignalProbe) -> Option<Sample> {
         match self.seen {
             Seen::Http(path) => {
                 http.drain_path(path);
                 let swapped = rotate(&self.writer, i);
-                http.next_on(path, DEADLINE)
-                    .map(|h| (h.at.saturating_duration_since(swapped), h.reused))
+                http.next_on(path, DEADLINE).map(|h| Sample {
+                    latency: h.at.saturating_duration_since(swapped),
+                    read: Some(h.read_at.saturating_duration_since(swapped)),
+                    reused: h.reused,
+                })
             }
             Seen::Signal => {
                 sig.reset();
                 let swapped = rotate(&self.writer, i);
-                sig.wait(DEADLINE)
-                    .map(|at| (at.saturating_duration_since(swapped), false))
+                sig.wait(DEADLINE).map(|at| Sample {
+                    latency: at.saturating_duration_since(swapped),
+                    read: None,
+                    reused: false,
+                })
             }
         }
     }
+}
+
+impl Watcher {
+    /// The request path that names it (`/ours`, `/cmr`, `/floor`), or `SIGHUP`.
+    fn seen_as(&self) -> &'static str {
+        match self.seen {
+            Seen::Http(p) => p,
+            Seen::Signal => "SIGHUP",
+        }
+    }
+}
+
+struct Sample {
+    latency: Duration,
+    read: Option<Duration>,
+    reused: bool,
 }
 
 pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
@@ -88,6 +113,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             seen,
             writer: w,
             samples: Vec::new(),
+            read_samples: Vec::new(),
             reused: 0,
             missed: 0,
         });
@@ -167,9 +193,10 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     for i in WARM_UP..WARM_UP + o.iterations {
         for w in watchers.iter_mut() {
             match w.once(i, &http, &sig) {
-                Some((d, reused)) => {
-                    w.samples.push(d);
-                    w.reused += usize::from(reused);
+                Some(s) => {
+                    w.samples.push(s.latency);
+                    w.read_samples.extend(s.read);
+                    w.reused += usize::from(s.reused);
                 }
                 None => {
                     w.missed += 1;
@@ -184,7 +211,8 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let _ = writeln!(
         out,
         "{} iterations; each rotates every watcher's own volume in turn, waits for its action and \
-         pauses {} ms. HTTP is stamped at the first byte of the request, SIGHUP in this process's \
+         pauses {} ms. HTTP is stamped at the kernel's receive timestamp of the request's first byte \
+         (`SO_TIMESTAMPNS`: the endpoint's own wakeup is in no figure), SIGHUP in this process's \
          handler.\n",
         o.iterations,
         PAUSE.as_millis()
@@ -194,7 +222,12 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         "| path | median | p99 | max | n |\n|---|---|---|---|---|"
     );
     let mut notes = Vec::new();
+    let mut read_medians = Vec::new();
     for w in &watchers {
+        if !w.read_samples.is_empty() {
+            let s = stats(w.read_samples.clone());
+            read_medians.push(format!("{} {:.3} ms", w.seen_as(), s.median));
+        }
         let s = stats(w.samples.clone());
         row(out, w.label, &s);
         *match w.role {
@@ -303,5 +336,11 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         ratio(&f.sig_fast, &f.floor_sig),
         ratio(&f.http_fast, &f.cmr_http),
     );
-    let _ = writeln!(out, "Connections: {}.\n", notes.join("; "));
+    let _ = writeln!(out, "Connections: {}.", notes.join("; "));
+    let _ = writeln!(
+        out,
+        "Seen by the endpoint's thread instead (swap → its read of the first byte, its wakeup \
+         included), medians: {}.\n",
+        read_medians.join(", ")
+    );
 }

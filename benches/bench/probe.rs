@@ -3,24 +3,34 @@
 //! `Instant`, so latencies compare with the writer's swap instant in one clock.
 //!
 //! The endpoint speaks HTTP/1.1 with keep-alive (a connection stays open unless the request says
-//! `Connection: close`, or is HTTP/1.0 without `keep-alive`) and stamps each request when its
-//! first byte is read, not when its head is complete: every watcher is timed to the moment its
-//! request reaches this process, whatever it sends after. Threads blocked in `accept` are
+//! `Connection: close`, or is HTTP/1.0 without `keep-alive`) and stamps each request at its first
+//! byte, not when its head is complete: every watcher is timed to the moment its request reaches
+//! this process, whatever it sends after. Over plain TCP that moment is the kernel's receive
+//! timestamp of the segment carrying the first byte (`SO_TIMESTAMPNS`): the endpoint itself costs
+//! nothing in the figure, not even its own wakeup (an idle vCPU of this VM takes a few hundred
+//! microseconds to wake, the same for every watcher). The moment its thread read the byte is kept
+//! too (`read_at`); over TLS only that one exists, after decryption. Threads blocked in `accept` are
 //! spawned ahead, so a new connection never waits for a thread to be created; each stamp carries
 //! the request path, so several watchers share one endpoint and each stamp is attributed.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 
 /// One request received.
 pub struct Hit {
-    /// When its first byte was read.
+    /// When its first byte arrived: the kernel's receive timestamp over plain TCP, `read_at` over
+    /// TLS.
     pub at: Instant,
+    /// When this process's thread read its first byte.
+    pub read_at: Instant,
     /// Request path.
     pub path: String,
     /// Whether it came on a connection that had carried an earlier request.
@@ -88,6 +98,8 @@ impl HttpProbe {
     fn start_with(file: Option<PathBuf>, tls: Option<Arc<rustls::ServerConfig>>) -> HttpProbe {
         let https = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+        // Turns the kernel's receive timestamps on (accepted sockets ask for them again).
+        setsockopt(&listener, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Hits::default());
         let server = Arc::new(Server {
@@ -168,6 +180,7 @@ fn spawn_acceptor(server: &Arc<Server>) {
                     Ok((stream, _)) => {
                         let mut replenish = replenish;
                         let _ = stream.set_nodelay(true);
+                        let _ = setsockopt(&stream, sockopt::ReceiveTimestampns, &true);
                         match &server.tls {
                             None => serve(stream, &server, &mut replenish),
                             Some(cfg) => {
@@ -199,24 +212,67 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A connection whose first byte of a request can be stamped.
+trait Stamped: Read + Write {
+    /// Reads like `read`; also the moment the bytes arrived, if this stream knows it.
+    fn read_stamped(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<Instant>)> {
+        self.read(buf).map(|n| (n, None))
+    }
+}
+
+impl Stamped for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {}
+
+impl Stamped for TcpStream {
+    /// One byte with its segment's receive timestamp (`SCM_TIMESTAMPNS`, the real-time clock),
+    /// converted to an `Instant` by its age now.
+    fn read_stamped(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<Instant>)> {
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let (n, stamp) = {
+            let mut iov = [IoSliceMut::new(&mut buf[..1])];
+            let msg = recvmsg::<()>(
+                std::os::fd::AsRawFd::as_raw_fd(&self.as_fd()),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::empty(),
+            )
+            .map_err(io::Error::from)?;
+            let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmTimestampns(t) => Some(t),
+                    _ => None,
+                })
+            });
+            (msg.bytes, stamp)
+        };
+        let at = stamp.and_then(|t| {
+            let arrived =
+                SystemTime::UNIX_EPOCH + Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32);
+            let (now, wall) = (Instant::now(), SystemTime::now());
+            now.checked_sub(wall.duration_since(arrived).unwrap_or_default())
+        });
+        Ok((n, at))
+    }
+}
+
 /// Serves the requests of one connection until it closes.
-fn serve<S: Read + Write>(mut s: S, server: &Arc<Server>, replenish: &mut bool) {
+fn serve<S: Stamped>(mut s: S, server: &Arc<Server>, replenish: &mut bool) {
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     let mut served = 0usize;
     loop {
         // The first byte of the next request: stamp as soon as it is read.
-        let at = if pending.is_empty() {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let at = Instant::now();
+        let (at, read_at) = if pending.is_empty() {
+            match s.read_stamped(&mut chunk) {
+                Ok((0, _)) | Err(_) => return,
+                Ok((n, arrived)) => {
+                    let read_at = Instant::now();
                     pending.extend_from_slice(&chunk[..n]);
-                    at
+                    (arrived.unwrap_or(read_at), read_at)
                 }
             }
         } else {
-            Instant::now()
+            let now = Instant::now();
+            (now, now)
         };
         let head_end = loop {
             if let Some(p) = find(&pending, b"\r\n\r\n") {
@@ -268,6 +324,7 @@ fn serve<S: Read + Write>(mut s: S, server: &Arc<Server>, replenish: &mut bool) 
         let written = s.write_all(response).and_then(|()| s.flush());
         server.hits.queue.lock().unwrap().push_back(Hit {
             at,
+            read_at,
             path,
             reused: served > 0,
             loaded,

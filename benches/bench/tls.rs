@@ -2,7 +2,8 @@
 //!
 //! - kubelet swap → reload call over HTTPS against the same over plain HTTP, one daemon each,
 //!   rotations alternating, both endpoints this process's own (Rust, rustls for HTTPS), each
-//!   stamped at the first byte of the request (after decryption for HTTPS);
+//!   stamped when this process's thread reads the first byte of the request (after decryption for
+//!   HTTPS; the endpoint's wakeup in both);
 //! - with nginx installed: kubelet swap → the daemon has confirmed that nginx serves the new
 //!   certificate (`--verify-served-cert`; SIGHUP, nginx's new workers, the daemon's look), read
 //!   from `served_certificate.checked_at` in /status.
@@ -126,7 +127,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             let swapped = rotate(w, i);
             match probe.next_on(path, DEADLINE) {
                 Some(h) if i >= 3 => {
-                    samples[k].push(h.at.saturating_duration_since(swapped));
+                    samples[k].push(h.read_at.saturating_duration_since(swapped));
                     reused[k] += usize::from(h.reused);
                 }
                 Some(_) => {}
@@ -140,7 +141,8 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         out,
         "{} iterations; each rotates both daemons' volumes in turn (plain HTTP, then HTTPS), waits \
          for the call and pauses {} ms. Both endpoints are this process's (Rust; rustls for \
-         HTTPS), stamped at the first byte of the request, after decryption for HTTPS.\n",
+         HTTPS), stamped when the endpoint's thread reads the first byte of the request, after \
+         decryption for HTTPS (its own wakeup in both).\n",
         o.iterations,
         PAUSE.as_millis()
     );

@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
             entries: 0,
         },
         torn: false,
+        closing: Default::default(),
     };
     group.lock().unwrap().update(
         &scan,

@@ -342,6 +342,7 @@ impl GroupTask {
             // between the event and the action. Their log lines wait for this one (see
             // `Announced`), so the log still reads in causal order.
             tokio::task::yield_now().await;
+            drop(std::mem::take(&mut scan.closing));
             if changed {
                 self.journal_change(&scan);
             }

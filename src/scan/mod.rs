@@ -196,6 +196,9 @@ pub struct Scan {
     /// A kubelet volume swapped again while it was read: what was read may mix two versions or
     /// miss files kubelet removed with the old one. Read again rather than report it.
     pub torn: bool,
+    /// What a scan on the reload path read, still open: closed when dropped, after the targets
+    /// acted (see the group's scan).
+    pub closing: crate::files::Closing,
 }
 
 impl Scan {

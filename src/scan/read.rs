@@ -1,6 +1,9 @@
 //! Reading one file of a version: opened so that it cannot block, fingerprinted, small files
 //! inspected (PEM, JWT) and wiped, all within the scan's budget and the group's file cap.
 
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -24,6 +27,36 @@ impl Scanning<'_> {
         required: bool,
         stat_shown_regular: bool,
     ) {
+        if !self.room_for(shown_as) {
+            return;
+        }
+        let opened = if stat_shown_regular {
+            files::open_known_regular(real)
+        } else {
+            files::open_regular(real)
+        };
+        self.take(shown_as, real, required, opened);
+    }
+
+    /// Reads and fingerprints an entry `name` of a directory being walked (`dir`, its
+    /// descriptor), which its directory entry showed to be a regular file: opened relative to
+    /// the directory.
+    pub(super) fn read_entry(
+        &mut self,
+        shown_as: &Path,
+        real: &Path,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) {
+        if !self.room_for(shown_as) {
+            return;
+        }
+        let opened = files::open_known_regular_at(dir, name);
+        self.take(shown_as, real, false, opened);
+    }
+
+    /// Whether the group's file cap leaves room for `shown_as` (reported once when it does not).
+    fn room_for(&mut self, shown_as: &Path) -> bool {
         if self.files.len() >= self.opts.max_files && !self.files.iter().any(|f| f.path == shown_as)
         {
             if !self.capped {
@@ -36,13 +69,19 @@ impl Scanning<'_> {
                     ),
                 );
             }
-            return;
+            return false;
         }
-        let opened = if stat_shown_regular {
-            files::open_known_regular(real)
-        } else {
-            files::open_regular(real)
-        };
+        true
+    }
+
+    /// Fingerprints a file just opened (or reports why it was not).
+    fn take(
+        &mut self,
+        shown_as: &Path,
+        real: &Path,
+        required: bool,
+        opened: Result<(File, Metadata), ReadError>,
+    ) {
         let (file, md) = match opened {
             Ok(opened) => opened,
             Err(ReadError::NotRegular(kind)) => {
@@ -71,7 +110,7 @@ impl Scanning<'_> {
         let digest = if md.len() > INSPECT_LIMIT {
             self.opts.key.digest_reader(&file).map_err(ReadError::from)
         } else {
-            files::read_open(file, &md, INSPECT_LIMIT).map(|content| {
+            files::read_open(&file, &md, INSPECT_LIMIT).map(|content| {
                 self.pem.add_file(shown_as, &content);
                 if let Some(exp) = super::token::expiry(&content) {
                     self.scan.token_expiry.push((shown_as.to_path_buf(), exp));
@@ -79,6 +118,7 @@ impl Scanning<'_> {
                 self.opts.key.digest(&content)
             })
         };
+        self.close_later(file);
         let fingerprint: Fingerprint = match digest {
             Ok(fp) => fp,
             Err(ReadError::TooLarge { .. }) => {

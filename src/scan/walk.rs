@@ -1,9 +1,12 @@
 //! Walking the watched paths of one group and reading their files: the state of one scan.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -15,6 +18,8 @@ use super::{
 };
 use crate::files::{self, ReadError};
 use crate::text::path as shown;
+use nix::fcntl::{AT_FDCWD, OFlag};
+use rustix::fs::{FileType, RawDir};
 
 /// Deepest directory nesting followed below a watched directory.
 const MAX_DEPTH: usize = 16;
@@ -41,6 +46,9 @@ pub(super) struct Scanning<'a> {
     pub(super) capped: bool,
     /// Each `..data` read, with the directory it named then.
     pub(super) resolved: Vec<(PathBuf, PathBuf)>,
+    /// Watched paths remain to be walked after the current one (a directory walked now is
+    /// then recorded even when nothing below it needs it, for the later ones).
+    later_paths: bool,
 }
 
 impl<'a> Scanning<'a> {
@@ -72,17 +80,20 @@ impl<'a> Scanning<'a> {
                     entries: 0,
                 },
                 torn: false,
+                closing: Default::default(),
             },
             visited: HashSet::new(),
             pem: PemCheck::new(opts.served_certs),
             capped: false,
             resolved: Vec::new(),
+            later_paths: false,
         }
     }
 
     /// Scans `paths`; `None` when the budget ran out.
     pub(super) fn run(mut self, paths: &[PathBuf]) -> Option<Scan> {
         for (i, p) in paths.iter().enumerate() {
+            self.later_paths = i + 1 < paths.len();
             let was_dir = self.opts.kinds.get(i).copied().flatten();
             let layout = self.path(p, was_dir);
             if self.over {
@@ -179,53 +190,18 @@ impl<'a> Scanning<'a> {
 
     fn path(&mut self, p: &Path, was_dir: Option<bool>) -> Layout {
         let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
-        match fs::metadata(p) {
-            Ok(md) if md.is_dir() => {
-                self.watch_parent(p);
-                if was_dir == Some(false) {
-                    self.problem(
-                        ProblemKind::WrongKind,
-                        format!(
-                            "{} was a file and is now a directory: the app cannot read it as before \
-                             (restart the sidecar if the change is meant)",
-                            shown(p)
-                        ),
-                    );
-                    return Layout::Directory;
-                }
-                let before = self.files.len();
-                let layout = match self.kubelet_data(p) {
-                    Ok(Some(data)) => {
-                        // The version is what `..data` names: its swap is the only event that
-                        // matters (kubelet's other steps are internal, or follow the swap).
-                        self.watch(p, Interest::KubeletData);
-                        self.walk(&data, p, 0, false, p);
-                        Layout::KubeletVolume
-                    }
-                    Ok(None) => {
-                        self.watch(p, Interest::All);
-                        self.walk(p, p, 0, true, p);
-                        Layout::Directory
-                    }
-                    Err(problem) => {
-                        self.watch(p, Interest::KubeletData);
-                        self.scan.problems.push(problem);
-                        Layout::KubeletVolume
-                    }
-                };
-                // A volume unmounted, or not populated yet, leaves an empty directory: never a
-                // version to reload the app into.
-                if !self.over
-                    && self.files.len() == before
-                    && !self.files.iter().any(|f| f.path.starts_with(p))
-                {
-                    self.problem(
-                        ProblemKind::Missing,
-                        format!("{} holds no files (yet)", shown(p)),
-                    );
-                }
-                layout
+        // A directory seen before is most likely still a kubelet volume: its `..data` read
+        // first says so without a `stat` of the directory (a path through it resolves only when
+        // it is one).
+        let mut data = None;
+        if was_dir == Some(true) {
+            match self.kubelet_data(p) {
+                Ok(None) => data = Some(Ok(None)),
+                known => return self.directory(p, was_dir, Some(known), None),
             }
+        }
+        match fs::metadata(p) {
+            Ok(md) if md.is_dir() => self.directory(p, was_dir, data, Some((md.dev(), md.ino()))),
             Ok(md) if md.is_file() => {
                 if was_dir == Some(true) {
                     self.watch_parent(p);
@@ -306,6 +282,62 @@ impl<'a> Scanning<'a> {
         }
     }
 
+    /// A watched path that is a directory: a kubelet volume (read through `..data`) or a plain
+    /// directory. `data`: its `..data` when already read; `id`: its (device, inode) when a
+    /// `stat` gave it.
+    fn directory(
+        &mut self,
+        p: &Path,
+        was_dir: Option<bool>,
+        data: Option<Result<Option<PathBuf>, Problem>>,
+        id: Option<(u64, u64)>,
+    ) -> Layout {
+        self.watch_parent(p);
+        if was_dir == Some(false) {
+            self.problem(
+                ProblemKind::WrongKind,
+                format!(
+                    "{} was a file and is now a directory: the app cannot read it as before \
+                     (restart the sidecar if the change is meant)",
+                    shown(p)
+                ),
+            );
+            return Layout::Directory;
+        }
+        let before = self.files.len();
+        let layout = match data.unwrap_or_else(|| self.kubelet_data(p)) {
+            Ok(Some(data)) => {
+                // The version is what `..data` names: its swap is the only event that
+                // matters (kubelet's other steps are internal, or follow the swap).
+                self.watch(p, Interest::KubeletData);
+                self.walk(&data, p, 0, false, p, None);
+                Layout::KubeletVolume
+            }
+            Ok(None) => {
+                self.watch(p, Interest::All);
+                self.walk(p, p, 0, true, p, id);
+                Layout::Directory
+            }
+            Err(problem) => {
+                self.watch(p, Interest::KubeletData);
+                self.scan.problems.push(problem);
+                Layout::KubeletVolume
+            }
+        };
+        // A volume unmounted, or not populated yet, leaves an empty directory: never a
+        // version to reload the app into.
+        if !self.over
+            && self.files.len() == before
+            && !self.files.iter().any(|f| f.path.starts_with(p))
+        {
+            self.problem(
+                ProblemKind::Missing,
+                format!("{} holds no files (yet)", shown(p)),
+            );
+        }
+        layout
+    }
+
     /// The resolved `..data` directory of a kubelet volume (`None`: not one), recording the
     /// swap's time. `..data` must stay inside the volume: kubelet points it at a sibling.
     fn kubelet_data(&mut self, dir: &Path) -> Result<Option<PathBuf>, Problem> {
@@ -339,10 +371,23 @@ impl<'a> Scanning<'a> {
 
     /// Walks `dir` (read from) as `shown_as` (the path the app uses). `watch` adds real
     /// subdirectories to the watch set (not inside kubelet's timestamped directories, whose
-    /// content never changes after the swap). Symlinks must stay inside `root`.
-    fn walk(&mut self, dir: &Path, shown_as: &Path, depth: usize, watch: bool, root: &Path) {
-        let md = match fs::metadata(dir) {
-            Ok(md) => md,
+    /// content never changes after the swap). Symlinks must stay inside `root`. `id`: the
+    /// directory's (device, inode) when a `stat` just gave it.
+    ///
+    /// The directory is opened once; its regular files are opened relative to it. Its identity
+    /// (for symlink loops) is taken from the open descriptor only when it matters: before it is
+    /// compared with the directories walked before it, and before a subdirectory is walked.
+    fn walk(
+        &mut self,
+        dir: &Path,
+        shown_as: &Path,
+        depth: usize,
+        watch: bool,
+        root: &Path,
+        id: Option<(u64, u64)>,
+    ) {
+        let listing = match files::open_nonblocking(AT_FDCWD, dir.as_os_str(), OFlag::O_DIRECTORY) {
+            Ok(d) => d,
             Err(e) => {
                 return self.problem(
                     ProblemKind::Unreadable,
@@ -354,24 +399,25 @@ impl<'a> Scanning<'a> {
                 );
             }
         };
-        if !self.visited.insert((md.dev(), md.ino())) {
-            self.scan.skipped.push(format!(
-                "{}: directory reached twice (symlink loop), skipped",
-                shown(shown_as)
-            ));
-            return;
-        }
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                return self.problem(
-                    ProblemKind::Unreadable,
-                    format!("cannot list {}: {}", shown(shown_as), ReadError::from(e)),
-                );
+        let dir_fd = listing.as_fd();
+        let mut recorded = false;
+        if id.is_some() || !self.visited.is_empty() {
+            if !self.enter(dir_fd, id, shown_as) {
+                return;
             }
-        };
+            recorded = true;
+        }
         let mut root_real: Option<PathBuf> = None;
-        for entry in entries.flatten() {
+        // `getdents64` straight into a buffer on the stack: no allocation, and none of the
+        // `fstat`/`fcntl` calls libc's `opendir` makes.
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut entries = RawDir::new(dir_fd, &mut buf);
+        while let Some(entry) = entries.next() {
+            let Ok(entry) = entry else { break };
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
             if self.over || self.capped {
                 return;
             }
@@ -380,13 +426,18 @@ impl<'a> Scanning<'a> {
                 self.over = true;
                 return;
             }
-            let name = entry.file_name();
-            let (real, seen) = (dir.join(&name), shown_as.join(&name));
-            let file_type = entry.file_type().ok();
-            let is_link = file_type.is_some_and(|t| t.is_symlink());
+            let (real, seen) = (dir.join(name), shown_as.join(name));
+            // The type the directory entry gives, or (a filesystem that does not fill it in)
+            // the one `lstat` gives.
+            let (is_file, is_link) = match entry.file_type() {
+                FileType::Unknown => fs::symlink_metadata(&real)
+                    .map(|m| (m.is_file(), m.file_type().is_symlink()))
+                    .unwrap_or((false, false)),
+                t => (t == FileType::RegularFile, t == FileType::Symlink),
+            };
             // A regular file by the directory entry itself (no `stat`); opening it checks again.
-            if file_type.is_some_and(|t| t.is_file()) {
-                self.read(&seen, &real, false, true);
+            if is_file {
+                self.read_entry(&seen, &real, dir_fd, name);
                 continue;
             }
             if is_link && !self.opts.follow_external_symlinks {
@@ -415,20 +466,27 @@ impl<'a> Scanning<'a> {
             match fs::metadata(&real) {
                 Ok(md) if md.is_file() => self.read(&seen, &real, false, true),
                 Ok(md) if md.is_dir() && depth + 1 < MAX_DEPTH => {
+                    if !recorded {
+                        // The first directory of the scan: nothing to compare it with, but what
+                        // is walked below it is compared with it.
+                        let _ = self.enter(dir_fd, None, shown_as);
+                        recorded = true;
+                    }
                     let watched = watch && !is_link;
+                    let sub = Some((md.dev(), md.ino()));
                     // A kubelet volume inside a plain directory is read through its `..data`.
                     match self.kubelet_data(&real) {
                         Ok(Some(data)) => {
                             if watched {
                                 self.watch(&real, Interest::KubeletData);
                             }
-                            self.walk(&data, &seen, depth + 1, false, &real)
+                            self.walk(&data, &seen, depth + 1, false, &real, None)
                         }
                         Ok(None) => {
                             if watched {
                                 self.watch(&real, Interest::All);
                             }
-                            self.walk(&real, &seen, depth + 1, watched, root)
+                            self.walk(&real, &seen, depth + 1, watched, root, sub)
                         }
                         Err(problem) => self.scan.problems.push(problem),
                     }
@@ -449,6 +507,39 @@ impl<'a> Scanning<'a> {
                 )),
             }
         }
+        if !recorded && self.later_paths {
+            let _ = self.enter(dir_fd, None, shown_as);
+        }
+        self.close_later(listing);
+    }
+
+    /// Closes `file` after the action when this scan is on the reload path (within a budget);
+    /// at once otherwise (a scan on the blocking pool, whose descriptors may be many).
+    pub(super) fn close_later(&mut self, file: std::fs::File) {
+        if self.budget.is_some() {
+            self.scan.closing.defer(file);
+        }
+    }
+
+    /// Records a directory about to be walked (its identity `id`, or its descriptor's); false
+    /// (and reported) when it was walked before: a symlink loop.
+    fn enter(&mut self, dir: BorrowedFd<'_>, id: Option<(u64, u64)>, shown_as: &Path) -> bool {
+        let id = match id {
+            Some(id) => id,
+            None => match nix::sys::stat::fstat(dir) {
+                Ok(st) => (st.st_dev, st.st_ino),
+                // Without an identity no loop can be told: the depth limit still ends one.
+                Err(_) => return true,
+            },
+        };
+        if self.visited.insert(id) {
+            return true;
+        }
+        self.scan.skipped.push(format!(
+            "{}: directory reached twice (symlink loop), skipped",
+            shown(shown_as)
+        ));
+        false
     }
 }
 
