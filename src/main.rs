@@ -8,6 +8,14 @@ use secret_reloader::daemon::{self, shutdown};
 use secret_reloader::report::logging;
 use secret_reloader::{Config, demo, doctor};
 
+/// dlmalloc rather than musl's allocator: musl's returns a size class's memory to the kernel as
+/// soon as its last object is freed, so a daemon whose every scan allocates and frees the same
+/// few objects could map and unmap pages at each reload (a `mmap`, a page fault and a `munmap`
+/// on the reload path, depending on how the heap happened to be laid out at start). dlmalloc
+/// keeps freed memory for reuse and gives back only large free tops.
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::from_env(); // Usage errors exit 2 with clap's message.
     match cli.command {

@@ -342,41 +342,65 @@ fn serve<S: Stamped>(mut s: S, server: &Arc<Server>, replenish: &mut bool) {
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 static LAST_HUP_NS: AtomicU64 = AtomicU64::new(0);
+/// Write end of the pipe the handler wakes the waiter through (-1 until installed).
+static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-/// SIGHUP handler of this process, stamping delivery inside the handler itself.
-pub struct SignalProbe;
+/// SIGHUP handler of this process, stamping delivery inside the handler itself. The waiter
+/// sleeps in `poll` on a pipe the handler writes to (the self-pipe pattern): it does not wake
+/// the CPU while it waits, so nothing of this process competes with the watcher being timed.
+pub struct SignalProbe {
+    read_end: std::os::fd::OwnedFd,
+}
 
 impl SignalProbe {
     pub fn install() -> SignalProbe {
         let base = *BASE.get_or_init(Instant::now);
-        // SAFETY: the action reads a clock and stores an atomic, both async-signal-safe.
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .expect("pipe");
+        WAKE_FD.store(
+            std::os::fd::IntoRawFd::into_raw_fd(write_end),
+            Ordering::SeqCst,
+        );
+        // SAFETY: the action reads a clock, stores atomics and calls write(2), all
+        // async-signal-safe.
         unsafe {
             signal_hook::low_level::register(signal_hook::consts::SIGHUP, move || {
                 let ns = base.elapsed().as_nanos() as u64;
                 LAST_HUP_NS.store(ns.max(1), Ordering::SeqCst);
+                let fd = WAKE_FD.load(Ordering::SeqCst);
+                if fd >= 0 {
+                    let _ = libc::write(fd, [1u8].as_ptr().cast(), 1);
+                }
             })
         }
         .expect("install SIGHUP handler");
-        SignalProbe
+        SignalProbe { read_end }
     }
 
     pub fn reset(&self) {
+        let mut sink = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read_end, &mut sink), Ok(n) if n > 0) {}
         LAST_HUP_NS.store(0, Ordering::SeqCst);
     }
 
-    /// Waits (sleeping briefly between looks) for the next SIGHUP after `reset`; the stamp was
-    /// taken in the handler, so how soon this notices does not change the figure.
+    /// Waits for the next SIGHUP after `reset`; the stamp was taken in the handler, so how
+    /// soon this notices does not change the figure.
     pub fn wait(&self, within: Duration) -> Option<Instant> {
+        use std::os::fd::AsFd;
         let deadline = Instant::now() + within;
         loop {
             let ns = LAST_HUP_NS.load(Ordering::SeqCst);
             if ns != 0 {
                 return Some(*BASE.get().unwrap() + Duration::from_nanos(ns));
             }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_micros(50));
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let mut fds = [nix::poll::PollFd::new(
+                self.read_end.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
         }
     }
 }

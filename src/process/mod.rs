@@ -193,6 +193,10 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
 
 /// Parses the identity and signal lines of `/proc/<pid>/status`.
 pub fn parse_status(text: &str) -> Option<ProcStatus> {
+    // Bits of the lines read: Uid, Gid, SigCgt, SigIgn are required; Tgid, CapEff, Groups are
+    // read when present. Every line after the last of them (CapEff) is left unread.
+    const REQUIRED: u32 = 0b1111;
+    const ALL: u32 = 0b111_1111;
     let mut st = ProcStatus::default();
     let mut seen = 0;
     for line in text.lines() {
@@ -200,44 +204,55 @@ pub fn parse_status(text: &str) -> Option<ProcStatus> {
             continue;
         };
         let value = value.trim();
-        match key {
-            "Tgid" => st.tgid = value.parse().ok()?,
+        let bit = match key {
+            "Tgid" => {
+                st.tgid = value.parse().ok()?;
+                16
+            }
             "Uid" => {
                 (st.uid, st.fsuid) = real_and_fs(value)?;
-                seen |= 1;
+                1
             }
             "Gid" => {
                 (st.gid, st.fsgid) = real_and_fs(value)?;
-                seen |= 2;
+                2
             }
-            "CapEff" => st.cap_eff = u64::from_str_radix(value, 16).ok()?,
+            "CapEff" => {
+                st.cap_eff = u64::from_str_radix(value, 16).ok()?;
+                32
+            }
             "Groups" => {
                 st.groups = value
                     .split_ascii_whitespace()
                     .filter_map(|g| g.parse().ok())
-                    .collect()
+                    .collect();
+                64
             }
             "SigCgt" => {
                 st.sig_cgt = u64::from_str_radix(value, 16).ok()?;
-                seen |= 4;
+                4
             }
             "SigIgn" => {
                 st.sig_ign = u64::from_str_radix(value, 16).ok()?;
-                seen |= 8;
+                8
             }
-            _ => {}
+            _ => 0,
+        };
+        seen |= bit;
+        if seen == ALL {
+            break;
         }
     }
-    (seen == 15).then_some(st)
+    (seen & REQUIRED == REQUIRED).then_some(st)
 }
 
 /// The first (real) and last (filesystem) of the four ids on a `Uid:` or `Gid:` line.
 fn real_and_fs(value: &str) -> Option<(u32, u32)> {
-    let ids: Vec<u32> = value
+    let mut ids = value
         .split_ascii_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    Some((*ids.first()?, *ids.last()?))
+        .filter_map(|v| v.parse().ok());
+    let real = ids.next()?;
+    Some((real, ids.next_back().unwrap_or(real)))
 }
 
 fn clock_ticks_per_sec() -> u64 {

@@ -402,8 +402,8 @@ impl Reconciler {
         self.metrics.set_stale(stale);
         self.metrics.set_applied(p.applied);
         let mut t = lock(&self.status);
-        t.desired_fingerprint = Some(v.fingerprint.short());
-        t.applied_fingerprint = p.applied.map(|f| f.short());
+        t.desired_fingerprint = Some(v.fingerprint);
+        t.applied_fingerprint = p.applied;
         match (stale, t.stale) {
             (true, false) => t.stale_since = Some(SystemTime::now()),
             (false, _) => t.stale_since = None,

@@ -19,6 +19,7 @@ use crate::assess::{Assessment, Hold};
 use crate::config::Config;
 use crate::lock;
 use crate::process::identity::{AppIdentity, Sidecar};
+use crate::scan::fingerprint::Fingerprint;
 use crate::scan::{Layout, Problem, Scan};
 use crate::text;
 
@@ -216,9 +217,12 @@ pub struct TargetStatus {
     #[serde(serialize_with = "rfc3339_required")]
     pub state_since: SystemTime,
     /// Fingerprint the target last applied; `null` when unknown (after a failed attempt).
-    pub applied_fingerprint: Option<String>,
+    /// Kept whole and shortened when shown: nothing is formatted on the way to an action.
+    #[serde(serialize_with = "short_fingerprint")]
+    pub applied_fingerprint: Option<Fingerprint>,
     /// Fingerprint of the current content; `null` while it is held back.
-    pub desired_fingerprint: Option<String>,
+    #[serde(serialize_with = "short_fingerprint")]
+    pub desired_fingerprint: Option<Fingerprint>,
     /// Whether the target does not hold the content on disk (held-back content included).
     pub stale: bool,
     /// Since when it is stale.
@@ -532,6 +536,13 @@ impl GroupStatus {
         self.identity_drift = a.identity.drift.clone();
         self.skipped = scan.skipped.clone();
         self.content_time = scan.content_time;
+    }
+}
+
+fn short_fingerprint<S: Serializer>(f: &Option<Fingerprint>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => s.serialize_str(&f.short()),
+        None => s.serialize_none(),
     }
 }
 

@@ -108,9 +108,11 @@ impl Fingerprint {
 
     /// The shortened hex form used in `/status`, logs and the exec environment.
     pub fn short(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(SHOWN_HEX_DIGITS);
         for b in &self.0[..SHOWN_HEX_DIGITS / 2] {
-            s.push_str(&format!("{b:02x}"));
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 0xf)] as char);
         }
         s
     }

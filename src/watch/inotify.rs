@@ -339,12 +339,12 @@ impl WatchHub {
                 st = lock(&self.state);
                 continue;
             }
-            let Some(paths) = st.by_wd.get(&ev.wd).cloned() else {
+            let Some(paths) = st.by_wd.get(&ev.wd) else {
                 continue;
             };
             tracing::trace!(mask = ?ev.mask, name = ?ev.name, "filesystem event");
             let dropped = ev.mask.contains(AddWatchFlags::IN_IGNORED);
-            for dir in &paths {
+            for dir in paths {
                 let Some(w) = st.dirs.get(dir) else { continue };
                 for (g, interest) in &w.wanted {
                     let name = ev.name.as_deref();
@@ -366,8 +366,7 @@ impl WatchHub {
             }
             if dropped {
                 // The kernel removed the watch (directory deleted or unmounted).
-                st.by_wd.remove(&ev.wd);
-                for dir in paths {
+                for dir in st.by_wd.remove(&ev.wd).unwrap_or_default() {
                     st.dirs.remove(&dir);
                     st.gone.insert(dir);
                 }
