@@ -35,6 +35,13 @@ use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
 pub const START_MARGIN: Duration = Duration::from_millis(20);
 
+/// The youngest a process may be to be sent a signal that ends it by default. `SigCgt` cannot
+/// tell an app's own handler from its runtime's: Go's runtime handles every signal from the
+/// first instruction, and a SIGHUP that reaches it before the app's `signal.Notify` ends the
+/// app. A process this young is signalled once it is this old (a rotation within a second of
+/// the app's start waits for the rest of that second).
+pub const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
+
 /// The signal action of one target.
 pub struct SignalAction {
     /// What to send.
@@ -262,6 +269,7 @@ impl SignalAction {
                 continue;
             }
             check_disposition(&h.info, st, sig)?;
+            self.old_enough(&h.info, sig)?;
             older.push((h, st));
         }
         if older.is_empty() {
@@ -323,6 +331,30 @@ impl SignalAction {
             TrackError::Find(e) if e.is_transient() => ActionError::Waiting(e.to_string()),
             TrackError::Find(e) => ActionError::Failed(e.to_string()),
         })
+    }
+
+    /// A process younger than [`YOUNGEST_SIGNALLED`] is not sent a signal that would end it
+    /// by default: its handler may not be its own yet.
+    fn old_enough(&self, p: &ProcInfo, sig: Signal) -> Result<(), ActionError> {
+        if default_is_ignore(sig) {
+            return Ok(());
+        }
+        let started = self.tracker.procfs().start_time(p);
+        let age = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        if age >= YOUNGEST_SIGNALLED {
+            return Ok(());
+        }
+        Err(ActionError::Waiting(format!(
+            "{} started {:.1} s ago: {} is sent once it is {} s old (a runtime may handle every \
+             signal before the app installs its own handler, as Go's does, and the signal would \
+             end the app)",
+            p.shown(),
+            age.as_secs_f64(),
+            sig.as_str(),
+            YOUNGEST_SIGNALLED.as_secs()
+        )))
     }
 
     fn started_after(&self, p: &ProcInfo, content_time: Option<SystemTime>) -> bool {
