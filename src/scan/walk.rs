@@ -555,3 +555,73 @@ fn by_path(mut files: Vec<FileEntry>) -> Vec<FileEntry> {
     });
     files
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::super::fingerprint::FingerprintKey;
+    use super::super::{Layout, Options, Scan, scan};
+
+    fn scan_of(paths: &[PathBuf], kinds: &[Option<bool>]) -> Scan {
+        scan(
+            paths,
+            Options {
+                key: &FingerprintKey::new(b"test".to_vec()),
+                max_files: 100,
+                follow_external_symlinks: false,
+                kinds,
+                served_certs: false,
+            },
+        )
+    }
+
+    fn names(s: &Scan) -> Vec<String> {
+        s.files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_symlink_back_to_an_ancestor_is_walked_once_in_a_directory_and_in_a_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A plain directory whose subdirectory links back to it.
+        let plain = tmp.path().join("plain");
+        std::fs::create_dir_all(plain.join("sub")).unwrap();
+        std::fs::write(plain.join("a"), "1").unwrap();
+        std::fs::write(plain.join("sub/b"), "2").unwrap();
+        symlink("..", plain.join("sub/up")).unwrap();
+        // A kubelet volume whose timestamped directory holds the same loop.
+        let vol = tmp.path().join("vol");
+        let ts = vol.join("..2026_01_01_00_00_00.1");
+        std::fs::create_dir_all(ts.join("sub")).unwrap();
+        std::fs::write(ts.join("a"), "1").unwrap();
+        std::fs::write(ts.join("sub/b"), "2").unwrap();
+        symlink("..", ts.join("sub/up")).unwrap();
+        symlink("..2026_01_01_00_00_00.1", vol.join("..data")).unwrap();
+        for (path, layout) in [(&plain, Layout::Directory), (&vol, Layout::KubeletVolume)] {
+            // The first scan, and a later one (the path known to be a directory).
+            for kinds in [[None], [Some(true)]] {
+                let s = scan_of(std::slice::from_ref(path), &kinds);
+                assert_eq!(s.layouts[0].1, layout, "{path:?}");
+                assert!(s.problems.is_empty(), "{:?}", s.problems);
+                assert_eq!(names(&s), ["a", "b"], "{path:?} {kinds:?}");
+                assert!(
+                    s.skipped.iter().any(|m| m.contains("reached twice")),
+                    "{:?}",
+                    s.skipped
+                );
+                assert!(s.fingerprint.is_some());
+            }
+        }
+        // Two watched paths naming one directory: walked once.
+        let s = scan_of(&[plain.clone(), plain.join("sub/up")], &[None, None]);
+        assert!(
+            s.skipped.iter().any(|m| m.contains("reached twice")),
+            "{:?}",
+            s.skipped
+        );
+    }
+}
