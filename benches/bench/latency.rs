@@ -75,9 +75,7 @@ impl Watcher {
             }
         }
     }
-}
 
-impl Watcher {
     /// The request path that names it (`/ours`, `/cmr`, `/floor`), or `SIGHUP`.
     fn seen_as(&self) -> &'static str {
         match self.seen {

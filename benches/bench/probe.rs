@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -230,7 +230,7 @@ impl Stamped for TcpStream {
         let (n, stamp) = {
             let mut iov = [IoSliceMut::new(&mut buf[..1])];
             let msg = recvmsg::<()>(
-                std::os::fd::AsRawFd::as_raw_fd(&self.as_fd()),
+                self.as_raw_fd(),
                 &mut iov,
                 Some(&mut space),
                 MsgFlags::empty(),

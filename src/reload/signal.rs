@@ -264,12 +264,13 @@ impl SignalAction {
         let mut older = Vec::with_capacity(procs.len());
         let mut newer = None;
         for (h, st) in &procs {
-            if !force && self.started_after(&h.info, version.content_time) {
+            let started = self.tracker.procfs().start_time(&h.info);
+            if !force && started_after(started, version.content_time) {
                 newer.get_or_insert_with(|| h.info.clone());
                 continue;
             }
             check_disposition(&h.info, st, sig)?;
-            self.old_enough(&h.info, sig)?;
+            old_enough(&h.info, started, sig)?;
             older.push((h, st));
         }
         if older.is_empty() {
@@ -332,34 +333,6 @@ impl SignalAction {
             TrackError::Find(e) => ActionError::Failed(e.to_string()),
         })
     }
-
-    /// A process younger than [`YOUNGEST_SIGNALLED`] is not sent a signal that would end it
-    /// by default: its handler may not be its own yet.
-    fn old_enough(&self, p: &ProcInfo, sig: Signal) -> Result<(), ActionError> {
-        if default_is_ignore(sig) {
-            return Ok(());
-        }
-        let started = self.tracker.procfs().start_time(p);
-        let age = SystemTime::now()
-            .duration_since(started)
-            .unwrap_or_default();
-        if age >= YOUNGEST_SIGNALLED {
-            return Ok(());
-        }
-        Err(ActionError::Waiting(format!(
-            "{} started {:.1} s ago: {} is sent once it is {} s old (a runtime may handle every \
-             signal before the app installs its own handler, as Go's does, and the signal would \
-             end the app)",
-            p.shown(),
-            age.as_secs_f64(),
-            sig.as_str(),
-            YOUNGEST_SIGNALLED.as_secs()
-        )))
-    }
-
-    fn started_after(&self, p: &ProcInfo, content_time: Option<SystemTime>) -> bool {
-        content_time.is_some_and(|ct| self.tracker.procfs().start_time(p) > ct + START_MARGIN)
-    }
 }
 
 fn send_error(p: &ProcInfo, st: &ProcStatus, e: Errno) -> ActionError {
@@ -402,6 +375,34 @@ fn check_disposition(p: &ProcInfo, st: &ProcStatus, sig: Signal) -> Result<(), A
         )));
     }
     Ok(())
+}
+
+/// Whether a process that started at `started` started after the content appeared.
+fn started_after(started: SystemTime, content_time: Option<SystemTime>) -> bool {
+    content_time.is_some_and(|ct| started > ct + START_MARGIN)
+}
+
+/// A process younger than [`YOUNGEST_SIGNALLED`] (it started at `started`) is not sent a signal
+/// that would end it by default: its handler may not be its own yet.
+fn old_enough(p: &ProcInfo, started: SystemTime, sig: Signal) -> Result<(), ActionError> {
+    if default_is_ignore(sig) {
+        return Ok(());
+    }
+    let age = SystemTime::now()
+        .duration_since(started)
+        .unwrap_or_default();
+    if age >= YOUNGEST_SIGNALLED {
+        return Ok(());
+    }
+    Err(ActionError::Waiting(format!(
+        "{} started {:.1} s ago: {} is sent once it is {} s old (a runtime may handle every \
+         signal before the app installs its own handler, as Go's does, and the signal would end \
+         the app)",
+        p.shown(),
+        age.as_secs_f64(),
+        sig.as_str(),
+        YOUNGEST_SIGNALLED.as_secs()
+    )))
 }
 
 fn gone(p: &ProcInfo) -> ActionError {

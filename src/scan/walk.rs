@@ -189,30 +189,23 @@ impl<'a> Scanning<'a> {
     }
 
     fn path(&mut self, p: &Path, was_dir: Option<bool>) -> Layout {
-        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
         // A directory seen before is most likely still a kubelet volume: its `..data` read
         // first says so without a `stat` of the directory (a path through it resolves only when
-        // it is one).
-        let mut data = None;
-        if was_dir == Some(true) {
-            match self.kubelet_data(p) {
-                Ok(None) => data = Some(Ok(None)),
+        // it is one). `Some(Ok(None))`: read, not a volume (or not a directory any more).
+        let data = match was_dir {
+            Some(true) => match self.kubelet_data(p) {
+                Ok(None) => Some(Ok(None)),
                 known => return self.directory(p, was_dir, Some(known), None),
-            }
-        }
+            },
+            _ => None,
+        };
+        let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
         match fs::metadata(p) {
             Ok(md) if md.is_dir() => self.directory(p, was_dir, data, Some((md.dev(), md.ino()))),
             Ok(md) if md.is_file() => {
                 if was_dir == Some(true) {
                     self.watch_parent(p);
-                    self.problem(
-                        ProblemKind::WrongKind,
-                        format!(
-                            "{} was a directory and is now a file: the app cannot read it as before \
-                             (restart the sidecar if the change is meant)",
-                            shown(p)
-                        ),
-                    );
+                    self.kind_changed(p, "a directory", "a file");
                     return Layout::File;
                 }
                 match (self.kubelet_data(&parent), p.file_name()) {
@@ -282,6 +275,18 @@ impl<'a> Scanning<'a> {
         }
     }
 
+    /// A watched path that was `was` when first seen is `now`: held back until it returns.
+    fn kind_changed(&mut self, p: &Path, was: &str, now: &str) {
+        self.problem(
+            ProblemKind::WrongKind,
+            format!(
+                "{} was {was} and is now {now}: the app cannot read it as before (restart the \
+                 sidecar if the change is meant)",
+                shown(p)
+            ),
+        );
+    }
+
     /// A watched path that is a directory: a kubelet volume (read through `..data`) or a plain
     /// directory. `data`: its `..data` when already read; `id`: its (device, inode) when a
     /// `stat` gave it.
@@ -294,14 +299,7 @@ impl<'a> Scanning<'a> {
     ) -> Layout {
         self.watch_parent(p);
         if was_dir == Some(false) {
-            self.problem(
-                ProblemKind::WrongKind,
-                format!(
-                    "{} was a file and is now a directory: the app cannot read it as before \
-                     (restart the sidecar if the change is meant)",
-                    shown(p)
-                ),
-            );
+            self.kind_changed(p, "a file", "a directory");
             return Layout::Directory;
         }
         let before = self.files.len();
