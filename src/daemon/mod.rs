@@ -227,6 +227,7 @@ pub async fn serve(
                     &cfg.name,
                     (cfg.consumed_as == crate::config::ConsumedAs::Env)
                         .then(|| (key.clone(), t.retry_backoff_max)),
+                    &hub,
                 ),
                 rx: rx.clone(),
                 status: board.register_target(&t.name, &cfg.name, t.kind()),

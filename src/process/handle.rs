@@ -1,13 +1,13 @@
 //! A handle on one process that cannot turn into another: a pidfd, and its `/proc/<pid>/status`
-//! kept open.
+//! (and, once a signal is sent, `stat`) kept open.
 //!
-//! Both descriptors refer to the process itself, not to its pid: once it exits, signalling
+//! These descriptors refer to the process itself, not to its pid: once it exits, signalling
 //! through the pidfd fails with ESRCH and reading the status fails too, even when the pid is
 //! already reused. They are opened, then the process's start time is read again: if the pid was
 //! recycled in between, the handle is refused. After that, checking that the process still lives
-//! and whether it handles a signal is one `pread` of the open status (the kernel regenerates it
-//! for each read from the start), and sending is one `pidfd_send_signal`: no `/proc` walk and no
-//! identity check on the reload path.
+//! and whether it handles a signal is one `pread` of an open file (the kernel regenerates it for
+//! each read from the start): `stat` for signals 1–31, which also carries the start time, else
+//! `status`; sending is one `pidfd_send_signal`: no `/proc` walk on the reload path.
 //!
 //! Kernels without pidfds (before 5.3) fall back to `kill()` after a start-time check.
 
@@ -18,10 +18,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-use super::{ProcFs, ProcInfo, ProcStatus, parse_status};
+use super::{
+    Dispositions, ProcFs, ProcInfo, ProcStatus, STAT_SIGNALS, parse_stat_signals, parse_status,
+};
 use crate::files;
 
-/// Most of a status file read.
+/// Most of a `status` or `stat` file read.
 const STATUS_LIMIT: usize = 64 * 1024;
 
 /// An open handle on one process.
@@ -33,6 +35,8 @@ pub struct ProcessHandle {
     pidfd: Option<OwnedFd>,
     /// `/proc/<pid>/status`, open.
     status: File,
+    /// `/proc/<pid>/stat`, open once a disposition was asked for.
+    stat: Option<File>,
     /// Reused read buffer.
     buf: Vec<u8>,
     /// Where the fallback re-checks the start time.
@@ -67,6 +71,7 @@ impl ProcessHandle {
             info: info.clone(),
             pidfd,
             status,
+            stat: None,
             buf: Vec::new(),
             procfs: procfs.clone(),
         })
@@ -83,6 +88,31 @@ impl ProcessHandle {
             return Err(Gone);
         }
         parse_status(&text).ok_or(Gone)
+    }
+
+    /// Which signals the process catches and ignores now, for sending `sig`; [`Gone`] once it
+    /// has exited. Below 32 from `stat` (less for the kernel to write and for us to parse than
+    /// `status`, and its start time checks the handle's identity once more), else from `status`.
+    pub fn dispositions(&mut self, sig: i32) -> Result<Dispositions, Gone> {
+        if sig > STAT_SIGNALS {
+            return self.status().map(|s| s.dispositions());
+        }
+        if self.stat.is_none() {
+            let path = self.procfs.pid_path(self.info.pid, "stat");
+            self.stat = Some(files::open_proc(&path).map_err(|_| Gone)?);
+        }
+        let Some(stat) = &self.stat else {
+            return Err(Gone);
+        };
+        files::pread_proc(stat, &mut self.buf, STATUS_LIMIT).map_err(|_| Gone)?;
+        match parse_stat_signals(&self.buf) {
+            Some(s) if s.start_ticks != self.info.start_ticks || matches!(s.state, b'Z' | b'X') => {
+                Err(Gone)
+            }
+            Some(s) => Ok(s.dispositions),
+            // Not the kernel's layout (`--proc-root` elsewhere): the status says it all the same.
+            None => self.status().map(|s| s.dispositions()),
+        }
     }
 
     /// Sends `sig`. ESRCH means the process is gone; EPERM that the sidecar may not signal it.

@@ -92,13 +92,58 @@ pub struct ProcStatus {
 impl ProcStatus {
     /// Whether a handler for `sig` is installed.
     pub fn catches(&self, sig: i32) -> bool {
-        sig > 0 && sig <= 64 && self.sig_cgt & (1u64 << (sig - 1)) != 0
+        self.dispositions().catches(sig)
     }
 
     /// Whether `sig` is ignored.
     pub fn ignores(&self, sig: i32) -> bool {
-        sig > 0 && sig <= 64 && self.sig_ign & (1u64 << (sig - 1)) != 0
+        self.dispositions().ignores(sig)
     }
+
+    /// Which signals it catches and ignores.
+    pub fn dispositions(&self) -> Dispositions {
+        Dispositions {
+            caught: self.sig_cgt,
+            ignored: self.sig_ign,
+        }
+    }
+}
+
+/// Which signals a process catches with a handler and which it ignores (bit n-1 for signal n).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dispositions {
+    /// Signals with a handler.
+    pub caught: u64,
+    /// Signals ignored.
+    pub ignored: u64,
+}
+
+impl Dispositions {
+    /// Whether a handler for `sig` is installed.
+    pub fn catches(&self, sig: i32) -> bool {
+        sig > 0 && sig <= 64 && self.caught & (1u64 << (sig - 1)) != 0
+    }
+
+    /// Whether `sig` is ignored.
+    pub fn ignores(&self, sig: i32) -> bool {
+        sig > 0 && sig <= 64 && self.ignored & (1u64 << (sig - 1)) != 0
+    }
+}
+
+/// The highest signal whose disposition `/proc/<pid>/stat` shows (its `sigignore` and `sigcatch`
+/// fields hold signals 1–31 only; `status` has them all).
+pub const STAT_SIGNALS: i32 = 31;
+
+/// What a reload needs of `/proc/<pid>/stat`: whether the process runs, which one it is, and
+/// what it does with signals 1–31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatSignals {
+    /// State letter (`b'R'`, `b'S'`, `b'Z'`, ...).
+    pub state: u8,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+    /// Signals 1–31 caught and ignored.
+    pub dispositions: Dispositions,
 }
 
 impl ProcFs {
@@ -188,6 +233,28 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
         comm,
         state,
         start_ticks,
+    })
+}
+
+/// Parses state, start time and signal dispositions out of `/proc/<pid>/stat`, allocating
+/// nothing. Fields are counted from the last `)`, which ends the command name.
+pub fn parse_stat_signals(raw: &[u8]) -> Option<StatSignals> {
+    fn number(field: &[u8]) -> Option<u64> {
+        std::str::from_utf8(field).ok()?.parse().ok()
+    }
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let mut fields = raw[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty());
+    // Field 3 (state), then 22 (starttime), 33 (sigignore) and 34 (sigcatch).
+    let state = *fields.next()?.first()?;
+    let start_ticks = number(fields.nth(18)?)?;
+    let ignored = number(fields.nth(10)?)?;
+    let caught = number(fields.next()?)?;
+    Some(StatSignals {
+        state,
+        start_ticks,
+        dispositions: Dispositions { caught, ignored },
     })
 }
 
@@ -298,6 +365,52 @@ mod tests {
     fn stat_truncated_is_rejected() {
         assert!(parse_stat("12 (x) S 1 2 3").is_none());
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn stat_signals_of_an_odd_command_name() {
+        let text = b"4242 (we ird) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 \
+                    18446744073709551615 1 1 0 0 0 0 0 4096 16899 0 0 0 17 0 0 0 0 0 0";
+        let s = parse_stat_signals(text).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.start_ticks, 987654);
+        assert_eq!(s.dispositions.ignored, 4096);
+        assert_eq!(s.dispositions.caught, 16899);
+        assert!(s.dispositions.catches(1) && s.dispositions.ignores(13));
+        assert!(parse_stat_signals(b"12 (x) S 1 2 3").is_none());
+        assert!(parse_stat_signals(b"garbage").is_none());
+        let without_sigcatch = text.len() - b" 16899 0 0 0 17 0 0 0 0 0 0".len();
+        assert!(parse_stat_signals(&text[..without_sigcatch]).is_none());
+    }
+
+    #[test]
+    fn stat_and_status_agree_on_signals_below_32_of_a_real_process() {
+        // A shell that ignores USR2 and catches HUP and TERM, read both ways.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' USR2; trap 'exit 0' HUP TERM; while :; do sleep 1; done",
+            ])
+            .spawn()
+            .unwrap();
+        let procs = ProcFs::new("/proc");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (from_stat, from_status) = loop {
+            let raw = files::read_proc(&procs.pid_path(pid, "stat"), PROC_FILE_LIMIT).unwrap();
+            let from_stat = parse_stat_signals(&raw).unwrap().dispositions;
+            let from_status = procs.status(pid).unwrap().dispositions();
+            if from_status.catches(1) || std::time::Instant::now() > deadline {
+                break (from_stat, from_status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let low = (1u64 << STAT_SIGNALS) - 1;
+        assert!(from_status.catches(1) && from_status.catches(15) && from_status.ignores(12));
+        assert_eq!(from_stat.caught, from_status.caught & low);
+        assert_eq!(from_stat.ignored, from_status.ignored & low);
     }
 
     #[test]

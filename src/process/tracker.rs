@@ -1,14 +1,15 @@
 //! Following the app's process from one reload to the next without walking `/proc` each time.
 //!
 //! The process found last time is kept as a [`ProcessHandle`]: while it lives it is the app,
-//! and one `pread` of its status tells so (and what it handles). With a pid file, the file is
-//! read again only when it changed (a `stat`): an app that restarted and wrote it again is
-//! followed. Otherwise, and with `--signal-all`, the processes are found again
-//! ([`select::find`]).
+//! and one `pread` tells so (and what it does with signals). With a pid file, the file is read
+//! again only when it changed: a `stat` says so, or, when its directory is watched
+//! ([`PidFileChanges`]), the absence of any event on its name says it without a system call.
+//! An app that restarted and wrote it again is followed. Otherwise, and with `--signal-all`,
+//! the processes are found again ([`select::find`]).
 
 use std::path::Path;
 
-use super::handle::ProcessHandle;
+use super::handle::{Gone, ProcessHandle};
 use super::select::{self, FindError, Selector};
 use super::{ProcFs, ProcInfo, ProcStatus};
 
@@ -24,6 +25,17 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
 
 /// A process found, with its status when it was looked at.
 pub type Found = (ProcessHandle, ProcStatus);
+
+/// Tells when a pid file may have changed, so that a reload need not `stat` it: an inotify
+/// watch of its directory (`crate::watch::file`).
+pub trait PidFileChanges: Send + Sync {
+    /// Watches the file from now on, before it is read; `false` when it cannot be (polling, no
+    /// such directory, a directory reached through a symbolic link): it is then looked at each
+    /// time.
+    fn arm(&mut self) -> bool;
+    /// Whether anything may have happened to the file since the last call or [`Self::arm`].
+    fn changed(&mut self) -> bool;
+}
 
 /// Why processes could not be had: none found, or one found went away before it was opened.
 #[derive(Debug)]
@@ -46,6 +58,10 @@ pub struct Tracker {
     cached: Option<ProcessHandle>,
     /// The pid file as it was when it named the cached process.
     pid_file_seen: Option<FileStamp>,
+    /// Tells when the pid file may have changed.
+    pid_file_changes: Option<Box<dyn PidFileChanges>>,
+    /// Whether [`PidFileChanges`] watched the pid file when it was last looked at.
+    pid_file_watched: bool,
 }
 
 impl Tracker {
@@ -58,7 +74,15 @@ impl Tracker {
             app_uid,
             cached: None,
             pid_file_seen: None,
+            pid_file_changes: None,
+            pid_file_watched: false,
         }
+    }
+
+    /// Looks at the pid file only when `changes` says it may have changed.
+    pub fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Tracker {
+        self.pid_file_changes = Some(changes);
+        self
     }
 
     /// The selector.
@@ -74,25 +98,42 @@ impl Tracker {
     /// The processes now, each with its status: the cached one while it lives and is still
     /// named, else found again. Give the handles back with [`Tracker::keep`].
     pub fn processes(&mut self) -> Result<Vec<Found>, TrackError> {
+        self.processes_with(ProcessHandle::status)
+    }
+
+    /// The processes now, each with what `read` tells of it (an error: it is gone).
+    pub fn processes_with<T>(
+        &mut self,
+        mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone>,
+    ) -> Result<Vec<(ProcessHandle, T)>, TrackError> {
         if let Some(mut h) = self.cached.take()
             && self.still_named(&h)
-            && let Ok(st) = h.status()
+            && let Ok(t) = read(&mut h)
         {
-            return Ok(vec![(h, st)]);
+            return Ok(vec![(h, t)]);
         }
+        self.watch_pid_file();
         let found = select::find(&self.procfs, &self.selector, self.all, self.app_uid)
             .map_err(TrackError::Find)?;
-        self.open(&found)
+        self.open_with(&found, read)
     }
 
     /// Handles on `found`, with their status.
     pub fn open(&mut self, found: &[ProcInfo]) -> Result<Vec<Found>, TrackError> {
+        self.open_with(found, ProcessHandle::status)
+    }
+
+    fn open_with<T>(
+        &mut self,
+        found: &[ProcInfo],
+        mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone>,
+    ) -> Result<Vec<(ProcessHandle, T)>, TrackError> {
         let mut out = Vec::with_capacity(found.len());
         for p in found {
             let mut h =
                 ProcessHandle::open(&self.procfs, p).map_err(|_| TrackError::Gone(p.clone()))?;
-            let st = h.status().map_err(|_| TrackError::Gone(p.clone()))?;
-            out.push((h, st));
+            let t = read(&mut h).map_err(|_| TrackError::Gone(p.clone()))?;
+            out.push((h, t));
         }
         if let Selector::PidFile(path) = &self.selector {
             self.pid_file_seen = file_stamp(path);
@@ -110,6 +151,14 @@ impl Tracker {
     /// Whether the selector still names the cached process: a pid file may name another one now.
     /// The file is read again only when it changed.
     fn still_named(&mut self, h: &ProcessHandle) -> bool {
+        if !matches!(self.selector, Selector::PidFile(_)) {
+            return true;
+        }
+        // Watched since it was last looked at, and nothing happened to it.
+        if self.pid_file_watched && self.pid_file_changes.as_mut().is_some_and(|c| !c.changed()) {
+            return true;
+        }
+        self.watch_pid_file();
         let Selector::PidFile(path) = &self.selector else {
             return true;
         };
@@ -119,5 +168,10 @@ impl Tracker {
         }
         self.pid_file_seen = stamp;
         select::pid_in_file(path).is_ok_and(|pid| pid == h.info.pid)
+    }
+
+    /// Watches the pid file (when it can be) before it is looked at.
+    fn watch_pid_file(&mut self) {
+        self.pid_file_watched = self.pid_file_changes.as_mut().is_some_and(|c| c.arm());
     }
 }

@@ -14,11 +14,15 @@ pub mod signal;
 pub mod tls;
 pub mod verify;
 
+use std::sync::Arc;
+
 use crate::config::ActionConfig;
 use crate::group::Version;
-use crate::process::ProcFs;
 use crate::process::identity::Identity;
+use crate::process::{ProcFs, Selector};
 use crate::scan::fingerprint::FingerprintKey;
+use crate::watch::file::FileWatch;
+use crate::watch::inotify::WatchHub;
 
 /// What a successful attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +67,8 @@ pub enum Action {
 impl Action {
     /// The action of `cfg`, for target `target` of watch group `group`; `app` is the group's
     /// declared app identity; `env`, for a group the app took as environment variables, the key
-    /// its variables are fingerprinted with and the least time between two restarts.
+    /// its variables are fingerprinted with and the least time between two restarts. A pid file
+    /// is watched through `hub`.
     pub fn new(
         cfg: &ActionConfig,
         procfs: &ProcFs,
@@ -71,11 +76,18 @@ impl Action {
         target: &str,
         group: &str,
         env: Option<(FingerprintKey, std::time::Duration)>,
+        hub: &Arc<WatchHub>,
     ) -> Action {
         match cfg {
             ActionConfig::Http(h) => Action::Http(http::HttpAction::new(h.clone())),
             ActionConfig::Signal(s) => {
-                let a = signal::SignalAction::new(s.clone(), procfs.clone(), app.map(|a| a.uid));
+                let mut a =
+                    signal::SignalAction::new(s.clone(), procfs.clone(), app.map(|a| a.uid));
+                if let Selector::PidFile(path) = &s.selector
+                    && let Some(w) = FileWatch::new(hub, path)
+                {
+                    a = a.with_pid_file_changes(Box::new(w));
+                }
                 Action::Signal(match env {
                     Some((key, gap)) => a.comparing_environment(key, gap),
                     None => a,

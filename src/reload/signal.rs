@@ -3,11 +3,12 @@
 //! - The process is found by its selector (see [`crate::process::select`]): never the sidecar,
 //!   only the declared app uid when one is declared, and one top-level match (several unrelated
 //!   ones are an ambiguous target: nothing is sent).
-//! - The process found is kept as a [`ProcessHandle`] (a pidfd and its open status): while it
+//! - The process found is kept as a [`ProcessHandle`] (a pidfd and open procfs files): while it
 //!   lives it is the app, with no `/proc` walk at the next reload; once it exits (the app
 //!   restarted) it is looked up again. A recycled pid is never hit.
 //! - Never kill the app by accident: a signal whose default action ends the process is sent only
-//!   when its status shows a handler for it (SigCgt). TERM, INT, QUIT and KILL, named to restart a
+//!   when procfs shows a handler for it, read at each send (`sigcatch` in `/proc/<pid>/stat` for
+//!   signals 1–31, `SigCgt` in `status` above). TERM, INT, QUIT and KILL, named to restart a
 //!   container, are the exception.
 //! - A process that started after the current content appeared already holds it: nothing is sent.
 //! - An app that took the keys as environment variables (`--consumed-as env`) is compared instead:
@@ -25,9 +26,10 @@ use super::{ActionError, Outcome};
 use crate::config::SignalConfig;
 use crate::group::Version;
 use crate::process::environ::{self, Verdict};
+use crate::process::handle::{Gone, ProcessHandle};
 use crate::process::select::FindError;
-use crate::process::tracker::{Found, TrackError, Tracker};
-use crate::process::{ProcFs, ProcInfo, ProcStatus};
+use crate::process::tracker::{Found, PidFileChanges, TrackError, Tracker};
+use crate::process::{Dispositions, ProcFs, ProcInfo};
 use crate::report::status::EnvironmentStatus;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
@@ -51,7 +53,7 @@ pub struct SignalAction {
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
     delivered: Option<(i32, u64)>,
     /// For an app that took the keys as environment variables: what to compare them with.
-    env: Option<EnvMode>,
+    env: Option<Box<EnvMode>>,
 }
 
 /// The environment comparison of an app that took the keys as environment variables.
@@ -86,15 +88,21 @@ impl SignalAction {
         }
     }
 
+    /// The same action, looking at its pid file only when `changes` says it may have changed.
+    pub fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Self {
+        self.tracker = self.tracker.with_pid_file_changes(changes);
+        self
+    }
+
     /// The same action for an app that took the keys as environment variables: compared with
     /// `key`, restarted at most once per `gap`.
     pub fn comparing_environment(mut self, key: FingerprintKey, gap: Duration) -> Self {
-        self.env = Some(EnvMode {
+        self.env = Some(Box::new(EnvMode {
             key,
             gap,
             restart: None,
             last: None,
-        });
+        }));
         self
     }
 
@@ -120,7 +128,7 @@ impl SignalAction {
     /// Compares the environment of `h` with the keys of `version`, and records it.
     fn compare(
         &mut self,
-        h: &mut crate::process::handle::ProcessHandle,
+        h: &mut ProcessHandle,
         version: &Version,
     ) -> Result<Verdict, ActionError> {
         let Some(env) = self.env.as_mut() else {
@@ -168,7 +176,7 @@ impl SignalAction {
             )));
         }
         let compared = self.compare(&mut procs[0].0, version);
-        let (h, st) = &procs[0];
+        let (h, _) = &mut procs[0];
         let me = (h.info.pid, h.info.start_ticks);
         let shown = h.info.shown();
         let restart = self.env.as_ref().and_then(|e| e.restart);
@@ -243,7 +251,7 @@ impl SignalAction {
                                 sig.as_str()
                             )))
                         }
-                        Err(e) => Err(send_error(&h.info, st, e)),
+                        Err(e) => Err(send_error(h, e)),
                     },
                 }
             }
@@ -258,20 +266,21 @@ impl SignalAction {
             return self.restart_if_stale(version);
         }
         let sig = self.signal;
-        let procs = self.targets()?;
+        // What the processes do with the signal, read now: the safety check of every send.
+        let mut procs = self.targets_with(|h| h.dispositions(sig as i32))?;
         self.delivered = None;
         // Check every process before signalling any, so a retry never signals one twice.
         let mut older = Vec::with_capacity(procs.len());
         let mut newer = None;
-        for (h, st) in &procs {
+        for (i, (h, handling)) in procs.iter().enumerate() {
             let started = self.tracker.procfs().start_time(&h.info);
             if !force && started_after(started, version.content_time) {
                 newer.get_or_insert_with(|| h.info.clone());
                 continue;
             }
-            check_disposition(&h.info, st, sig)?;
+            check_disposition(&h.info, handling, sig)?;
             old_enough(&h.info, started, sig)?;
-            older.push((h, st));
+            older.push(i);
         }
         if older.is_empty() {
             let p = newer.expect("at least one process");
@@ -284,21 +293,26 @@ impl SignalAction {
                 p.shown()
             )));
         }
-        for (h, st) in &older {
-            h.signal(sig).map_err(|e| send_error(&h.info, st, e))?;
+        for &i in &older {
+            let h = &mut procs[i].0;
+            h.signal(sig).map_err(|e| send_error(h, e))?;
         }
         // The app may wait for this very CPU to handle the signal: let it run before the
         // bookkeeping that follows.
         std::thread::yield_now();
-        let shown: Vec<String> = older.iter().map(|(h, _)| h.info.shown()).collect();
-        self.delivered = (older.len() == 1 && newer.is_none())
-            .then(|| (older[0].0.info.pid, older[0].0.info.start_ticks));
+        let shown: Vec<String> = older.iter().map(|&i| procs[i].0.info.shown()).collect();
+        self.delivered = (older.len() == 1 && newer.is_none()).then(|| {
+            (
+                procs[older[0]].0.info.pid,
+                procs[older[0]].0.info.start_ticks,
+            )
+        });
         let done = Outcome::Done(format!("{} sent to {}", sig.as_str(), shown.join(", ")));
         self.keep(procs);
         Ok(done)
     }
 
-    fn keep(&mut self, procs: Vec<Found>) {
+    fn keep<T>(&mut self, procs: Vec<(ProcessHandle, T)>) {
         self.tracker
             .keep(procs.into_iter().map(|(h, _)| h).collect());
     }
@@ -322,7 +336,15 @@ impl SignalAction {
 
     /// The processes to signal, with their status now.
     fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
-        self.tracker.processes().map_err(|e| match e {
+        self.targets_with(ProcessHandle::status)
+    }
+
+    /// The processes to signal, each with what `read` tells of it now.
+    fn targets_with<T>(
+        &mut self,
+        read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone>,
+    ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
+        self.tracker.processes_with(read).map_err(|e| match e {
             TrackError::Gone(p) => gone(&p),
             TrackError::Find(FindError::NotFound) => ActionError::Waiting(format!(
                 "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
@@ -335,34 +357,43 @@ impl SignalAction {
     }
 }
 
-fn send_error(p: &ProcInfo, st: &ProcStatus, e: Errno) -> ActionError {
+fn send_error(h: &mut ProcessHandle, e: Errno) -> ActionError {
     match e {
-        Errno::ESRCH => gone(p),
-        Errno::EPERM => ActionError::Failed(format!(
-            "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
+        Errno::ESRCH => gone(&h.info),
+        Errno::EPERM => {
+            let uid = h
+                .status()
+                .map(|s| s.uid.to_string())
+                .unwrap_or_else(|_| "?".into());
+            ActionError::Failed(format!(
+                "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
                  app's runAsUser ({uid}) or add the KILL capability (CAP_KILL)",
-            p.shown(),
-            nix::unistd::geteuid(),
-            uid = st.uid,
-        )),
-        e => ActionError::Failed(format!("cannot signal {}: {e}", p.shown())),
+                h.info.shown(),
+                nix::unistd::geteuid(),
+            ))
+        }
+        e => ActionError::Failed(format!("cannot signal {}: {e}", h.info.shown())),
     }
 }
 
-/// Whether `sig` may be sent to the process whose status is `st`.
-fn check_disposition(p: &ProcInfo, st: &ProcStatus, sig: Signal) -> Result<(), ActionError> {
+/// Whether `sig` may be sent to the process `p`, which handles signals as `handling` says.
+fn check_disposition(
+    p: &ProcInfo,
+    handling: &Dispositions,
+    sig: Signal,
+) -> Result<(), ActionError> {
     if is_restart_signal(sig) {
         return Ok(());
     }
     let n = sig as i32;
-    if st.ignores(n) {
+    if handling.ignores(n) {
         return Err(ActionError::Failed(format!(
             "{} ignores {}: it will never reload on this signal; check --signal and the app's configuration",
             p.shown(),
             sig.as_str()
         )));
     }
-    if !st.catches(n) {
+    if !handling.catches(n) {
         let effect = if default_is_ignore(sig) {
             "would have no effect"
         } else {

@@ -27,6 +27,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::debounce::Signal;
+use super::file::Changed;
 use super::{Wake, WatchError};
 use crate::lock;
 use crate::report::metrics::{Metrics, WatchErrorKind};
@@ -118,11 +119,28 @@ struct State {
     gone: HashSet<PathBuf>,
 }
 
+/// Who the events of a [`GroupId`] go to.
+enum Listener {
+    /// A watch group's task.
+    Group(Arc<Wake>),
+    /// A single file's flag (see [`super::file`]).
+    File(Arc<Changed>),
+}
+
+impl Listener {
+    fn event(&self, now: Instant, signal: Signal) {
+        match self {
+            Listener::Group(wake) => wake.event(now, signal),
+            Listener::File(changed) => changed.raise(),
+        }
+    }
+}
+
 /// The inotify watcher and the directories it watches, shared by all groups.
 pub struct WatchHub {
     state: Mutex<State>,
-    /// Every group's wakeup, by [`GroupId`].
-    groups: Mutex<Vec<Arc<Wake>>>,
+    /// Every group's wakeup (and every watched file's flag), by [`GroupId`].
+    groups: Mutex<Vec<Listener>>,
     metrics: Arc<Metrics>,
     /// Polling was asked for: never try inotify.
     forced_poll: bool,
@@ -166,16 +184,35 @@ impl WatchHub {
 
     /// Registers a group's wakeup; events for the directories it wants wake it.
     pub fn register(&self, wake: Arc<Wake>) -> GroupId {
+        self.listen(Listener::Group(wake))
+    }
+
+    /// Registers a file's flag: events its directory is watched for raise it.
+    pub fn register_file(&self, changed: Arc<Changed>) -> GroupId {
+        self.listen(Listener::File(changed))
+    }
+
+    fn listen(&self, listener: Listener) -> GroupId {
         let mut groups = lock(&self.groups);
-        groups.push(wake);
+        groups.push(listener);
         groups.len() - 1
     }
 
-    /// Wakes every group (mount table changed, queue overflow).
+    /// Wakes every group and raises every file's flag (mount table changed, read errors).
     pub fn poke_all(&self, now: Instant) {
         for w in lock(&self.groups).iter() {
-            w.poke(now);
+            w.event(now, Signal::Other);
         }
+    }
+
+    /// Whether `dir` is watched for `group` now.
+    pub fn watching(&self, group: GroupId, dir: &Path) -> bool {
+        let st = lock(&self.state);
+        st.inotify.is_some()
+            && st
+                .dirs
+                .get(dir)
+                .is_some_and(|w| w.wanted.contains_key(&group))
     }
 
     /// Whether inotify is in use.
@@ -326,14 +363,15 @@ impl WatchHub {
     fn route(&self, events: &[InotifyEvent]) {
         let now = Instant::now();
         self.metrics.watch_events(events.len());
-        let groups = lock(&self.groups).clone();
+        // Held while routing: nothing takes the group list after the state.
+        let groups = lock(&self.groups);
         let mut st = lock(&self.state);
         for ev in events {
             if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 drop(st);
                 tracing::warn!("inotify queue overflowed: rescanning every watch group");
                 self.metrics.watch_error(WatchErrorKind::Overflow);
-                for w in &groups {
+                for w in groups.iter() {
                     w.event(now, Signal::Other);
                 }
                 st = lock(&self.state);

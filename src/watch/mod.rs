@@ -11,9 +11,11 @@
 //!
 //! - [`debounce`]: when to scan after events (pure, clock-free);
 //! - [`inotify`]: the watch set and the event reader;
+//! - [`file`]: a pid file's directory watched for its name, so that a reload need not `stat` it;
 //! - [`mounts`]: mount tables: single-file mounts, and the mount-table watcher.
 
 pub mod debounce;
+pub mod file;
 pub mod inotify;
 pub mod mounts;
 

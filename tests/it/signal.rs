@@ -374,6 +374,58 @@ fn pid_file_and_command_line_selectors() {
     expect_reloads(&app, 2, "3");
 }
 
+/// Writes `pid` into `file` as most apps do: a temporary file renamed over it.
+fn write_pid_renamed(file: &Path, pid: i32) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, pid.to_string()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+#[test]
+fn a_pid_file_that_names_another_live_process_is_followed() {
+    // Two live apps; the pid file names one, then the other: renamed over, then rewritten in
+    // place. Its directory is watched (no `stat` at each reload); then the same through a
+    // symbolic link to that directory, which is looked at at every reload instead.
+    let dir = tempdir();
+    let (w, vol) = volume(dir.path());
+    let_content_age();
+    let a = App::start(dir.path(), &vol.join("token"), &[]);
+    let b = App::start(dir.path(), &vol.join("token"), &[]);
+    a.wait_up();
+    b.wait_up();
+    let pids = dir.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    std::os::unix::fs::symlink(&pids, dir.path().join("pids-link")).unwrap();
+    for (round, pid_file) in [
+        pids.join("app.pid"),
+        dir.path().join("pids-link").join("app.pid"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let round = round as u64;
+        let v = |n: u64| (3 * round + n).to_string();
+        write_pid_renamed(pid_file, a.pid());
+        let d = daemon(
+            &vol,
+            &["--pid-file", pid_file.to_str().unwrap()],
+            &["--reload-on-start", "never"],
+        );
+        w.write(&[("token", credential(&v(2)))]).unwrap();
+        expect_reloads(&a, 2 * round + 1, &v(2));
+        write_pid_renamed(pid_file, b.pid());
+        w.write(&[("token", credential(&v(3)))]).unwrap();
+        expect_reloads(&b, round + 1, &v(3));
+        std::fs::write(pid_file, a.pid().to_string()).unwrap();
+        w.write(&[("token", credential(&v(4)))]).unwrap();
+        expect_reloads(&a, 2 * round + 2, &v(4));
+        // Each version went to the one process the pid file named when it appeared.
+        assert_eq!(signals_sent(&d), 3.0);
+        assert_eq!(b.reloads(), round + 1, "{}", d.log());
+        drop(d);
+    }
+}
+
 #[test]
 fn missing_process_is_waited_for_and_reported() {
     let dir = tempdir();

@@ -1,0 +1,91 @@
+//! One file watched outside the watch groups: a pid file. Its directory is watched through the
+//! shared [`WatchHub`] for events on the file's name (creation, writes, renames over it,
+//! removal), the directory going away, or a queue overflow; any of them raises a flag. Its
+//! reader ([`crate::process::tracker`]) looks at the file again only when the flag is up, so a
+//! reload of an app whose pid file did not change costs no `stat` of it.
+//!
+//! The kernel queues events in order and the reader routes them before the events that follow,
+//! so a pid file written before a rotation has raised its flag by the time that rotation's
+//! reload asks. Trusted only while the watch is in place and the directory's path is its own
+//! real path: a directory reached through a symbolic link (`/var/run` → `/run`) is watched where
+//! the link points today, so such a pid file is `stat`ed at each reload as before.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::inotify::{GroupId, WatchHub};
+use crate::process::tracker::PidFileChanges;
+use crate::scan::Interest;
+
+/// A flag the event reader raises when something happened to a watched file.
+#[derive(Debug)]
+pub struct Changed(AtomicBool);
+
+impl Changed {
+    /// Up: the file may have changed.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether it was up since the last call; lowers it.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A pid file's directory, watched for the file's name.
+pub struct FileWatch {
+    hub: Arc<WatchHub>,
+    id: GroupId,
+    dir: PathBuf,
+    /// What is asked of the hub: the directory, for the file's name.
+    wanted: BTreeMap<PathBuf, Interest>,
+    changed: Arc<Changed>,
+}
+
+impl FileWatch {
+    /// A watch of `path` through `hub`; `None` for a path without a directory and a name.
+    pub fn new(hub: &Arc<WatchHub>, path: &Path) -> Option<FileWatch> {
+        let name = OsString::from(path.file_name()?);
+        let dir = match path.parent()? {
+            d if d.as_os_str().is_empty() => PathBuf::from("."),
+            d => d.to_path_buf(),
+        };
+        let changed = Arc::new(Changed(AtomicBool::new(true)));
+        Some(FileWatch {
+            hub: hub.clone(),
+            id: hub.register_file(changed.clone()),
+            wanted: BTreeMap::from([(dir.clone(), Interest::Names([name].into()))]),
+            dir,
+            changed,
+        })
+    }
+}
+
+impl PidFileChanges for FileWatch {
+    fn arm(&mut self) -> bool {
+        let real = std::fs::canonicalize(&self.dir).is_ok_and(|r| r == self.dir);
+        if !real {
+            let _ = self.hub.reconcile(self.id, &BTreeMap::new());
+            return false;
+        }
+        let armed = self.hub.reconcile(self.id, &self.wanted).is_ok()
+            && self.hub.watching(self.id, &self.dir);
+        // What was raised until now is about the file as it is about to be read.
+        self.changed.take();
+        armed
+    }
+
+    fn changed(&mut self) -> bool {
+        self.changed.take()
+    }
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        let _ = self.hub.reconcile(self.id, &BTreeMap::new());
+    }
+}
