@@ -1,9 +1,9 @@
 //! A handle on one process that cannot turn into another: a pidfd, and its `/proc/<pid>/status`
-//! (and, once a signal is sent, `stat`) kept open.
+//! and `stat` kept open.
 //!
 //! These descriptors refer to the process itself, not to its pid: once it exits, signalling
 //! through the pidfd fails with ESRCH and reading the status fails too, even when the pid is
-//! already reused. They are opened, then the process's start time is read again: if the pid was
+//! already reused. They are opened, then the start time is read through the open `stat`: if the pid was
 //! recycled in between, the handle is refused. After that, checking that the process still lives
 //! and whether it handles a signal is one `pread` of an open file (the kernel regenerates it for
 //! each read from the start): `stat` for signals 1–31, which also carries the start time, else
@@ -19,7 +19,8 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use super::{
-    Dispositions, ProcFs, ProcInfo, ProcStatus, STAT_SIGNALS, parse_stat_signals, parse_status,
+    Dispositions, ProcFs, ProcInfo, ProcStatus, STAT_SIGNALS, parse_stat, parse_stat_signals,
+    parse_status,
 };
 use crate::files;
 
@@ -35,8 +36,8 @@ pub struct ProcessHandle {
     pidfd: Option<OwnedFd>,
     /// `/proc/<pid>/status`, open.
     status: File,
-    /// `/proc/<pid>/stat`, open once a disposition was asked for.
-    stat: Option<File>,
+    /// `/proc/<pid>/stat`, open.
+    stat: File,
     /// Reused read buffer.
     buf: Vec<u8>,
     /// Where the fallback re-checks the start time.
@@ -61,20 +62,21 @@ impl ProcessHandle {
         } else {
             None
         };
-        let status = files::open_proc(&procfs.pid_path(info.pid, "status")).map_err(|_| Gone)?;
-        // Both descriptors are taken; is the pid still the process that was found?
-        match procfs.stat(info.pid) {
-            Ok(now) if now.start_ticks == info.start_ticks && now.is_live() => {}
-            _ => return Err(Gone),
-        }
-        Ok(ProcessHandle {
+        let open = |file| files::open_proc(&procfs.pid_path(info.pid, file)).map_err(|_| Gone);
+        let mut h = ProcessHandle {
             info: info.clone(),
             pidfd,
-            status,
-            stat: None,
+            status: open("status")?,
+            stat: open("stat")?,
             buf: Vec::new(),
             procfs: procfs.clone(),
-        })
+        };
+        // Every descriptor is taken; is the pid still the process that was found?
+        files::pread_proc(&h.stat, &mut h.buf, STATUS_LIMIT).map_err(|_| Gone)?;
+        match parse_stat(&String::from_utf8_lossy(&h.buf)) {
+            Some(now) if now.start_ticks == info.start_ticks && now.is_live() => Ok(h),
+            _ => Err(Gone),
+        }
     }
 
     /// The process's status now; [`Gone`] once it has exited (a zombie counts as exited).
@@ -97,14 +99,7 @@ impl ProcessHandle {
         if sig > STAT_SIGNALS {
             return self.status().map(|s| s.dispositions());
         }
-        if self.stat.is_none() {
-            let path = self.procfs.pid_path(self.info.pid, "stat");
-            self.stat = Some(files::open_proc(&path).map_err(|_| Gone)?);
-        }
-        let Some(stat) = &self.stat else {
-            return Err(Gone);
-        };
-        files::pread_proc(stat, &mut self.buf, STATUS_LIMIT).map_err(|_| Gone)?;
+        files::pread_proc(&self.stat, &mut self.buf, STATUS_LIMIT).map_err(|_| Gone)?;
         match parse_stat_signals(&self.buf) {
             Some(s) if s.start_ticks != self.info.start_ticks || matches!(s.state, b'Z' | b'X') => {
                 Err(Gone)

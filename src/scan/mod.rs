@@ -117,8 +117,8 @@ pub struct Problem {
 }
 
 /// What a directory watch is for: every event in it, only events on some names (the parent of a
-/// watched path, watched to see that path appear, disappear or be renamed over), or a kubelet
-/// volume's `..data` swap.
+/// watched path, watched to see that path appear, disappear or be renamed over), a kubelet
+/// volume's `..data` swap, or one file written whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
     /// Every entry is content.
@@ -129,6 +129,10 @@ pub enum Interest {
     /// before the swap (a new version directory, `..data_tmp`) need not even wake the daemon, so
     /// the watch subscribes to renames into the directory and removals only.
     KubeletData,
+    /// One file outside the watch groups (a pid file), written whole: it appearing, being
+    /// renamed over or removed, or closed after a write; not each write (a busy neighbour,
+    /// such as a log file, wakes nothing while it is held open).
+    File(OsString),
 }
 
 impl Interest {
@@ -138,29 +142,32 @@ impl Interest {
             (Interest::All, _) | (_, None) => true,
             (Interest::Names(names), Some(n)) => names.contains(n),
             (Interest::KubeletData, Some(n)) => n == KUBELET_DATA,
+            (Interest::File(f), Some(n)) => f == n,
         }
-    }
-
-    /// Whether every kind of event is needed (else renames into the directory and removals).
-    pub fn needs_every_event(&self) -> bool {
-        !matches!(self, Interest::KubeletData)
     }
 
     /// Both interests together.
     pub fn merge(&mut self, other: Interest) {
-        match (&mut *self, other) {
-            (Interest::All, _) => {}
-            (_, Interest::All) => *self = Interest::All,
-            (Interest::KubeletData, Interest::KubeletData) => {}
-            (Interest::KubeletData, Interest::Names(mut b)) => {
-                b.insert(OsString::from(KUBELET_DATA));
-                *self = Interest::Names(b);
+        let mine = std::mem::replace(self, Interest::KubeletData);
+        *self = match (mine, other) {
+            (Interest::All, _) | (_, Interest::All) => Interest::All,
+            // A file is one name among others.
+            (Interest::File(f), o) | (o, Interest::File(f)) => {
+                let mut names = Interest::Names(BTreeSet::from([f]));
+                names.merge(o);
+                names
             }
-            (Interest::Names(a), Interest::KubeletData) => {
-                a.insert(OsString::from(KUBELET_DATA));
+            (Interest::KubeletData, Interest::KubeletData) => Interest::KubeletData,
+            (Interest::KubeletData, Interest::Names(mut n))
+            | (Interest::Names(mut n), Interest::KubeletData) => {
+                n.insert(OsString::from(KUBELET_DATA));
+                Interest::Names(n)
             }
-            (Interest::Names(a), Interest::Names(b)) => a.extend(b),
-        }
+            (Interest::Names(mut a), Interest::Names(b)) => {
+                a.extend(b);
+                Interest::Names(a)
+            }
+        };
     }
 }
 

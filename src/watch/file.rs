@@ -1,6 +1,6 @@
 //! One file watched outside the watch groups: a pid file. Its directory is watched through the
-//! shared [`WatchHub`] for events on the file's name (creation, writes, renames over it,
-//! removal), the directory going away, or a queue overflow; any of them raises a flag. Its
+//! shared [`WatchHub`] for events on the file's name (creation, a close after writing, a rename
+//! over it, removal), the directory going away, or a queue overflow; any of them raises a flag. Its
 //! reader ([`crate::process::tracker`]) looks at the file again only when the flag is up, so a
 //! reload of an app whose pid file did not change costs no `stat` of it.
 //!
@@ -58,7 +58,7 @@ impl FileWatch {
         Some(FileWatch {
             hub: hub.clone(),
             id: hub.register_file(changed.clone()),
-            wanted: BTreeMap::from([(dir.clone(), Interest::Names([name].into()))]),
+            wanted: BTreeMap::from([(dir.clone(), Interest::File(name))]),
             dir,
             changed,
         })

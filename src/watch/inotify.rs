@@ -58,13 +58,27 @@ fn kubelet_mask() -> AddWatchFlags {
         | AddWatchFlags::from_bits_retain(libc::IN_EXCL_UNLINK)
 }
 
-/// The mask a directory needs for what its groups want of it.
+/// Events of a directory holding one file written whole (a pid file): it appearing, renamed
+/// over or removed, closed after a write, and the directory itself going away; not each write,
+/// so that a file held open next to it (a log) wakes nothing.
+fn file_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_MOVED_FROM
+        | kubelet_mask()
+}
+
+/// The mask a directory needs for what its groups (and files) want of it.
 fn mask_for(wanted: &HashMap<GroupId, Interest>) -> AddWatchFlags {
-    if wanted.values().any(Interest::needs_every_event) {
-        full_mask()
-    } else {
-        kubelet_mask()
-    }
+    wanted
+        .values()
+        .map(|i| match i {
+            Interest::All | Interest::Names(_) => full_mask(),
+            Interest::KubeletData => kubelet_mask(),
+            Interest::File(_) => file_mask(),
+        })
+        .fold(AddWatchFlags::empty(), |a, b| a | b)
 }
 
 /// The inotify instance, as tokio's reactor takes it.
