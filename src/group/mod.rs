@@ -128,6 +128,11 @@ impl GroupTask {
         };
         let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
+        // One timer for the loop, moved only when its deadline changes: an event that ends a wait
+        // leaves the timer wheel alone on its way to the scan.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut timer_at = None;
         if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
             return;
         }
@@ -147,15 +152,15 @@ impl GroupTask {
             // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
             // would add up to a millisecond.
             if next.is_none_or(|t| t > Instant::now()) {
-                let sleep = async {
-                    match next {
-                        Some(t) => tokio::time::sleep_until(t.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
+                if let Some(t) = next
+                    && timer_at != Some(t)
+                {
+                    timer.as_mut().reset(t.into());
+                    timer_at = Some(t);
+                }
                 tokio::select! {
                     _ = self.wake.notify.notified() => continue,
-                    _ = sleep => {}
+                    _ = &mut timer, if next.is_some() => {}
                     _ = crate::daemon::shutdown::stopped(&mut stop) => return,
                 }
             }

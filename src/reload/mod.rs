@@ -97,6 +97,12 @@ impl Action {
         }
     }
 
+    /// Whether the action is over as soon as it starts (a signal: nothing awaited), so that
+    /// nothing need show it in progress.
+    pub fn is_instant(&self) -> bool {
+        matches!(self, Action::Signal(_))
+    }
+
     /// Whether the action can tell by itself that the app already holds a version (signal
     /// targets compare the process start time with the content time).
     pub fn knows_process_age(&self) -> bool {

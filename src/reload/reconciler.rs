@@ -193,12 +193,15 @@ impl Reconciler {
         limits: &Limits,
         last_wait: &mut Option<String>,
     ) -> After {
-        let name = self.cfg().name.clone();
         let at = SystemTime::now();
         let t0 = Instant::now();
-        self.set_state(TargetState::Acting);
+        // A signal is sent with nothing awaited: no one could see it in progress.
+        if !self.action.is_instant() {
+            self.set_state(TargetState::Acting);
+        }
         let mut result = self.action.apply(v, force).await;
         let took = t0.elapsed();
+        let name = self.cfg().name.clone();
         if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg().verify) {
             // Only a passing verification makes the version count as applied.
             let (ok, checked) = match Box::pin(verify::verify(check)).await {
