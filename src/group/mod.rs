@@ -110,6 +110,10 @@ struct Memory {
     rescan: bool,
     /// Since when scans found the content still changing.
     unconfirmed_since: Option<Instant>,
+    /// What a version without certificates or environment keys shares (an `Arc` of an empty
+    /// slice still allocates).
+    no_certs: Arc<[crate::scan::CertOnDisk]>,
+    no_keys: Arc<[(String, Fingerprint)]>,
 }
 
 impl GroupTask {
@@ -125,6 +129,8 @@ impl GroupTask {
             journal: journal::Journal::default(),
             unconfirmed_since: None,
             rescan: false,
+            no_certs: Arc::new([]),
+            no_keys: Arc::new([]),
         };
         let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
         let mut last_scan = Instant::now();
@@ -336,8 +342,16 @@ impl GroupTask {
                         resync_round: mem.resync_round,
                         at_start: first,
                         seen_at: started,
-                        certs: scan.certs.clone().into(),
-                        keys: env_keys(&self.cfg, &scan),
+                        certs: if scan.certs.is_empty() {
+                            mem.no_certs.clone()
+                        } else {
+                            scan.certs.clone().into()
+                        },
+                        keys: if self.cfg.consumed_as == crate::config::ConsumedAs::Env {
+                            env_keys(&self.cfg, &scan)
+                        } else {
+                            mem.no_keys.clone()
+                        },
                         announced: flag,
                     }))
                 }

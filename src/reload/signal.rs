@@ -266,24 +266,34 @@ impl SignalAction {
             return self.restart_if_stale(version);
         }
         let sig = self.signal;
-        // What the processes do with the signal, read now: the safety check of every send.
-        let mut procs = self.targets_with(|h| h.dispositions(sig as i32))?;
+        // What the processes do with the signal, read now (the safety check of every send), and
+        // when they started.
+        let procfs = self.tracker.procfs().clone();
+        let mut procs = self.targets_with(|h| {
+            let handling = h.dispositions(sig as i32)?;
+            Ok((handling, procfs.start_time(&h.info)))
+        })?;
         self.delivered = None;
+        let holds = |started: SystemTime| !force && started_after(started, version.content_time);
         // Check every process before signalling any, so a retry never signals one twice.
-        let mut older = Vec::with_capacity(procs.len());
         let mut newer = None;
-        for (i, (h, handling)) in procs.iter().enumerate() {
-            let started = self.tracker.procfs().start_time(&h.info);
-            if !force && started_after(started, version.content_time) {
+        let mut older = 0;
+        for (h, (handling, started)) in &procs {
+            if holds(*started) {
                 newer.get_or_insert_with(|| h.info.clone());
                 continue;
             }
             check_disposition(&h.info, handling, sig)?;
-            old_enough(&h.info, started, sig)?;
-            older.push(i);
+            old_enough(&h.info, *started, sig)?;
+            older += 1;
         }
-        if older.is_empty() {
-            let p = newer.expect("at least one process");
+        if older == 0 {
+            let Some(p) = newer else {
+                return Err(ActionError::Waiting(format!(
+                    "no process matches {} (yet)",
+                    self.tracker.selector().describe()
+                )));
+            };
             if procs.len() == 1 {
                 self.delivered = Some((p.pid, p.start_ticks));
             }
@@ -293,20 +303,20 @@ impl SignalAction {
                 p.shown()
             )));
         }
-        for &i in &older {
-            let h = &mut procs[i].0;
-            h.signal(sig).map_err(|e| send_error(h, e))?;
+        for (h, (_, started)) in &mut procs {
+            if !holds(*started) {
+                h.signal(sig).map_err(|e| send_error(h, e))?;
+            }
         }
         // The app may wait for this very CPU to handle the signal: let it run before the
         // bookkeeping that follows.
         std::thread::yield_now();
-        let shown: Vec<String> = older.iter().map(|&i| procs[i].0.info.shown()).collect();
-        self.delivered = (older.len() == 1 && newer.is_none()).then(|| {
-            (
-                procs[older[0]].0.info.pid,
-                procs[older[0]].0.info.start_ticks,
-            )
-        });
+        let signalled = || procs.iter().filter(|(_, (_, started))| !holds(*started));
+        let shown: Vec<String> = signalled().map(|(h, _)| h.info.shown()).collect();
+        self.delivered = signalled()
+            .next()
+            .filter(|_| older == 1 && newer.is_none())
+            .map(|(h, _)| (h.info.pid, h.info.start_ticks));
         let done = Outcome::Done(format!("{} sent to {}", sig.as_str(), shown.join(", ")));
         self.keep(procs);
         Ok(done)

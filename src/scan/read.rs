@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::fingerprint::Fingerprint;
 use super::walk::Scanning;
@@ -22,18 +22,18 @@ impl Scanning<'_> {
     /// a directory; `stat_shown_regular`: a `stat` just showed it to be a regular file).
     pub(super) fn read(
         &mut self,
-        shown_as: &Path,
-        real: &Path,
+        shown_as: PathBuf,
+        real: PathBuf,
         required: bool,
         stat_shown_regular: bool,
     ) {
-        if !self.room_for(shown_as) {
+        if !self.room_for(&shown_as) {
             return;
         }
         let opened = if stat_shown_regular {
-            files::open_known_regular(real)
+            files::open_known_regular(&real)
         } else {
-            files::open_regular(real)
+            files::open_regular(&real)
         };
         self.take(shown_as, real, required, opened);
     }
@@ -43,12 +43,12 @@ impl Scanning<'_> {
     /// the directory.
     pub(super) fn read_entry(
         &mut self,
-        shown_as: &Path,
-        real: &Path,
+        shown_as: PathBuf,
+        real: PathBuf,
         dir: BorrowedFd<'_>,
         name: &OsStr,
     ) {
-        if !self.room_for(shown_as) {
+        if !self.room_for(&shown_as) {
             return;
         }
         let opened = files::open_known_regular_at(dir, name);
@@ -77,15 +77,15 @@ impl Scanning<'_> {
     /// Fingerprints a file just opened (or reports why it was not).
     fn take(
         &mut self,
-        shown_as: &Path,
-        real: &Path,
+        shown_as: PathBuf,
+        real: PathBuf,
         required: bool,
         opened: Result<(File, Metadata), ReadError>,
     ) {
         let (file, md) = match opened {
             Ok(opened) => opened,
             Err(ReadError::NotRegular(kind)) => {
-                let msg = format!("{}: {kind}, skipped", shown(shown_as));
+                let msg = format!("{}: {kind}, skipped", shown(&shown_as));
                 if required {
                     self.problem(ProblemKind::WrongKind, msg);
                 } else {
@@ -96,7 +96,7 @@ impl Scanning<'_> {
             Err(e) => {
                 return self.problem(
                     ProblemKind::Unreadable,
-                    format!("cannot read {}: {e}", shown(shown_as)),
+                    format!("cannot read {}: {e}", shown(&shown_as)),
                 );
             }
         };
@@ -111,7 +111,7 @@ impl Scanning<'_> {
             self.opts.key.digest_reader(&file).map_err(ReadError::from)
         } else {
             files::read_open(&file, &md, INSPECT_LIMIT).map(|content| {
-                self.pem.add_file(shown_as, &content);
+                self.pem.add_file(&shown_as, &content);
                 if let Some(exp) = super::token::expiry(&content) {
                     self.scan.token_expiry.push((shown_as.to_path_buf(), exp));
                 }
@@ -126,21 +126,21 @@ impl Scanning<'_> {
                     ProblemKind::Unreadable,
                     format!(
                         "{} grew while it was read: read again at the next change",
-                        shown(shown_as)
+                        shown(&shown_as)
                     ),
                 );
             }
             Err(e) => {
                 return self.problem(
                     ProblemKind::Unreadable,
-                    format!("cannot read {}: {e}", shown(shown_as)),
+                    format!("cannot read {}: {e}", shown(&shown_as)),
                 );
             }
         };
         self.saw_ctime(&md);
         self.files.push(FileEntry {
-            path: shown_as.to_path_buf(),
-            real_path: real.to_path_buf(),
+            path: shown_as,
+            real_path: real,
             uid: md.uid(),
             gid: md.gid(),
             mode: md.mode() & 0o7777,

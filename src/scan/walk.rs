@@ -211,7 +211,7 @@ impl<'a> Scanning<'a> {
                 match (self.kubelet_data(&parent), p.file_name()) {
                     (Ok(Some(data)), Some(name)) => {
                         self.watch_volume_of(p);
-                        self.read(p, &data.join(name), true, false);
+                        self.read(p.to_path_buf(), data.join(name), true, false);
                         Layout::KubeletFile
                     }
                     (Err(problem), _) => {
@@ -227,7 +227,7 @@ impl<'a> Scanning<'a> {
                         {
                             self.watch_parent(&real);
                         }
-                        self.read(p, p, true, true);
+                        self.read(p.to_path_buf(), p.to_path_buf(), true, true);
                         Layout::File
                     }
                 }
@@ -250,7 +250,7 @@ impl<'a> Scanning<'a> {
                     && data.join(name).is_file()
                 {
                     self.watch_volume_of(p);
-                    self.read(p, &data.join(name), true, false);
+                    self.read(p.to_path_buf(), data.join(name), true, false);
                     return Layout::KubeletFile;
                 }
                 let (dir, next) = nearest_existing_ancestor(p);
@@ -340,10 +340,9 @@ impl<'a> Scanning<'a> {
     /// swap's time. `..data` must stay inside the volume: kubelet points it at a sibling.
     fn kubelet_data(&mut self, dir: &Path) -> Result<Option<PathBuf>, Problem> {
         let link = dir.join(KUBELET_DATA);
-        let Ok(target) = fs::read_link(&link) else {
+        let Some(target) = read_link(&link) else {
             return Ok(None);
         };
-        self.resolved.push((link.clone(), target.clone()));
         if let Ok(md) = fs::symlink_metadata(&link) {
             self.saw_ctime(&md);
         }
@@ -352,16 +351,21 @@ impl<'a> Scanning<'a> {
             (parts.next(), parts.next()),
             (Some(Component::Normal(_)), None)
         );
-        if sibling || self.opts.follow_external_symlinks {
-            return Ok(Some(dir.join(target)));
+        let data = (sibling || self.opts.follow_external_symlinks).then(|| dir.join(&target));
+        self.resolved.push((link, target));
+        if data.is_some() {
+            return Ok(data);
         }
-        match (fs::canonicalize(&link), fs::canonicalize(dir)) {
+        let Some((link, _)) = self.resolved.last() else {
+            return Ok(None);
+        };
+        match (fs::canonicalize(link), fs::canonicalize(dir)) {
             (Ok(real), Ok(root)) if real.starts_with(&root) && real != root => Ok(Some(real)),
             _ => Err(Problem {
                 kind: ProblemKind::WrongKind,
                 message: format!(
                     "{} points outside its volume: not followed (--follow-external-symlinks follows it)",
-                    shown(&link)
+                    shown(link)
                 ),
             }),
         }
@@ -435,7 +439,7 @@ impl<'a> Scanning<'a> {
             };
             // A regular file by the directory entry itself (no `stat`); opening it checks again.
             if is_file {
-                self.read_entry(&seen, &real, dir_fd, name);
+                self.read_entry(seen, real, dir_fd, name);
                 continue;
             }
             if is_link && !self.opts.follow_external_symlinks {
@@ -462,7 +466,7 @@ impl<'a> Scanning<'a> {
                 }
             }
             match fs::metadata(&real) {
-                Ok(md) if md.is_file() => self.read(&seen, &real, false, true),
+                Ok(md) if md.is_file() => self.read(seen, real, false, true),
                 Ok(md) if md.is_dir() && depth + 1 < MAX_DEPTH => {
                     if !recorded {
                         // The first directory of the scan: nothing to compare it with, but what
@@ -552,6 +556,18 @@ fn by_path(mut files: Vec<FileEntry>) -> Vec<FileEntry> {
         same
     });
     files
+}
+
+/// Where the symbolic link `link` points (`None`: not a link, or unreadable), read into a
+/// stack buffer: a kubelet target is short, and std's `read_link` allocates and then shrinks.
+fn read_link(link: &Path) -> Option<PathBuf> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 256];
+    match rustix::fs::readlinkat_raw(rustix::fs::CWD, link, &mut buf) {
+        Ok((target, rest)) if !rest.is_empty() => Some(PathBuf::from(OsStr::from_bytes(target))),
+        // Possibly cut short: read whole.
+        Ok(_) => fs::read_link(link).ok(),
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]

@@ -173,7 +173,12 @@ impl Daemon {
     }
 
     /// Spawns a prepared command whose stderr is piped, and waits for the listening address.
+    /// It leads a process group of its own: dropping the daemon kills the group, so a daemon
+    /// started through `unshare` and `setpriv` (which clears the parent-death signal that
+    /// `--kill-child` sets) ends with its wrapper.
     pub fn spawn(mut cmd: Command) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
         let mut child = cmd.spawn().expect("start the daemon");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -290,6 +295,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
