@@ -119,7 +119,29 @@ impl HttpAction {
         let headers = self.headers(version)?;
         let (method, label) = (self.cfg.method.clone(), self.cfg.endpoint.label());
         let timeout = self.cfg.timeout;
-        let status = match tokio::time::timeout(timeout, self.exchange(&headers)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let answer = {
+            let exchange = self.exchange(&headers);
+            tokio::pin!(exchange);
+            // The first poll hands the request to the connection's task; the time limit's timer
+            // is armed once that task has written it. A timer earlier than the runtime's next
+            // wake costs a wakeup write of its own, which would come before the request.
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(match exchange.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => Some(r),
+                    std::task::Poll::Pending => None,
+                })
+            })
+            .await;
+            match first {
+                Some(r) => Ok(r),
+                None => {
+                    tokio::task::yield_now().await;
+                    tokio::time::timeout_at(deadline, exchange).await
+                }
+            }
+        };
+        let status = match answer {
             Ok(Ok(status)) => {
                 self.answered = Some(status);
                 status
