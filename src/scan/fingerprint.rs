@@ -23,6 +23,8 @@ const SHOWN_HEX_DIGITS: usize = 16;
 pub struct FingerprintKey {
     /// Raw key bytes; never printed (see the `Debug` impl).
     bytes: Zeroizing<Vec<u8>>,
+    /// The HMAC with the key taken in (its two padded key blocks hashed once, not per digest).
+    keyed: HmacSha256,
 }
 
 impl fmt::Debug for FingerprintKey {
@@ -34,8 +36,11 @@ impl fmt::Debug for FingerprintKey {
 impl FingerprintKey {
     /// A key from bytes read out of `--fingerprint-key-file`.
     pub fn new(bytes: Vec<u8>) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let keyed = HmacSha256::new_from_slice(&bytes).expect("HMAC takes keys of any length");
         FingerprintKey {
             bytes: Zeroizing::new(bytes),
+            keyed,
         }
     }
 
@@ -52,8 +57,7 @@ impl FingerprintKey {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        HmacSha256::new_from_slice(&self.bytes).expect("HMAC takes keys of any length")
+        self.keyed.clone()
     }
 
     /// Fingerprints bytes held in memory.
