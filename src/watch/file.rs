@@ -8,7 +8,8 @@
 //! so a pid file written before a rotation has raised its flag by the time that rotation's
 //! reload asks. Trusted only while the watch is in place and the directory's path is its own
 //! real path: a directory reached through a symbolic link (`/var/run` → `/run`) is watched where
-//! the link points today, so such a pid file is `stat`ed at each reload as before.
+//! the link points today, and a pid file that is itself a link changes where the link points; such
+//! a pid file is `stat`ed at each reload as before, for good.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -40,7 +41,12 @@ impl Changed {
 pub struct FileWatch {
     hub: Arc<WatchHub>,
     id: GroupId,
+    /// The file, and its directory.
+    file: PathBuf,
     dir: PathBuf,
+    /// The directory is reached through a symbolic link, or the file is one: never trusted (a
+    /// `stat` at each reload, and nothing more).
+    through_link: bool,
     /// What is asked of the hub: the directory, for the file's name.
     wanted: BTreeMap<PathBuf, Interest>,
     changed: Arc<Changed>,
@@ -59,7 +65,9 @@ impl FileWatch {
             hub: hub.clone(),
             id: hub.register_file(changed.clone()),
             wanted: BTreeMap::from([(dir.clone(), Interest::File(name))]),
+            file: path.to_path_buf(),
             dir,
+            through_link: false,
             changed,
         })
     }
@@ -67,8 +75,17 @@ impl FileWatch {
 
 impl PidFileChanges for FileWatch {
     fn arm(&mut self) -> bool {
-        let real = std::fs::canonicalize(&self.dir).is_ok_and(|r| r == self.dir);
-        if !real {
+        // Cheap when it cannot be trusted: this runs at each reload then.
+        if self.through_link || !self.hub.available() {
+            return false;
+        }
+        let Ok(real) = std::fs::canonicalize(&self.dir) else {
+            // No such directory (yet): looked at again next time.
+            return false;
+        };
+        let link = std::fs::symlink_metadata(&self.file).is_ok_and(|m| m.file_type().is_symlink());
+        if real != self.dir || link {
+            self.through_link = true;
             let _ = self.hub.reconcile(self.id, &BTreeMap::new());
             return false;
         }

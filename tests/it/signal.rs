@@ -385,7 +385,8 @@ fn write_pid_renamed(file: &Path, pid: i32) {
 fn a_pid_file_that_names_another_live_process_is_followed() {
     // Two live apps; the pid file names one, then the other: renamed over, then rewritten in
     // place. Its directory is watched (no `stat` at each reload); then the same through a
-    // symbolic link to that directory, which is looked at at every reload instead.
+    // symbolic link to that directory, and through a pid file that is a symbolic link into
+    // another directory (where the writes go), which are looked at at every reload instead.
     let dir = tempdir();
     let (w, vol) = volume(dir.path());
     let_content_age();
@@ -396,9 +397,16 @@ fn a_pid_file_that_names_another_live_process_is_followed() {
     let pids = dir.path().join("pids");
     std::fs::create_dir(&pids).unwrap();
     std::os::unix::fs::symlink(&pids, dir.path().join("pids-link")).unwrap();
-    for (round, pid_file) in [
-        pids.join("app.pid"),
-        dir.path().join("pids-link").join("app.pid"),
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("app.pid"), pids.join("linked.pid")).unwrap();
+    for (round, (named, pid_file)) in [
+        (pids.join("app.pid"), pids.join("app.pid")),
+        (
+            dir.path().join("pids-link").join("app.pid"),
+            pids.join("app.pid"),
+        ),
+        (pids.join("linked.pid"), elsewhere.join("app.pid")),
     ]
     .iter()
     .enumerate()
@@ -408,7 +416,7 @@ fn a_pid_file_that_names_another_live_process_is_followed() {
         write_pid_renamed(pid_file, a.pid());
         let d = daemon(
             &vol,
-            &["--pid-file", pid_file.to_str().unwrap()],
+            &["--pid-file", named.to_str().unwrap()],
             &["--reload-on-start", "never"],
         );
         w.write(&[("token", credential(&v(2)))]).unwrap();
