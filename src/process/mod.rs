@@ -60,6 +60,14 @@ impl ProcInfo {
         format!("pid {} ({})", self.pid, crate::text::value(&self.comm))
     }
 
+    /// Wall-clock estimate of when it started (see [`ProcFs::start_time`]).
+    pub fn start_time(&self) -> SystemTime {
+        boot_time()
+            + Duration::from_nanos(
+                self.start_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
+            )
+    }
+
     /// Whether it is still running (not a zombie, not dead).
     pub fn is_live(&self) -> bool {
         self.state != 'Z' && self.state != 'X'
@@ -208,10 +216,7 @@ impl ProcFs {
     /// Wall-clock estimate of when a process started, exact to a clock tick plus the sampling
     /// error of two clocks (microseconds).
     pub fn start_time(&self, info: &ProcInfo) -> SystemTime {
-        boot_time()
-            + Duration::from_nanos(
-                info.start_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
-            )
+        info.start_time()
     }
 }
 

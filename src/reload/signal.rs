@@ -268,10 +268,9 @@ impl SignalAction {
         let sig = self.signal;
         // What the processes do with the signal, read now (the safety check of every send), and
         // when they started.
-        let procfs = self.tracker.procfs().clone();
         let mut procs = self.targets_with(|h| {
             let handling = h.dispositions(sig as i32)?;
-            Ok((handling, procfs.start_time(&h.info)))
+            Ok((handling, h.info.start_time()))
         })?;
         self.delivered = None;
         let holds = |started: SystemTime| !force && started_after(started, version.content_time);
