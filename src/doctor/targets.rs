@@ -103,7 +103,7 @@ fn environment_check(
     procfs: &ProcFs,
     key: &crate::scan::fingerprint::FingerprintKey,
 ) -> Check {
-    let keys = crate::group::env_keys(g, scan);
+    let keys = crate::group::env_keys(g, scan).unwrap_or_default();
     let opened = procfs
         .stat(pid)
         .ok()
@@ -193,7 +193,7 @@ fn signal_checks(
     let sig = s.signal;
     for p in &procs {
         let st = procfs.status(p.pid).unwrap_or_default();
-        let started = procfs.start_time(p);
+        let started = p.start_time();
         checks.push(check(
             "process",
             true,

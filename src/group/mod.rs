@@ -347,11 +347,7 @@ impl GroupTask {
                         } else {
                             scan.certs.clone().into()
                         },
-                        keys: if self.cfg.consumed_as == crate::config::ConsumedAs::Env {
-                            env_keys(&self.cfg, &scan)
-                        } else {
-                            mem.no_keys.clone()
-                        },
+                        keys: env_keys(&self.cfg, &scan).unwrap_or_else(|| mem.no_keys.clone()),
                         announced: flag,
                     }))
                 }
@@ -419,16 +415,17 @@ fn read_content(
 }
 
 /// The keys an app consuming the group as environment variables was given: the files directly in
-/// a watched directory (a Secret volume's keys) and watched files, by file name; none for a group
-/// consumed as files.
+/// a watched directory (a Secret volume's keys) and watched files, by file name; `None` for a
+/// group consumed as files.
 pub(crate) fn env_keys(
     cfg: &GroupConfig,
     scan: &crate::scan::Scan,
-) -> Arc<[(String, Fingerprint)]> {
+) -> Option<Arc<[(String, Fingerprint)]>> {
     if cfg.consumed_as != crate::config::ConsumedAs::Env {
-        return Vec::new().into();
+        return None;
     }
-    scan.files
+    let keys = scan
+        .files
         .iter()
         .filter(|f| {
             cfg.paths.contains(&f.path)
@@ -437,5 +434,6 @@ pub(crate) fn env_keys(
                     .is_some_and(|p| cfg.paths.iter().any(|w| w == p))
         })
         .filter_map(|f| Some((f.path.file_name()?.to_str()?.to_string(), f.fingerprint)))
-        .collect()
+        .collect();
+    Some(keys)
 }

@@ -4,10 +4,11 @@
 //! These descriptors refer to the process itself, not to its pid: once it exits, signalling
 //! through the pidfd fails with ESRCH and reading the status fails too, even when the pid is
 //! already reused. They are opened, then the start time is read through the open `stat`: if the
-//! pid was recycled in between, the handle is refused. After that, checking that the process still lives
-//! and whether it handles a signal is one `pread` of an open file (the kernel regenerates it for
-//! each read from the start): `stat` for signals 1–31, which also carries the start time, else
-//! `status`; sending is one `pidfd_send_signal`: no `/proc` walk on the reload path.
+//! pid was recycled in between, the handle is refused. After that, checking that the process
+//! still lives and whether it handles a signal is one `pread` of an open file (the kernel
+//! regenerates it for each read from the start): `stat` for signals 1–31, which also carries
+//! the start time, else `status`; sending is one `pidfd_send_signal`: no `/proc` walk on the
+//! reload path.
 //!
 //! Kernels without pidfds (before 5.3) fall back to `kill()` after a start-time check.
 

@@ -60,7 +60,8 @@ impl ProcInfo {
         format!("pid {} ({})", self.pid, crate::text::value(&self.comm))
     }
 
-    /// Wall-clock estimate of when it started (see [`ProcFs::start_time`]).
+    /// Wall-clock estimate of when it started, exact to a clock tick plus the sampling error of
+    /// two clocks (microseconds).
     pub fn start_time(&self) -> SystemTime {
         boot_time()
             + Duration::from_nanos(
@@ -211,12 +212,6 @@ impl ProcFs {
             }
         }
         Ok(out)
-    }
-
-    /// Wall-clock estimate of when a process started, exact to a clock tick plus the sampling
-    /// error of two clocks (microseconds).
-    pub fn start_time(&self, info: &ProcInfo) -> SystemTime {
-        info.start_time()
     }
 }
 
@@ -438,7 +433,7 @@ mod tests {
         let procs = ProcFs::new("/proc");
         let me = procs.stat(std::process::id() as i32).unwrap();
         assert_eq!(me.pid, std::process::id() as i32);
-        let started = procs.start_time(&me);
+        let started = me.start_time();
         let age = SystemTime::now().duration_since(started).unwrap();
         assert!(age < Duration::from_secs(3600), "{age:?}");
     }

@@ -90,11 +90,6 @@ impl Tracker {
         &self.selector
     }
 
-    /// Where processes are looked up.
-    pub fn procfs(&self) -> &ProcFs {
-        &self.procfs
-    }
-
     /// The processes now, each with its status: the cached one while it lives and is still
     /// named, else found again. Give the handles back with [`Tracker::keep`].
     pub fn processes(&mut self) -> Result<Vec<Found>, TrackError> {

@@ -288,10 +288,7 @@ impl SignalAction {
         }
         if older == 0 {
             let Some(p) = newer else {
-                return Err(ActionError::Waiting(format!(
-                    "no process matches {} (yet)",
-                    self.tracker.selector().describe()
-                )));
+                return Err(self.not_found());
             };
             if procs.len() == 1 {
                 self.delivered = Some((p.pid, p.start_ticks));
@@ -343,6 +340,13 @@ impl SignalAction {
         }
     }
 
+    fn not_found(&self) -> ActionError {
+        ActionError::Waiting(format!(
+            "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
+            self.tracker.selector().describe()
+        ))
+    }
+
     /// The processes to signal, with their status now.
     fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
         self.targets_with(ProcessHandle::status)
@@ -355,10 +359,7 @@ impl SignalAction {
     ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
         self.tracker.processes_with(read).map_err(|e| match e {
             TrackError::Gone(p) => gone(&p),
-            TrackError::Find(FindError::NotFound) => ActionError::Waiting(format!(
-                "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
-                self.tracker.selector().describe()
-            )),
+            TrackError::Find(FindError::NotFound) => self.not_found(),
             TrackError::Find(e @ FindError::Ambiguous(_)) => ActionError::Ambiguous(e.to_string()),
             TrackError::Find(e) if e.is_transient() => ActionError::Waiting(e.to_string()),
             TrackError::Find(e) => ActionError::Failed(e.to_string()),

@@ -45,11 +45,6 @@ impl Wake {
         }
     }
 
-    /// Something may have changed (no path to go by): scan after the quiet period.
-    pub fn poke(&self, now: Instant) {
-        self.event(now, Signal::Other);
-    }
-
     /// Records `signal` and wakes the task.
     pub fn event(&self, now: Instant, signal: Signal) {
         lock(&self.debounce).event(now, signal);
