@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use secret_reloader::config::cli::{Cli, Command};
-use secret_reloader::daemon::{self, shutdown};
+use secret_reloader::daemon::{self, signals};
 use secret_reloader::report::logging;
 use secret_reloader::{Config, demo, doctor};
 
@@ -38,6 +38,14 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     daemon::raise_fd_limit();
+    // Before any other thread starts: every thread but one blocks the signals it handles.
+    let signals = match signals::install(config.shutdown_grace) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // This thread becomes the reload runtime's.
     daemon::prefer_short_slice();
     // One thread runs the whole reload path (nothing on it blocks); the admin server has its
@@ -54,11 +62,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let grace = config.shutdown_grace;
     let result = runtime.block_on(async {
-        let terminated = shutdown::termination(grace)
-            .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
-        secret_reloader::run(config, terminated)
+        secret_reloader::run(config, signals.terminated())
             .await
             .map_err(|e| e.to_string())
     });

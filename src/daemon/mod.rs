@@ -5,11 +5,13 @@
 //! SIGTERM/SIGINT (see [`shutdown`]). On shutdown the watches stop first, then actions in flight
 //! get `shutdown_grace` to finish, then everything ends.
 //!
-//! - [`shutdown`]: signals, the stop flag, the watchdog;
+//! - [`shutdown`]: the stop flag, the watchdog's margin;
+//! - [`signals`]: SIGTERM/SIGINT, SIGHUP (rescan), every other signal logged and ignored;
 //! - [`tasks`]: named, watched tasks;
 //! - [`state_file`]: what each target applied, across restarts.
 
 pub mod shutdown;
+pub mod signals;
 pub mod state_file;
 pub mod tasks;
 
@@ -250,6 +252,13 @@ pub async fn serve(
             stop_rx.clone(),
         ),
     );
+    let rescan_hub = hub.clone();
+    tasks.helper("rescans on SIGHUP".into(), async move {
+        loop {
+            signals::rescan_requested().await;
+            rescan_hub.poke_all(std::time::Instant::now());
+        }
+    });
     let ready_board = board.clone();
     tasks.helper("readiness".into(), async move {
         for r in readies {

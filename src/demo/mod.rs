@@ -124,8 +124,9 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         let daemon = tokio::spawn(crate::daemon::serve(config, listener, async {
             let _ = stop_rx.await;
         }));
-        let ctrl_c = crate::daemon::shutdown::termination(std::time::Duration::from_secs(5))
-            .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+        let ctrl_c = crate::daemon::signals::install(std::time::Duration::from_secs(5))
+            .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?
+            .terminated();
         let rotations = rotate(&writer, &lines, &args);
         let summary = tokio::select! {
             r = rotations => r,

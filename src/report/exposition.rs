@@ -283,6 +283,15 @@ impl Metrics {
             vec![gauge(&[], self.admin.open.load(Relaxed) as f64)],
         ));
         out.push(family(
+            "signals_received_total",
+            "Signals the daemon received, by name (only SIGTERM and SIGINT end it; SIGHUP rescans).",
+            MetricType::COUNTER,
+            super::metrics::signals_received()
+                .into_iter()
+                .map(|(name, n)| counter(&[("signal", name)], n))
+                .collect(),
+        ));
+        out.push(family(
             "admin_connections_dropped_total",
             "Admin connections closed before they were done, by reason.",
             MetricType::COUNTER,

@@ -336,6 +336,24 @@ impl AdminMetrics {
     }
 }
 
+/// Signals the daemon took without ending on them at once, by name: process-wide, like the
+/// signals themselves (`daemon::signals` counts them; every [`Metrics`] shows them).
+static SIGNALS_RECEIVED: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
+
+/// Counts one signal received.
+pub fn signal_received(name: &'static str) {
+    let mut all = lock(&SIGNALS_RECEIVED);
+    match all.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, c)) => *c += 1,
+        None => all.push((name, 1)),
+    }
+}
+
+/// Every signal received so far, with its count.
+pub(super) fn signals_received() -> Vec<(&'static str, u64)> {
+    lock(&SIGNALS_RECEIVED).clone()
+}
+
 /// Every metric of the daemon. Components register their series once and keep the handle.
 #[derive(Debug, Default)]
 pub struct Metrics {

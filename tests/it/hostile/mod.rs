@@ -13,6 +13,7 @@ mod doctor;
 mod paths;
 mod signals;
 mod special_files;
+mod stray_signals;
 mod usage;
 mod watching;
 
