@@ -9,6 +9,7 @@
 
 mod actions;
 mod admin;
+mod command_output;
 mod doctor;
 mod paths;
 mod signals;
