@@ -220,7 +220,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "REGEX", env = "SECRET_RELOADER_PROCESS_CMDLINE")]
     pub process_cmdline: Option<String>,
 
-    /// Target process by the pid written in this file.
+    /// Target process by the pid written in this file. Trusted only while the process it names
+    /// started before the file was last written and is of --app-uid; with --process-name or
+    /// --process-cmdline beside it, that process must match them too
     #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_PID_FILE")]
     pub pid_file: Option<PathBuf>,
 

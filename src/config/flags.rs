@@ -324,7 +324,9 @@ pub(crate) fn exec_argv(cmd: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// Exactly one of the three selectors; `prefix` is `--` for flags and a field path for the file.
+/// The target process's selector: a name or a command line, or a pid file (whose process must
+/// also match the name or command line when one is given beside it); `prefix` is `--` for flags
+/// and a field path for the file.
 pub(crate) fn selector(
     name: Option<&str>,
     cmdline: Option<&str>,
@@ -339,20 +341,17 @@ pub(crate) fn selector(
             format!("{prefix}{n}")
         }
     };
-    let given = [name.is_some(), cmdline.is_some(), pid_file.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if given > 1 {
+    if name.is_some() && cmdline.is_some() {
         f.error(format!(
-            "{}, {} and {} each select the target process: give only one",
+            "{} and {} each select the target process: give only one (either may be given \
+             beside {}, which its process must then match)",
             field("process_name"),
             field("process_cmdline"),
             field("pid_file")
         ));
         return None;
     }
-    if let Some(n) = name {
+    let matcher = if let Some(n) = name {
         if n.is_empty() || n.contains('/') || n.contains('\0') {
             f.error(format!(
                 "{}: '{}' is not a process name (no slashes, not empty)",
@@ -361,10 +360,9 @@ pub(crate) fn selector(
             ));
             return None;
         }
-        return Some(Selector::Name(n.to_string()));
-    }
-    if let Some(r) = cmdline {
-        return match regex_lite::Regex::new(r) {
+        Some(Selector::Name(n.to_string()))
+    } else if let Some(r) = cmdline {
+        match regex_lite::Regex::new(r) {
             Ok(re) => Some(Selector::Cmdline(re)),
             Err(e) => {
                 f.error(format!(
@@ -372,11 +370,16 @@ pub(crate) fn selector(
                     field("process_cmdline"),
                     r.escape_debug()
                 ));
-                None
+                return None;
             }
-        };
+        }
+    } else {
+        None
+    };
+    match pid_file {
+        Some(p) => Some(Selector::PidFile(absolute(p), matcher.map(Box::new))),
+        None => matcher,
     }
-    pid_file.map(|p| Selector::PidFile(absolute(p)))
 }
 
 /// Absolute, lexically cleaned watch paths (symlinks are left alone: they matter here).

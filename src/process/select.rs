@@ -9,9 +9,15 @@
 //!   Several are an ambiguous target: nothing is signalled, and the error lists them, unless
 //!   `--signal-all` asks for every match.
 //! - A pid file is read like pid-file readers do: its first line is the pid (PostgreSQL's
-//!   `postmaster.pid` carries more lines after it).
+//!   `postmaster.pid` carries more lines after it). It outlives its process, and pids are
+//!   reused: it is trusted only while the process it names can be the one that wrote it (that
+//!   process started before the file was last written, give or take [`PID_FILE_SLACK`]) and
+//!   matches what is declared (`--app-uid`, and `--process-name` or `--process-cmdline` when
+//!   given beside `--pid-file`). Otherwise the file is stale: reported, nothing is signalled,
+//!   and it is read again when it changes.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -22,6 +28,12 @@ use crate::{files, text};
 const PID_FILE_LIMIT: u64 = 64 * 1024;
 /// Most processes listed in an ambiguity message.
 const LISTED: usize = 5;
+/// How much later than its pid file's last write a process may seem to have started and still
+/// be its writer: a process's start time counts in clock ticks, a file's times lag the clock by
+/// up to a tick of their own, and the two are compared across the wall clock (a step of it
+/// between the write and now moves the file's time). A process that started later did not write
+/// the file: the pid was reused.
+pub const PID_FILE_SLACK: Duration = Duration::from_secs(1);
 
 /// How the target process is found.
 #[derive(Debug, Clone)]
@@ -30,8 +42,9 @@ pub enum Selector {
     Name(String),
     /// Regular expression on the command line.
     Cmdline(regex_lite::Regex),
-    /// Pid read from a file.
-    PidFile(PathBuf),
+    /// Pid read from a file; the process it names must also match the second selector when
+    /// one is given (a name or a command line).
+    PidFile(PathBuf, Option<Box<Selector>>),
 }
 
 impl Selector {
@@ -40,7 +53,10 @@ impl Selector {
         match self {
             Selector::Name(n) => format!("--process-name {}", text::value(n)),
             Selector::Cmdline(r) => format!("--process-cmdline '{}'", text::value(r.as_str())),
-            Selector::PidFile(p) => format!("--pid-file {}", text::path(p)),
+            Selector::PidFile(p, None) => format!("--pid-file {}", text::path(p)),
+            Selector::PidFile(p, Some(also)) => {
+                format!("--pid-file {} with {}", text::path(p), also.describe())
+            }
         }
     }
 
@@ -49,7 +65,7 @@ impl Selector {
         match self {
             Selector::Name(n) => text::value(n),
             Selector::Cmdline(r) => format!("/{}/", text::value(r.as_str())),
-            Selector::PidFile(p) => text::path(p),
+            Selector::PidFile(p, _) => text::path(p),
         }
     }
 
@@ -58,7 +74,12 @@ impl Selector {
         match self {
             Selector::Name(n) => json!({"process_name": text::value(n)}),
             Selector::Cmdline(r) => json!({"process_cmdline": text::value(r.as_str())}),
-            Selector::PidFile(p) => json!({"pid_file": text::path(p)}),
+            Selector::PidFile(p, None) => json!({"pid_file": text::path(p)}),
+            Selector::PidFile(p, Some(also)) => {
+                let mut v = also.summary();
+                v["pid_file"] = json!(text::path(p));
+                v
+            }
         }
     }
 
@@ -73,7 +94,7 @@ impl Selector {
                         .is_ok_and(|c| argv0_basename(&c) == name)
             }
             Selector::Cmdline(re) => procfs.cmdline(info.pid).is_ok_and(|c| re.is_match(&c)),
-            Selector::PidFile(_) => false,
+            Selector::PidFile(..) => false,
         }
     }
 }
@@ -96,6 +117,26 @@ pub enum FindError {
     PidFile(PathBuf, String),
     /// The pid file names a process that is gone.
     PidFileStale(PathBuf, i32),
+    /// The pid file names a live process that started after the file was last written: not
+    /// its writer (the pid was reused).
+    PidFileOutdated {
+        /// The pid file.
+        path: PathBuf,
+        /// The process its pid names now.
+        info: ProcInfo,
+        /// How much later than the file's last write it started.
+        after: Duration,
+    },
+    /// The pid file names a live process that does not match the name or command line declared
+    /// beside it.
+    PidFileMismatch {
+        /// The pid file.
+        path: PathBuf,
+        /// The process its pid names now.
+        info: ProcInfo,
+        /// What was declared (`--process-name nginx`).
+        declared: String,
+    },
     /// The pid file names the sidecar itself.
     PidFileSelf(PathBuf, i32),
     /// procfs cannot be listed.
@@ -112,6 +153,8 @@ impl FindError {
                 | FindError::OtherIdentity { .. }
                 | FindError::PidFile(..)
                 | FindError::PidFileStale(..)
+                | FindError::PidFileOutdated { .. }
+                | FindError::PidFileMismatch { .. }
         )
     }
 }
@@ -149,6 +192,26 @@ impl std::fmt::Display for FindError {
                 "pid file {} names pid {pid}, which is not running",
                 text::path(p)
             ),
+            FindError::PidFileOutdated { path, info, after } => write!(
+                f,
+                "pid file {} is stale: it names {}, which started {} after the file was last \
+                 written, so it is not the process that wrote it (the app exited and its pid was \
+                 reused); nothing is signalled until the app writes the file again",
+                text::path(path),
+                info.shown(),
+                format_args!("{:.1} s", after.as_secs_f64()),
+            ),
+            FindError::PidFileMismatch {
+                path,
+                info,
+                declared,
+            } => write!(
+                f,
+                "pid file {} is stale: it names {}, which does not match {declared}; nothing is \
+                 signalled until the app writes the file again",
+                text::path(path),
+                info.shown(),
+            ),
             FindError::PidFileSelf(p, pid) => write!(
                 f,
                 "pid file {} names pid {pid}, the sidecar itself: it is never signalled; point --pid-file \
@@ -172,8 +235,8 @@ pub fn find(
     app_uid: Option<u32>,
 ) -> Result<Vec<ProcInfo>, FindError> {
     let own = own_pid();
-    if let Selector::PidFile(path) = selector {
-        return read_pid_file(procfs, path, own, app_uid).map(|p| vec![p]);
+    if let Selector::PidFile(path, also) = selector {
+        return read_pid_file(procfs, path, also.as_deref(), own, app_uid).map(|p| vec![p]);
     }
     let procs = procfs
         .processes()
@@ -228,14 +291,15 @@ pub fn find(
 }
 
 /// The process a pid file names: its first line, never the sidecar, of the app's uid when
-/// declared.
+/// declared, matching `also` when given, and started before the file was last written.
 fn read_pid_file(
     procfs: &ProcFs,
     path: &std::path::Path,
+    also: Option<&Selector>,
     own: i32,
     app_uid: Option<u32>,
 ) -> Result<ProcInfo, FindError> {
-    let pid = pid_in_file(path)?;
+    let PidFile { pid, written } = read_pid(path)?;
     let status = procfs
         .status(pid)
         .map_err(|_| FindError::PidFileStale(path.to_path_buf(), pid))?;
@@ -247,6 +311,15 @@ fn read_pid_file(
         Ok(info) if info.is_live() => info,
         _ => return Err(FindError::PidFileStale(path.to_path_buf(), pid)),
     };
+    if let Ok(after) = info.start_time().duration_since(written)
+        && after > PID_FILE_SLACK
+    {
+        return Err(FindError::PidFileOutdated {
+            path: path.to_path_buf(),
+            info,
+            after,
+        });
+    }
     if let Some(uid) = app_uid
         && status.uid != uid
     {
@@ -255,19 +328,38 @@ fn read_pid_file(
             seen: vec![(info, status.uid)],
         });
     }
+    if let Some(also) = also
+        && !also.matches(procfs, &info)
+    {
+        return Err(FindError::PidFileMismatch {
+            path: path.to_path_buf(),
+            info,
+            declared: also.describe(),
+        });
+    }
     Ok(info)
 }
 
-/// The pid a pid file names: its first line.
-pub fn pid_in_file(path: &std::path::Path) -> Result<i32, FindError> {
+/// What a pid file says: the pid on its first line, and when it was last written.
+#[derive(Debug, Clone, Copy)]
+pub struct PidFile {
+    /// The pid.
+    pub pid: i32,
+    /// Its modification time.
+    pub written: SystemTime,
+}
+
+/// Reads a pid file: its first line, and its modification time from the same descriptor.
+pub fn read_pid(path: &std::path::Path) -> Result<PidFile, FindError> {
     let bad = |why: String| FindError::PidFile(path.to_path_buf(), why);
-    let raw = files::read_limited(path, PID_FILE_LIMIT).map_err(|e| bad(e.to_string()))?;
+    let (file, md) = files::open_regular(path).map_err(|e| bad(e.to_string()))?;
+    let raw = files::read_open(&file, &md, PID_FILE_LIMIT).map_err(|e| bad(e.to_string()))?;
     let first = raw
         .split(|b| *b == b'\n')
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    std::str::from_utf8(first)
+    let pid = std::str::from_utf8(first)
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
         .filter(|p| *p > 0)
@@ -276,7 +368,9 @@ pub fn pid_in_file(path: &std::path::Path) -> Result<i32, FindError> {
                 "its first line '{}' is not a pid",
                 text::bytes(&first[..first.len().min(32)])
             ))
-        })
+        })?;
+    let written = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(PidFile { pid, written })
 }
 
 /// This process's pid (asked once: it is a system call on musl).
@@ -317,14 +411,14 @@ mod tests {
         let me = std::process::id();
         std::fs::write(&f, format!("{me}\n/var/lib/postgresql/data\n1700000000\n")).unwrap();
         assert!(matches!(
-            read_pid_file(&procfs, &f, me as i32, None),
+            read_pid_file(&procfs, &f, None, me as i32, None),
             Err(FindError::PidFileSelf(..))
         ));
         std::fs::write(&f, "1\nmore\n").unwrap();
-        let p = read_pid_file(&procfs, &f, me as i32, None).unwrap();
+        let p = read_pid_file(&procfs, &f, None, me as i32, None).unwrap();
         assert_eq!(p.pid, 1);
         std::fs::write(&f, "x1\n").unwrap();
-        let e = read_pid_file(&procfs, &f, me as i32, None).unwrap_err();
+        let e = read_pid_file(&procfs, &f, None, me as i32, None).unwrap_err();
         assert!(
             e.to_string().contains("first line 'x1' is not a pid"),
             "{e}"

@@ -130,7 +130,7 @@ impl Tracker {
             let t = read(&mut h).map_err(|_| TrackError::Gone(p.clone()))?;
             out.push((h, t));
         }
-        if let Selector::PidFile(path) = &self.selector {
+        if let Selector::PidFile(path, _) = &self.selector {
             self.pid_file_seen = file_stamp(path);
         }
         Ok(out)
@@ -146,7 +146,7 @@ impl Tracker {
     /// Whether the selector still names the cached process: a pid file may name another one now.
     /// The file is read again only when it changed.
     fn still_named(&mut self, h: &ProcessHandle) -> bool {
-        if !matches!(self.selector, Selector::PidFile(_)) {
+        if !matches!(self.selector, Selector::PidFile(..)) {
             return true;
         }
         // Watched since it was last looked at, and nothing happened to it.
@@ -154,7 +154,7 @@ impl Tracker {
             return true;
         }
         self.watch_pid_file();
-        let Selector::PidFile(path) = &self.selector else {
+        let Selector::PidFile(path, _) = &self.selector else {
             return true;
         };
         let stamp = file_stamp(path);
@@ -162,7 +162,7 @@ impl Tracker {
             return true;
         }
         self.pid_file_seen = stamp;
-        select::pid_in_file(path).is_ok_and(|pid| pid == h.info.pid)
+        select::read_pid(path).is_ok_and(|f| f.pid == h.info.pid)
     }
 
     /// Watches the pid file (when it can be) before it is looked at.

@@ -83,7 +83,7 @@ impl Action {
             ActionConfig::Signal(s) => {
                 let mut a =
                     signal::SignalAction::new(s.clone(), procfs.clone(), app.map(|a| a.uid));
-                if let Selector::PidFile(path) = &s.selector
+                if let Selector::PidFile(path, _) = &s.selector
                     && let Some(w) = FileWatch::new(hub, path)
                 {
                     a = a.with_pid_file_changes(Box::new(w));

@@ -86,7 +86,7 @@ fn the_example_config_parses_into_its_groups_and_targets() {
         Action::Signal(s) => {
             assert_eq!(s.signal, nix::sys::signal::Signal::SIGHUP, "the default");
             assert!(
-                matches!(&s.selector, Selector::PidFile(p) if p == Path::new("/run/pgbouncer/pgbouncer.pid"))
+                matches!(&s.selector, Selector::PidFile(p, None) if p == Path::new("/run/pgbouncer/pgbouncer.pid"))
             );
         }
         other => panic!("pgbouncer: expected a signal target, got {other:?}"),
@@ -291,18 +291,37 @@ fn the_config_schema_and_the_parser_agree_on_the_rules_between_fields() {
     let schema = schema();
     let signal = &schema["$defs"]["signal_target"];
     assert_eq!(
-        signal["oneOf"],
+        signal["anyOf"],
         json!([{"required": ["process_name"]}, {"required": ["process_cmdline"]},
                {"required": ["pid_file"]}]),
-        "the schema asks for exactly one selector"
+        "the schema asks for a selector"
+    );
+    assert_eq!(
+        signal["not"],
+        json!({"required": ["process_name", "process_cmdline"]}),
+        "the schema refuses a name and a command line together"
     );
     let err = parse(&in_group(json!({"type": "signal"}))).expect_err("no selector");
     assert!(err.contains("process_name"), "{err}");
     let err = parse(&in_group(
-        json!({"type": "signal", "process_name": "a", "pid_file": "/run/a.pid"}),
+        json!({"type": "signal", "process_name": "a", "process_cmdline": "^a"}),
     ))
     .expect_err("two selectors");
     assert!(err.contains("give only one"), "{err}");
+    // Beside a pid file, a name is the check its process must pass.
+    let ok = parse(&in_group(
+        json!({"type": "signal", "process_name": "a", "pid_file": "/run/a.pid"}),
+    ))
+    .expect("a pid file with a name");
+    let Action::Signal(s) = &ok.groups[0].targets[0].action else {
+        panic!("a signal target")
+    };
+    assert!(
+        matches!(&s.selector, Selector::PidFile(p, Some(n)) if p == Path::new("/run/a.pid")
+            && matches!(n.as_ref(), Selector::Name(n) if n == "a")),
+        "{:?}",
+        s.selector
+    );
 
     // access_policy block: the app's identity must be declared, or read from a signal target.
     let group = &schema["$defs"]["group"];

@@ -14,6 +14,7 @@ mod doctor;
 mod paths;
 mod signals;
 mod special_files;
+mod stale_pid_file;
 mod stray_signals;
 mod usage;
 mod watching;
