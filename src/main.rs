@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     daemon::raise_fd_limit();
+    // This thread becomes the reload runtime's; the threads it starts inherit the slice.
+    daemon::prefer_short_slice();
     // Before any other thread starts: every thread but one blocks the signals it handles.
     let signals = match signals::install(config.shutdown_grace) {
         Ok(s) => s,
@@ -46,8 +48,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // This thread becomes the reload runtime's.
-    daemon::prefer_short_slice();
     // One thread runs the whole reload path (nothing on it blocks); the admin server has its
     // own; large scans and state-file writes go to a small blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()

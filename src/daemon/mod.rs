@@ -132,6 +132,9 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let procfs = ProcFs::new(&config.proc_root);
     let sidecar = Sidecar::current(&procfs);
+    if let crate::process::handle::Delivery::Kill { why } = &sidecar.signal_delivery {
+        tracing::warn!("no pidfds: {why}");
+    }
     let config = Arc::new(config);
     let board = Arc::new(Board::new(config.clone(), &sidecar));
     let metrics = Arc::new(Metrics::with_compat(config.compat_metrics));

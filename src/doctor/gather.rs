@@ -172,6 +172,16 @@ pub async fn gather(config: &Config, standalone: bool) -> Report {
             report.daemon.address, report.daemon.detail
         ));
     }
+    let signalled = config
+        .groups
+        .iter()
+        .flat_map(|g| &g.targets)
+        .any(|t| matches!(t.action, ActionConfig::Signal(_)));
+    if let crate::process::handle::Delivery::Kill { why } = &report.sidecar.signal_delivery
+        && signalled
+    {
+        report.warnings.push(format!("no pidfds: {why}"));
+    }
     for g in &config.groups {
         let group = group(config, g, &procfs, &own_mounts, &mut report).await;
         report.groups.push(group);

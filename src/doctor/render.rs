@@ -26,6 +26,11 @@ pub fn text(r: &Report) -> String {
         caps.join(", ")
     };
     let _ = writeln!(o, "Sidecar   runs as {}; {caps}", s.identity);
+    let signals = match &s.signal_delivery {
+        crate::process::handle::Delivery::Pidfd => "through pidfds".to_string(),
+        crate::process::handle::Delivery::Kill { why } => format!("with kill(2): {why}"),
+    };
+    let _ = writeln!(o, "Signals   sent {signals}");
     let daemon = if r.daemon.reachable {
         "running"
     } else {

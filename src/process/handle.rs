@@ -10,11 +10,16 @@
 //! the start time, else `status`; sending is one `pidfd_send_signal`: no `/proc` walk on the
 //! reload path.
 //!
-//! Kernels without pidfds (before 5.3) fall back to `kill()` after a start-time check.
+//! Where pidfds cannot be had ([`delivery`]: a kernel before 5.3, or a seccomp profile that
+//! refuses `pidfd_open` or `pidfd_send_signal`, as older container runtimes' default profiles
+//! do), a signal is sent with `kill(2)` right after a read of the open `stat` has shown the
+//! process to be the one found: a pid recycled within those microseconds would be hit. That
+//! lost guarantee is said at start, in `/status`, in a metric and by the doctor.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -27,6 +32,91 @@ use crate::files;
 
 /// Most of a `status` or `stat` file read.
 const STATUS_LIMIT: usize = 64 * 1024;
+
+/// How this process signals another, found once at start.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Delivery {
+    /// `pidfd_open` and `pidfd_send_signal`: a signal reaches the process found, never one that
+    /// took its pid.
+    Pidfd,
+    /// `kill(2)`, right after a read of the process's open `stat` showed it is the one found.
+    Kill {
+        /// What refused pidfds, and what is lost.
+        why: String,
+    },
+}
+
+impl Delivery {
+    /// `pidfd` or `kill`: the metric label.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Delivery::Pidfd => "pidfd",
+            Delivery::Kill { .. } => "kill",
+        }
+    }
+}
+
+/// How signals are sent in this process: pidfds when the kernel and the seccomp profile allow
+/// them (tried once, on this process itself: `pidfd_open` of its own pid, then the null signal
+/// through it), else `kill(2)`.
+pub fn delivery() -> &'static Delivery {
+    static DELIVERY: OnceLock<Delivery> = OnceLock::new();
+    DELIVERY.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            return refused("pidfd_open", Errno::last());
+        }
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        // SAFETY: the null signal through a descriptor we own: permission and existence are
+        // checked, nothing is sent.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                0,
+                std::ptr::null::<()>(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return refused("pidfd_send_signal", Errno::last());
+        }
+        Delivery::Pidfd
+    })
+}
+
+/// Whether a seccomp filter is installed on this process (`Seccomp: 2` in its status).
+pub fn seccomp_filtered() -> bool {
+    files::read_proc(std::path::Path::new("/proc/self/status"), STATUS_LIMIT).is_ok_and(|s| {
+        String::from_utf8_lossy(&s)
+            .lines()
+            .any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
+    })
+}
+
+fn refused(call: &str, e: Errno) -> Delivery {
+    let cause = if seccomp_filtered() {
+        format!(
+            "{call} is refused ({e}) by the container's seccomp profile (older runtimes' default \
+             profiles do not know it): allow pidfd_open and pidfd_send_signal, or use a current \
+             runtime's RuntimeDefault"
+        )
+    } else if e == Errno::ENOSYS {
+        format!("the kernel has no {call} (Linux before 5.3)")
+    } else {
+        format!("{call} fails ({e})")
+    };
+    Delivery::Kill {
+        why: format!(
+            "{cause}; signals are sent with kill(2) right after a check that the process is still \
+             the one found, so a pid recycled within those microseconds would be hit"
+        ),
+    }
+}
 
 /// An open handle on one process.
 #[derive(Debug)]
@@ -53,13 +143,17 @@ impl ProcessHandle {
     /// Opens a handle on the process `info` describes; [`Gone`] when it is not that process any
     /// more.
     pub fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, Gone> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) };
-        let pidfd = if raw >= 0 {
-            // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-            Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
-        } else if Errno::last() == Errno::ESRCH {
-            return Err(Gone);
+        let pidfd = if *delivery() == Delivery::Pidfd {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) };
+            if raw >= 0 {
+                // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+                Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+            } else if Errno::last() == Errno::ESRCH {
+                return Err(Gone);
+            } else {
+                None
+            }
         } else {
             None
         };
@@ -112,21 +206,50 @@ impl ProcessHandle {
     }
 
     /// Sends `sig`. ESRCH means the process is gone; EPERM that the sidecar may not signal it.
-    pub fn signal(&self, sig: Signal) -> Result<(), Errno> {
-        match &self.pidfd {
-            Some(fd) => {
-                // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) with a descriptor we own.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        fd.as_raw_fd(),
-                        sig as i32,
-                        std::ptr::null::<()>(),
-                        0,
-                    )
-                };
-                if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+    /// Without a pidfd, `kill(2)` right after the open `stat` showed the process is still the
+    /// one found.
+    pub fn signal(&mut self, sig: Signal) -> Result<(), Errno> {
+        let Some(fd) = &self.pidfd else {
+            return self.kill_checked(sig);
+        };
+        // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) with a descriptor we own.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<()>(),
+                0,
+            )
+        };
+        match (rc, Errno::last()) {
+            (0, _) => Ok(()),
+            // Refused though the kernel would let this process signal that one (the null
+            // signal through kill(2) says so): a seccomp profile that filters on arguments.
+            (_, Errno::EPERM | Errno::ENOSYS)
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.info.pid), None)
+                    .is_ok() =>
+            {
+                self.kill_checked(sig)
             }
+            (_, e) => Err(e),
+        }
+    }
+
+    /// `kill(2)`, right after a read of the open `stat` showed that the pid still names the
+    /// process found (ESRCH otherwise).
+    fn kill_checked(&mut self, sig: Signal) -> Result<(), Errno> {
+        if files::pread_proc(&self.stat, &mut self.buf, STATUS_LIMIT).is_err() {
+            return Err(Errno::ESRCH);
+        }
+        match parse_stat_signals(&self.buf) {
+            Some(s)
+                if s.start_ticks == self.info.start_ticks && !matches!(s.state, b'Z' | b'X') =>
+            {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.info.pid), sig)
+            }
+            Some(_) => Err(Errno::ESRCH),
+            // Not the kernel's layout (`--proc-root` elsewhere): by path, as the handle was made.
             None => match self.procfs.stat(self.info.pid) {
                 Ok(now) if now.start_ticks == self.info.start_ticks && now.is_live() => {
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.info.pid), sig)

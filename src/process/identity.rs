@@ -73,6 +73,8 @@ pub struct Sidecar {
     pub cap_kill: bool,
     /// May read files regardless of their mode.
     pub cap_dac_override: bool,
+    /// How signals are sent (pidfds, or `kill(2)` where they are refused).
+    pub signal_delivery: super::handle::Delivery,
 }
 
 impl Sidecar {
@@ -87,6 +89,7 @@ impl Sidecar {
             },
             cap_kill: has_cap(&st, CAP_KILL),
             cap_dac_override: has_cap(&st, CAP_DAC_OVERRIDE) || has_cap(&st, CAP_DAC_READ_SEARCH),
+            signal_delivery: super::handle::delivery().clone(),
         }
     }
 

@@ -130,17 +130,19 @@ impl ExecAction {
             };
             tokio::pin!(reading);
             let deadline = tokio::time::Instant::now() + self.cfg.timeout;
-            let waited = tokio::select! {
-                r = tokio::time::timeout_at(deadline, child.wait()) => r,
+            let (waited, read) = tokio::select! {
+                r = tokio::time::timeout_at(deadline, child.wait()) => (r, false),
                 // Output read to its end first; the exit follows.
-                _ = &mut reading => tokio::time::timeout_at(deadline, child.wait()).await,
+                _ = &mut reading => (tokio::time::timeout_at(deadline, child.wait()).await, true),
             };
             if waited.is_err()
                 && let Some(g) = group
             {
                 let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = tokio::time::timeout(DRAIN, &mut reading).await;
+            if !read {
+                let _ = tokio::time::timeout(DRAIN, &mut reading).await;
+            }
             waited
         };
         let limit = humantime::format_duration(self.cfg.timeout);

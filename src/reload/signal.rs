@@ -371,15 +371,27 @@ fn send_error(h: &mut ProcessHandle, e: Errno) -> ActionError {
     match e {
         Errno::ESRCH => gone(&h.info),
         Errno::EPERM => {
-            let uid = h
-                .status()
-                .map(|s| s.uid.to_string())
-                .unwrap_or_else(|_| "?".into());
+            let uid = h.status().map(|s| s.uid).ok();
+            let me = nix::unistd::geteuid().as_raw();
+            let shown_uid = uid.map_or_else(|| "?".into(), |u| u.to_string());
+            if uid.is_some_and(|u| me == 0 || me == u) {
+                // The kernel lets this uid signal that one: something else refused.
+                let filter = if crate::process::handle::seccomp_filtered() {
+                    "the container's seccomp profile denies the call (Seccomp: 2 in \
+                     /proc/self/status): allow kill, pidfd_open and pidfd_send_signal in it"
+                } else {
+                    "a security module (AppArmor, SELinux) or a seccomp profile denies it"
+                };
+                return ActionError::Failed(format!(
+                    "not permitted to signal {} (uid {shown_uid}) although the sidecar runs as uid \
+                     {me}: {filter}",
+                    h.info.shown(),
+                ));
+            }
             ActionError::Failed(format!(
-                "not permitted to signal {} (uid {uid}): the sidecar runs as uid {}; run it as the \
-                 app's runAsUser ({uid}) or add the KILL capability (CAP_KILL)",
+                "not permitted to signal {} (uid {shown_uid}): the sidecar runs as uid {me}; run it \
+                 as the app's runAsUser ({shown_uid}) or add the KILL capability (CAP_KILL)",
                 h.info.shown(),
-                nix::unistd::geteuid(),
             ))
         }
         e => ActionError::Failed(format!("cannot signal {}: {e}", h.info.shown())),

@@ -283,6 +283,16 @@ impl Metrics {
             vec![gauge(&[], self.admin.open.load(Relaxed) as f64)],
         ));
         out.push(family(
+            "signal_delivery_info",
+            "Always 1: how signals reach the app (pidfd, or kill where pidfds are refused: a pid \
+             recycled between the check and the send could be hit).",
+            MetricType::GAUGE,
+            vec![gauge(
+                &[("method", crate::process::handle::delivery().method())],
+                1.0,
+            )],
+        ));
+        out.push(family(
             "signals_received_total",
             "Signals the daemon received, by name (only SIGTERM and SIGINT end it; SIGHUP rescans).",
             MetricType::COUNTER,

@@ -55,8 +55,15 @@ fn bad_flags_exit_2_and_name_the_flag() {
             &["--reload-url", "credentials"],
         ),
         (
-            &["--watch", w, "--process-name", "a", "--pid-file", "/p"],
-            &["--process-name", "--pid-file", "only one"],
+            &[
+                "--watch",
+                w,
+                "--process-name",
+                "a",
+                "--process-cmdline",
+                "^a",
+            ],
+            &["--process-name", "--process-cmdline", "only one"],
         ),
         (
             &["--watch", w, "--signal", "HUPP", "--process-name", "a"],
@@ -506,7 +513,7 @@ fn every_malformed_config_field_exits_2_naming_it() {
         (group("", r#"{"type":"exec","command":"true","verify_contains":"ok"}"#), "groups[0].targets[0].verify_contains"),
         (group("", r#"{"type":"exec","command":[]}"#), "groups[0].targets[0].command"),
         (group("", r#"{"type":"signal","process_cmdline":"("}"#), "groups[0].targets[0].process_cmdline"),
-        (group("", r#"{"type":"signal","process_name":"a","pid_file":"/p"}"#), "only one"),
+        (group("", r#"{"type":"signal","process_name":"a","process_cmdline":"^a"}"#), "only one"),
         (r#"{"groups":[{"name":"bad name!","watch":["/x"],"targets":[{"type":"exec","command":"true"}]}]}"#.to_string(), "bad name!"),
         (r#"{"groups":[{"name":"g","watch":[],"targets":[{"type":"exec","command":"true"}]}]}"#.to_string(), "groups[0].watch is empty"),
         (r#"{"groups":[]}"#.to_string(), "groups is empty"),
