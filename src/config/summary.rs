@@ -18,7 +18,11 @@ impl Config {
             "listen": self.listen.to_string(),
             "resync_interval": self.resync_interval.map(dur),
             "poll_interval": self.poll_interval.map(dur),
-            "fingerprint_key": if self.fingerprint_key_shared { "file" } else { "random per process" },
+            "fingerprint_key": match (self.fingerprint_key_shared, self.state_file.is_some()) {
+                (true, _) => "file",
+                (false, true) => "random, kept in the state file",
+                (false, false) => "random per process",
+            },
             "status_token": self.status_token_file.is_some(),
             "state_file": self.state_file.is_some(),
             "compat_metrics": self.compat_metrics,

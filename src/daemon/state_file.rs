@@ -26,6 +26,9 @@ use crate::text;
 
 /// Largest state file read.
 const LIMIT: u64 = 4 * 1024 * 1024;
+/// Shortest key taken from a state file: a shorter one (an empty one makes the fingerprints
+/// plain digests) is replaced.
+const MIN_KEY_BYTES: usize = 16;
 
 /// What a target applied last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,11 +62,26 @@ pub struct StateFile {
 impl StateFile {
     /// Loads `path` (a missing or unreadable file starts empty, with a warning for the latter).
     pub fn load(path: &Path) -> StateFile {
-        let doc = match files::read_limited(path, LIMIT) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %text::path(path), error = %e, "state file unreadable: starting without it");
-                Document::default()
-            }),
+        let doc = match files::open_regular(path).and_then(|(f, md)| {
+            let bytes = files::read_open(&f, &md, LIMIT)?;
+            Ok((bytes, md))
+        }) {
+            Ok((bytes, md)) => {
+                let mut doc: Document = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    tracing::warn!(path = %text::path(path), error = %e, "state file unreadable: starting without it");
+                    Document::default()
+                });
+                // A key others could read (or have written) is no key: the fingerprints in
+                // /status and the logs could be tested against guesses with it.
+                use std::os::unix::fs::MetadataExt;
+                let own = md.uid() == nix::unistd::geteuid().as_raw();
+                if doc.key.is_some() && (!own || md.mode() & 0o077 != 0) {
+                    tracing::warn!(path = %text::path(path), uid = md.uid(), mode = format!("{:04o}", md.mode() & 0o7777),
+                        "the state file is not the sidecar's own with mode 0600: its key and records are not used; starting with a new key");
+                    doc = Document::default();
+                }
+                doc
+            }
             Err(ReadError::NotFound) => Document::default(),
             Err(e) => {
                 tracing::warn!(path = %text::path(path), error = %e, "cannot read the state file: starting without it");
@@ -79,8 +97,14 @@ impl StateFile {
     /// The key recorded by an earlier run, or `key` (recorded now) when there is none.
     pub fn key_or(&self, key: &FingerprintKey) -> FingerprintKey {
         let mut doc = lock(&self.doc);
-        if let Some(k) = doc.key.as_deref().and_then(unhex) {
-            return FingerprintKey::new(k);
+        match doc.key.as_deref().map(unhex) {
+            Some(Some(k)) if k.len() >= MIN_KEY_BYTES => return FingerprintKey::new(k),
+            Some(_) => {
+                tracing::warn!(path = %text::path(&self.path),
+                    "the state file's key is shorter than {MIN_KEY_BYTES} bytes or malformed: replaced by a new one (its records are not used)");
+                doc.targets.clear();
+            }
+            None => {}
         }
         doc.key = Some(hex(key.bytes()));
         drop(doc);
@@ -122,23 +146,23 @@ impl StateFile {
             Err(e) => return tracing::warn!(error = %e, "cannot encode the state file"),
         };
         let tmp = self.path.with_extension("tmp");
-        // Never through a symlink, never blocking on a FIFO put in its place.
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&tmp)
-            .and_then(|f| {
-                if f.metadata()?.is_file() {
-                    Ok(f)
-                } else {
-                    Err(io::Error::other("not a regular file"))
-                }
-            })
-            .and_then(|mut f| io::Write::write_all(&mut f, &text))
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        // Created by this write, never one someone else left there for the daemon to fill
+        // (it would keep its owner and mode: the key would be theirs to read), never through a
+        // symlink, never blocking on a FIFO put in its place.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&tmp)
+        };
+        let written = match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => create(),
+        }
+        .and_then(|mut f| io::Write::write_all(&mut f, &text))
+        .and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             tracing::warn!(path = %text::path(&self.path), error = %e, "cannot write the state file");
         }

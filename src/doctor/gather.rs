@@ -52,6 +52,10 @@ pub struct DaemonView {
     /// Whether each target (by name) is stale, as the daemon sees it.
     #[serde(skip)]
     pub(super) stale: HashMap<String, bool>,
+    /// The daemon's pid, when its `/status` named one that runs this same program: never a
+    /// candidate for the app.
+    #[serde(skip)]
+    pub(super) pid: Option<i32>,
 }
 
 /// A watch group.
@@ -149,6 +153,7 @@ pub async fn gather(config: &Config, standalone: bool) -> Report {
             reachable: false,
             detail: "not asked (--standalone)".into(),
             stale: HashMap::new(),
+            pid: None,
         }
     } else {
         super::targets::ask_daemon(config).await

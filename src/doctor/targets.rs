@@ -162,6 +162,17 @@ fn check(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
     }
 }
 
+/// Whether the process `pid` runs the same program as this one (`None`: it cannot be told).
+fn same_program(pid: i32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self/exe").ok()?;
+    match std::fs::metadata(format!("/proc/{pid}/exe")) {
+        Ok(it) => Some((it.dev(), it.ino()) == (me.dev(), me.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
+    }
+}
+
 fn signal_checks(
     name: &str,
     s: &SignalConfig,
@@ -171,7 +182,7 @@ fn signal_checks(
     daemon: &DaemonView,
     procfs: &ProcFs,
 ) -> (Vec<Check>, Option<i32>) {
-    let found = select::find(procfs, &s.selector, s.all, app_uid);
+    let found = select::find_excluding(procfs, &s.selector, s.all, app_uid, daemon.pid);
     let procs: Vec<ProcInfo> = match found {
         Ok(p) => p,
         Err(FindError::NotFound) => {
@@ -388,6 +399,7 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
         reachable: false,
         detail: String::new(),
         stale: HashMap::new(),
+        pid: None,
     };
     let endpoint = match crate::config::parse::endpoint(&url) {
         Ok(e) => e,
@@ -407,6 +419,24 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
     {
         Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(status) => {
+                // Whatever answers on the port is not the daemon by saying so: its `/status`
+                // names its pid, which must run this very program.
+                let pid = status["sidecar"]["pid"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok());
+                match pid.map(same_program) {
+                    Some(Some(false)) | None => {
+                        view.detail = format!(
+                            "something else answers there: its /status names {}, which does not \
+                             run secret-reloader; its answers are not used",
+                            pid.map_or("no pid".to_string(), |p| format!("pid {p}"))
+                        );
+                        return view;
+                    }
+                    Some(Some(true)) => view.pid = pid,
+                    // Another uid's program cannot be looked at: taken as it says.
+                    Some(None) => {}
+                }
                 view.reachable = true;
                 for t in status["targets"].as_array().into_iter().flatten() {
                     if let (Some(n), Some(s)) = (t["name"].as_str(), t["stale"].as_bool()) {
@@ -416,7 +446,7 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                 let stale = view.stale.values().filter(|s| **s).count();
                 view.detail = format!(
                     "version {}, ready: {}, {} target(s), {stale} stale",
-                    status["version"].as_str().unwrap_or("?"),
+                    crate::text::value(status["version"].as_str().unwrap_or("?")),
                     status["ready"],
                     view.stale.len()
                 );

@@ -2,7 +2,7 @@
 //! file the app can no longer read, content held back, identity drift) is logged once, when it
 //! happens, with what to do about it; nothing is logged again while it stays the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +14,9 @@ use crate::report::status::{LastScan, WatchMode};
 use crate::scan::Scan;
 use crate::text;
 use crate::watch::WatchError;
+
+/// Most newly skipped entries logged one by one after a scan (the rest are counted).
+const SKIPPED_LOGGED: usize = 20;
 
 /// What was last reported for a group.
 #[derive(Debug, Default)]
@@ -65,7 +68,7 @@ impl GroupTask {
 
     /// Status, metrics and logs of one scan.
     pub(super) fn report(&self, j: &mut Journal, scan: &Scan, a: &Assessment, last: LastScan) {
-        lock(&self.status).update(scan, a, last);
+        lock(&self.status).update(scan, a, last, &self.key);
         self.metrics.set_watched_files(scan.files.len());
         self.report_holds(j, scan, a);
         self.report_files(j, a, scan);
@@ -84,8 +87,20 @@ impl GroupTask {
             j.not_checked = scan.not_checked.clone();
         }
         if scan.skipped != j.skipped {
-            for s in scan.skipped.iter().filter(|s| !j.skipped.contains(s)) {
+            let before: HashSet<&String> = j.skipped.iter().collect();
+            let new: Vec<&String> = scan
+                .skipped
+                .iter()
+                .filter(|s| !before.contains(s))
+                .collect();
+            for s in new.iter().take(SKIPPED_LOGGED) {
                 tracing::info!("{s}");
+            }
+            if new.len() > SKIPPED_LOGGED {
+                tracing::info!(
+                    "{} more entries skipped (listed in /status)",
+                    new.len() - SKIPPED_LOGGED
+                );
             }
             j.skipped = scan.skipped.clone();
         }
@@ -139,8 +154,8 @@ impl GroupTask {
             }
             access.insert(shown, v.readable);
         }
-        j.readable
-            .retain(|p, _| a.verdicts.iter().any(|(q, _)| q == p));
+        let current: HashSet<&PathBuf> = a.verdicts.iter().map(|(p, _)| p).collect();
+        j.readable.retain(|p, _| current.contains(p));
         let times = |of: &[(std::path::PathBuf, std::time::SystemTime)]| {
             of.iter().map(|(p, t)| (text::path(p), unix(*t))).collect()
         };

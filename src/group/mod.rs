@@ -434,6 +434,12 @@ pub(crate) fn env_keys(
                     .is_some_and(|p| cfg.paths.iter().any(|w| w == p))
         })
         .filter_map(|f| Some((f.path.file_name()?.to_str()?.to_string(), f.fingerprint)))
+        // What envFrom can make a variable of: a name of letters, digits, '-', '.', '_'. A file
+        // named otherwise is no variable of the app (and its name is never shown as one).
+        .filter(|(name, _)| {
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        })
         .collect();
     Some(keys)
 }

@@ -234,6 +234,18 @@ pub fn find(
     all: bool,
     app_uid: Option<u32>,
 ) -> Result<Vec<ProcInfo>, FindError> {
+    find_excluding(procfs, selector, all, app_uid, None)
+}
+
+/// As [`find`], `exclude` never a candidate either (the doctor's daemon, whose command line
+/// holds the selector's text).
+pub fn find_excluding(
+    procfs: &ProcFs,
+    selector: &Selector,
+    all: bool,
+    app_uid: Option<u32>,
+    exclude: Option<i32>,
+) -> Result<Vec<ProcInfo>, FindError> {
     let own = own_pid();
     if let Selector::PidFile(path, also) = selector {
         return read_pid_file(procfs, path, also.as_deref(), own, app_uid).map(|p| vec![p]);
@@ -243,7 +255,7 @@ pub fn find(
         .map_err(|e| FindError::Proc(procfs.root().to_path_buf(), e))?;
     let mut matched: Vec<ProcInfo> = procs
         .into_iter()
-        .filter(|p| p.pid != own && selector.matches(procfs, p))
+        .filter(|p| p.pid != own && Some(p.pid) != exclude && selector.matches(procfs, p))
         .collect();
     if matched.is_empty() {
         return Err(FindError::NotFound);

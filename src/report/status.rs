@@ -7,6 +7,8 @@
 //! is wrong. Nothing here carries secret content or a file's exact size; paths and messages are
 //! escaped (see [`crate::text`]).
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -19,7 +21,7 @@ use crate::assess::{Assessment, Hold};
 use crate::config::Config;
 use crate::lock;
 use crate::process::identity::{AppIdentity, Sidecar};
-use crate::scan::fingerprint::Fingerprint;
+use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::{Layout, Problem, Scan};
 use crate::text;
 
@@ -480,7 +482,7 @@ impl Board {
 
 impl GroupStatus {
     /// Records the outcome of a scan and its assessment.
-    pub fn update(&mut self, scan: &Scan, a: &Assessment, last: LastScan) {
+    pub fn update(&mut self, scan: &Scan, a: &Assessment, last: LastScan, key: &FingerprintKey) {
         self.scans += 1;
         self.last_scan = Some(last);
         self.scanning_since = None;
@@ -496,6 +498,19 @@ impl GroupStatus {
                 layout: *layout,
             })
             .collect();
+        // By path, once: a group may hold thousands of files.
+        let verdicts: HashMap<&Path, &Verdict> =
+            a.verdicts.iter().map(|(p, v)| (p.as_path(), v)).collect();
+        let certs: HashMap<&Path, SystemTime> = scan
+            .cert_expiry
+            .iter()
+            .map(|(p, t)| (p.as_path(), *t))
+            .collect();
+        let tokens: HashMap<&Path, SystemTime> = scan
+            .token_expiry
+            .iter()
+            .map(|(p, t)| (p.as_path(), *t))
+            .collect();
         self.files = scan
             .files
             .iter()
@@ -505,22 +520,14 @@ impl GroupStatus {
                 gid: f.gid,
                 mode: format!("{:04o}", f.mode),
                 empty: f.empty,
-                fingerprint: f.fingerprint.short(),
-                access: a
-                    .verdicts
-                    .iter()
-                    .find(|(p, _)| *p == f.path)
-                    .map(|(_, v)| v.clone()),
-                cert_expires: scan
-                    .cert_expiry
-                    .iter()
-                    .find(|(p, _)| *p == f.path)
-                    .map(|(_, t)| *t),
-                token_expires: scan
-                    .token_expiry
-                    .iter()
-                    .find(|(p, _)| *p == f.path)
-                    .map(|(_, t)| *t),
+                // Bound to the file's path: two files of equal content show different values,
+                // so a file someone may write cannot be used to test guesses of another's.
+                fingerprint: key
+                    .digest_parts([(f.path.as_os_str().as_encoded_bytes(), &f.fingerprint)])
+                    .short(),
+                access: verdicts.get(f.path.as_path()).map(|v| (*v).clone()),
+                cert_expires: certs.get(f.path.as_path()).copied(),
+                token_expires: tokens.get(f.path.as_path()).copied(),
             })
             .collect();
         self.problems = scan.problems.clone();

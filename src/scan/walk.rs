@@ -211,7 +211,9 @@ impl<'a> Scanning<'a> {
                 match (self.kubelet_data(&parent), p.file_name()) {
                     (Ok(Some(data)), Some(name)) => {
                         self.watch_volume_of(p);
-                        self.read(p.to_path_buf(), data.join(name), true, false);
+                        if self.own_directory(&data, &parent) {
+                            self.read(p.to_path_buf(), data.join(name), true, false);
+                        }
                         Layout::KubeletFile
                     }
                     (Err(problem), _) => {
@@ -248,6 +250,7 @@ impl<'a> Scanning<'a> {
                 // A new key of a kubelet volume is complete at the swap, before its symlink exists.
                 if let (Ok(Some(data)), Some(name)) = (self.kubelet_data(&parent), p.file_name())
                     && data.join(name).is_file()
+                    && self.own_directory(&data, &parent)
                 {
                     self.watch_volume_of(p);
                     self.read(p.to_path_buf(), data.join(name), true, false);
@@ -308,12 +311,12 @@ impl<'a> Scanning<'a> {
                 // The version is what `..data` names: its swap is the only event that
                 // matters (kubelet's other steps are internal, or follow the swap).
                 self.watch(p, Interest::KubeletData);
-                self.walk(&data, p, 0, false, p, None);
+                self.walk(&data, p, 0, false, p, None, true);
                 Layout::KubeletVolume
             }
             Ok(None) => {
                 self.watch(p, Interest::All);
-                self.walk(p, p, 0, true, p, id);
+                self.walk(p, p, 0, true, p, id, false);
                 Layout::Directory
             }
             Err(problem) => {
@@ -334,6 +337,28 @@ impl<'a> Scanning<'a> {
             );
         }
         layout
+    }
+
+    /// Whether `data`, the directory `..data` names in the volume `volume`, is one of the
+    /// volume's own directories and not a symbolic link out of it (reported otherwise).
+    fn own_directory(&mut self, data: &Path, volume: &Path) -> bool {
+        if self.opts.follow_external_symlinks {
+            return true;
+        }
+        match fs::symlink_metadata(data) {
+            Ok(md) if md.file_type().is_symlink() => {
+                self.problem(
+                    ProblemKind::WrongKind,
+                    format!(
+                        "{}/..data names a symbolic link, not a directory of the volume: not \
+                         followed (--follow-external-symlinks follows it)",
+                        shown(volume)
+                    ),
+                );
+                false
+            }
+            _ => true,
+        }
     }
 
     /// The resolved `..data` directory of a kubelet volume (`None`: not one), recording the
@@ -379,6 +404,7 @@ impl<'a> Scanning<'a> {
     /// The directory is opened once; its regular files are opened relative to it. Its identity
     /// (for symlink loops) is taken from the open descriptor only when it matters: before it is
     /// compared with the directories walked before it, and before a subdirectory is walked.
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         dir: &Path,
@@ -387,9 +413,19 @@ impl<'a> Scanning<'a> {
         watch: bool,
         root: &Path,
         id: Option<(u64, u64)>,
+        data: bool,
     ) {
-        let listing = match files::open_nonblocking(AT_FDCWD, dir.as_os_str(), OFlag::O_DIRECTORY) {
+        // The directory `..data` names must be one of the volume's own, not a symbolic link
+        // (a second hop out of the volume): opened without following one.
+        let flags = if data && !self.opts.follow_external_symlinks {
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
+        } else {
+            OFlag::O_DIRECTORY
+        };
+        let listing = match files::open_nonblocking(AT_FDCWD, dir.as_os_str(), flags) {
             Ok(d) => d,
+            // ELOOP or ENOTDIR: a symbolic link where the volume's directory should be.
+            Err(_) if data && !self.own_directory(dir, root) => return,
             Err(e) => {
                 return self.problem(
                     ProblemKind::Unreadable,
@@ -482,13 +518,13 @@ impl<'a> Scanning<'a> {
                             if watched {
                                 self.watch(&real, Interest::KubeletData);
                             }
-                            self.walk(&data, &seen, depth + 1, false, &real, None)
+                            self.walk(&data, &seen, depth + 1, false, &real, None, true)
                         }
                         Ok(None) => {
                             if watched {
                                 self.watch(&real, Interest::All);
                             }
-                            self.walk(&real, &seen, depth + 1, watched, root, sub)
+                            self.walk(&real, &seen, depth + 1, watched, root, sub, false)
                         }
                         Err(problem) => self.scan.problems.push(problem),
                     }

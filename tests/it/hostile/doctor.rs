@@ -108,3 +108,35 @@ fn doctor_without_a_daemon_says_so_unless_standalone() {
     assert!(text.contains("No problem found."), "{text}");
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(0), "{json}");
 }
+
+#[test]
+fn doctor_does_not_take_the_word_of_whatever_answers_on_the_port() {
+    let dir = tempdir();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("token"), credential("1")).unwrap();
+    // Squatting the port while the sidecar is down: a status that says all is well, with a
+    // terminal escape and a forged line in its version, naming a pid that is not the daemon.
+    let fake = serde_json::json!({
+        "version": "0.1.0\u{1b}[2J\u{1b}]0;pwned\u{7}\nDaemon    running: FAKE",
+        "ready": true,
+        "sidecar": {"pid": std::process::id()},
+        "targets": [{"name": "exec:true", "stale": false}],
+    });
+    let ep = super::RawEndpoint::start(&fake.to_string());
+    let listen = ep.addr.to_string();
+    let (code, text, json) = doctor(&os(&[
+        "--watch",
+        conf.to_str().unwrap(),
+        "--exec",
+        "true",
+        "--listen",
+        &listen,
+    ]));
+    assert!(ep.requests("GET").len() >= 2, "the doctor did not ask");
+    assert_eq!(json["daemon"]["reachable"], false, "{text}");
+    assert!(text.contains("something else answers there"), "{text}");
+    assert!(!text.contains('\u{1b}'), "a raw escape reached the report");
+    assert!(!text.contains("FAKE"), "{text}");
+    assert_eq!(code, 1, "{text}");
+}

@@ -10,11 +10,13 @@
 mod actions;
 mod admin;
 mod command_output;
+mod confinement;
 mod doctor;
 mod paths;
 mod signals;
 mod special_files;
 mod stale_pid_file;
+mod state_file;
 mod stray_signals;
 mod usage;
 mod watching;
