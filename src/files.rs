@@ -80,6 +80,12 @@ impl std::fmt::Display for ReadError {
                 "{e} (the sidecar runs as uid {})",
                 nix::unistd::geteuid()
             ),
+            ReadError::Io(e) if crate::report::resources::of(e).is_some() => {
+                write!(
+                    f,
+                    "{e} (the daemon is out of resources: see /status resources)"
+                )
+            }
             ReadError::Io(e) => e.fmt(f),
         }
     }
@@ -155,10 +161,17 @@ pub fn open_known_regular_at(
 }
 
 /// `openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | extra)`.
+/// Running out of descriptors is recorded ([`crate::report::resources`]).
 pub fn open_nonblocking(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> io::Result<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | extra;
-    let fd = openat(dir.as_fd(), name, flags, Mode::empty()).map_err(io::Error::from)?;
-    Ok(File::from(fd))
+    match openat(dir.as_fd(), name, flags, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(e) => {
+            let e = io::Error::from(e);
+            crate::report::resources::check(&e);
+            Err(e)
+        }
+    }
 }
 
 /// Reads all of an open regular file, at most `limit` bytes; the buffer is wiped when dropped.

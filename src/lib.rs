@@ -41,7 +41,8 @@
 //! - [`daemon`]: wiring, named tasks, shutdown, the state file: [`daemon::run`] / [`daemon::serve`].
 //! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
-//! - [`files`]: opening files that may be hostile (never blocking, size-limited); [`text`]: text
+//! - [`files`]: opening files that may be hostile (never blocking, size-limited); [`lane`]:
+//!   filesystem calls that may never return, run where they hold no one else; [`text`]: text
 //!   that leaves the process, escaped.
 
 #![warn(missing_docs)]
@@ -53,6 +54,7 @@ pub mod demo;
 pub mod doctor;
 pub mod files;
 pub mod group;
+pub mod lane;
 pub mod process;
 pub mod reload;
 pub mod report;

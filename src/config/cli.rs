@@ -394,6 +394,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_STATE_FILE")]
     pub state_file: Option<PathBuf>,
 
+    /// A filesystem call (a read of a watched file, a pid file) that has not returned after this
+    /// long is reported, and its group or target held until it does (a stalled FUSE or NFS
+    /// server, a hung disk).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration,
+          env = "SECRET_RELOADER_FS_STALL_TIMEOUT")]
+    pub fs_stall_timeout: Duration,
+
     /// On SIGTERM, how long an action in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration,
           env = "SECRET_RELOADER_SHUTDOWN_GRACE")]

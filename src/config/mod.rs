@@ -307,6 +307,7 @@ fn build(
                 fingerprint_key,
                 fingerprint_key_shared,
                 shutdown_grace: args.shutdown_grace,
+                fs_stall_timeout: args.fs_stall_timeout,
                 state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
                 compat_metrics: compat::CompatMetrics::choose(

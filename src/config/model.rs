@@ -43,6 +43,8 @@ pub struct Config {
     pub fingerprint_key_shared: bool,
     /// How long an action in flight may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// After how long a filesystem call that has not returned is reported.
+    pub fs_stall_timeout: Duration,
     /// Where what each target applied is kept across restarts.
     pub state_file: Option<PathBuf>,
     /// Mount point of the PID namespace's procfs.

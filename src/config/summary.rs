@@ -18,6 +18,7 @@ impl Config {
             "listen": self.listen.to_string(),
             "resync_interval": self.resync_interval.map(dur),
             "poll_interval": self.poll_interval.map(dur),
+            "fs_stall_timeout": dur(self.fs_stall_timeout),
             "fingerprint_key": match (self.fingerprint_key_shared, self.state_file.is_some()) {
                 (true, _) => "file",
                 (false, true) => "random, kept in the state file",

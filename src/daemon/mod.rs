@@ -168,7 +168,10 @@ pub async fn serve(
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening: /metrics /status /healthz /readyz");
     }
 
-    let hub = WatchHub::new(metrics.clone(), config.poll_interval.is_some());
+    let mounts = crate::files::read_proc(&config.proc_root.join("self/mountinfo"), 4 << 20)
+        .map(|raw| crate::watch::mounts::parse_mountinfo(&String::from_utf8_lossy(&raw)))
+        .unwrap_or_default();
+    let hub = WatchHub::new(metrics.clone(), config.poll_interval.is_some(), mounts);
     tasks.vital(
         "the inotify reader".into(),
         tracing::info_span!("inotify"),
@@ -213,7 +216,14 @@ pub async fn serve(
             daemon_metrics: metrics.clone(),
             timing,
             ready: Some(ready_tx),
-            identity: IdentityResolver::new(cfg.app.clone(), selector, procfs.clone()),
+            identity: Some(IdentityResolver::new(
+                cfg.app.clone(),
+                selector,
+                procfs.clone(),
+            )),
+            lane: crate::lane::Lane {
+                deadline: config.fs_stall_timeout,
+            },
         };
         tasks.vital(
             format!("the task of watch group '{}'", cfg.name),
@@ -254,6 +264,10 @@ pub async fn serve(
             hub.clone(),
             stop_rx.clone(),
         ),
+    );
+    tasks.helper(
+        "the end of resource episodes".into(),
+        crate::report::resources::end_episodes(),
     );
     let rescan_hub = hub.clone();
     tasks.helper("rescans on SIGHUP".into(), async move {

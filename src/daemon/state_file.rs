@@ -118,7 +118,7 @@ impl StateFile {
     }
 
     /// Records that `target` applied `fp` (delivered to `process`, for signal targets); the
-    /// file is written on the blocking pool, so a slow disk delays no other task.
+    /// file is written on a worker thread, so a slow disk delays no other task.
     pub async fn remember(
         self: &Arc<Self>,
         target: &str,
@@ -137,7 +137,9 @@ impl StateFile {
             doc.targets.insert(target.to_string(), applied);
         }
         let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || me.save_now()).await;
+        if let Err(e) = crate::lane::run_detached(move || me.save_now()).await {
+            tracing::warn!(path = %text::path(&self.path), "cannot write the state file: {e}");
+        }
     }
 
     fn save_now(&self) {

@@ -7,9 +7,12 @@
 //! that is not waiting for a writer publishes, either a version or "held back" (see
 //! [`crate::assess`]): the targets then know which scan they have acted on.
 //!
-//! Scans run on the runtime thread within a small [`Budget`] (secrets are small: no thread handoff
-//! on the reload path); a scan that exceeds it runs again on the blocking pool, so that a large
-//! file never delays another group, a probe or a shutdown.
+//! Where the group's files live decides where its filesystem calls run ([`crate::lane`]): on a
+//! memory filesystem (every Secret volume), the scan runs on the runtime thread within a small
+//! [`Budget`] (secrets are small: no thread handoff on the reload path), and one that exceeds it
+//! runs again on the group's lane. Anywhere else every call of the group (the scan, its watches,
+//! the access checks) runs on the lane, where a call that never returns holds this group only:
+//! it is reported, the group is held (its targets stale) and read again once the call returns.
 //!
 //! - [`publish`]: the publish decision, pure;
 //! - `outcome`: what a scan publishes ([`Desired`], [`Version`]);
@@ -26,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::assess::{Assessment, Policy, assess, held_back_by_content};
 use crate::config::{AccessPolicy, GroupConfig};
+use crate::lane::{Heard, Lane, Place, Ran};
 use crate::lock;
 use crate::process::identity::IdentityResolver;
 use crate::report::metrics::{GroupMetrics, Metrics};
@@ -51,8 +55,8 @@ const INLINE_BUDGET: Budget = Budget {
     entries: 256,
 };
 
-/// A scan on the blocking pool running longer than this is reported (a hung filesystem).
-const SLOW_SCAN: Duration = Duration::from_secs(10);
+/// After a scan that ran out of a resource (descriptors, threads), the next one comes this soon.
+const RESOURCE_RETRY: Duration = Duration::from_secs(1);
 
 /// Timers of a group.
 #[derive(Debug, Clone, Copy)]
@@ -89,8 +93,11 @@ pub struct GroupTask {
     pub timing: Timing,
     /// Told once the first scan is done and the watches are set up.
     pub ready: Option<oneshot::Sender<()>>,
-    /// Finds the app's identity for the access verdicts.
-    pub identity: IdentityResolver,
+    /// Finds the app's identity for the access verdicts (taken out while a job on the lane
+    /// uses it).
+    pub identity: Option<IdentityResolver>,
+    /// Where the group's filesystem calls run when they may stall.
+    pub lane: Lane,
 }
 
 /// What the task remembers between scans.
@@ -101,8 +108,12 @@ struct Memory {
     scanned_once: bool,
     /// Whether each watched path was a directory when first seen.
     kinds: Vec<Option<bool>>,
-    /// The last scan exceeded the inline budget: the next one goes to the blocking pool at once.
+    /// The last scan exceeded the inline budget: the next one goes to the lane at once.
     large: bool,
+    /// Where the group's files live, and the mount table's generation when that was found.
+    place: (Place, Option<u64>),
+    /// A scan could not be made or ran out of a resource: the next one is due then.
+    retry_at: Option<Instant>,
     /// What was last reported, so that each change is logged once.
     journal: journal::Journal,
     /// New directories were watched after the last scan: a change may have landed before the
@@ -117,6 +128,17 @@ struct Memory {
 }
 
 impl GroupTask {
+    /// The assessment, on this thread (the group's files are in memory).
+    fn assess_inline(&mut self, scan: &Scan, policy: Policy) -> Assessment {
+        match self.identity.as_mut() {
+            Some(identity) => assess(scan, identity, policy),
+            None => Assessment {
+                held_back: held_back_by_content(scan, policy),
+                ..Assessment::default()
+            },
+        }
+    }
+
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut mem = Memory {
@@ -126,6 +148,8 @@ impl GroupTask {
             scanned_once: false,
             kinds: vec![None; self.cfg.paths.len()],
             large: false,
+            place: (Place::Other, None),
+            retry_at: None,
             journal: journal::Journal::default(),
             unconfirmed_since: None,
             rescan: false,
@@ -153,7 +177,10 @@ impl GroupTask {
             let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
             // A hold that lasts past the timeout is reported when it does, not at the next event.
             let escalation = mem.journal.escalation_due(self.cfg.consistency_timeout);
-            let due = [events_due, escalation].into_iter().flatten().min();
+            let due = [events_due, escalation, mem.retry_at]
+                .into_iter()
+                .flatten()
+                .min();
             let next = [due, next_resync, poll_due].into_iter().flatten().min();
             // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
             // would add up to a millisecond.
@@ -213,43 +240,102 @@ impl GroupTask {
         false
     }
 
-    /// Reads the content: on this thread within the budget, else on the blocking pool. `None`
-    /// when stopped meanwhile.
-    async fn read(&self, mem: &mut Memory, stop: &mut watch::Receiver<bool>) -> Option<Scan> {
-        if !mem.large
-            && let Some(scan) = read_content(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
-        {
-            return Some(scan);
-        }
-        mem.large = true;
-        let (cfg, key, kinds) = (self.cfg.clone(), self.key.clone(), mem.kinds.clone());
-        let mut job = tokio::task::spawn_blocking(move || {
-            read_content(&cfg, &key, &kinds, None).expect("no budget")
-        });
-        let started = SystemTime::now();
-        let mut reported = false;
-        loop {
-            tokio::select! {
-                r = &mut job => {
-                    if reported {
-                        tracing::info!("the slow scan finished");
-                    }
-                    return match r {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            tracing::error!(error = %e, "scan failed unexpectedly; retrying at the next event");
-                            None
-                        }
-                    };
-                }
-                _ = tokio::time::sleep(SLOW_SCAN), if !reported => {
-                    reported = true;
-                    lock(&self.status).scanning_since = Some(started);
-                    tracing::warn!(running_for = ?SLOW_SCAN,
-                        "a scan is still running (a slow or hung filesystem?); other groups are not affected");
-                }
-                _ = crate::daemon::shutdown::stopped(stop) => return None,
+    /// Looks at the content: on this thread within the budget when the group's files live in
+    /// memory, else on the group's lane, where the watches are reconciled and the access
+    /// checked too. `None` when there is nothing to act on (stopped, no thread, a call that
+    /// ran out of a resource: reported, and read again soon).
+    async fn look(&mut self, mem: &mut Memory, stop: &mut watch::Receiver<bool>) -> Option<Look> {
+        let (mounts, generation) = self.hub.mounts();
+        if mem.place == (Place::Memory, Some(generation)) && !mem.large {
+            if let Some(scan) = read_content(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
+            {
+                return Some(Look {
+                    scan,
+                    off_thread: None,
+                });
             }
+            mem.large = true;
+        }
+        let Some(mut identity) = self.identity.take() else {
+            // A job that never returned still has it: this group stays held.
+            return None;
+        };
+        let (cfg, key, kinds, hub, id) = (
+            self.cfg.clone(),
+            self.key.clone(),
+            mem.kinds.clone(),
+            self.hub.clone(),
+            self.id,
+        );
+        let policy = self.policy();
+        let job = move || {
+            let scan = read_settled(&cfg, &key, &kinds);
+            let place = crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &mounts);
+            let watched = hub.reconcile(id, &scan.watch);
+            let assessment = assess(&scan, &mut identity, policy);
+            (
+                scan,
+                OffThread {
+                    place,
+                    watched,
+                    assessment,
+                },
+                identity,
+            )
+        };
+        let lane = self.lane;
+        let ran = lane
+            .run(job, stop, |heard| match heard {
+                Heard::Stalled(stall) => self.stalled(stall),
+                Heard::Resumed { after } => self.resumed(after),
+            })
+            .await;
+        match ran {
+            Ran::Done((scan, off, identity)) => {
+                self.identity = Some(identity);
+                if lock(&self.status).stalled.take().is_some() {
+                    // What returned was read long ago: read again at once.
+                    mem.rescan = true;
+                }
+                mem.place = (off.place, Some(generation));
+                Some(Look {
+                    scan,
+                    off_thread: Some(off),
+                })
+            }
+            Ran::Stopped => None,
+            Ran::NoThread(why) => {
+                tracing::warn!(
+                    "cannot read the watched files: {why}; trying again in {RESOURCE_RETRY:?}"
+                );
+                mem.retry_at = Some(Instant::now() + RESOURCE_RETRY);
+                None
+            }
+        }
+    }
+
+    /// A call on the lane has not returned: reported, and the group held (its targets do not
+    /// hold what is on disk, whatever it is now).
+    fn stalled(&self, stall: &crate::lane::Stall) {
+        tracing::warn!("{stall}");
+        lock(&self.status).stalled = Some(crate::report::status::Stalled::of(stall));
+        self.metrics.set_stalled(true);
+        self.tx.send_replace(Some(Desired {
+            content: Content::Held,
+            scan_ns: crate::monotonic_ns(),
+        }));
+    }
+
+    /// The call reported stalled returned.
+    fn resumed(&self, after: Duration) {
+        tracing::info!(after = ?after, "the stalled filesystem call returned: reading again");
+        self.metrics.set_stalled(false);
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            access: self.cfg.access_policy,
+            consistency: self.cfg.consistency_check,
         }
     }
 
@@ -264,21 +350,26 @@ impl GroupTask {
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let scan_ns = crate::monotonic_ns();
-        let Some(mut scan) = self.read(mem, stop).await else {
+        let failures = crate::report::resources::failures();
+        let Some(Look {
+            mut scan,
+            mut off_thread,
+        }) = self.look(mem, stop).await
+        else {
             return !*stop.borrow();
         };
         // A volume swapped again mid-read (a burst of rotations): read the newer one instead of
         // reporting a version kubelet has already removed. Bounded: a volume swapping faster
-        // than it can be read is reported as it was found.
+        // than it can be read is reported as it was found. (Off the thread, the job did this.)
         for _ in 0..TORN_RETRIES {
             if !scan.torn {
                 break;
             }
             tracing::debug!("a kubelet volume swapped during the scan: reading it again");
-            let Some(again) = self.read(mem, stop).await else {
+            let Some(again) = self.look(mem, stop).await else {
                 return !*stop.borrow();
             };
-            scan = again;
+            (scan, off_thread) = (again.scan, again.off_thread);
         }
         if scan.torn {
             tracing::info!(
@@ -286,6 +377,10 @@ impl GroupTask {
                 "a kubelet volume kept swapping while it was read: going by the last read"
             );
         }
+        // Ran out of descriptors or threads while reading: what was read may lack what could
+        // not be opened. Reported as it is, and read again soon.
+        mem.retry_at = (crate::report::resources::failures() != failures)
+            .then(|| Instant::now() + RESOURCE_RETRY);
         // Back on the runtime thread once the content is small again.
         mem.large =
             scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
@@ -297,19 +392,30 @@ impl GroupTask {
         let first = !mem.scanned_once;
         mem.scanned_once = true;
         // Access verdicts are needed before publishing only when they can hold a version back;
-        // otherwise they wait until the targets have acted.
-        let policy = Policy {
-            access: self.cfg.access_policy,
-            consistency: self.cfg.consistency_check,
-        };
+        // otherwise they wait until the targets have acted. Off the thread, the job made them.
+        let policy = self.policy();
         let blocking = policy.access == AccessPolicy::Block;
-        let before = if blocking {
-            assess(&scan, &mut self.identity, policy)
-        } else {
-            Assessment {
+        let mut assessed = off_thread
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.assessment));
+        let before = match (&assessed, blocking) {
+            (Some(a), _) => Assessment {
+                held_back: a.held_back.clone(),
+                ..Assessment::default()
+            },
+            (None, true) => {
+                let a = self.assess_inline(&scan, policy);
+                let held_back = a.held_back.clone();
+                assessed = Some(a);
+                Assessment {
+                    held_back,
+                    ..Assessment::default()
+                }
+            }
+            (None, false) => Assessment {
                 held_back: held_back_by_content(&scan, policy),
                 ..Assessment::default()
-            }
+            },
         };
         let scanned = Scanned {
             fingerprint: scan.fingerprint,
@@ -366,16 +472,18 @@ impl GroupTask {
             }
         }
         // The watches follow what the scan found; a directory watched only now may have changed
-        // before its watch: scan again.
-        let watched = self.hub.reconcile(self.id, &scan.watch);
+        // before its watch: scan again. (Off the thread, the job reconciled them.)
+        let watched = match off_thread.map(|o| o.watched) {
+            Some(w) => w,
+            None => self.hub.reconcile(self.id, &scan.watch),
+        };
         if matches!(watched, Ok(true)) {
             mem.rescan = true;
         }
         let watched = watched.map(|_| ());
-        let assessment = if blocking {
-            before
-        } else {
-            assess(&scan, &mut self.identity, policy)
+        let assessment = match assessed {
+            Some(a) => a,
+            None => self.assess_inline(&scan, policy),
         };
         self.report_watch_mode(mem, watched);
         let last = LastScan {
@@ -393,6 +501,35 @@ impl GroupTask {
 
 /// Scans read again when a kubelet volume swapped under them.
 const TORN_RETRIES: usize = 10;
+
+/// What one look at the content found.
+struct Look {
+    scan: Scan,
+    /// Made on the lane with the scan (files not in memory).
+    off_thread: Option<OffThread>,
+}
+
+/// What a job on the lane did besides the scan.
+struct OffThread {
+    /// Where the files live, found again.
+    place: Place,
+    /// The watches reconciled with the scan's.
+    watched: Result<bool, crate::watch::WatchError>,
+    /// The assessment.
+    assessment: Assessment,
+}
+
+/// Reads the content without a budget, again while a kubelet volume swaps under the read.
+fn read_settled(cfg: &GroupConfig, key: &FingerprintKey, kinds: &[Option<bool>]) -> Scan {
+    let mut scan = read_content(cfg, key, kinds, None).expect("no budget");
+    for _ in 0..TORN_RETRIES {
+        if !scan.torn {
+            break;
+        }
+        scan = read_content(cfg, key, kinds, None).expect("no budget");
+    }
+    scan
+}
 
 /// Reads the group's content; `None` when the budget ran out.
 fn read_content(

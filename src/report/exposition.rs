@@ -220,6 +220,11 @@ impl Metrics {
             &|g| flag(&g.content_blocked),
         ));
         out.push(group_gauge(
+            "filesystem_stalled",
+            "1 while a filesystem call of the watch group has not returned within --fs-stall-timeout (the group is held).",
+            &|g| flag(&g.stalled),
+        ));
+        out.push(group_gauge(
             "identity_drift",
             "1 while --app-uid/--app-gid differ from the target process's uid/gid.",
             &|g| flag(&g.identity_drift),

@@ -132,6 +132,8 @@ pub struct GroupMetrics {
     pub(super) polling: AtomicBool,
     pub(super) content_blocked: AtomicBool,
     pub(super) identity_drift: AtomicBool,
+    /// A filesystem call of the group has not returned within the deadline.
+    pub(super) stalled: AtomicBool,
     /// Per file: whether the app can read it; the earliest certificate expiry; a JWT's expiry.
     pub(super) files: Mutex<FileSeries>,
 }
@@ -153,6 +155,10 @@ impl GroupMetrics {
     /// Content held back.
     pub fn set_content_blocked(&self, on: bool) {
         self.content_blocked.store(on, Relaxed);
+    }
+    /// A filesystem call of the group has not returned within the deadline.
+    pub fn set_stalled(&self, on: bool) {
+        self.stalled.store(on, Relaxed);
     }
     /// Declared and real identity differ.
     pub fn set_identity_drift(&self, on: bool) {

@@ -5,11 +5,13 @@
 //! - [`metrics`]: every metric, registered per component (`compat`: the series of
 //!   prometheus-config-reloader and configmap-reload, for `--compat-metrics`);
 //! - [`server`]: the admin server, on its own thread;
+//! - [`resources`]: running out of descriptors, threads or memory, said and counted;
 //! - [`logging`]: text or JSON log lines on stderr.
 
 mod compat;
 mod exposition;
 pub mod logging;
 pub mod metrics;
+pub mod resources;
 pub mod server;
 pub mod status;

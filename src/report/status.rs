@@ -111,9 +111,9 @@ pub struct GroupStatus {
     pub scans: u64,
     /// The last scan.
     pub last_scan: Option<LastScan>,
-    /// A scan running for long (on a slow or hung filesystem): since when.
-    #[serde(serialize_with = "rfc3339")]
-    pub scanning_since: Option<SystemTime>,
+    /// A filesystem call of the group that has not returned within `--fs-stall-timeout`: the
+    /// group is held until it does.
+    pub stalled: Option<Stalled>,
     /// Last content change.
     #[serde(serialize_with = "rfc3339")]
     pub last_change: Option<SystemTime>,
@@ -335,6 +335,29 @@ pub struct Attempt {
     pub detail: String,
 }
 
+/// A filesystem call that has not returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stalled {
+    /// The path it was using, when known.
+    pub path: Option<String>,
+    /// When it started.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub since: SystemTime,
+    /// What it means and what happens.
+    pub message: String,
+}
+
+impl Stalled {
+    /// The status of `stall`.
+    pub fn of(stall: &crate::lane::Stall) -> Stalled {
+        Stalled {
+            path: stall.path.as_deref().map(text::path),
+            since: stall.since,
+            message: stall.to_string(),
+        }
+    }
+}
+
 /// The last error of a target.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorRecord {
@@ -381,7 +404,7 @@ impl Board {
             changes: 0,
             scans: 0,
             last_scan: None,
-            scanning_since: None,
+            stalled: None,
             last_change: None,
             content_time: None,
         }));
@@ -485,7 +508,6 @@ impl GroupStatus {
     pub fn update(&mut self, scan: &Scan, a: &Assessment, last: LastScan, key: &FingerprintKey) {
         self.scans += 1;
         self.last_scan = Some(last);
-        self.scanning_since = None;
         self.complete = scan.problems.is_empty();
         if let Some(fp) = &scan.fingerprint {
             self.fingerprint = Some(fp.short());

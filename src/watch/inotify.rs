@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 
 use super::debounce::Signal;
 use super::file::Changed;
+use super::mounts::Mount;
 use super::{Wake, WatchError};
 use crate::lock;
 use crate::report::metrics::{Metrics, WatchErrorKind};
@@ -131,6 +132,10 @@ struct State {
     by_wd: HashMap<WatchDescriptor, BTreeSet<PathBuf>>,
     /// Watches the kernel dropped since the last reconcile.
     gone: HashSet<PathBuf>,
+    /// Directories whose watch is being added (outside the lock), with what is wanted of them.
+    pending: HashMap<PathBuf, HashMap<GroupId, Interest>>,
+    /// The directories each group asked for last.
+    by_group: HashMap<GroupId, HashSet<PathBuf>>,
 }
 
 /// Who the events of a [`GroupId`] go to.
@@ -160,12 +165,15 @@ pub struct WatchHub {
     forced_poll: bool,
     /// Tells the reader that inotify is (again) available.
     restored: Notify,
+    /// The mount table last read, and how many times it changed: where a group's files live
+    /// ([`crate::lane::classify`]) is found again after a change.
+    mounts: Mutex<(Arc<Vec<Mount>>, u64)>,
 }
 
 impl WatchHub {
     /// Sets up inotify; with `force_poll`, or when inotify cannot be set up, groups poll. Call
-    /// inside the runtime.
-    pub fn new(metrics: Arc<Metrics>, force_poll: bool) -> Arc<WatchHub> {
+    /// inside the runtime. `mounts`: the mount table now.
+    pub fn new(metrics: Arc<Metrics>, force_poll: bool, mounts: Vec<Mount>) -> Arc<WatchHub> {
         let (inotify, unavailable) = if force_poll {
             (
                 None,
@@ -188,12 +196,28 @@ impl WatchHub {
                 dirs: HashMap::new(),
                 by_wd: HashMap::new(),
                 gone: HashSet::new(),
+                pending: HashMap::new(),
+                by_group: HashMap::new(),
             }),
             groups: Mutex::new(Vec::new()),
             metrics,
             forced_poll: force_poll,
             restored: Notify::new(),
+            mounts: Mutex::new((Arc::new(mounts), 0)),
         })
+    }
+
+    /// The mount table, and its generation (it grows at each change).
+    pub fn mounts(&self) -> (Arc<Vec<Mount>>, u64) {
+        let m = lock(&self.mounts);
+        (m.0.clone(), m.1)
+    }
+
+    /// A new mount table.
+    pub fn set_mounts(&self, table: Vec<Mount>) {
+        let mut m = lock(&self.mounts);
+        m.0 = Arc::new(table);
+        m.1 += 1;
     }
 
     /// Registers a group's wakeup; events for the directories it wants wake it.
@@ -249,6 +273,7 @@ impl WatchHub {
                 st.unavailable = None;
                 st.dirs.clear();
                 st.by_wd.clear();
+                st.by_group.clear();
                 drop(st);
                 self.metrics.inotify_restored();
                 tracing::info!("inotify is available again: watching instead of polling");
@@ -261,77 +286,136 @@ impl WatchHub {
 
     /// Makes `group`'s watched directories exactly `desired`; `Ok(true)` when a new inotify watch
     /// was added (a change between the scan and the watch may have been missed).
+    ///
+    /// The calls that walk a path (`stat`, `inotify_add_watch`) are made without the hub's lock:
+    /// on a stalled filesystem they may never return, and the event reader takes that lock.
+    /// Another group may change the same directory's watch meanwhile; the mask a watch was
+    /// given is compared with what its groups want once it is recorded, and set again if needed.
     pub fn reconcile(
         &self,
         group: GroupId,
         desired: &BTreeMap<PathBuf, Interest>,
     ) -> Result<bool, WatchError> {
-        let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        let Some(fd) = st.inotify.clone() else {
-            return Err(WatchError::Unavailable(
-                st.unavailable
-                    .clone()
-                    .unwrap_or_else(|| "inotify is not available".into()),
-            ));
+        let fd = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
+            let Some(fd) = st.inotify.clone() else {
+                return Err(WatchError::Unavailable(
+                    st.unavailable
+                        .clone()
+                        .unwrap_or_else(|| "inotify is not available".into()),
+                ));
+            };
+            let inotify = &fd.get_ref().0;
+            // Only this group's directories are looked at: a daemon of thousands of groups
+            // reconciles each in time linear in its own watches.
+            let mine = st.by_group.remove(&group).unwrap_or_default();
+            let mut drop_paths: Vec<PathBuf> = std::mem::take(&mut st.gone).into_iter().collect();
+            for path in mine.iter().filter(|p| !desired.contains_key(*p)) {
+                if let Some(w) = st.dirs.get_mut(path) {
+                    w.wanted.remove(&group);
+                    if w.wanted.is_empty() {
+                        drop_paths.push(path.clone());
+                    }
+                }
+            }
+            for path in drop_paths {
+                unwatch(st, inotify, &path);
+            }
+            st.by_group.insert(group, desired.keys().cloned().collect());
+            fd
         };
         let inotify = &fd.get_ref().0;
-        let gone = std::mem::take(&mut st.gone);
-        let mut drop_paths = Vec::new();
-        for (path, w) in st.dirs.iter_mut() {
-            if !desired.contains_key(path) {
-                w.wanted.remove(&group);
-            }
-            if w.wanted.is_empty() || gone.contains(path) {
-                drop_paths.push(path.clone());
-            }
-        }
-        for path in drop_paths {
-            unwatch(st, inotify, &path);
-        }
         let mut added = false;
         for (path, interest) in desired {
+            crate::lane::at(path);
             let Ok(md) = std::fs::metadata(path) else {
                 continue;
             };
             let id = (md.dev(), md.ino());
-            let mut wanted = HashMap::from([(group, interest.clone())]);
-            if let Some(w) = st.dirs.get_mut(path) {
-                if w.id == id {
-                    w.wanted.insert(group, interest.clone());
-                    let mask = mask_for(&w.wanted);
-                    if mask == w.mask {
-                        continue;
+            // Recorded first, so that the mask another group computes meanwhile includes it.
+            let mask = {
+                let mut st = lock(&self.state);
+                match st.dirs.get_mut(path) {
+                    Some(w) if w.id == id => {
+                        w.wanted.insert(group, interest.clone());
+                        let mask = mask_for(&w.wanted);
+                        if mask == w.mask {
+                            continue;
+                        }
+                        mask
                     }
-                    // Another group wants more (or less) of it: the same watch, a new mask.
-                    wanted = std::mem::take(&mut w.wanted);
+                    Some(_) => {
+                        // Another inode at this path now: a new watch, for every group that
+                        // wanted the old one.
+                        let mut wanted = st
+                            .dirs
+                            .get(path)
+                            .map(|w| w.wanted.clone())
+                            .unwrap_or_default();
+                        wanted.insert(group, interest.clone());
+                        unwatch(&mut st, inotify, path);
+                        let mask = mask_for(&wanted);
+                        st.pending.insert(path.clone(), wanted);
+                        mask
+                    }
+                    None => {
+                        let wanted = st.pending.entry(path.clone()).or_default();
+                        wanted.insert(group, interest.clone());
+                        mask_for(wanted)
+                    }
                 }
-                unwatch(st, inotify, path);
-            }
-            let mask = mask_for(&wanted);
-            match inotify.add_watch(path.as_path(), mask) {
-                Ok(wd) => {
-                    st.by_wd.entry(wd).or_default().insert(path.clone());
-                    st.dirs.insert(
-                        path.clone(),
-                        Watched {
-                            wd,
-                            mask,
-                            id,
-                            wanted,
-                        },
-                    );
-                    added = true;
-                }
-                Err(Errno::ENOSPC) => {
-                    self.metrics.watch_error(WatchErrorKind::WatchLimit);
-                    return Err(WatchError::Limit(text::path(path)));
-                }
-                Err(Errno::ENOENT | Errno::ENOTDIR) => {}
-                Err(e) => {
-                    // Permission denied and the like: the scan reports the path; count it here.
-                    self.metrics.watch_error(WatchErrorKind::Watch);
-                    tracing::warn!(path = %text::path(path), error = %e, "cannot watch directory");
+            };
+            let mut mask = mask;
+            // Bounded: each round records what the others wanted meanwhile.
+            for _ in 0..4 {
+                let result = inotify.add_watch(path.as_path(), mask);
+                let mut st = lock(&self.state);
+                match result {
+                    Ok(wd) => {
+                        let wanted = match st.pending.remove(path) {
+                            Some(p) => p,
+                            None => st
+                                .dirs
+                                .remove(path)
+                                .map(|w| w.wanted)
+                                .unwrap_or_else(|| HashMap::from([(group, interest.clone())])),
+                        };
+                        let want = mask_for(&wanted);
+                        st.by_wd.entry(wd).or_default().insert(path.clone());
+                        st.dirs.insert(
+                            path.clone(),
+                            Watched {
+                                wd,
+                                mask,
+                                id,
+                                wanted,
+                            },
+                        );
+                        added = true;
+                        if want == mask {
+                            break;
+                        }
+                        mask = want;
+                    }
+                    Err(e) => {
+                        st.pending.remove(path);
+                        drop(st);
+                        match e {
+                            Errno::ENOSPC => {
+                                self.metrics.watch_error(WatchErrorKind::WatchLimit);
+                                return Err(WatchError::Limit(text::path(path)));
+                            }
+                            Errno::ENOENT | Errno::ENOTDIR => {}
+                            e => {
+                                // Permission denied and the like: the scan reports the path;
+                                // count it here.
+                                self.metrics.watch_error(WatchErrorKind::Watch);
+                                tracing::warn!(path = %text::path(path), error = %e, "cannot watch directory");
+                            }
+                        }
+                        break;
+                    }
                 }
             }
         }

@@ -17,6 +17,8 @@ pub struct Mount {
     pub mount_point: PathBuf,
     /// Filesystem type.
     pub fstype: String,
+    /// The device (major, minor), as `stat` gives it for files on it.
+    pub dev: (u32, u32),
 }
 
 impl Mount {
@@ -31,13 +33,16 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split(' ');
-            let root = unescape(fields.nth(3)?);
+            let (major, minor) = fields.nth(2)?.split_once(':')?;
+            let dev = (major.parse().ok()?, minor.parse().ok()?);
+            let root = unescape(fields.next()?);
             let mount_point = PathBuf::from(unescape(fields.next()?));
             let fstype = fields.skip_while(|f| *f != "-").nth(1)?.to_string();
             Some(Mount {
                 root,
                 mount_point,
                 fstype,
+                dev,
             })
         })
         .collect()
@@ -109,6 +114,7 @@ pub async fn watch_mount_table(
                 let _ = f.rewind().and_then(|_| f.read_to_end(&mut buf));
                 guard.clear_ready();
                 tracing::debug!("mount table changed: rescanning every watch group");
+                hub.set_mounts(parse_mountinfo(&String::from_utf8_lossy(&buf)));
                 hub.poke_all(std::time::Instant::now());
             }
             _ = crate::daemon::shutdown::stopped(&mut stop) => return,
@@ -134,5 +140,6 @@ mod tests {
         assert!(m[1].from_kubelet_version());
         assert_eq!(m[2].root, "/a b");
         assert_eq!(m[2].mount_point, PathBuf::from("/x y"));
+        assert_eq!((m[0].dev, m[1].dev), ((98, 0), (0, 61)));
     }
 }
