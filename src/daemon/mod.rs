@@ -193,6 +193,9 @@ pub async fn serve(
         forced_poll: config.poll_interval.is_some(),
     };
     let mut reconcilers = Tasks::default();
+    let lane = crate::lane::Lane {
+        deadline: config.fs_stall_timeout,
+    };
     let mut readies = Vec::new();
     for cfg in &config.groups {
         let wake = Arc::new(Wake::new(cfg.debounce, cfg.debounce_max));
@@ -221,9 +224,7 @@ pub async fn serve(
                 selector,
                 procfs.clone(),
             )),
-            lane: crate::lane::Lane {
-                deadline: config.fs_stall_timeout,
-            },
+            lane,
         };
         tasks.vital(
             format!("the task of watch group '{}'", cfg.name),
@@ -231,21 +232,24 @@ pub async fn serve(
             task.run(stop_rx.clone()),
         );
         for (index, t) in cfg.targets.iter().enumerate() {
+            let status = board.register_target(&t.name, &cfg.name, t.kind());
+            let action = Action::new(
+                &t.action,
+                &procfs,
+                cfg.app.as_ref(),
+                &t.name,
+                &cfg.name,
+                (cfg.consumed_as == crate::config::ConsumedAs::Env)
+                    .then(|| (key.clone(), t.retry_backoff_max)),
+                &hub,
+            )
+            .on_lane(lane, stop_rx.clone(), status.clone());
             let reconciler = Reconciler {
                 group_cfg: cfg.clone(),
                 index,
-                action: Action::new(
-                    &t.action,
-                    &procfs,
-                    cfg.app.as_ref(),
-                    &t.name,
-                    &cfg.name,
-                    (cfg.consumed_as == crate::config::ConsumedAs::Env)
-                        .then(|| (key.clone(), t.retry_backoff_max)),
-                    &hub,
-                ),
+                action,
                 rx: rx.clone(),
-                status: board.register_target(&t.name, &cfg.name, t.kind()),
+                status,
                 metrics: metrics.register_target(t),
                 state_file: state_file.clone(),
                 key: key.clone(),

@@ -131,6 +131,11 @@ impl IdentityResolver {
         }
     }
 
+    /// Whether resolving reads a file (the app's pid file), which may stall.
+    pub fn needs_files(&self) -> bool {
+        self.tracker.as_ref().is_some_and(|t| t.needs_files())
+    }
+
     /// Whether any identity can ever be known.
     pub fn is_configured(&self) -> bool {
         self.declared.is_some() || self.tracker.is_some()

@@ -35,6 +35,8 @@ pub trait PidFileChanges: Send + Sync {
     fn arm(&mut self) -> bool;
     /// Whether anything may have happened to the file since the last call or [`Self::arm`].
     fn changed(&mut self) -> bool;
+    /// As [`Self::changed`], without taking the notice.
+    fn pending(&self) -> bool;
 }
 
 /// Why processes could not be had: none found, or one found went away before it was opened.
@@ -88,6 +90,17 @@ impl Tracker {
     /// The selector.
     pub fn selector(&self) -> &Selector {
         &self.selector
+    }
+
+    /// Whether the next lookup reads a file (the pid file, its directory's watch): no process
+    /// kept, or its pid file may have changed, or is not watched. Such a lookup may stall.
+    pub fn needs_files(&self) -> bool {
+        if !matches!(self.selector, Selector::PidFile(..)) {
+            return false;
+        }
+        let watched_quiet =
+            self.pid_file_watched && self.pid_file_changes.as_ref().is_some_and(|c| !c.pending());
+        self.cached.is_none() || !watched_quiet
     }
 
     /// The processes now, each with its status: the cached one while it lives and is still

@@ -97,6 +97,20 @@ impl Action {
         }
     }
 
+    /// Where the action's filesystem calls that may stall run (a signal target's pid file),
+    /// until `stop`, shown on `status` when one does not return.
+    pub fn on_lane(
+        self,
+        lane: crate::lane::Lane,
+        stop: tokio::sync::watch::Receiver<bool>,
+        status: crate::report::status::TargetEntry,
+    ) -> Action {
+        match self {
+            Action::Signal(a) => Action::Signal(a.on_lane(lane, stop, status)),
+            other => other,
+        }
+    }
+
     /// Whether the action is over as soon as it starts (a signal: nothing awaited), so that
     /// nothing need show it in progress.
     pub fn is_instant(&self) -> bool {
@@ -120,9 +134,9 @@ impl Action {
 
     /// Whether the app's environment still holds `version`, sending nothing (`None`: not an app
     /// that took it as environment variables, or not readable now).
-    pub fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+    pub async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
         match self {
-            Action::Signal(a) => a.environment_holds(version),
+            Action::Signal(a) => a.environment_holds(version).await,
             _ => None,
         }
     }
@@ -136,9 +150,9 @@ impl Action {
     }
 
     /// The target process now (signal targets with one process).
-    pub fn current_process(&mut self) -> Option<(i32, u64)> {
+    pub async fn current_process(&mut self) -> Option<(i32, u64)> {
         match self {
-            Action::Signal(a) => a.current(),
+            Action::Signal(a) => a.current().await,
             _ => None,
         }
     }
@@ -150,7 +164,7 @@ impl Action {
         // nothing.
         match self {
             Action::Http(a) => Box::pin(a.call(version)).await,
-            Action::Signal(a) => a.send(version, force),
+            Action::Signal(a) => a.send(version, force).await,
             Action::Exec(a) => Box::pin(a.run(version)).await,
         }
     }

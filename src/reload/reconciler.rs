@@ -88,13 +88,13 @@ impl Reconciler {
             };
             let p = match &mut progress {
                 Some(p) => p,
-                None => progress.insert(self.start(&v)),
+                None => progress.insert(self.start(&v).await),
             };
             if p.applied == Some(v.fingerprint) && env_round != Some(v.resync_round) {
                 // An app that took the keys as environment variables may have been restarted
                 // with other values since: compared again at each resync.
                 env_round = Some(v.resync_round);
-                if self.action.environment_holds(&v) == Some(false) {
+                if self.action.environment_holds(&v).await == Some(false) {
                     tracing::warn!(version = %v.fingerprint,
                         "the app's environment no longer holds the content on disk; restarting it");
                     p.applied = None;
@@ -151,11 +151,11 @@ impl Reconciler {
     }
 
     /// What the target holds at start (see `--reload-on-start`).
-    fn start(&mut self, first: &Version) -> Progress {
+    async fn start(&mut self, first: &Version) -> Progress {
         let mut p = Progress::default();
         let assume_held = first.at_start.then_some(first.fingerprint);
         let recorded = match self.cfg().reload_on_start {
-            ReloadOnStart::Auto => self.recorded(first),
+            ReloadOnStart::Auto => self.recorded(first).await,
             _ => None,
         };
         match (self.cfg().reload_on_start, recorded) {
@@ -173,13 +173,13 @@ impl Reconciler {
     /// From the state file: `Some(Some(fp))` when the target (the same process, for signal
     /// targets) last applied the current content, `Some(None)` when it applied something else,
     /// `None` when there is no usable record.
-    fn recorded(&mut self, first: &Version) -> Option<Option<Fingerprint>> {
+    async fn recorded(&mut self, first: &Version) -> Option<Option<Fingerprint>> {
         let record = self.state_file.as_ref()?.applied(&self.cfg().name)?;
         if !state_file::same(&record, &first.fingerprint) {
             return Some(None);
         }
         match record.process {
-            Some(process) if self.action.current_process() != Some(process) => None,
+            Some(process) if self.action.current_process().await != Some(process) => None,
             _ => Some(Some(first.fingerprint)),
         }
     }

@@ -22,15 +22,20 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
+use tokio::sync::watch;
+
 use super::{ActionError, Outcome};
 use crate::config::SignalConfig;
 use crate::group::Version;
+use crate::lane::{Heard, Lane, Ran};
+use crate::lock;
 use crate::process::environ::{self, Verdict};
 use crate::process::handle::{Gone, ProcessHandle};
 use crate::process::select::FindError;
 use crate::process::tracker::{Found, PidFileChanges, TrackError, Tracker};
 use crate::process::{Dispositions, ProcFs, ProcInfo};
 use crate::report::status::EnvironmentStatus;
+use crate::report::status::TargetEntry;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
@@ -48,8 +53,17 @@ pub const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
 pub struct SignalAction {
     /// What to send.
     signal: Signal,
-    /// The app's process(es), followed across reloads.
-    tracker: Tracker,
+    /// The app's process(es), followed across reloads; `None` while a lookup that reads the
+    /// pid file has not returned.
+    tracker: Option<Tracker>,
+    /// The selector, described for messages.
+    selector: String,
+    /// Where a lookup that reads the pid file runs (its filesystem may stall).
+    lane: Lane,
+    /// The daemon's stop flag (a lookup on the lane is not awaited past it).
+    stop: watch::Receiver<bool>,
+    /// The target's entry on the status board, where a stalled lookup is shown.
+    status: Option<TargetEntry>,
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
     delivered: Option<(i32, u64)>,
     /// For an app that took the keys as environment variables: what to compare them with.
@@ -82,7 +96,13 @@ impl SignalAction {
     pub fn new(cfg: SignalConfig, procfs: ProcFs, app_uid: Option<u32>) -> Self {
         SignalAction {
             signal: cfg.signal,
-            tracker: Tracker::new(procfs, cfg.selector, cfg.all, app_uid),
+            selector: cfg.selector.describe(),
+            tracker: Some(Tracker::new(procfs, cfg.selector, cfg.all, app_uid)),
+            lane: Lane {
+                deadline: Duration::from_secs(30),
+            },
+            stop: watch::channel(false).1,
+            status: None,
             delivered: None,
             env: None,
         }
@@ -90,7 +110,16 @@ impl SignalAction {
 
     /// The same action, looking at its pid file only when `changes` says it may have changed.
     pub fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Self {
-        self.tracker = self.tracker.with_pid_file_changes(changes);
+        self.tracker = self.tracker.map(|t| t.with_pid_file_changes(changes));
+        self
+    }
+
+    /// The same action, reading its pid file on `lane` until `stop`, and showing a lookup that
+    /// does not return on `status`.
+    pub fn on_lane(mut self, lane: Lane, stop: watch::Receiver<bool>, status: TargetEntry) -> Self {
+        self.lane = lane;
+        self.stop = stop;
+        self.status = Some(status);
         self
     }
 
@@ -113,9 +142,9 @@ impl SignalAction {
 
     /// Whether the app's environment still holds `version` (`None`: not compared, or it cannot
     /// be read now). Sends nothing.
-    pub fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+    pub async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
         self.env.as_ref()?;
-        let mut procs = self.targets().ok()?;
+        let mut procs = self.targets().await.ok()?;
         if procs.len() != 1 {
             self.keep(procs);
             return None;
@@ -163,16 +192,16 @@ impl SignalAction {
 
     /// `--consumed-as env`: restart the app when its environment differs from the files, safely
     /// (see the module's documentation).
-    fn restart_if_stale(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+    async fn restart_if_stale(&mut self, version: &Version) -> Result<Outcome, ActionError> {
         let sig = self.signal;
-        let mut procs = self.targets()?;
+        let mut procs = self.targets().await?;
         if procs.len() != 1 {
             let n = procs.len();
             self.keep(procs);
             return Err(ActionError::Failed(format!(
                 "--consumed-as env compares the environment of one process, but {n} match {}: \
                  select the app's main process alone",
-                self.tracker.selector().describe()
+                self.selector
             )));
         }
         let compared = self.compare(&mut procs[0].0, version);
@@ -261,17 +290,19 @@ impl SignalAction {
     }
 
     /// Signals the target process(es) so they load `version`.
-    pub fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
+    pub async fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
         if self.env.is_some() {
-            return self.restart_if_stale(version);
+            return self.restart_if_stale(version).await;
         }
         let sig = self.signal;
         // What the processes do with the signal, read now (the safety check of every send), and
         // when they started.
-        let mut procs = self.targets_with(|h| {
-            let handling = h.dispositions(sig as i32)?;
-            Ok((handling, h.info.start_time()))
-        })?;
+        let mut procs = self
+            .targets_with(move |h| {
+                let handling = h.dispositions(sig as i32)?;
+                Ok((handling, h.info.start_time()))
+            })
+            .await?;
         self.delivered = None;
         let holds = |started: SystemTime| !force && started_after(started, version.content_time);
         // Check every process before signalling any, so a retry never signals one twice.
@@ -319,8 +350,9 @@ impl SignalAction {
     }
 
     fn keep<T>(&mut self, procs: Vec<(ProcessHandle, T)>) {
-        self.tracker
-            .keep(procs.into_iter().map(|(h, _)| h).collect());
+        if let Some(t) = self.tracker.as_mut() {
+            t.keep(procs.into_iter().map(|(h, _)| h).collect());
+        }
     }
 
     /// The one process that holds the version last applied, when there is exactly one.
@@ -329,8 +361,8 @@ impl SignalAction {
     }
 
     /// The one target process now, if there is exactly one.
-    pub fn current(&mut self) -> Option<(i32, u64)> {
-        match self.targets() {
+    pub async fn current(&mut self) -> Option<(i32, u64)> {
+        match self.targets().await {
             Ok(p) if p.len() == 1 => {
                 let id = (p[0].0.info.pid, p[0].0.info.start_ticks);
                 self.keep(p);
@@ -343,27 +375,79 @@ impl SignalAction {
     fn not_found(&self) -> ActionError {
         ActionError::Waiting(format!(
             "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",
-            self.tracker.selector().describe()
+            self.selector
         ))
     }
 
     /// The processes to signal, with their status now.
-    fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
-        self.targets_with(ProcessHandle::status)
+    async fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
+        self.targets_with(ProcessHandle::status).await
     }
 
-    /// The processes to signal, each with what `read` tells of it now.
-    fn targets_with<T>(
+    /// The processes to signal, each with what `read` tells of it now. A lookup that reads the
+    /// pid file (it changed, or the process it named is gone) runs on the lane: the file's
+    /// filesystem may stall. Following a process already found reads no file.
+    async fn targets_with<T: Send + 'static>(
         &mut self,
-        read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone>,
+        mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone> + Send + 'static,
     ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
-        self.tracker.processes_with(read).map_err(|e| match e {
+        let Some(mut tracker) = self.tracker.take() else {
+            return Err(ActionError::Waiting(
+                "a lookup of the pid file has not returned: waiting for it".into(),
+            ));
+        };
+        let found = if tracker.needs_files() {
+            let lane = self.lane;
+            let mut stop = self.stop.clone();
+            let status = self.status.clone();
+            let ran = lane
+                .run(
+                    move || {
+                        let found = tracker.processes_with(&mut read);
+                        (tracker, found)
+                    },
+                    &mut stop,
+                    |heard| stall_heard(status.as_ref(), heard),
+                )
+                .await;
+            match ran {
+                Ran::Done((t, found)) => {
+                    self.tracker = Some(t);
+                    found
+                }
+                Ran::Stopped => return Err(ActionError::Waiting("stopping".into())),
+                Ran::NoThread(why) => return Err(ActionError::Waiting(why)),
+            }
+        } else {
+            let found = tracker.processes_with(read);
+            self.tracker = Some(tracker);
+            found
+        };
+        found.map_err(|e| match e {
             TrackError::Gone(p) => gone(&p),
             TrackError::Find(FindError::NotFound) => self.not_found(),
             TrackError::Find(e @ FindError::Ambiguous(_)) => ActionError::Ambiguous(e.to_string()),
             TrackError::Find(e) if e.is_transient() => ActionError::Waiting(e.to_string()),
             TrackError::Find(e) => ActionError::Failed(e.to_string()),
         })
+    }
+}
+
+/// A lookup on the lane has not returned, or returned after it was reported.
+fn stall_heard(status: Option<&TargetEntry>, heard: Heard<'_>) {
+    match heard {
+        Heard::Stalled(stall) => {
+            tracing::warn!("{stall}");
+            if let Some(s) = status {
+                lock(s).stalled = Some(crate::report::status::Stalled::of(stall));
+            }
+        }
+        Heard::Resumed { after } => {
+            tracing::info!(after = ?after, "the stalled lookup of the pid file returned");
+            if let Some(s) = status {
+                lock(s).stalled = None;
+            }
+        }
     }
 }
 

@@ -242,6 +242,8 @@ pub struct TargetStatus {
     pub last_error: Option<ErrorRecord>,
     /// Failed attempts for the current version.
     pub failed_attempts: u32,
+    /// A lookup of the target's pid file that has not returned within `--fs-stall-timeout`.
+    pub stalled: Option<Stalled>,
     /// The certificate the app served at the last look (`--verify-served-cert`), against the
     /// one on disk; absent without that option.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -429,6 +431,7 @@ impl Board {
             last_success: None,
             last_error: None,
             failed_attempts: 0,
+            stalled: None,
             served_certificate: None,
             environment: None,
         }));

@@ -99,6 +99,10 @@ impl PidFileChanges for FileWatch {
     fn changed(&mut self) -> bool {
         self.changed.take()
     }
+
+    fn pending(&self) -> bool {
+        self.changed.0.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for FileWatch {
