@@ -16,9 +16,10 @@
 //! holds its group or target; it is awaited on and retried once it returns. Other groups, the
 //! admin server and the shutdown never wait on it.
 //!
-//! Worker threads are the daemon's own ([`spawn`]): when no thread can be started (the pod's pid
-//! limit, `RLIMIT_NPROC`) the caller is told and retries, where a thread pool would abort. A job
-//! never hands a file descriptor back: descriptors are closed on the worker.
+//! Worker threads are the daemon's own ([`reserve`]): when no thread can be started (the pod's
+//! pid limit, `RLIMIT_NPROC`) the caller is told before it gives anything away, and retries,
+//! where a thread pool would abort. A job never hands a file descriptor back: descriptors are
+//! closed on the worker.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -150,8 +151,8 @@ pub enum Ran<T> {
     Done(T),
     /// The daemon is stopping; the job, if still running, is left to its thread.
     Stopped,
-    /// No thread could be started for it (why); try again later.
-    NoThread(String),
+    /// The worker ended without an answer (the job panicked).
+    Lost,
 }
 
 /// One group's or target's way to the filesystem: one call in flight at a time (its owner
@@ -163,10 +164,11 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Runs `job` on a worker thread and waits for it; `heard` is told when it has not returned
-    /// after the deadline, and when it then returns.
+    /// Runs `job` on the `worker` (see [`reserve`]) and waits for it; `heard` is told when it
+    /// has not returned after the deadline, and when it then returns.
     pub async fn run<T: Send + 'static>(
         &self,
+        worker: Worker,
         job: impl FnOnce() -> T + Send + 'static,
         stop: &mut watch::Receiver<bool>,
         mut heard: impl FnMut(Heard<'_>),
@@ -174,15 +176,12 @@ impl Lane {
         let path = Arc::new(Mutex::new(None));
         let (tx, rx) = oneshot::channel();
         let slot = path.clone();
-        let spawned = spawn(Box::new(move || {
+        worker.give(Box::new(move || {
             AT.with(|a| *a.borrow_mut() = Some(slot));
             let out = job();
             AT.with(|a| *a.borrow_mut() = None);
             let _ = tx.send(out);
         }));
-        if let Err(e) = spawned {
-            return Ran::NoThread(e);
-        }
         let started = Instant::now();
         let since = SystemTime::now();
         let deadline = tokio::time::sleep(self.deadline);
@@ -196,7 +195,7 @@ impl Lane {
                     }
                     return match out {
                         Ok(out) => Ran::Done(out),
-                        Err(_) => Ran::NoThread("the worker thread ended before its job".into()),
+                        Err(_) => Ran::Lost,
                     };
                 }
                 _ = &mut deadline, if !stalled => {
@@ -226,64 +225,89 @@ static IDLE_WORKERS: Mutex<Vec<(u64, Sender<Job>)>> = Mutex::new(Vec::new());
 /// Numbers of worker threads.
 static WORKER_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Runs `job` on an idle worker thread, or on a new one; the error says why no thread could be
-/// started (it is not run then).
-pub fn spawn(job: Job) -> Result<(), String> {
-    let mut job = job;
-    while let Some((_, worker)) = lock(&IDLE_WORKERS).pop() {
-        match worker.send(job) {
-            Ok(()) => return Ok(()),
-            // It ended its idle wait meanwhile: the job comes back.
-            Err(std::sync::mpsc::SendError(back)) => job = back,
+/// A worker thread set aside for one job: it waits for it. Dropped unused, it is idle again.
+pub struct Worker {
+    id: u64,
+    tx: Option<Sender<Job>>,
+}
+
+impl Worker {
+    /// Hands the job over (the worker waits for it: this cannot fail).
+    fn give(mut self, job: Job) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(job);
         }
     }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            lock(&IDLE_WORKERS).push((self.id, tx));
+        }
+    }
+}
+
+/// An idle worker thread, or a new one, set aside for a job: reserved before the job is made,
+/// so that when no thread can be started (the error says why) the caller still holds what the
+/// job would have taken.
+pub fn reserve() -> Result<Worker, String> {
+    if let Some((id, tx)) = lock(&IDLE_WORKERS).pop() {
+        return Ok(Worker { id, tx: Some(tx) });
+    }
     let (tx, rx) = channel::<Job>();
-    tx.send(job)
-        .map_err(|_| "cannot hand a job over".to_string())?;
     let id = WORKER_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let me = tx.clone();
     std::thread::Builder::new()
         .name("fs".into())
         .stack_size(256 * 1024)
-        .spawn(move || work(id, tx, rx))
-        .map(|_| ())
+        .spawn(move || work(id, me, rx))
         .map_err(|e| {
             crate::report::resources::exhausted(crate::report::resources::Resource::Threads, &e);
             format!("cannot start a thread for filesystem calls: {e}")
-        })
+        })?;
+    Ok(Worker { id, tx: Some(tx) })
 }
 
 fn work(id: u64, me: Sender<Job>, jobs: Receiver<Job>) {
     loop {
-        match jobs.recv_timeout(IDLE) {
-            Ok(job) => {
-                job();
-                lock(&IDLE_WORKERS).push((id, me.clone()));
-            }
+        let job = match jobs.recv_timeout(IDLE) {
+            Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                // Leave the idle list first; a job sent meanwhile is taken below.
-                lock(&IDLE_WORKERS).retain(|(w, _)| *w != id);
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        job();
-                        lock(&IDLE_WORKERS).push((id, me.clone()));
+                let mut idle = lock(&IDLE_WORKERS);
+                match idle.iter().position(|(w, _)| *w == id) {
+                    // Idle and not set aside: the thread ends.
+                    Some(i) => {
+                        idle.remove(i);
+                        return;
                     }
-                    Err(_) => return,
+                    // Set aside for a job that is on its way.
+                    None => {
+                        drop(idle);
+                        match jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    }
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,
-        }
+        };
+        job();
+        lock(&IDLE_WORKERS).push((id, me.clone()));
     }
 }
 
-/// Runs `job` on a worker thread and awaits it without a deadline (a state-file write: its
-/// owner reports its own failures); `Err` when no thread could be started.
+/// Runs `job` on a worker thread and awaits it without a deadline (a state-file write, a name
+/// lookup: their owners report their own failures); `Err` when no thread could be started.
 pub async fn run_detached<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
+    let worker = reserve()?;
     let (tx, rx) = oneshot::channel();
-    spawn(Box::new(move || {
+    worker.give(Box::new(move || {
         let _ = tx.send(job());
-    }))?;
+    }));
     rx.await
         .map_err(|_| "the worker thread ended before its job".to_string())
 }

@@ -143,15 +143,23 @@ impl GroupTask {
         let Some(mut identity) = self.identity.take() else {
             return content_only();
         };
-        if !identity.needs_files() {
-            let a = assess(scan, &mut identity, policy);
-            self.identity = Some(identity);
-            return a;
-        }
+        let worker = match identity.needs_files().then(crate::lane::reserve) {
+            None => {
+                let a = assess(scan, &mut identity, policy);
+                self.identity = Some(identity);
+                return a;
+            }
+            Some(Ok(w)) => w,
+            Some(Err(_)) => {
+                self.identity = Some(identity);
+                return content_only();
+            }
+        };
         let copy = scan.clone();
         let lane = self.lane;
         let ran = lane
             .run(
+                worker,
                 move || {
                     let a = assess(&copy, &mut identity, policy);
                     (a, identity)
@@ -169,7 +177,7 @@ impl GroupTask {
                 lock(&self.status).stalled = None;
                 a
             }
-            Ran::Stopped | Ran::NoThread(_) => content_only(),
+            Ran::Stopped | Ran::Lost => content_only(),
         }
     }
 
@@ -290,6 +298,16 @@ impl GroupTask {
             }
             mem.large = true;
         }
+        let worker = match crate::lane::reserve() {
+            Ok(w) => w,
+            Err(why) => {
+                tracing::warn!(
+                    "cannot read the watched files: {why}; trying again in {RESOURCE_RETRY:?}"
+                );
+                mem.retry_at = Some(Instant::now() + RESOURCE_RETRY);
+                return None;
+            }
+        };
         let Some(mut identity) = self.identity.take() else {
             // A job that never returned still has it: this group stays held.
             return None;
@@ -319,7 +337,7 @@ impl GroupTask {
         };
         let lane = self.lane;
         let ran = lane
-            .run(job, stop, |heard| match heard {
+            .run(worker, job, stop, |heard| match heard {
                 Heard::Stalled(stall) => self.stalled(stall),
                 Heard::Resumed { after } => self.resumed(after),
             })
@@ -337,14 +355,7 @@ impl GroupTask {
                     off_thread: Some(off),
                 })
             }
-            Ran::Stopped => None,
-            Ran::NoThread(why) => {
-                tracing::warn!(
-                    "cannot read the watched files: {why}; trying again in {RESOURCE_RETRY:?}"
-                );
-                mem.retry_at = Some(Instant::now() + RESOURCE_RETRY);
-                None
-            }
+            Ran::Stopped | Ran::Lost => None,
         }
     }
 

@@ -139,25 +139,54 @@ pub struct ProcessHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
 
+/// Why a handle could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The process is not the one found any more.
+    Gone,
+    /// The daemon ran out of descriptors or memory (recorded): try again later.
+    Exhausted(io::Error),
+}
+
+impl From<Gone> for OpenError {
+    fn from(_: Gone) -> OpenError {
+        OpenError::Gone
+    }
+}
+
 impl ProcessHandle {
     /// Opens a handle on the process `info` describes; [`Gone`] when it is not that process any
     /// more.
-    pub fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, Gone> {
+    pub fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, OpenError> {
         let pidfd = if *delivery() == Delivery::Pidfd {
             // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
             let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) };
             if raw >= 0 {
                 // SAFETY: the kernel just returned this descriptor; nothing else owns it.
                 Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })
-            } else if Errno::last() == Errno::ESRCH {
-                return Err(Gone);
             } else {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    return Err(OpenError::Gone);
+                }
+                // Out of descriptors is no reason to signal without one.
+                if crate::report::resources::check(&e) {
+                    return Err(OpenError::Exhausted(e));
+                }
                 None
             }
         } else {
             None
         };
-        let open = |file| files::open_proc(&procfs.pid_path(info.pid, file)).map_err(|_| Gone);
+        let open = |file| {
+            files::open_proc(&procfs.pid_path(info.pid, file)).map_err(|e| {
+                if crate::report::resources::of(&e).is_some() {
+                    OpenError::Exhausted(e)
+                } else {
+                    OpenError::Gone
+                }
+            })
+        };
         let mut h = ProcessHandle {
             info: info.clone(),
             pidfd,
@@ -167,10 +196,10 @@ impl ProcessHandle {
             procfs: procfs.clone(),
         };
         // Every descriptor is taken; is the pid still the process that was found?
-        files::pread_proc(&h.stat, &mut h.buf, STATUS_LIMIT).map_err(|_| Gone)?;
+        files::pread_proc(&h.stat, &mut h.buf, STATUS_LIMIT).map_err(|_| OpenError::Gone)?;
         match parse_stat(&String::from_utf8_lossy(&h.buf)) {
             Some(now) if now.start_ticks == info.start_ticks && now.is_live() => Ok(h),
-            _ => Err(Gone),
+            _ => Err(OpenError::Gone),
         }
     }
 

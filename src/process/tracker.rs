@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::handle::{Gone, ProcessHandle};
+use super::handle::{Gone, OpenError, ProcessHandle};
 use super::select::{self, FindError, Selector};
 use super::{ProcFs, ProcInfo, ProcStatus};
 
@@ -46,6 +46,8 @@ pub enum TrackError {
     Find(FindError),
     /// The process exited while it was looked at.
     Gone(ProcInfo),
+    /// The daemon ran out of descriptors or memory while it looked (recorded).
+    Exhausted(std::io::Error),
 }
 
 /// The app's process(es), followed across reloads.
@@ -138,8 +140,10 @@ impl Tracker {
     ) -> Result<Vec<(ProcessHandle, T)>, TrackError> {
         let mut out = Vec::with_capacity(found.len());
         for p in found {
-            let mut h =
-                ProcessHandle::open(&self.procfs, p).map_err(|_| TrackError::Gone(p.clone()))?;
+            let mut h = ProcessHandle::open(&self.procfs, p).map_err(|e| match e {
+                OpenError::Gone => TrackError::Gone(p.clone()),
+                OpenError::Exhausted(e) => TrackError::Exhausted(e),
+            })?;
             let t = read(&mut h).map_err(|_| TrackError::Gone(p.clone()))?;
             out.push((h, t));
         }

@@ -109,7 +109,17 @@ impl ExecAction {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ActionError::Failed(format!("cannot run {shown}: {e}")))?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    crate::report::resources::exhausted(
+                        crate::report::resources::Resource::Threads,
+                        &e,
+                    );
+                } else {
+                    crate::report::resources::check(&e);
+                }
+                ActionError::Failed(format!("cannot run {shown}: {e}"))
+            })?;
         let group = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
         let (mut out, mut err) = (Captured::default(), Captured::default());
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());

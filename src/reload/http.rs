@@ -212,10 +212,35 @@ fn tls_identity(endpoint: &Endpoint) -> Option<tls::Identity> {
     endpoint.tls.as_deref().map(tls::identity)
 }
 
+/// The addresses of `host`: an IP literal as it is, `localhost` as the loopback addresses
+/// (RFC 6761: no lookup), any other name looked up on a worker thread (a lookup reads files
+/// and may wait on a DNS server; a thread that cannot be started is an error, not an abort).
+pub(crate) async fn addresses(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![(ip, port).into()]);
+    }
+    if bare.eq_ignore_ascii_case("localhost") {
+        return Ok(vec![
+            (std::net::Ipv4Addr::LOCALHOST, port).into(),
+            (std::net::Ipv6Addr::LOCALHOST, port).into(),
+        ]);
+    }
+    let name = format!("{bare}:{port}");
+    crate::lane::run_detached(move || {
+        std::net::ToSocketAddrs::to_socket_addrs(&name.as_str())
+            .map(|a| a.collect::<Vec<_>>())
+            .map_err(|e| format!("cannot resolve {name}: {e}"))
+    })
+    .await?
+}
+
 async fn connect(endpoint: &Endpoint) -> Result<Kept, String> {
-    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", endpoint.host_header()))?;
+    let addrs = addresses(&endpoint.host, endpoint.port).await?;
+    let stream = TcpStream::connect(addrs.as_slice()).await.map_err(|e| {
+        crate::report::resources::check(&e);
+        format!("cannot connect to {}: {e}", endpoint.host_header())
+    })?;
     let _ = stream.set_nodelay(true);
     if !endpoint.is_https() {
         return handshake(stream, None).await;

@@ -128,7 +128,8 @@ pub fn mismatch(sc: &ServedCert, disk: &[CertOnDisk], s: &Served) -> String {
 /// The DER of the end-entity certificate of a TLS handshake with `sc`.
 async fn fetch(sc: &ServedCert) -> Result<Vec<u8>, String> {
     let label = sc.label();
-    let mut tcp = TcpStream::connect((sc.host.as_str(), sc.port))
+    let addrs = super::http::addresses(&sc.host, sc.port).await?;
+    let mut tcp = TcpStream::connect(addrs.as_slice())
         .await
         .map_err(|e| format!("cannot connect to {label}: {e}"))?;
     let _ = tcp.set_nodelay(true);

@@ -391,17 +391,24 @@ impl SignalAction {
         &mut self,
         mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone> + Send + 'static,
     ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
+        let needs_files = self.tracker.as_ref().is_some_and(Tracker::needs_files);
+        let worker = match needs_files.then(crate::lane::reserve) {
+            Some(Err(why)) => return Err(ActionError::Waiting(why)),
+            Some(Ok(w)) => Some(w),
+            None => None,
+        };
         let Some(mut tracker) = self.tracker.take() else {
             return Err(ActionError::Waiting(
                 "a lookup of the pid file has not returned: waiting for it".into(),
             ));
         };
-        let found = if tracker.needs_files() {
+        let found = if let Some(worker) = worker {
             let lane = self.lane;
             let mut stop = self.stop.clone();
             let status = self.status.clone();
             let ran = lane
                 .run(
+                    worker,
                     move || {
                         let found = tracker.processes_with(&mut read);
                         (tracker, found)
@@ -416,7 +423,7 @@ impl SignalAction {
                     found
                 }
                 Ran::Stopped => return Err(ActionError::Waiting("stopping".into())),
-                Ran::NoThread(why) => return Err(ActionError::Waiting(why)),
+                Ran::Lost => return Err(ActionError::Waiting("the lookup was lost".into())),
             }
         } else {
             let found = tracker.processes_with(read);
@@ -425,6 +432,10 @@ impl SignalAction {
         };
         found.map_err(|e| match e {
             TrackError::Gone(p) => gone(&p),
+            TrackError::Exhausted(e) => ActionError::Waiting(format!(
+                "cannot look at the app's process: {e} (the daemon is out of resources: see \
+                 /status resources)"
+            )),
             TrackError::Find(FindError::NotFound) => self.not_found(),
             TrackError::Find(e @ FindError::Ambiguous(_)) => ActionError::Ambiguous(e.to_string()),
             TrackError::Find(e) if e.is_transient() => ActionError::Waiting(e.to_string()),

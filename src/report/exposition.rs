@@ -276,6 +276,32 @@ impl Metrics {
                 .collect(),
         ));
         out.push(family(
+            "resource_exhausted_total",
+            "Failures for want of a resource (file_descriptors, threads, memory); see /status resources.",
+            MetricType::COUNTER,
+            super::resources::counts()
+                .into_iter()
+                .map(|(r, n)| counter(&[("resource", r)], n))
+                .collect(),
+        ));
+        if let (Some(open), Some(limit)) = (
+            super::resources::open_files(),
+            super::resources::open_files_limit(),
+        ) {
+            out.push(named(
+                "process_open_fds".into(),
+                "Number of open file descriptors.",
+                MetricType::GAUGE,
+                vec![gauge(&[], open as f64)],
+            ));
+            out.push(named(
+                "process_max_fds".into(),
+                "Maximum number of open file descriptors.",
+                MetricType::GAUGE,
+                vec![gauge(&[], limit as f64)],
+            ));
+        }
+        out.push(family(
             "inotify_restored_total",
             "Times inotify was set up again after a fallback to polling.",
             MetricType::COUNTER,

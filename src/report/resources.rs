@@ -51,9 +51,8 @@ impl Resource {
     fn what_to_do(self) -> String {
         match self {
             Resource::FileDescriptors => format!(
-                "the daemon is out of file descriptors ({} open, limit {}): raise the container's \
+                "the daemon is out of file descriptors (its limit is {}): raise the container's \
                  open-files limit (nofile)",
-                open_files().map_or("?".into(), |n| n.to_string()),
                 open_files_limit().map_or("?".into(), |n| n.to_string()),
             ),
             Resource::Threads => "the daemon cannot start a thread: the pod's pid limit \

@@ -185,8 +185,24 @@ async fn serve(
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    // EMFILE and the like: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "cannot accept a connection on the admin server");
+                    // Out of descriptors: an idle connection makes room, so that a probe gets
+                    // in; back off briefly instead of spinning. Recorded (and logged once per
+                    // episode) as the daemon running out.
+                    if !crate::report::resources::check(&e) {
+                        tracing::debug!(error = %e, "cannot accept a connection on the admin server");
+                    }
+                    let mut c = lock(&conns);
+                    let oldest_idle = c
+                        .open
+                        .iter()
+                        .filter(|(_, slot)| !slot.busy)
+                        .min_by_key(|(_, slot)| slot.at)
+                        .map(|(&id, _)| id);
+                    if let Some(slot) = oldest_idle.and_then(|id| c.open.remove(&id)) {
+                        admin.metrics.admin.dropped(DropReason::Capacity);
+                        slot.close.notify_one();
+                    }
+                    drop(c);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

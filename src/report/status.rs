@@ -499,6 +499,7 @@ impl Board {
             "started_at": text::time(self.started_at),
             "ready": self.is_ready(),
             "sidecar": self.sidecar,
+            "resources": super::resources::status(),
             "config": self.config.summary(),
             "watches": groups,
             "targets": targets,

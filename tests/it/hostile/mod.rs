@@ -16,6 +16,7 @@ mod paths;
 mod signals;
 mod special_files;
 mod stale_pid_file;
+mod starved;
 mod state_file;
 mod stray_signals;
 mod usage;
