@@ -191,18 +191,19 @@ async fn serve(
                     if !crate::report::resources::check(&e) {
                         tracing::debug!(error = %e, "cannot accept a connection on the admin server");
                     }
-                    let mut c = lock(&conns);
-                    let oldest_idle = c
-                        .open
-                        .iter()
-                        .filter(|(_, slot)| !slot.busy)
-                        .min_by_key(|(_, slot)| slot.at)
-                        .map(|(&id, _)| id);
-                    if let Some(slot) = oldest_idle.and_then(|id| c.open.remove(&id)) {
-                        admin.metrics.admin.dropped(DropReason::Capacity);
-                        slot.close.notify_one();
+                    {
+                        let mut c = lock(&conns);
+                        let oldest_idle = c
+                            .open
+                            .iter()
+                            .filter(|(_, slot)| !slot.busy)
+                            .min_by_key(|(_, slot)| slot.at)
+                            .map(|(&id, _)| id);
+                        if let Some(slot) = oldest_idle.and_then(|id| c.open.remove(&id)) {
+                            admin.metrics.admin.dropped(DropReason::Capacity);
+                            slot.close.notify_one();
+                        }
                     }
-                    drop(c);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
