@@ -192,6 +192,15 @@ impl ProcFs {
         Ok(String::from_utf8_lossy(trimmed).replace('\0', " "))
     }
 
+    /// The pids listed now, sorted.
+    pub fn pids(&self) -> io::Result<Vec<i32>> {
+        let mut out: Vec<i32> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Every live process.
     pub fn processes(&self) -> io::Result<Vec<ProcInfo>> {
         let mut out = Vec::new();

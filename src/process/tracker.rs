@@ -66,6 +66,9 @@ pub struct Tracker {
     pid_file_changes: Option<Box<dyn PidFileChanges>>,
     /// Whether [`PidFileChanges`] watched the pid file when it was last looked at.
     pid_file_watched: bool,
+    /// The pids that existed when the processes were last looked at (name and command-line
+    /// selectors): a process started since that matches too makes the kept one ambiguous.
+    known: Vec<i32>,
 }
 
 impl Tracker {
@@ -80,6 +83,7 @@ impl Tracker {
             pid_file_seen: None,
             pid_file_changes: None,
             pid_file_watched: false,
+            known: Vec::new(),
         }
     }
 
@@ -123,9 +127,31 @@ impl Tracker {
             return Ok(vec![(h, t)]);
         }
         self.watch_pid_file();
+        if !matches!(self.selector, Selector::PidFile(..)) {
+            self.known = self.procfs.pids().unwrap_or_default();
+        }
         let found = select::find(&self.procfs, &self.selector, self.all, self.app_uid)
             .map_err(TrackError::Find)?;
         self.open_with(&found, read)
+    }
+
+    /// Whether a process started since the last look matches the selector too (or the
+    /// processes cannot be listed): the kept one may not be the only match any more, and all
+    /// are looked at again. An impostor named like the app, started while the app restarted,
+    /// is kept only until the app is back; then both match and the target is ambiguous.
+    fn newcomer_matches(&mut self) -> bool {
+        let Ok(now) = self.procfs.pids() else {
+            return true;
+        };
+        let known = std::mem::replace(&mut self.known, now);
+        self.known
+            .iter()
+            .filter(|p| known.binary_search(p).is_err())
+            .any(|&pid| {
+                self.procfs
+                    .stat(pid)
+                    .is_ok_and(|info| info.is_live() && self.selector.matches(&self.procfs, &info))
+            })
     }
 
     /// Handles on `found`, with their status.
@@ -164,7 +190,7 @@ impl Tracker {
     /// The file is read again only when it changed.
     fn still_named(&mut self, h: &ProcessHandle) -> bool {
         if !matches!(self.selector, Selector::PidFile(..)) {
-            return true;
+            return !self.newcomer_matches();
         }
         // Watched since it was last looked at, and nothing happened to it.
         if self.pid_file_watched && self.pid_file_changes.as_mut().is_some_and(|c| !c.changed()) {

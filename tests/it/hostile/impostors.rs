@@ -1,8 +1,10 @@
-//! A pid file outlives its process and pids are reused: the app exits, its pid file stays, and
-//! its pid is given to another process. A pid file is trusted only while the process it names
-//! can be its writer (started before the file was last written) and matches what is declared
-//! (`--app-uid`, and `--process-name` beside `--pid-file`); otherwise it is reported stale and
-//! nothing is sent, until the app writes it again.
+//! Processes that are not the app but look like it. A pid file outlives its process and pids
+//! are reused: the app exits, its pid file stays, and its pid is given to another process. A
+//! pid file is trusted only while the process it names can be its writer (started before the
+//! file was last written) and matches what is declared (`--app-uid`, and `--process-name`
+//! beside `--pid-file`); otherwise it is reported stale and nothing is sent, until the app
+//! writes it again. A process kept because it was the only one of the app's name is dropped
+//! as soon as another of that name appears.
 
 use std::path::Path;
 use std::process::Command;
@@ -147,4 +149,65 @@ fn a_fresh_pid_file_of_the_declared_name_is_followed() {
         status["config"]["groups"][0]["targets"][0]["action"]["selector"]["process_name"],
         app.name.as_str()
     );
+}
+
+/// A process named like the app, started while the app restarts, is the only match and is
+/// followed; once the app is back both match, and the target is ambiguous (nothing is sent)
+/// instead of the impostor being kept for good.
+#[test]
+fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
+    use super::{demo_app_as, named_exe, run_dir};
+    let dir = open_dir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let token = vol.join("token");
+    let run = run_dir(dir.path());
+    let (name, exe) = named_exe(dir.path());
+    let state = |n: &str| run.join(format!("{n}.state"));
+    let reloads = |n: &str| App::state_of(&state(n)).map_or(0, |s| s.reloads);
+    let up = |n: &str, pid: i32| {
+        eventually(
+            &format!("{n} up"),
+            || App::state_of(&state(n)),
+            |s| s.as_ref().is_some_and(|s| s.pid == pid),
+        );
+    };
+    crate::support::let_content_age();
+    let impostor = demo_app_as(&exe, &token, &state("impostor"), None);
+    up("impostor", impostor.pid());
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        &name,
+        "--min-reload-interval",
+        "0",
+        "--retry-backoff-max",
+        "1s",
+    ]);
+    d.wait_ready();
+    // The only match: it gets the signal.
+    w.write(&[("token", credential("2"))]).unwrap();
+    eventually("the impostor's reload", || reloads("impostor"), |n| *n >= 1);
+    // The app comes back: two unrelated processes of the name.
+    let app = demo_app_as(&exe, &token, &state("app"), None);
+    up("app", app.pid());
+    let before = reloads("impostor");
+    w.write(&[("token", credential("3"))]).unwrap();
+    let status = eventually(
+        "the ambiguity",
+        || d.status(),
+        |s| {
+            s["targets"][0]["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ambiguous target"))
+        },
+    );
+    assert_eq!(
+        reloads("impostor"),
+        before,
+        "the impostor was kept: {status}"
+    );
+    assert_eq!(d.status()["targets"][0]["stale"], true);
 }
