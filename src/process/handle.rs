@@ -225,9 +225,7 @@ impl ProcessHandle {
         }
         files::pread_proc(&self.stat, &mut self.buf, STATUS_LIMIT).map_err(|_| Gone)?;
         match parse_stat_signals(&self.buf) {
-            Some(s) if s.start_ticks != self.info.start_ticks || matches!(s.state, b'Z' | b'X') => {
-                Err(Gone)
-            }
+            Some(s) if s.start_ticks != self.info.start_ticks || !s.is_live() => Err(Gone),
             Some(s) => Ok(s.dispositions),
             // Not the kernel's layout (`--proc-root` elsewhere): the status says it all the same.
             None => self.status().map(|s| s.dispositions()),
@@ -272,9 +270,7 @@ impl ProcessHandle {
             return Err(Errno::ESRCH);
         }
         match parse_stat_signals(&self.buf) {
-            Some(s)
-                if s.start_ticks == self.info.start_ticks && !matches!(s.state, b'Z' | b'X') =>
-            {
+            Some(s) if s.start_ticks == self.info.start_ticks && s.is_live() => {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.info.pid), sig)
             }
             Some(_) => Err(Errno::ESRCH),
@@ -327,11 +323,23 @@ impl ProcessHandle {
     }
 }
 
+/// Whether a `status` says the process has exited: dead, or a zombie with no other thread
+/// running (a zombie leader whose other threads run is a live process).
 fn zombie(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim_start)
+    };
+    let threads = field("Threads:")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1);
+    match field("State:").and_then(|s| s.chars().next()) {
+        Some('X') => true,
+        Some('Z') => threads <= 1,
+        _ => false,
+    }
 }
 
 impl From<Gone> for io::Error {

@@ -52,6 +52,8 @@ pub struct ProcInfo {
     pub state: char,
     /// Start time in clock ticks since boot: with the pid, it names one process for good.
     pub start_ticks: u64,
+    /// Threads of the process (its leader, a zombie once it exited, counts as one).
+    pub threads: u64,
 }
 
 impl ProcInfo {
@@ -69,9 +71,11 @@ impl ProcInfo {
             )
     }
 
-    /// Whether it is still running (not a zombie, not dead).
+    /// Whether it is still running: not dead, and not a zombie unless other threads of it run
+    /// on (a main thread that called `pthread_exit` leaves a zombie leader; the process lives
+    /// in its other threads and handles signals).
     pub fn is_live(&self) -> bool {
-        self.state != 'Z' && self.state != 'X'
+        live(u8::try_from(self.state).unwrap_or(b'?'), self.threads)
     }
 }
 
@@ -153,6 +157,24 @@ pub struct StatSignals {
     pub start_ticks: u64,
     /// Signals 1–31 caught and ignored.
     pub dispositions: Dispositions,
+    /// Threads of the process.
+    pub threads: u64,
+}
+
+impl StatSignals {
+    /// Whether it is still running (see [`ProcInfo::is_live`]).
+    pub fn is_live(&self) -> bool {
+        live(self.state, self.threads)
+    }
+}
+
+/// Whether a process in `state` with `threads` threads still runs.
+fn live(state: u8, threads: u64) -> bool {
+    match state {
+        b'X' => false,
+        b'Z' => threads > 1,
+        _ => true,
+    }
 }
 
 impl ProcFs {
@@ -234,14 +256,16 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
     let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    // Fields after ppid up to starttime (field 22; state is field 3): 18 fields to skip.
-    let start_ticks = rest.nth(17)?.parse().ok()?;
+    // Fields 5 to 19 skipped, then num_threads (20) and starttime (22).
+    let threads = rest.nth(15)?.parse().ok()?;
+    let start_ticks = rest.nth(1)?.parse().ok()?;
     Some(ProcInfo {
         pid,
         ppid,
         comm,
         state,
         start_ticks,
+        threads,
     })
 }
 
@@ -255,15 +279,17 @@ pub fn parse_stat_signals(raw: &[u8]) -> Option<StatSignals> {
     let mut fields = raw[close + 1..]
         .split(u8::is_ascii_whitespace)
         .filter(|f| !f.is_empty());
-    // Field 3 (state), then 22 (starttime), 33 (sigignore) and 34 (sigcatch).
+    // Field 3 (state), then 20 (num_threads), 22 (starttime), 33 (sigignore), 34 (sigcatch).
     let state = *fields.next()?.first()?;
-    let start_ticks = number(fields.nth(18)?)?;
+    let threads = number(fields.nth(16)?)?;
+    let start_ticks = number(fields.nth(1)?)?;
     let ignored = number(fields.nth(10)?)?;
     let caught = number(fields.next()?)?;
     Some(StatSignals {
         state,
         start_ticks,
         dispositions: Dispositions { caught, ignored },
+        threads,
     })
 }
 
@@ -368,6 +394,18 @@ mod tests {
         assert_eq!(p.state, 'S');
         assert_eq!(p.ppid, 1);
         assert_eq!(p.start_ticks, 987654);
+        assert_eq!(p.threads, 1);
+        assert!(p.is_live());
+        // A zombie leader: dead alone, alive while other threads run.
+        let zombie = text.replacen(") S 1", ") Z 1", 1);
+        assert!(!parse_stat(&zombie).unwrap().is_live());
+        let leader = zombie.replacen(" 20 0 1 0 987654", " 20 0 2 0 987654", 1);
+        let p = parse_stat(&leader).unwrap();
+        assert_eq!((p.threads, p.start_ticks), (2, 987654));
+        assert!(p.is_live());
+        let s = parse_stat_signals(leader.as_bytes()).unwrap();
+        assert_eq!((s.threads, s.start_ticks), (2, 987654));
+        assert!(s.is_live());
     }
 
     #[test]
