@@ -289,6 +289,18 @@ fn build(
     if args.max_files == 0 {
         f.error("--max-files must be at least 1");
     }
+    // Below these, a daemon spends itself on its own timers (a scan or an attempt per
+    // microsecond).
+    let floor = Duration::from_millis(100);
+    if !args.resync_interval.is_zero() && args.resync_interval < floor {
+        f.error("--resync-interval must be 0 (never) or at least 100ms");
+    }
+    if args.retry_backoff_max < floor {
+        f.error("--retry-backoff-max must be at least 100ms");
+    }
+    if args.fs_stall_timeout < floor {
+        f.error("--fs-stall-timeout must be at least 100ms");
+    }
     check_names(&mut groups, &mut f);
     let listen = parse::listen(&args.listen)
         .map_err(|e| f.error(format!("--listen: {e}")))

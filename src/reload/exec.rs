@@ -13,6 +13,10 @@
 //! each stream are kept, the rest counted and dropped, and what was kept is logged escaped, as
 //! fields of one line of the daemon's own. Reading stops shortly after the command exits: a
 //! process it left behind may hold its output open for good.
+//!
+//! What a command leaves behind becomes the child of PID 1 when it exits. When the daemon is
+//! PID 1 itself (its own container without `shareProcessNamespace`), it reaps them after each
+//! command ([`reap_orphans`]): a zombie per run would otherwise pile up for the pod's life.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -71,6 +75,33 @@ async fn capture(mut from: impl AsyncRead + Unpin, into: &mut Captured) {
     }
 }
 
+/// Commands running now (their pids): never reaped by [`reap_orphans`], their own waits do.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// As PID 1, reaps the exited processes that commands left behind (not the commands that run
+/// now: their own waits take their status).
+pub fn reap_orphans() {
+    if std::process::id() != 1 {
+        return;
+    }
+    let running = crate::lock(&RUNNING);
+    let procfs = crate::process::ProcFs::new("/proc");
+    for pid in procfs.pids().unwrap_or_default() {
+        if pid <= 1 || running.contains(&(pid as u32)) {
+            continue;
+        }
+        if procfs
+            .stat(pid)
+            .is_ok_and(|p| p.ppid == 1 && p.state == 'Z')
+        {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
 /// The exec action of one target.
 pub struct ExecAction {
     /// Command and time limit.
@@ -96,31 +127,38 @@ impl ExecAction {
         let prog = &self.cfg.argv[0];
         let shown = text::value(prog);
         let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-        let mut child = Command::new(prog)
-            .args(&self.cfg.argv[1..])
-            .env_clear()
-            .env("PATH", path)
-            .env("SECRET_RELOADER_TARGET", &self.target)
-            .env("SECRET_RELOADER_WATCH", &self.group)
-            .env("SECRET_RELOADER_FINGERPRINT", version.fingerprint.short())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EAGAIN) {
-                    crate::report::resources::exhausted(
-                        crate::report::resources::Resource::Threads,
-                        &e,
-                    );
-                } else {
-                    crate::report::resources::check(&e);
-                }
-                ActionError::Failed(format!("cannot run {shown}: {e}"))
-            })?;
-        let group = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+        // Registered before it can exit: the reaper never takes a command's own status.
+        let (mut child, own) = {
+            let mut running = crate::lock(&RUNNING);
+            let child = Command::new(prog)
+                .args(&self.cfg.argv[1..])
+                .env_clear()
+                .env("PATH", path)
+                .env("SECRET_RELOADER_TARGET", &self.target)
+                .env("SECRET_RELOADER_WATCH", &self.group)
+                .env("SECRET_RELOADER_FINGERPRINT", version.fingerprint.short())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EAGAIN) {
+                        crate::report::resources::exhausted(
+                            crate::report::resources::Resource::Threads,
+                            &e,
+                        );
+                    } else {
+                        crate::report::resources::check(&e);
+                    }
+                    ActionError::Failed(format!("cannot run {shown}: {e}"))
+                })?;
+            let own = child.id();
+            running.extend(own);
+            (child, own)
+        };
+        let group = own.map(|p| nix::unistd::Pid::from_raw(p as i32));
         let (mut out, mut err) = (Captured::default(), Captured::default());
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let waited = {
@@ -155,6 +193,8 @@ impl ExecAction {
             }
             waited
         };
+        crate::lock(&RUNNING).retain(|p| Some(*p) != own);
+        reap_orphans();
         let limit = humantime::format_duration(self.cfg.timeout);
         let result = match waited {
             Ok(Ok(status)) if status.success() => Ok(Outcome::Done(format!("{shown} exited 0"))),

@@ -13,6 +13,9 @@ use super::{FileEntry, ProblemKind};
 use crate::files::{self, ReadError};
 use crate::text::path as shown;
 
+/// Skipped entries listed one by one in a scan; more are counted.
+pub(super) const SKIPPED_KEPT: usize = 1000;
+
 /// Files up to this size are read whole and inspected (PEM checks); larger ones are streamed
 /// into the fingerprint only. Kubernetes caps a Secret at 1 MiB.
 const INSPECT_LIMIT: u64 = 1024 * 1024;
@@ -56,22 +59,50 @@ impl Scanning<'_> {
     }
 
     /// Whether the group's file cap leaves room for `shown_as` (reported once when it does not).
+    /// Directories walked count too: each one costs an inotify watch.
     fn room_for(&mut self, shown_as: &Path) -> bool {
-        if self.files.len() >= self.opts.max_files && !self.files.iter().any(|f| f.path == shown_as)
+        if self.files.len() + self.dirs >= self.opts.max_files
+            && !self.files.iter().any(|f| f.path == shown_as)
         {
-            if !self.capped {
-                self.capped = true;
-                self.problem(
-                    ProblemKind::TooManyFiles,
-                    format!(
-                        "the watch group holds more than {} files (--max-files): not read further",
-                        self.opts.max_files
-                    ),
-                );
-            }
+            self.over_cap();
             return false;
         }
         true
+    }
+
+    /// Whether the cap leaves room for one more directory (reported once when it does not).
+    pub(super) fn room_for_dir(&mut self) -> bool {
+        if self.files.len() + self.dirs >= self.opts.max_files {
+            self.over_cap();
+            return false;
+        }
+        self.dirs += 1;
+        true
+    }
+
+    fn over_cap(&mut self) {
+        if !self.capped {
+            self.capped = true;
+            self.problem(
+                ProblemKind::TooManyFiles,
+                format!(
+                    "the watch group holds more than {} files and directories (--max-files): not \
+                     read further",
+                    self.opts.max_files
+                ),
+            );
+        }
+    }
+
+    /// Records an entry skipped without making the version incomplete; past [`SKIPPED_KEPT`]
+    /// they are only counted (a directory of a hundred thousand FIFOs is one line, not a
+    /// hundred thousand).
+    pub(super) fn skip(&mut self, what: String) {
+        if self.scan.skipped.len() < SKIPPED_KEPT {
+            self.scan.skipped.push(what);
+        } else {
+            self.skipped_more += 1;
+        }
     }
 
     /// Fingerprints a file just opened (or reports why it was not).
@@ -89,7 +120,7 @@ impl Scanning<'_> {
                 if required {
                     self.problem(ProblemKind::WrongKind, msg);
                 } else {
-                    self.scan.skipped.push(msg);
+                    self.skip(msg);
                 }
                 return;
             }

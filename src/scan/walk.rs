@@ -44,6 +44,10 @@ pub(super) struct Scanning<'a> {
     pub(super) pem: PemCheck,
     /// `--max-files` was reached (reported once).
     pub(super) capped: bool,
+    /// Directories walked below the watched ones (counted against `--max-files`).
+    pub(super) dirs: usize,
+    /// Skipped entries past those listed.
+    pub(super) skipped_more: usize,
     /// Each `..data` read, with the directory it named then.
     pub(super) resolved: Vec<(PathBuf, PathBuf)>,
     /// Watched paths remain to be walked after the current one (a directory walked now is
@@ -85,6 +89,8 @@ impl<'a> Scanning<'a> {
             visited: HashSet::new(),
             pem: PemCheck::new(opts.served_certs),
             capped: false,
+            dirs: 0,
+            skipped_more: 0,
             resolved: Vec::new(),
             later_paths: false,
         }
@@ -100,6 +106,10 @@ impl<'a> Scanning<'a> {
                 return None;
             }
             self.scan.layouts.push((p.clone(), layout));
+        }
+        if self.skipped_more > 0 {
+            let more = format!("… and {} more entries skipped", self.skipped_more);
+            self.scan.skipped.push(more);
         }
         let pem = std::mem::take(&mut self.pem).finish();
         let torn = self.torn(!pem.problems.is_empty());
@@ -484,7 +494,7 @@ impl<'a> Scanning<'a> {
                 match fs::canonicalize(&real) {
                     Ok(target) if target.starts_with(&*root_real) => {}
                     Ok(_) => {
-                        self.scan.skipped.push(format!(
+                        self.skip(format!(
                             "{}: a symlink to a target outside {}, skipped (--follow-external-symlinks \
                              follows it)",
                             shown(&seen),
@@ -493,7 +503,7 @@ impl<'a> Scanning<'a> {
                         continue;
                     }
                     Err(e) => {
-                        self.scan.skipped.push(format!(
+                        self.skip(format!(
                             "{}: a symlink that does not resolve ({e}), skipped",
                             shown(&seen)
                         ));
@@ -504,6 +514,9 @@ impl<'a> Scanning<'a> {
             match fs::metadata(&real) {
                 Ok(md) if md.is_file() => self.read(seen, real, false, true),
                 Ok(md) if md.is_dir() && depth + 1 < MAX_DEPTH => {
+                    if !self.room_for_dir() {
+                        return;
+                    }
                     if !recorded {
                         // The first directory of the scan: nothing to compare it with, but what
                         // is walked below it is compared with it.
@@ -529,20 +542,16 @@ impl<'a> Scanning<'a> {
                         Err(problem) => self.scan.problems.push(problem),
                     }
                 }
-                Ok(md) if md.is_dir() => self.scan.skipped.push(format!(
+                Ok(md) if md.is_dir() => self.skip(format!(
                     "{}: nested deeper than {MAX_DEPTH} levels, skipped",
                     shown(&seen)
                 )),
-                Ok(md) => self.scan.skipped.push(format!(
+                Ok(md) => self.skip(format!(
                     "{}: {}, skipped",
                     shown(&seen),
                     files::kind_of(&md)
                 )),
-                Err(e) => self.scan.skipped.push(format!(
-                    "{}: {}, skipped",
-                    shown(&seen),
-                    ReadError::from(e)
-                )),
+                Err(e) => self.skip(format!("{}: {}, skipped", shown(&seen), ReadError::from(e))),
             }
         }
         if !recorded && self.later_paths {
@@ -573,7 +582,7 @@ impl<'a> Scanning<'a> {
         if self.visited.insert(id) {
             return true;
         }
-        self.scan.skipped.push(format!(
+        self.skip(format!(
             "{}: directory reached twice (symlink loop), skipped",
             shown(shown_as)
         ));

@@ -13,6 +13,7 @@ mod command_output;
 mod confinement;
 mod doctor;
 mod impostors;
+mod limits;
 mod paths;
 mod signals;
 mod special_files;
