@@ -15,7 +15,7 @@ use crate::daemon::Daemon;
 use crate::floor::Floor;
 use crate::peer::Peer;
 use crate::probe::{HttpProbe, SignalProbe};
-use crate::util::{Stats, rotate, row, stats, volume};
+use crate::util::{Stats, rotate, row, stats, volume, volume_on_disk};
 use crate::{Figures, Opts};
 
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -32,6 +32,7 @@ enum Seen {
 #[derive(Clone, Copy, PartialEq)]
 enum Role {
     OursHttp,
+    OursHttpDisk,
     CmrHttp,
     FloorHttp,
     OursSignal,
@@ -101,7 +102,11 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let mut dirs = Vec::new();
     let mut watchers: Vec<Watcher> = Vec::new();
     let mut add = |role, label, seen, tag: &str| {
-        let (dir, w) = volume(tag);
+        let (dir, w) = if role == Role::OursHttpDisk {
+            volume_on_disk(tag)
+        } else {
+            volume(tag)
+        };
         let vol = w.dir().to_path_buf();
         let pid_file = dir.path().join("bench.pid");
         dirs.push(dir);
@@ -128,6 +133,17 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
     args.extend(common);
     let ours_http = Daemon::start(&o.bin, &args);
+
+    let (vol, _) = add(
+        Role::OursHttpDisk,
+        "kubelet swap → HTTP call: secret-reloader, volume on disk (read on a lane)",
+        Seen::Http("/disk"),
+        "ours-disk",
+    );
+    let url = http.url_for("/disk");
+    let mut args = vec!["--watch", vol.to_str().unwrap(), "--reload-url", &url];
+    args.extend(common);
+    let ours_disk = Daemon::start(&o.bin, &args);
 
     let cmr_bin = std::env::var("CMR_BIN").ok().filter(|b| !b.is_empty());
     let mut cmr = None;
@@ -204,7 +220,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             std::thread::sleep(PAUSE);
         }
     }
-    drop((ours_http, ours_sig, cmr, floor_http, floor_sig));
+    drop((ours_http, ours_disk, ours_sig, cmr, floor_http, floor_sig));
 
     let _ = writeln!(
         out,
@@ -230,6 +246,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         row(out, w.label, &s);
         *match w.role {
             Role::OursHttp => &mut f.http_fast,
+            Role::OursHttpDisk => &mut f.http_disk,
             Role::CmrHttp => &mut f.cmr_http,
             Role::FloorHttp => &mut f.floor_http,
             Role::OursSignal => &mut f.sig_fast,

@@ -48,6 +48,8 @@ pub struct Opts {
 #[derive(Default)]
 pub struct Figures {
     pub http_fast: Option<Stats>,
+    /// The same from a volume on a disk filesystem (read on a lane).
+    pub http_disk: Option<Stats>,
     pub sig_fast: Option<Stats>,
     pub floor_http: Option<Stats>,
     pub floor_sig: Option<Stats>,

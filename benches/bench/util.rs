@@ -42,8 +42,23 @@ pub fn row(out: &mut String, what: &str, s: &Stats) {
     );
 }
 
-/// A temporary kubelet-style volume with a first version written.
+/// A temporary kubelet-style volume with a first version written, on a memory filesystem
+/// (`/dev/shm`) as kubelet mounts every Secret volume; in the temporary directory where there is
+/// none.
 pub fn volume(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
+    let shm = std::path::Path::new("/dev/shm");
+    let prefix = format!("sr-bench-{tag}-");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix);
+    let dir = b.tempdir_in(shm).or_else(|_| b.tempdir()).unwrap();
+    let w = AtomicWriter::new(dir.path().join("vol"));
+    w.write(&[("token", "version=start\n")]).unwrap();
+    (dir, w)
+}
+
+/// As [`volume`], in the temporary directory (a disk filesystem here, as a ConfigMap's volume
+/// is on the node's disk): the daemon reads it on a lane.
+pub fn volume_on_disk(tag: &str) -> (tempfile::TempDir, AtomicWriter) {
     let dir = tempfile::Builder::new()
         .prefix(&format!("sr-bench-{tag}-"))
         .tempdir()
