@@ -19,6 +19,7 @@ mod https;
 mod hygiene;
 mod library;
 mod lifecycle;
+mod native_fixtures;
 mod nginx;
 mod packaging;
 mod postgres;

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod native;
 pub mod prometheus;
 pub mod sink;
 pub mod tls;
