@@ -233,7 +233,7 @@ pub struct Worker {
 
 impl Worker {
     /// Hands the job over (the worker waits for it: this cannot fail).
-    fn give(mut self, job: Job) {
+    pub fn give(mut self, job: Job) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(job);
         }

@@ -128,56 +128,15 @@ struct Memory {
 }
 
 impl GroupTask {
-    /// The assessment of a scan made on this thread (the group's files are in memory): here,
-    /// unless finding the app reads its pid file (which may live anywhere): then on the lane.
-    async fn assess_inline(
-        &mut self,
-        scan: &Scan,
-        policy: Policy,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Assessment {
-        let content_only = || Assessment {
-            held_back: held_back_by_content(scan, policy),
-            ..Assessment::default()
-        };
-        let Some(mut identity) = self.identity.take() else {
-            return content_only();
-        };
-        let worker = match identity.needs_files().then(crate::lane::reserve) {
-            None => {
-                let a = assess(scan, &mut identity, policy);
-                self.identity = Some(identity);
-                return a;
-            }
-            Some(Ok(w)) => w,
-            Some(Err(_)) => {
-                self.identity = Some(identity);
-                return content_only();
-            }
-        };
-        let copy = scan.clone();
-        let lane = self.lane;
-        let ran = lane
-            .run(
-                worker,
-                move || {
-                    let a = assess(&copy, &mut identity, policy);
-                    (a, identity)
-                },
-                stop,
-                |heard| match heard {
-                    Heard::Stalled(stall) => self.stalled(stall),
-                    Heard::Resumed { after } => self.resumed(after),
-                },
-            )
-            .await;
-        match ran {
-            Ran::Done((a, identity)) => {
-                self.identity = Some(identity);
-                lock(&self.status).stalled = None;
-                a
-            }
-            Ran::Stopped | Ran::Lost => content_only(),
+    /// The assessment of a scan made on this thread (the group's files are in memory; finding
+    /// the app never waits on its pid file, see [`IdentityResolver`]).
+    fn assess_inline(&mut self, scan: &Scan, policy: Policy) -> Assessment {
+        match self.identity.as_mut() {
+            Some(identity) => assess(scan, identity, policy),
+            None => Assessment {
+                held_back: held_back_by_content(scan, policy),
+                ..Assessment::default()
+            },
         }
     }
 
@@ -449,7 +408,7 @@ impl GroupTask {
                 ..Assessment::default()
             },
             (None, true) => {
-                let a = self.assess_inline(&scan, policy, stop).await;
+                let a = self.assess_inline(&scan, policy);
                 let held_back = a.held_back.clone();
                 assessed = Some(a);
                 Assessment {
@@ -528,7 +487,7 @@ impl GroupTask {
         let watched = watched.map(|_| ());
         let assessment = match assessed {
             Some(a) => a,
-            None => self.assess_inline(&scan, policy, stop).await,
+            None => self.assess_inline(&scan, policy),
         };
         self.report_watch_mode(mem, watched);
         let last = LastScan {

@@ -6,6 +6,8 @@
 //! there and disagree, `runAsUser`/`runAsGroup` changed in one place and not the other: that is
 //! drift, reported as such.
 
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use super::select::{FindError, Selector};
@@ -113,13 +115,22 @@ pub struct Resolved {
 }
 
 /// Finds a group's app identity, scan after scan, cheaply: the process found last time is
-/// followed while it lives (see [`Tracker`]).
+/// followed while it lives (see [`Tracker`]). A lookup that reads the app's pid file (which may
+/// live on a filesystem that stalls) runs on a worker thread, and the identity found last is
+/// used until it returns: the group never waits on it.
 pub struct IdentityResolver {
     /// From `--app-uid`/`--app-gid`/`--app-groups`.
     declared: Option<Identity>,
-    /// The process of the group's first signal target.
+    /// The process of the group's first signal target; `None` while a lookup has it.
     tracker: Option<Box<Tracker>>,
+    /// Where a lookup on a worker leaves the tracker and what it found.
+    away: Option<Arc<Mutex<Option<Returned>>>>,
+    /// What the last lookup found.
+    last: Option<(ProcInfo, ProcStatus)>,
 }
+
+/// A lookup back from a worker: the tracker, and the process it found.
+type Returned = (Box<Tracker>, Option<(ProcInfo, ProcStatus)>);
 
 impl IdentityResolver {
     /// A resolver from the declared identity and the group's process selector (either optional).
@@ -128,17 +139,14 @@ impl IdentityResolver {
         IdentityResolver {
             declared,
             tracker: selector.map(|s| Box::new(Tracker::new(procfs, s, false, uid))),
+            away: None,
+            last: None,
         }
-    }
-
-    /// Whether resolving reads a file (the app's pid file), which may stall.
-    pub fn needs_files(&self) -> bool {
-        self.tracker.as_ref().is_some_and(|t| t.needs_files())
     }
 
     /// Whether any identity can ever be known.
     pub fn is_configured(&self) -> bool {
-        self.declared.is_some() || self.tracker.is_some()
+        self.declared.is_some() || self.tracker.is_some() || self.away.is_some()
     }
 
     /// The app's identity now.
@@ -176,19 +184,53 @@ impl IdentityResolver {
     }
 
     fn process(&mut self) -> Option<(ProcInfo, ProcStatus)> {
-        let tracker = self.tracker.as_mut()?;
-        let mut found = match tracker.processes() {
-            Ok(found) => found,
-            // Candidates are the processes of the declared uid; when the one match runs as
-            // another uid, that is the app whose runAsUser drifted.
-            Err(TrackError::Find(FindError::OtherIdentity { seen, .. })) if seen.len() == 1 => {
-                tracker.open(&[seen[0].0.clone()]).ok()?
+        if let Some(slot) = &self.away {
+            let back = crate::lock(slot).take();
+            match back {
+                Some((tracker, found)) => {
+                    self.tracker = Some(tracker);
+                    self.last = found;
+                    self.away = None;
+                }
+                // Still away: what was found last.
+                None => return self.last.clone(),
             }
-            Err(_) => return None,
+        }
+        let mut tracker = self.tracker.take()?;
+        if !tracker.needs_files() {
+            self.last = look(&mut tracker);
+            self.tracker = Some(tracker);
+            return self.last.clone();
+        }
+        let Ok(worker) = crate::lane::reserve() else {
+            // No thread now: looked at with the next scan.
+            self.tracker = Some(tracker);
+            return self.last.clone();
         };
-        let (h, st) = found.pop()?;
-        let info = h.info.clone();
-        tracker.keep(vec![h]);
-        Some((info, st))
+        let slot = Arc::new(Mutex::new(None));
+        let back = slot.clone();
+        worker.give(Box::new(move || {
+            let found = look(&mut tracker);
+            *crate::lock(&back) = Some((tracker, found));
+        }));
+        self.away = Some(slot);
+        self.last.clone()
     }
+}
+
+/// The app's one process and its status, through `tracker`.
+fn look(tracker: &mut Tracker) -> Option<(ProcInfo, ProcStatus)> {
+    let mut found = match tracker.processes() {
+        Ok(found) => found,
+        // Candidates are the processes of the declared uid; when the one match runs as
+        // another uid, that is the app whose runAsUser drifted.
+        Err(TrackError::Find(FindError::OtherIdentity { seen, .. })) if seen.len() == 1 => {
+            tracker.open(&[seen[0].0.clone()]).ok()?
+        }
+        Err(_) => return None,
+    };
+    let (h, st) = found.pop()?;
+    let info = h.info.clone();
+    tracker.keep(vec![h]);
+    Some((info, st))
 }

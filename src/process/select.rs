@@ -364,6 +364,7 @@ pub struct PidFile {
 /// Reads a pid file: its first line, and its modification time from the same descriptor.
 pub fn read_pid(path: &std::path::Path) -> Result<PidFile, FindError> {
     let bad = |why: String| FindError::PidFile(path.to_path_buf(), why);
+    crate::lane::at(path);
     let (file, md) = files::open_regular(path).map_err(|e| bad(e.to_string()))?;
     let raw = files::read_open(&file, &md, PID_FILE_LIMIT).map_err(|e| bad(e.to_string()))?;
     let first = raw

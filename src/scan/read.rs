@@ -33,6 +33,7 @@ impl Scanning<'_> {
         if !self.room_for(&shown_as) {
             return;
         }
+        crate::lane::at(&real);
         let opened = if stat_shown_regular {
             files::open_known_regular(&real)
         } else {
@@ -54,6 +55,7 @@ impl Scanning<'_> {
         if !self.room_for(&shown_as) {
             return;
         }
+        crate::lane::at(&real);
         let opened = files::open_known_regular_at(dir, name);
         self.take(shown_as, real, false, opened);
     }

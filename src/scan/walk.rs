@@ -210,6 +210,7 @@ impl<'a> Scanning<'a> {
             _ => None,
         };
         let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        crate::lane::at(p);
         match fs::metadata(p) {
             Ok(md) if md.is_dir() => self.directory(p, was_dir, data, Some((md.dev(), md.ino()))),
             Ok(md) if md.is_file() => {
@@ -375,6 +376,7 @@ impl<'a> Scanning<'a> {
     /// swap's time. `..data` must stay inside the volume: kubelet points it at a sibling.
     fn kubelet_data(&mut self, dir: &Path) -> Result<Option<PathBuf>, Problem> {
         let link = dir.join(KUBELET_DATA);
+        crate::lane::at(&link);
         let Some(target) = read_link(&link) else {
             return Ok(None);
         };
@@ -427,6 +429,7 @@ impl<'a> Scanning<'a> {
     ) {
         // The directory `..data` names must be one of the volume's own, not a symbolic link
         // (a second hop out of the volume): opened without following one.
+        crate::lane::at(dir);
         let flags = if data && !self.opts.follow_external_symlinks {
             OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
         } else {

@@ -17,6 +17,7 @@ mod limits;
 mod paths;
 mod signals;
 mod special_files;
+mod stalls;
 mod starved;
 mod state_file;
 mod stray_signals;

@@ -299,7 +299,12 @@ impl Drop for Daemon {
         let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Bounded: a daemon with a thread held in a stalled filesystem is not reaped until that
+        // filesystem answers (a test's StallFs, dropped after it, releases it).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log());
         }
