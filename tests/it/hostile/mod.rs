@@ -15,6 +15,7 @@ mod doctor;
 mod impostors;
 mod limits;
 mod paths;
+mod seccomp;
 mod signals;
 mod special_files;
 mod stalls;
