@@ -22,7 +22,7 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], optionally under an open-files limit (soft and hard), and with an
-    /// error instead of a panic when it is not ready within 10 s.
+    /// error instead of a panic when it is not ready within 60 s.
     pub fn try_start(bin: &str, args: &[&str], nofile: Option<u64>) -> Result<Daemon, String> {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut cmd = Command::new(bin);
@@ -52,7 +52,7 @@ impl Daemon {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         d.addr = loop {
             let text = d.log_text();
             if let Some(a) = text.split("addr=").nth(1) {
@@ -70,7 +70,7 @@ impl Daemon {
         };
         while get(d.addr, "/readyz") != Some(200) {
             if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                return Err(format!("daemon not ready within 10 s:\n{}", d.log_text()));
+                return Err(format!("daemon not ready within 60 s:\n{}", d.log_text()));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

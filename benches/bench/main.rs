@@ -62,6 +62,10 @@ pub struct Figures {
     pub rss_1000_kib: Option<u64>,
     /// Volumes → median one change → call (ms).
     pub scale: Vec<(usize, f64)>,
+    /// Groups: (groups, start-up ms, RSS KiB, RSS after a scrape KiB).
+    pub groups_scale: Vec<(usize, f64, u64, u64)>,
+    /// Files in one group: (files, start-up ms, change → call median ms, /healthz max).
+    pub files_scale: Vec<(usize, f64, f64, Duration)>,
     /// Updates in the burst, actions, last update → the action that carries it.
     pub storm: Option<(usize, usize, Option<Duration>)>,
     pub admin: Vec<admin::AdminRow>,
@@ -113,6 +117,7 @@ fn main() {
     }
     if wanted("scale") {
         scale::run(&mut out, &o, &mut f);
+        scale::files(&mut out, &o, &mut f);
     }
     if wanted("storm") {
         storm::run(&mut out, &o, &mut f);
@@ -261,6 +266,50 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
     add("fast path within 2.5× the floor: SIGHUP (median)", fig, met);
     let (fig, met) = within(&f.http_fast, &f.cmr_http, "configmap-reload", 0.5);
     add("HTTP at most 0.5× configmap-reload's median", fig, met);
+    let scaled = |a: f64, b: f64| b <= 12.0 * a;
+    let files = |n: usize| f.files_scale.iter().find(|r| r.0 == n);
+    add(
+        "10,000 files at most 12× the cost of 1,000: start-up",
+        files(1000).zip(files(10_000)).map(|(a, b)| {
+            format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)
+        }),
+        files(1000).zip(files(10_000)).map(|(a, b)| scaled(a.1, b.1)),
+    );
+    add(
+        "10,000 files at most 12× the cost of 1,000: change → call",
+        files(1000).zip(files(10_000)).map(|(a, b)| {
+            format!("{:.1} ms vs {:.1} ms ({:.1}×)", b.2, a.2, b.2 / a.2)
+        }),
+        files(1000).zip(files(10_000)).map(|(a, b)| scaled(a.2, b.2)),
+    );
+    add(
+        "10,000 files: /healthz max within 50 ms during the scans",
+        files(10_000).map(|b| format!("{:.1} ms", b.3.as_secs_f64() * 1e3)),
+        files(10_000).map(|b| b.3 <= Duration::from_millis(50)),
+    );
+    let groups = |n: usize| f.groups_scale.iter().find(|r| r.0 == n);
+    add(
+        "5,000 groups at most 12× the figures of 500: start-up",
+        groups(500).zip(groups(5000)).map(|(a, b)| {
+            format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)
+        }),
+        groups(500).zip(groups(5000)).map(|(a, b)| scaled(a.1, b.1)),
+    );
+    add(
+        "5,000 groups at most 12× the figures of 500: RSS (after a /metrics scrape)",
+        groups(500).zip(groups(5000)).map(|(a, b)| {
+            format!(
+                "{:.1} MiB ({:.1} after a scrape) vs {:.1} MiB ({:.1})",
+                mib(b.2),
+                mib(b.3),
+                mib(a.2),
+                mib(a.3)
+            )
+        }),
+        groups(500)
+            .zip(groups(5000))
+            .map(|(a, b)| scaled(a.2 as f64, b.2 as f64) && scaled(a.3 as f64, b.3 as f64)),
+    );
     add(
         "1,000 volumes under 16 MiB RSS",
         f.rss_1000_kib.map(|k| format!("{:.2} MiB", mib(k))),

@@ -385,13 +385,14 @@ pub(crate) fn selector(
 /// Absolute, lexically cleaned watch paths (symlinks are left alone: they matter here).
 pub(crate) fn watch_paths(paths: &[PathBuf], field: &str, f: &mut Findings) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in paths {
         if p.as_os_str().is_empty() {
             f.error(format!("{field}: an empty path"));
             continue;
         }
         let p = absolute(p);
-        if !out.contains(&p) {
+        if seen.insert(p.clone()) {
             out.push(p);
         }
     }

@@ -21,8 +21,11 @@ use x509_cert::Certificate;
 const RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
+/// Certificate files named in a message about a key that matches none.
+const LISTED: usize = 5;
+
 /// A public key in a comparable form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum PublicKey {
     /// RSA modulus and exponent, without leading zero bytes.
     Rsa(Vec<u8>, Vec<u8>),
@@ -68,6 +71,9 @@ pub struct PemCheck {
     pub leaves: Vec<Leaf>,
     /// Whether to keep `leaves`.
     pub keep_leaves: bool,
+    /// Where each file's entry of `expiry` is, and whether it has a leaf: looked up once per
+    /// certificate (a group of thousands of certificate files).
+    seen: std::collections::HashMap<PathBuf, (usize, bool)>,
     /// Why the version is not usable.
     pub problems: Vec<String>,
     /// What could not be checked.
@@ -150,17 +156,28 @@ impl PemCheck {
         let cert = Certificate::from_der(der)?;
         let tbs = cert.tbs_certificate();
         let not_after = tbs.validity().not_after.to_system_time();
-        if self.keep_leaves && !self.leaves.iter().any(|l| l.path == path) {
+        match self.seen.get_mut(path) {
+            Some((at, _)) => {
+                let t = &mut self.expiry[*at].1;
+                *t = (*t).min(not_after);
+            }
+            None => {
+                self.seen
+                    .insert(path.to_path_buf(), (self.expiry.len(), false));
+                self.expiry.push((path.to_path_buf(), not_after));
+            }
+        }
+        if let Some((_, leaf)) = self.seen.get_mut(path)
+            && self.keep_leaves
+            && !*leaf
+        {
+            *leaf = true;
             self.leaves.push(Leaf {
                 path: path.to_path_buf(),
                 der: der.to_vec(),
                 serial: serial_hex(&cert),
                 not_after,
             });
-        }
-        match self.expiry.iter_mut().find(|(p, _)| p == path) {
-            Some((_, t)) => *t = (*t).min(not_after),
-            None => self.expiry.push((path.to_path_buf(), not_after)),
         }
         let spki = tbs.subject_public_key_info();
         let bits = spki.subject_public_key.raw_bytes();
@@ -190,18 +207,24 @@ impl PemCheck {
     /// Finishes the check: keys that match none of the group's certificates are problems.
     pub fn finish(mut self) -> PemCheck {
         if !self.certs.is_empty() {
+            let certs: std::collections::HashSet<&PublicKey> =
+                self.certs.iter().map(|(_, c)| c).collect();
+            let mut listed: Vec<String> = self
+                .certs
+                .iter()
+                .take(LISTED)
+                .map(|(p, _)| crate::text::path(p))
+                .collect();
+            if self.certs.len() > LISTED {
+                listed.push(format!("{} more", self.certs.len() - LISTED));
+            }
             for (path, key) in &self.keys {
-                if !self.certs.iter().any(|(_, c)| c == key) {
-                    let certs: Vec<String> = self
-                        .certs
-                        .iter()
-                        .map(|(p, _)| crate::text::path(p))
-                        .collect();
+                if !certs.contains(key) {
                     self.problems.push(format!(
                         "{}: the private key matches no certificate ({}): a writer may be half-way through \
                          replacing them",
                         crate::text::path(path),
-                        certs.join(", ")
+                        listed.join(", ")
                     ));
                 }
             }

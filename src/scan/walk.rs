@@ -100,6 +100,12 @@ impl<'a> Scanning<'a> {
     pub(super) fn run(mut self, paths: &[PathBuf]) -> Option<Scan> {
         for (i, p) in paths.iter().enumerate() {
             self.later_paths = i + 1 < paths.len();
+            // Each watched path is work too: thousands of them listed one by one go where a
+            // large directory goes.
+            self.spent.entries += 1;
+            if self.budget.is_some_and(|b| self.spent.entries > b.entries) {
+                return None;
+            }
             let was_dir = self.opts.kinds.get(i).copied().flatten();
             let layout = self.path(p, was_dir);
             if self.over {
@@ -144,11 +150,12 @@ impl<'a> Scanning<'a> {
     /// different directories, or, when the version looks incomplete or inconsistent (kubelet
     /// removes the old directory right after the swap), `..data` names another one now.
     fn torn(&self, inconsistent: bool) -> bool {
-        let differs = |(link, target): &(PathBuf, PathBuf)| {
-            self.resolved.iter().any(|(l, t)| l == link && t != target)
-        };
-        if self.resolved.iter().any(differs) {
-            return true;
+        let mut first: std::collections::HashMap<&PathBuf, &PathBuf> =
+            std::collections::HashMap::with_capacity(self.resolved.len());
+        for (link, target) in &self.resolved {
+            if *first.entry(link).or_insert(target) != target {
+                return true;
+            }
         }
         let suspect = inconsistent || !self.scan.problems.is_empty();
         suspect
