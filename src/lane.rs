@@ -163,16 +163,45 @@ pub struct Lane {
     pub deadline: Duration,
 }
 
+/// Jobs of lanes running at once before the next waits for one to end (a thousand groups on a
+/// disk filesystem read at start a few at a time, not on a thousand new threads). A job that
+/// has not returned within its lane's deadline no longer counts: a stalled filesystem holds no
+/// other lane's turn.
+const RUNNING_AT_ONCE: usize = 8;
+
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RUNNING_AT_ONCE);
+
+/// A lane's turn to run a job: a worker thread set aside for it, and the right to run now.
+pub struct Turn {
+    permit: tokio::sync::SemaphorePermit<'static>,
+    worker: Worker,
+}
+
 impl Lane {
-    /// Runs `job` on the `worker` (see [`reserve`]) and waits for it; `heard` is told when it
-    /// has not returned after the deadline, and when it then returns.
+    /// Waits for a turn to run a job, and sets a worker thread aside for it; the error says why
+    /// no thread could be started (nothing was given away yet: try again later).
+    pub async fn turn(&self) -> Result<Turn, String> {
+        let permit = TURNS
+            .acquire()
+            .await
+            .map_err(|_| "no turn can be had".to_string())?;
+        Ok(Turn {
+            permit,
+            worker: reserve()?,
+        })
+    }
+
+    /// Runs `job` in its `turn` and waits for it; `heard` is told when it has not returned after
+    /// the deadline, and when it then returns.
     pub async fn run<T: Send + 'static>(
         &self,
-        worker: Worker,
+        turn: Turn,
         job: impl FnOnce() -> T + Send + 'static,
         stop: &mut watch::Receiver<bool>,
         mut heard: impl FnMut(Heard<'_>),
     ) -> Ran<T> {
+        let Turn { permit, worker } = turn;
+        let mut permit = Some(permit);
         let path = Arc::new(Mutex::new(None));
         let (tx, rx) = oneshot::channel();
         let slot = path.clone();
@@ -200,6 +229,8 @@ impl Lane {
                 }
                 _ = &mut deadline, if !stalled => {
                     stalled = true;
+                    // Another lane's job may run in its place.
+                    drop(permit.take());
                     let stall = Stall {
                         path: lock(&path).clone(),
                         since,

@@ -270,17 +270,21 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
     let files = |n: usize| f.files_scale.iter().find(|r| r.0 == n);
     add(
         "10,000 files at most 12× the cost of 1,000: start-up",
-        files(1000).zip(files(10_000)).map(|(a, b)| {
-            format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)
-        }),
-        files(1000).zip(files(10_000)).map(|(a, b)| scaled(a.1, b.1)),
+        files(1000)
+            .zip(files(10_000))
+            .map(|(a, b)| format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)),
+        files(1000)
+            .zip(files(10_000))
+            .map(|(a, b)| scaled(a.1, b.1)),
     );
     add(
         "10,000 files at most 12× the cost of 1,000: change → call",
-        files(1000).zip(files(10_000)).map(|(a, b)| {
-            format!("{:.1} ms vs {:.1} ms ({:.1}×)", b.2, a.2, b.2 / a.2)
-        }),
-        files(1000).zip(files(10_000)).map(|(a, b)| scaled(a.2, b.2)),
+        files(1000)
+            .zip(files(10_000))
+            .map(|(a, b)| format!("{:.1} ms vs {:.1} ms ({:.1}×)", b.2, a.2, b.2 / a.2)),
+        files(1000)
+            .zip(files(10_000))
+            .map(|(a, b)| scaled(a.2, b.2)),
     );
     add(
         "10,000 files: /healthz max within 50 ms during the scans",
@@ -290,9 +294,9 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
     let groups = |n: usize| f.groups_scale.iter().find(|r| r.0 == n);
     add(
         "5,000 groups at most 12× the figures of 500: start-up",
-        groups(500).zip(groups(5000)).map(|(a, b)| {
-            format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)
-        }),
+        groups(500)
+            .zip(groups(5000))
+            .map(|(a, b)| format!("{:.0} ms vs {:.0} ms ({:.1}×)", b.1, a.1, b.1 / a.1)),
         groups(500).zip(groups(5000)).map(|(a, b)| scaled(a.1, b.1)),
     );
     add(

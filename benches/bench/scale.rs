@@ -161,7 +161,8 @@ pub fn files(out: &mut String, o: &Opts, f: &mut Figures) {
         }
         let (max, failed) = watching.stop();
         let s = stats(lat);
-        f.files_scale.push((n, startup.as_secs_f64() * 1e3, s.median, max));
+        f.files_scale
+            .push((n, startup.as_secs_f64() * 1e3, s.median, max));
         let _ = writeln!(
             out,
             "| {n} | {:.0} | {:.2} | {:.3} | {:.3} | {:.1} | {failed} |",

@@ -257,7 +257,7 @@ impl GroupTask {
             }
             mem.large = true;
         }
-        let worker = match crate::lane::reserve() {
+        let worker = match self.lane.turn().await {
             Ok(w) => w,
             Err(why) => {
                 tracing::warn!(

@@ -392,10 +392,13 @@ impl SignalAction {
         mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone> + Send + 'static,
     ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
         let needs_files = self.tracker.as_ref().is_some_and(Tracker::needs_files);
-        let worker = match needs_files.then(crate::lane::reserve) {
-            Some(Err(why)) => return Err(ActionError::Waiting(why)),
-            Some(Ok(w)) => Some(w),
-            None => None,
+        let worker = if needs_files {
+            match self.lane.turn().await {
+                Err(why) => return Err(ActionError::Waiting(why)),
+                Ok(w) => Some(w),
+            }
+        } else {
+            None
         };
         let Some(mut tracker) = self.tracker.take() else {
             return Err(ActionError::Waiting(

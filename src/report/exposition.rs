@@ -16,15 +16,19 @@ use crate::lock;
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.families(), &mut buf) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        String::from_utf8(buf).unwrap_or_default()
+        let text = self.families().buf;
+        LAST_LEN.store(text.len(), Relaxed);
+        String::from_utf8(text).unwrap_or_default()
     }
 
-    fn families(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::new();
+    /// Every family, each encoded as soon as it is made: a scrape of thousands of groups holds
+    /// one family's data model at a time, not all of them.
+    fn families(&self) -> Emit {
+        // Sized as the last one was: no copy of a buffer of megabytes at each doubling.
+        let last = LAST_LEN.load(Relaxed);
+        let mut out = Emit {
+            buf: Vec::with_capacity(last + last / 8),
+        };
         let g = lock(&self.groups).clone();
         let t = lock(&self.targets).clone();
         out.push(family(
@@ -343,8 +347,33 @@ impl Metrics {
                 .collect(),
         ));
         out.extend(super::compat::families(self, &t));
-        out.retain(|f| !f.get_metric().is_empty());
         out
+    }
+}
+
+/// The length of the last exposition.
+static LAST_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The exposition being written, one family at a time.
+struct Emit {
+    buf: Vec<u8>,
+}
+
+impl Emit {
+    /// Encodes `f` (a family without samples is left out).
+    fn push(&mut self, f: MetricFamily) {
+        if f.get_metric().is_empty() {
+            return;
+        }
+        if let Err(e) = TextEncoder::new().encode(std::slice::from_ref(&f), &mut self.buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+    }
+
+    fn extend(&mut self, families: Vec<MetricFamily>) {
+        for f in families {
+            self.push(f);
+        }
     }
 }
 
