@@ -21,6 +21,7 @@ mod probe;
 mod scale;
 mod stalls;
 mod storm;
+mod support;
 mod throughput;
 mod tls;
 mod util;
@@ -387,6 +388,28 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
                 && ok
                     .iter()
                     .all(|r| r.healthz_failed == 0 && r.healthz.n > 0 && r.healthz.max <= 50.0)
+        }),
+    );
+    add(
+        "stalls: the other group's reload within 2× its quiet time (medians)",
+        (!f.stalls.is_empty()).then(|| {
+            ok.iter()
+                .map(|r| {
+                    format!(
+                        "{} {:.3} ms vs {:.3} ms quiet",
+                        tag(r.stall),
+                        r.other.median,
+                        r.quiet.median
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        (!f.stalls.is_empty()).then(|| {
+            failed_start == 0
+                && ok
+                    .iter()
+                    .all(|r| r.other.n > 0 && r.other.median <= 2.0 * r.quiet.median)
         }),
     );
     let grace = stalls::GRACE + Duration::from_millis(250);

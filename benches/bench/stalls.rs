@@ -5,7 +5,12 @@
 //! - (a) a FIFO as the `stalled` group's `pid_file` (a signal target), its volume rotated;
 //! - (b) a FIFO as the `bearer_token_file` of the `stalled` group's HTTP target, rotated;
 //! - (c) a 2 GiB sparse file created in the `stalled` group's watched plain directory, and a
-//!   small file written beside it so that a scan happens.
+//!   small file written beside it so that a scan happens;
+//! - (d) the `stalled` group's volume served by a FUSE mount whose reads never return (the
+//!   tests' `stallfs`), read after a rotation (SIGHUP asks for the scan: FUSE carries no
+//!   events of its backing directory). SIGTERM → exit is then the time until every thread but
+//!   the one the kernel holds in the read has ended; the process is reaped once the read
+//!   returns (released after the measurement).
 //!
 //! Meanwhile: /healthz timed every 50 ms on a fresh connection for about 5 s, 5 rotations of the
 //! `other` group timed swap → call; then the time from SIGTERM to exit (default --shutdown-grace).
@@ -37,6 +42,8 @@ pub struct StallRow {
     pub healthz: Stats,
     pub healthz_failed: usize,
     pub other: Stats,
+    /// The other group's reloads before the trap.
+    pub quiet: Stats,
     pub exit: Option<Duration>,
     pub stalled_called: Option<bool>,
     /// The daemon's first warning or error in the window, shortened.
@@ -49,6 +56,7 @@ enum Stall {
     PidFifo,
     TokenFifo,
     Sparse,
+    Fuse,
 }
 
 fn mkfifo(path: &Path) {
@@ -77,6 +85,10 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
             Stall::Sparse,
             "(c) 2 GiB sparse file in a watched plain directory",
         ),
+        (
+            Stall::Fuse,
+            "(d) FUSE mount whose reads never return (the watched volume)",
+        ),
     ] {
         f.stalls.push(one(o, &http, stall, label));
     }
@@ -91,7 +103,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     );
     let _ = writeln!(
         out,
-        "| stall | /healthz max ms | other group's reload median ms | SIGTERM → exit ms |\n|---|---|---|---|"
+        "| stall | /healthz max ms | other group's reload median ms (quiet) | SIGTERM → exit ms |\n|---|---|---|---|"
     );
     for r in &f.stalls {
         if let Some(e) = &r.error {
@@ -110,10 +122,11 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         };
         let _ = writeln!(
             out,
-            "| {} | {}{failed} | {}{other} | {exit} |",
+            "| {} | {}{failed} | {}{other} ({}) | {exit} |",
             r.stall,
             ms_cell(Some(r.healthz.max)),
             ms_cell(Some(r.other.median)),
+            ms_cell(Some(r.quiet.median)),
         );
     }
     let _ = writeln!(out);
@@ -149,7 +162,17 @@ fn one(o: &Opts, http: &HttpProbe, stall: Stall, label: &'static str) -> StallRo
     let kubelet = AtomicWriter::new(dir.path().join("stalled"));
     let plain = dir.path().join("plain");
     let fifo = dir.path().join("fifo");
+    let backing = dir.path().join("backing");
+    let fuse_vol = AtomicWriter::new(backing.join("vol"));
+    let mut fuse = None;
     let (watch, target) = match stall {
+        Stall::Fuse => {
+            fuse_vol.write(&[("token", "version=start\n")]).unwrap();
+            let fs = crate::support::native::StallFs::mount(&backing, &dir.path().join("mnt"));
+            let vol = fs.path().join("vol");
+            fuse = Some(fs);
+            (vol, serde_json::json!({"type": "http", "url": stalled_url}))
+        }
         Stall::PidFifo => {
             kubelet.write(&[("token", "version=start\n")]).unwrap();
             mkfifo(&fifo);
@@ -189,6 +212,7 @@ fn one(o: &Opts, http: &HttpProbe, stall: Stall, label: &'static str) -> StallRo
         healthz: stats(Vec::new()),
         healthz_failed: 0,
         other: stats(Vec::new()),
+        quiet: stats(Vec::new()),
         exit: None,
         stalled_called: None,
         said: None,
@@ -204,6 +228,17 @@ fn one(o: &Opts, http: &HttpProbe, stall: Stall, label: &'static str) -> StallRo
     };
     std::thread::sleep(Duration::from_millis(300));
     http.drain();
+    // The other group's reloads with nothing stalled, for comparison.
+    let mut quiet = Vec::new();
+    for r in 0..ROTATIONS {
+        http.drain_path("/other");
+        let swapped = rotate(&other, 100 + r);
+        if let Some(h) = http.next_on("/other", Duration::from_secs(3)) {
+            quiet.push(h.at.saturating_duration_since(swapped));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    row.quiet = stats(quiet);
 
     // The trap.
     match stall {
@@ -215,6 +250,16 @@ fn one(o: &Opts, http: &HttpProbe, stall: Stall, label: &'static str) -> StallRo
             big.set_len(2 << 30).unwrap();
             drop(big);
             std::fs::write(plain.join("small"), "x\n").unwrap();
+        }
+        Stall::Fuse => {
+            let fs = fuse.as_ref().expect("mounted");
+            fs.stall(&["read"], Some("token"));
+            rotate(&fuse_vol, 1);
+            // SAFETY: a signal to the child the daemon handle owns.
+            unsafe {
+                libc::kill(d.pid() as libc::pid_t, libc::SIGHUP);
+            }
+            fs.wait_stalled("read", "token");
         }
     }
     let t0 = Instant::now();
@@ -260,6 +305,47 @@ fn one(o: &Opts, http: &HttpProbe, stall: Stall, label: &'static str) -> StallRo
             let m: String = m.chars().take(160).collect();
             m.replace('|', "/")
         });
-    row.exit = d.terminate(Duration::from_secs(20));
+    row.exit = match &fuse {
+        Some(fs) => {
+            let exited = held_exit(&d, Duration::from_secs(20));
+            fs.release();
+            let _ = d.terminate(Duration::from_secs(20));
+            exited
+        }
+        None => d.terminate(Duration::from_secs(20)),
+    };
     row
+}
+
+/// Sends SIGTERM and waits up to `within` until every thread of the daemon but those held in
+/// the kernel (state `D`) has ended (the leader a zombie); the time it took.
+fn held_exit(d: &Daemon, within: Duration) -> Option<Duration> {
+    let pid = d.pid() as i32;
+    let t0 = Instant::now();
+    // SAFETY: a signal to the child the daemon handle owns (not yet reaped).
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    while t0.elapsed() < within {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let ended = tasks.iter().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .map_or('?', |(_, r)| r.chars().next().unwrap_or('?'));
+            let tid = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok());
+            if tid == Some(pid) {
+                state == 'Z'
+            } else {
+                state == 'D'
+            }
+        });
+        if ended {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
 }
