@@ -238,7 +238,7 @@ impl Lane {
                     };
                     heard(Heard::Stalled(&stall));
                 }
-                _ = crate::daemon::shutdown::stopped(stop) => return Ran::Stopped,
+                _ = stop.wait_for(|s| *s) => return Ran::Stopped,
             }
         }
     }
