@@ -86,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
             started_monotonic_ns: 0,
             duration_ms: 0.0,
         },
+        &secret_reloader::scan::fingerprint::FingerprintKey::new(b"fuzz".to_vec()),
     );
     board.register_target(&String::from_utf8_lossy(message), "default", "exec");
 
