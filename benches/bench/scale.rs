@@ -28,9 +28,12 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
     };
     for &n in sizes {
         let http = HttpProbe::start();
-        let dir = tempfile::Builder::new()
-            .prefix("sr-bench-scale-")
-            .tempdir()
+        // On tmpfs, as kubelet mounts Secret volumes (read on the runtime thread).
+        let mut b = tempfile::Builder::new();
+        b.prefix("sr-bench-scale-");
+        let dir = b
+            .tempdir_in("/dev/shm")
+            .or_else(|_| b.tempdir())
             .unwrap();
         let writers: Vec<AtomicWriter> = (0..n)
             .map(|i| {
