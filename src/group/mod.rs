@@ -94,7 +94,7 @@ pub struct GroupTask {
     /// Told once the first scan is done and the watches are set up.
     pub ready: Option<oneshot::Sender<()>>,
     /// Finds the app's identity for the access verdicts (taken out while a job on the lane
-    /// uses it).
+    /// uses it; `None` for good only if such a job was lost).
     pub identity: Option<IdentityResolver>,
     /// Where the group's filesystem calls run when they may stall.
     pub lane: Lane,
@@ -267,10 +267,7 @@ impl GroupTask {
                 return None;
             }
         };
-        let Some(mut identity) = self.identity.take() else {
-            // A job that never returned still has it: this group stays held.
-            return None;
-        };
+        let mut identity = self.identity.take();
         let (cfg, key, kinds, hub, id) = (
             self.cfg.clone(),
             self.key.clone(),
@@ -283,7 +280,13 @@ impl GroupTask {
             let scan = read_settled(&cfg, &key, &kinds);
             let place = crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &mounts);
             let watched = hub.reconcile(id, &scan.watch);
-            let assessment = assess(&scan, &mut identity, policy);
+            let assessment = match identity.as_mut() {
+                Some(identity) => assess(&scan, identity, policy),
+                None => Assessment {
+                    held_back: held_back_by_content(&scan, policy),
+                    ..Assessment::default()
+                },
+            };
             (
                 scan,
                 OffThread {
@@ -303,7 +306,7 @@ impl GroupTask {
             .await;
         match ran {
             Ran::Done((scan, off, identity)) => {
-                self.identity = Some(identity);
+                self.identity = identity;
                 if lock(&self.status).stalled.take().is_some() {
                     // What returned was read long ago: read again at once.
                     mem.rescan = true;
