@@ -31,10 +31,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         // On tmpfs, as kubelet mounts Secret volumes (read on the runtime thread).
         let mut b = tempfile::Builder::new();
         b.prefix("sr-bench-scale-");
-        let dir = b
-            .tempdir_in("/dev/shm")
-            .or_else(|_| b.tempdir())
-            .unwrap();
+        let dir = b.tempdir_in("/dev/shm").or_else(|_| b.tempdir()).unwrap();
         let writers: Vec<AtomicWriter> = (0..n)
             .map(|i| {
                 let w = AtomicWriter::new(dir.path().join(format!("vol{i}")));

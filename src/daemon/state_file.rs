@@ -165,9 +165,13 @@ impl StateFile {
         }
         .and_then(|mut f| io::Write::write_all(&mut f, &text))
         .and_then(|_| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            tracing::warn!(path = %text::path(&self.path), error = %e, "cannot write the state file");
+        if let Err(e) = &written {
+            tracing::warn!(path = %text::path(&self.path), error = %e,
+                "cannot write the state file: a restarted sidecar may repeat or miss a reload");
         }
+        crate::report::metrics::state_file_written(
+            written.map_err(|e| format!("cannot write {}: {e}", text::path(&self.path))),
+        );
     }
 }
 

@@ -280,6 +280,12 @@ impl Metrics {
                 .collect(),
         ));
         out.push(family(
+            "state_file_write_failures_total",
+            "Writes of --state-file that failed (a restarted sidecar may then repeat or miss a reload; see /status).",
+            MetricType::COUNTER,
+            vec![counter(&[], super::metrics::state_file_failures().0)],
+        ));
+        out.push(family(
             "resource_exhausted_total",
             "Failures for want of a resource (file_descriptors, threads, memory); see /status resources.",
             MetricType::COUNTER,

@@ -500,6 +500,10 @@ impl Board {
             "ready": self.is_ready(),
             "sidecar": self.sidecar,
             "resources": super::resources::status(),
+            "state_file_error": super::metrics::state_file_failures().1.map(|(at, why)| json!({
+                "at": text::time(at),
+                "message": text::value(&why),
+            })),
             "config": self.config.summary(),
             "watches": groups,
             "targets": targets,

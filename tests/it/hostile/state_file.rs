@@ -88,3 +88,35 @@ fn a_state_file_others_could_read_or_an_empty_key_is_not_used() {
         );
     }
 }
+
+#[test]
+fn a_state_file_that_cannot_be_written_is_said_and_counted() {
+    let dir = open_dir();
+    let watched = dir.path().join("w");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(watched.join("token"), "1").unwrap();
+    // A directory that does not exist: every write fails.
+    let state = dir.path().join("gone").join("state.json");
+    let d = Daemon::start(&[
+        "--watch",
+        watched.to_str().unwrap(),
+        "--exec",
+        "true",
+        "--state-file",
+        state.to_str().unwrap(),
+    ]);
+    d.wait_ready();
+    eventually(
+        "the failure counted",
+        || d.metric("state_file_write_failures_total", &[]),
+        |n| n.is_some_and(|n| n >= 1.0),
+    );
+    let status = d.status();
+    let err = status["state_file_error"]["message"].as_str().unwrap();
+    assert!(err.contains("state.json"), "{err}");
+    assert!(
+        d.log().contains("cannot write the state file"),
+        "{}",
+        d.log()
+    );
+}
