@@ -336,11 +336,11 @@ pub async fn respond(
                  /startupz or /status from the pod, or the sidecar's log)\n",
             ),
         },
-        "/status" if status_allowed(admin, headers, peer) => {
-            let body = serde_json::to_string_pretty(&admin.board.to_json())
-                .unwrap_or_else(|_| "{}".into());
-            reply(StatusCode::OK, "application/json", body + "\n")
-        }
+        "/status" if status_allowed(admin, headers, peer) => reply(
+            StatusCode::OK,
+            "application/json",
+            admin.board.render() + "\n",
+        ),
         "/status" => text(
             StatusCode::FORBIDDEN,
             "forbidden: /status is served to the pod itself (127.0.0.1, ::1) or with the bearer token \

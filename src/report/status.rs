@@ -489,26 +489,50 @@ impl Board {
 
     /// The `/status` document.
     pub fn to_json(&self) -> Value {
-        let groups: Vec<GroupStatus> = lock(&self.groups).iter().map(|g| lock(g).clone()).collect();
-        let targets: Vec<TargetStatus> = lock(&self.targets)
-            .iter()
-            .map(|t| lock(t).clone())
-            .collect();
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "started_at": text::time(self.started_at),
-            "ready": self.is_ready(),
-            "sidecar": self.sidecar,
-            "resources": super::resources::status(),
-            "state_file_error": super::metrics::state_file_failures().1.map(|(at, why)| json!({
-                "at": text::time(at),
-                "message": text::value(&why),
-            })),
-            "config": self.config.summary(),
-            "watches": groups,
-            "targets": targets,
-        })
+        serde_json::to_value(self.document()).unwrap_or_default()
     }
+
+    /// `/status` as pretty JSON text, written from the board's entries without a JSON tree in
+    /// between (a daemon of thousands of groups renders megabytes).
+    pub fn render(&self) -> String {
+        serde_json::to_string_pretty(&self.document()).unwrap_or_default()
+    }
+
+    fn document(&self) -> Document<'_> {
+        Document {
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: text::time(self.started_at),
+            ready: self.is_ready(),
+            sidecar: &self.sidecar,
+            resources: super::resources::status(),
+            state_file_error: super::metrics::state_file_failures().1.map(|(at, why)| {
+                json!({
+                    "at": text::time(at),
+                    "message": text::value(&why),
+                })
+            }),
+            config: self.config.summary(),
+            watches: lock(&self.groups).iter().map(|g| lock(g).clone()).collect(),
+            targets: lock(&self.targets)
+                .iter()
+                .map(|t| lock(t).clone())
+                .collect(),
+        }
+    }
+}
+
+/// The `/status` document.
+#[derive(Serialize)]
+struct Document<'a> {
+    version: &'static str,
+    started_at: String,
+    ready: bool,
+    sidecar: &'a Value,
+    resources: Value,
+    state_file_error: Option<Value>,
+    config: Value,
+    watches: Vec<GroupStatus>,
+    targets: Vec<TargetStatus>,
 }
 
 impl GroupStatus {

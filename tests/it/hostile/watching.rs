@@ -347,8 +347,13 @@ fn inotify_returns_after_the_polling_fallback_once_it_can() {
         || d.metric("inotify_restored_total", &[]),
         |v| *v == Some(1.0),
     );
-    let status = d.status();
-    assert_eq!(status["watches"][0]["watch_mode"], "inotify", "{status}");
+    // The group sets its watches up again on its scan after the restore (on its lane): shown
+    // once that scan is recorded.
+    eventually(
+        "the group back on inotify",
+        || d.status()["watches"][0]["watch_mode"].clone(),
+        |m| *m == "inotify",
+    );
     assert_eq!(d.metric("polling", &[("watch", "default")]), Some(0.0));
     w.write(&[("token", credential("2"))]).unwrap();
     let calls = eventually("the reload", || sink.calls(), |c| !c.is_empty());
