@@ -12,9 +12,10 @@
 //! a call is a copy from memory, and it runs on the reload thread itself (no thread handoff on
 //! the reload path). Everywhere else it runs on a worker thread of its [`Lane`]: one call in
 //! flight per group or target, awaited with a deadline. A call that has not returned after the
-//! deadline is reported (`a read of PATH has not returned for 30 s`) while the lane's owner
-//! holds its group or target; it is awaited on and retried once it returns. Other groups, the
-//! admin server and the shutdown never wait on it.
+//! deadline is reported (`a call on PATH has not returned for 30 s`) while the lane's owner
+//! holds its group or target; it is awaited on and read again once it returns. Other groups,
+//! the admin server and the shutdown never wait on it. At most 8 lanes' jobs
+//! run at once; one past its deadline gives its turn away.
 //!
 //! Worker threads are the daemon's own ([`reserve`]): when no thread can be started (the pod's
 //! pid limit, `RLIMIT_NPROC`) the caller is told before it gives anything away, and retries,
@@ -238,7 +239,8 @@ impl Lane {
                     };
                     heard(Heard::Stalled(&stall));
                 }
-                _ = stop.wait_for(|s| *s) => return Ran::Stopped,
+                // A stop flag whose sender is gone never stops the wait.
+                Ok(_) = stop.wait_for(|s| *s) => return Ran::Stopped,
             }
         }
     }
