@@ -38,7 +38,8 @@
 //! - [`report`]: the status board ([`report::status`]), metrics ([`report::metrics`]), the admin
 //!   server on its own thread ([`report::server`]), logs ([`report::logging`]); other tools'
 //!   series for `--compat-metrics` are computed at scrape time from the same atomics.
-//! - [`daemon`]: wiring, named tasks, shutdown, the state file: [`daemon::run`] / [`daemon::serve`].
+//! - [`daemon`]: wiring, named tasks, signals and the shutdown: [`daemon::run`] /
+//!   [`daemon::serve`]; nothing imports it ([`stop`]: the stop flag every task holds).
 //! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
 //! - [`files`]: opening files that may be hostile (never blocking, size-limited); [`lane`]:
@@ -59,6 +60,7 @@ pub mod process;
 pub mod reload;
 pub mod report;
 pub mod scan;
+pub mod stop;
 pub mod text;
 pub mod watch;
 

@@ -207,7 +207,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_SIGNAL")]
     pub signal: Option<String>,
 
-    /// Target process by name (comm or argv[0] basename) in the shared PID namespace.
+    /// Target process by name (comm or `argv[0]` basename) in the shared PID namespace.
     #[arg(
         long,
         visible_alias = "process-executable-name",

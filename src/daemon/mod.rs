@@ -2,17 +2,17 @@
 //! server on its own thread, and an orderly shutdown.
 //!
 //! The shutdown trigger is a parameter, so tests pass their own future; the binary passes
-//! SIGTERM/SIGINT (see [`shutdown`]). On shutdown the watches stop first, then actions in flight
+//! SIGTERM/SIGINT (see [`signals`]). On shutdown the watches stop first, then actions in flight
 //! get `shutdown_grace` to finish, then everything ends.
 //!
-//! - [`shutdown`]: the stop flag, the watchdog's margin;
-//! - [`signals`]: SIGTERM/SIGINT, SIGHUP (rescan), every other signal logged and ignored;
+//! - [`signals`]: SIGTERM/SIGINT (the shutdown, its watchdog), SIGHUP (rescan), every other
+//!   signal logged and ignored;
 //! - [`tasks`]: named, watched tasks;
-//! - [`state_file`]: what each target applied, across restarts.
+//!
+//! Nothing imports the daemon: the tasks hold the stop flag ([`crate::stop`]), the reconcilers
+//! the state file ([`crate::reload::state_file`]).
 
-pub mod shutdown;
 pub mod signals;
-pub mod state_file;
 pub mod tasks;
 
 use std::future::Future;
@@ -29,12 +29,12 @@ use crate::process::ProcFs;
 use crate::process::identity::{IdentityResolver, Sidecar};
 use crate::reload::Action;
 use crate::reload::reconciler::Reconciler;
+use crate::reload::state_file::StateFile;
 use crate::report::metrics::Metrics;
 use crate::report::server::{self, Admin, Liveness};
 use crate::report::status::Board;
 use crate::watch::Wake;
 use crate::watch::inotify::WatchHub;
-use state_file::StateFile;
 use tasks::Tasks;
 
 /// A fatal runtime error (exit code 1).

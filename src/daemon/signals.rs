@@ -1,5 +1,7 @@
 //! Every signal that could end or stop the daemon: SIGTERM and SIGINT start the orderly shutdown
-//! ([`super::shutdown`]), SIGHUP rescans every watch group, and every other one is logged,
+//! (Kubernetes sends SIGTERM, Ctrl-C SIGINT: the daemon stops its watches, gives actions in
+//! flight `--shutdown-grace`, and is ended [`WATCHDOG_MARGIN`] later should it hang; a second one
+//! ends it at once), SIGHUP rescans every watch group, and every other one is logged,
 //! counted (`secret_reloader_signals_received_total{signal}`) and otherwise ignored.
 //!
 //! In a shared PID namespace every process of the sidecar's uid can signal it: `kill -HUP` with
@@ -27,7 +29,9 @@ use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithRawSiginfo;
 use tokio::sync::Notify;
 
-use super::shutdown::WATCHDOG_MARGIN;
+/// Time beyond `--shutdown-grace` after the first SIGTERM or SIGINT before the process is ended
+/// regardless (a hang nothing else can end): exit code 1.
+pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
 
 /// The signals that end or stop a process by default and are not faults, by name. The
 /// real-time signals (`SIGRTMIN`..=`SIGRTMAX`, whose first numbers the C library keeps for

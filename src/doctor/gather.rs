@@ -7,141 +7,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
-use crate::assess::access::Verdict;
+use super::report::{DaemonView, FileReport, GroupReport, PathReport, Report, ts};
 use crate::assess::{Policy, assess};
 use crate::config::{ActionConfig, Config, GroupConfig};
 use crate::process::ProcFs;
-use crate::process::identity::{AppIdentity, IdentityResolver, Sidecar};
+use crate::process::identity::{IdentityResolver, Sidecar};
 use crate::scan::{self, KUBELET_DATA, Layout, Scan};
 use crate::text;
 use crate::watch::mounts::{Mount, parse_mountinfo, single_file_mount};
 
 /// Certificates closer than this to their expiry are pointed out.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
-
-/// The whole report.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    /// When it was made.
-    pub time: String,
-    /// secret-reloader's version.
-    pub version: &'static str,
-    /// The sidecar's identity and capabilities.
-    pub sidecar: Sidecar,
-    /// The daemon on the listen address, if one answers.
-    pub daemon: DaemonView,
-    /// One entry per watch group.
-    pub groups: Vec<GroupReport>,
-    /// Everything found wrong (exit code 1 when not empty).
-    pub problems: Vec<String>,
-    /// Worth knowing, not wrong.
-    pub warnings: Vec<String>,
-}
-
-/// What the running daemon says.
-#[derive(Debug, Serialize)]
-pub struct DaemonView {
-    /// Where it was asked.
-    pub address: String,
-    /// Whether it answered.
-    pub reachable: bool,
-    /// What it said, in short.
-    pub detail: String,
-    /// Whether each target (by name) is stale, as the daemon sees it.
-    #[serde(skip)]
-    pub(super) stale: HashMap<String, bool>,
-    /// The daemon's pid, when its `/status` named one that runs this same program: never a
-    /// candidate for the app.
-    #[serde(skip)]
-    pub(super) pid: Option<i32>,
-}
-
-/// A watch group.
-#[derive(Debug, Serialize)]
-pub struct GroupReport {
-    /// Group name.
-    pub name: String,
-    /// The app's identity as access is checked against; `null` when unknown.
-    pub app_identity: Option<AppIdentity>,
-    /// Declared and actual identity differ.
-    pub identity_drift: Option<String>,
-    /// Watched paths.
-    pub paths: Vec<PathReport>,
-    /// Files of the current content.
-    pub files: Vec<FileReport>,
-    /// Why the content is incomplete.
-    pub incomplete: Vec<String>,
-    /// Why its PEM material is not usable.
-    pub inconsistent: Vec<String>,
-    /// Mounts in the app's mount table that kubelet never updates.
-    pub app_frozen_mounts: Vec<String>,
-    /// Targets.
-    pub targets: Vec<TargetReport>,
-}
-
-/// A watched path.
-#[derive(Debug, Serialize)]
-pub struct PathReport {
-    /// The path.
-    pub path: String,
-    /// Kubelet volume, plain directory or file, missing.
-    pub layout: Layout,
-    /// Owner uid, gid and mode of the path itself (following symlinks), when it exists.
-    pub owner: Option<(u32, u32, String)>,
-    /// A single-file mount (`subPath`): kubelet never updates it.
-    pub single_file_mount: bool,
-    /// When its content last changed.
-    pub content_changed: Option<String>,
-    /// How long ago, in seconds.
-    pub content_age_seconds: Option<u64>,
-}
-
-/// A file of the content.
-#[derive(Debug, Serialize)]
-pub struct FileReport {
-    /// Path as the app sees it.
-    pub path: String,
-    /// Owner uid.
-    pub uid: u32,
-    /// Owner gid.
-    pub gid: u32,
-    /// Mode, octal.
-    pub mode: String,
-    /// Whether it is empty (the exact size is never shown).
-    pub empty: bool,
-    /// Whether the app can read it.
-    pub access: Option<Verdict>,
-    /// When its earliest certificate expires.
-    pub cert_expires: Option<String>,
-}
-
-/// A target and its checks.
-#[derive(Debug, Serialize)]
-pub struct TargetReport {
-    /// Target name.
-    pub name: String,
-    /// `signal`, `http` or `exec`.
-    pub kind: &'static str,
-    /// Checks in the order they matter.
-    pub checks: Vec<Check>,
-}
-
-/// One check of a target.
-#[derive(Debug, Serialize)]
-pub struct Check {
-    /// What is checked (`process`, `signal`, `permission`, `freshness`, `endpoint`, ...).
-    pub what: &'static str,
-    /// Whether it passed.
-    pub ok: bool,
-    /// What was found and, when it failed, what to do.
-    pub detail: String,
-}
-
-pub(super) fn ts(t: SystemTime) -> String {
-    text::time_seconds(t)
-}
 
 /// Builds the report; `standalone`: no daemon is asked (and none is expected).
 pub async fn gather(config: &Config, standalone: bool) -> Report {

@@ -12,12 +12,13 @@
 
 mod gather;
 mod render;
+mod report;
 mod targets;
 
 use crate::config::Config;
 use crate::config::cli::{DoctorArgs, Output};
 
-pub use gather::{Check, Report};
+pub use report::{Check, Report};
 
 /// Runs the report; returns the exit code.
 pub fn run(args: DoctorArgs) -> i32 {

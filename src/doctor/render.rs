@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::gather::{GroupReport, Report};
+use super::report::{GroupReport, Report};
 
 /// Renders the report.
 pub fn text(r: &Report) -> String {

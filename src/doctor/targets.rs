@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::gather::{Check, DaemonView, TargetReport, ts};
+use super::report::{Check, DaemonView, TargetReport, ts};
 use crate::config::{
     ActionConfig, Config, Endpoint, ExecConfig, GroupConfig, HttpConfig, SignalConfig, TargetConfig,
 };

@@ -195,7 +195,7 @@ impl GroupTask {
                 tokio::select! {
                     _ = self.wake.notify.notified() => continue,
                     _ = &mut timer, if next.is_some() => {}
-                    _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+                    _ = crate::stop::stopped(&mut stop) => return,
                 }
             }
             let now = Instant::now();

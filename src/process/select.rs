@@ -38,7 +38,7 @@ pub const PID_FILE_SLACK: Duration = Duration::from_secs(1);
 /// How the target process is found.
 #[derive(Debug, Clone)]
 pub enum Selector {
-    /// comm or argv[0] basename.
+    /// comm or argv\[0\] basename.
     Name(String),
     /// Regular expression on the command line.
     Cmdline(regex_lite::Regex),

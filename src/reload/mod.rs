@@ -3,7 +3,8 @@
 //!
 //! - [`reconciler`]: the task of one target: when to act, what to record;
 //! - [`progress`]: what the reconciler knows and decides, pure and tested with a test clock;
-//! - [`signal`], [`http`], [`exec`]: the actions; [`verify`]: the probe after a reload.
+//! - [`signal`], [`http`], [`exec`]: the actions; [`verify`]: the probe after a reload;
+//! - [`state_file`]: what each target applied, kept across sidecar restarts.
 
 pub mod exec;
 pub mod http;
@@ -11,6 +12,7 @@ pub mod progress;
 pub mod reconciler;
 pub mod served;
 pub mod signal;
+pub mod state_file;
 pub mod tls;
 pub mod verify;
 

@@ -11,10 +11,9 @@ use tokio::sync::watch;
 
 use super::progress::{After, Ended, Limits, Progress, Step, jitter};
 use super::served::{self, Served};
+use super::state_file::{self, StateFile};
 use super::{Action, ActionError, Outcome, verify};
 use crate::config::{ReloadOnStart, TargetConfig};
-use crate::daemon::shutdown::stopped;
-use crate::daemon::state_file::{self, StateFile};
 use crate::group::{Content, DesiredRx, Version};
 use crate::lock;
 use crate::report::metrics::TargetMetrics;
@@ -22,6 +21,7 @@ use crate::report::status::{
     Attempt, AttemptResult, ErrorRecord, ServedDisk, ServedStatus, TargetEntry, TargetState,
 };
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
+use crate::stop::stopped;
 
 /// The reconciler of one target.
 pub struct Reconciler {

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::exposition::{counter, gauge, named};
 use super::metrics::{CallFailure, Metrics, TargetMetrics};
+use super::samples::{counter, gauge, named};
 use crate::lock;
 
 /// The families `--compat-metrics` asks for.

@@ -4,12 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
 use super::metrics::{BUCKETS, DropReason, GroupMetrics, Metrics, TargetMetrics, WatchErrorKind};
+use super::samples::{counter, gauge, labelled, named};
 use super::status::TargetState;
 use crate::lock;
 
@@ -389,56 +388,6 @@ fn flag(b: &AtomicBool) -> f64 {
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     named(format!("secret_reloader_{name}"), help, kind, metrics)
-}
-
-/// A family with its full name (other tools' series, see [`compat`](super::compat)).
-pub(super) fn named(
-    name: String,
-    help: &str,
-    kind: MetricType,
-    metrics: Vec<Metric>,
-) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name);
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
-}
-
-/// A metric with `labels`, in name order as registries write them.
-fn labelled(labels: &[(&str, &str)]) -> Metric {
-    let mut sorted = labels.to_vec();
-    sorted.sort_by_key(|(k, _)| *k);
-    let mut m = Metric::default();
-    m.set_label(
-        sorted
-            .iter()
-            .map(|(k, v)| {
-                let mut l = LabelPair::default();
-                l.set_name(k.to_string());
-                l.set_value(v.to_string());
-                l
-            })
-            .collect(),
-    );
-    m
-}
-
-pub(super) fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
-    let mut m = labelled(labels);
-    let mut g = Gauge::default();
-    g.set_value(v);
-    m.set_gauge(g);
-    m
-}
-
-pub(super) fn counter(labels: &[(&str, &str)], v: u64) -> Metric {
-    let mut m = labelled(labels);
-    let mut c = Counter::default();
-    c.set_value(v as f64);
-    m.set_counter(c);
-    m
 }
 
 fn histogram(t: &TargetMetrics) -> Metric {

@@ -361,7 +361,7 @@ pub(super) fn signals_received() -> Vec<(&'static str, u64)> {
 }
 
 /// State-file writes that failed, and the last failure (when, what): process-wide, like the one
-/// state file (`daemon::state_file` records them; `/status` and every [`Metrics`] show them).
+/// state file (`reload::state_file` records them; `/status` and every [`Metrics`] show them).
 static STATE_FILE: Mutex<(u64, Option<(std::time::SystemTime, String)>)> = Mutex::new((0, None));
 
 /// Records a state-file write: `Err(why)` when it failed.

@@ -13,5 +13,6 @@ mod exposition;
 pub mod logging;
 pub mod metrics;
 pub mod resources;
+mod samples;
 pub mod server;
 pub mod status;

@@ -15,27 +15,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::Changed;
 use super::inotify::{GroupId, WatchHub};
 use crate::process::tracker::PidFileChanges;
 use crate::scan::Interest;
-
-/// A flag the event reader raises when something happened to a watched file.
-#[derive(Debug)]
-pub struct Changed(AtomicBool);
-
-impl Changed {
-    /// Up: the file may have changed.
-    pub fn raise(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Whether it was up since the last call; lowers it.
-    pub fn take(&self) -> bool {
-        self.0.swap(false, Ordering::AcqRel)
-    }
-}
 
 /// A pid file's directory, watched for the file's name.
 pub struct FileWatch {
@@ -60,7 +44,7 @@ impl FileWatch {
             d if d.as_os_str().is_empty() => PathBuf::from("."),
             d => d.to_path_buf(),
         };
-        let changed = Arc::new(Changed(AtomicBool::new(true)));
+        let changed = Arc::new(Changed::up());
         Some(FileWatch {
             hub: hub.clone(),
             id: hub.register_file(changed.clone()),
@@ -101,7 +85,7 @@ impl PidFileChanges for FileWatch {
     }
 
     fn pending(&self) -> bool {
-        self.changed.0.load(Ordering::Acquire)
+        self.changed.is_up()
     }
 }
 

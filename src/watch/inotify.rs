@@ -26,8 +26,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDe
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use super::Changed;
 use super::debounce::Signal;
-use super::file::Changed;
 use super::mounts::Mount;
 use super::{Wake, WatchError};
 use crate::lock;
@@ -429,7 +429,7 @@ impl WatchHub {
             let Some(fd) = fd else {
                 tokio::select! {
                     _ = self.restored.notified() => continue,
-                    _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+                    _ = crate::stop::stopped(&mut stop) => return,
                 }
             };
             tokio::select! {
@@ -452,7 +452,7 @@ impl WatchHub {
                         }
                     }
                 }
-                _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+                _ = crate::stop::stopped(&mut stop) => return,
             }
         }
     }

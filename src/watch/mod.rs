@@ -11,7 +11,7 @@
 //!
 //! - [`debounce`]: when to scan after events (pure, clock-free);
 //! - [`inotify`]: the watch set and the event reader;
-//! - [`file`]: a pid file's directory watched for its name, so that a reload need not `stat` it;
+//! - [`file`](mod@file): a pid file's directory watched for its name, so that a reload need not `stat` it;
 //! - [`mounts`]: mount tables: single-file mounts, and the mount-table watcher.
 
 pub mod debounce;
@@ -26,6 +26,33 @@ use tokio::sync::Notify;
 
 use crate::lock;
 use debounce::{Debounce, Signal};
+
+/// A flag the event reader raises when something happened to a watched file (a pid file: see
+/// [`file`](mod@file)); its reader lowers it.
+#[derive(Debug)]
+pub struct Changed(std::sync::atomic::AtomicBool);
+
+impl Changed {
+    /// A flag up: nothing is known of the file yet.
+    pub fn up() -> Changed {
+        Changed(std::sync::atomic::AtomicBool::new(true))
+    }
+
+    /// Up: the file may have changed.
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether it was up since the last call; lowers it.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Whether it is up, leaving it so.
+    pub fn is_up(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
 
 /// Wakeup of one group's task.
 #[derive(Debug)]

@@ -117,7 +117,7 @@ pub async fn watch_mount_table(
                 hub.set_mounts(parse_mountinfo(&String::from_utf8_lossy(&buf)));
                 hub.poke_all(std::time::Instant::now());
             }
-            _ = crate::daemon::shutdown::stopped(&mut stop) => return,
+            _ = crate::stop::stopped(&mut stop) => return,
         }
     }
 }

@@ -1,0 +1,133 @@
+//! The doctor's report as data: what `gather` and `targets` fill in, what `render` writes as
+//! text, and what `--output json` prints.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::assess::access::Verdict;
+use crate::process::identity::{AppIdentity, Sidecar};
+use crate::scan::Layout;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When it was made.
+    pub time: String,
+    /// secret-reloader's version.
+    pub version: &'static str,
+    /// The sidecar's identity and capabilities.
+    pub sidecar: Sidecar,
+    /// The daemon on the listen address, if one answers.
+    pub daemon: DaemonView,
+    /// One entry per watch group.
+    pub groups: Vec<GroupReport>,
+    /// Everything found wrong (exit code 1 when not empty).
+    pub problems: Vec<String>,
+    /// Worth knowing, not wrong.
+    pub warnings: Vec<String>,
+}
+
+/// What the running daemon says.
+#[derive(Debug, Serialize)]
+pub struct DaemonView {
+    /// Where it was asked.
+    pub address: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// What it said, in short.
+    pub detail: String,
+    /// Whether each target (by name) is stale, as the daemon sees it.
+    #[serde(skip)]
+    pub(super) stale: HashMap<String, bool>,
+    /// The daemon's pid, when its `/status` named one that runs this same program: never a
+    /// candidate for the app.
+    #[serde(skip)]
+    pub(super) pid: Option<i32>,
+}
+
+/// A watch group.
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    /// Group name.
+    pub name: String,
+    /// The app's identity as access is checked against; `null` when unknown.
+    pub app_identity: Option<AppIdentity>,
+    /// Declared and actual identity differ.
+    pub identity_drift: Option<String>,
+    /// Watched paths.
+    pub paths: Vec<PathReport>,
+    /// Files of the current content.
+    pub files: Vec<FileReport>,
+    /// Why the content is incomplete.
+    pub incomplete: Vec<String>,
+    /// Why its PEM material is not usable.
+    pub inconsistent: Vec<String>,
+    /// Mounts in the app's mount table that kubelet never updates.
+    pub app_frozen_mounts: Vec<String>,
+    /// Targets.
+    pub targets: Vec<TargetReport>,
+}
+
+/// A watched path.
+#[derive(Debug, Serialize)]
+pub struct PathReport {
+    /// The path.
+    pub path: String,
+    /// Kubelet volume, plain directory or file, missing.
+    pub layout: Layout,
+    /// Owner uid, gid and mode of the path itself (following symlinks), when it exists.
+    pub owner: Option<(u32, u32, String)>,
+    /// A single-file mount (`subPath`): kubelet never updates it.
+    pub single_file_mount: bool,
+    /// When its content last changed.
+    pub content_changed: Option<String>,
+    /// How long ago, in seconds.
+    pub content_age_seconds: Option<u64>,
+}
+
+/// A file of the content.
+#[derive(Debug, Serialize)]
+pub struct FileReport {
+    /// Path as the app sees it.
+    pub path: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Mode, octal.
+    pub mode: String,
+    /// Whether it is empty (the exact size is never shown).
+    pub empty: bool,
+    /// Whether the app can read it.
+    pub access: Option<Verdict>,
+    /// When its earliest certificate expires.
+    pub cert_expires: Option<String>,
+}
+
+/// A target and its checks.
+#[derive(Debug, Serialize)]
+pub struct TargetReport {
+    /// Target name.
+    pub name: String,
+    /// `signal`, `http` or `exec`.
+    pub kind: &'static str,
+    /// Checks in the order they matter.
+    pub checks: Vec<Check>,
+}
+
+/// One check of a target.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    /// What is checked (`process`, `signal`, `permission`, `freshness`, `endpoint`, ...).
+    pub what: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found and, when it failed, what to do.
+    pub detail: String,
+}
+
+pub(super) fn ts(t: SystemTime) -> String {
+    crate::text::time_seconds(t)
+}
