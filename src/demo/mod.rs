@@ -52,8 +52,18 @@ pub fn run(args: DemoArgs) -> i32 {
 }
 
 fn demo(args: DemoArgs) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("secret-reloader-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // On tmpfs where there is one, as kubelet mounts a Secret volume (read on the reload
+    // thread); else in the temporary directory (read on a lane).
+    let name = format!("secret-reloader-demo-{}", std::process::id());
+    let shm = std::path::Path::new("/dev/shm").join(&name);
+    let dir = if std::fs::create_dir_all(&shm).is_ok() {
+        shm
+    } else {
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        dir
+    };
     let mut cleanup = Cleanup {
         dir: dir.clone(),
         app: None,
