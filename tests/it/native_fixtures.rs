@@ -8,15 +8,11 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use crate::support::native::{
     StallFs, deny_syscalls, deny_syscalls_with, fuse_mount_of, seccomp_deny, task_state, task_wchan,
 };
 use crate::support::{AtomicWriter, DEADLINE, credential, eventually, tempdir};
-
-/// Long enough that a read which was going to return has returned, on a busy machine.
-const HELD: Duration = Duration::from_millis(300);
 
 /// Reads `path` in a thread of this process; gives the thread's id, then the result.
 fn read_in_thread(path: std::path::PathBuf) -> (i32, mpsc::Receiver<std::io::Result<String>>) {
@@ -27,6 +23,23 @@ fn read_in_thread(path: std::path::PathBuf) -> (i32, mpsc::Receiver<std::io::Res
         let _ = tx.send(std::fs::read_to_string(path));
     });
     (tid_rx.recv().unwrap(), rx)
+}
+
+/// The read behind `rx` has not returned while the server holds its `op` of `name`: first no
+/// answer, then the request still held (so none can have come in between). No wait involved.
+fn assert_held(fs: &StallFs, rx: &mpsc::Receiver<std::io::Result<String>>, op: &str, name: &str) {
+    assert!(
+        matches!(rx.try_recv(), Err(mpsc::TryRecvError::Empty)),
+        "a held {op} returned; log:\n{}",
+        fs.log()
+    );
+    assert!(
+        fs.stalled()
+            .iter()
+            .any(|(o, p)| o == op && p.contains(name)),
+        "the {op} of {name} is no longer held; log:\n{}",
+        fs.log()
+    );
 }
 
 /// Runs `f` in a thread and waits at most `DEADLINE` for it: an access the fixture holds by
@@ -58,11 +71,7 @@ fn stallfs_holds_a_read_until_released_and_answers_the_rest_meanwhile() {
         held.starts_with("/..20") && held.ends_with("/token"),
         "{held}"
     );
-    assert!(
-        rx.recv_timeout(HELD).is_err(),
-        "a held read returned; log:\n{}",
-        fs.log()
-    );
+    assert_held(&fs, &rx, "read", "token");
     let pid = std::process::id() as i32;
     assert_eq!(
         task_state(pid, tid),
@@ -112,11 +121,11 @@ fn stallfs_holds_each_named_operation_in_turn() {
     fs.stall(&["getattr"], Some("token"));
     let (_, rx) = read_in_thread(fs.path().join("token"));
     assert_eq!(fs.wait_stalled("getattr", "token"), "/token");
-    assert!(rx.recv_timeout(HELD).is_err(), "a held lookup returned");
+    assert_held(&fs, &rx, "getattr", "token");
     for op in ["readlink", "open", "read"] {
         fs.stall(&[op], Some("token"));
         fs.wait_stalled(op, "token");
-        assert!(rx.recv_timeout(HELD).is_err(), "a held {op} returned");
+        assert_held(&fs, &rx, op, "token");
         // Only what is named is held: the directory's listing, its other names. (Not while a
         // lookup is held: libfuse 3.14 has the kernel look up one name at a time per directory.)
         let mnt = fs.path().to_path_buf();
@@ -236,21 +245,21 @@ fn dropping_stallfs_frees_a_reader_killed_while_held() {
         || task_state(pid, pid),
         |s| *s == Some('D'),
     );
-    std::thread::sleep(HELD);
     assert!(reader.try_wait().unwrap().is_none(), "the held reader died");
+    assert!(
+        fs.stalled()
+            .iter()
+            .any(|(o, p)| o == "read" && p.contains("token")),
+        "the read is no longer held"
+    );
 
     let mountpoint = fs.path().to_path_buf();
     drop(fs);
-    let deadline = Instant::now() + DEADLINE;
-    while reader.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "reader still {:?} in {} after the drop",
-            task_state(pid, pid),
-            task_wchan(pid, pid)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        "the reader to end after the drop",
+        || reader.try_wait().unwrap().is_some(),
+        |ended| *ended,
+    );
     assert_eq!(fuse_mount_of(&mountpoint), None, "still mounted");
     assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
 }

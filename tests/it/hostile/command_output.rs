@@ -117,27 +117,39 @@ impl Drop for KillMarked {
     }
 }
 
-#[test]
-fn a_process_left_holding_the_output_does_not_hold_the_reload() {
-    let f = Fixture::new();
+/// A daemon reloading `f` with a script whose `sleep`s take a number of this test's own (its
+/// mark: `{mark}` in `body`), so that what the script leaves running can be found and is killed
+/// whatever happens; `extra` flags after the common ones. The first rotation is done.
+fn daemon_running(f: &Fixture, body: &str, extra: &[&str]) -> (Daemon, String, KillMarked) {
     let mark = format!(
         "{}",
-        900_000 + u32::from_str_radix(&unique(), 16).unwrap() % 99_999
+        800_000 + u32::from_str_radix(&unique(), 16).unwrap() % 199_999
     );
-    let _guard = KillMarked(mark.clone());
-    let cmd = script(f.dir.path(), &format!("sleep {mark} &\necho started"));
-    let d = Daemon::start(&[
+    let guard = KillMarked(mark.clone());
+    let cmd = script(f.dir.path(), &body.replace("{mark}", &mark));
+    let mut args = vec![
         "--watch",
         f.vol(),
         "--exec",
         &cmd,
-        "--reload-timeout",
-        "60s",
         "--min-reload-interval",
         "0",
-    ]);
+    ];
+    args.extend(extra);
+    let d = Daemon::start(&args);
     d.wait_ready();
     f.rotate("2");
+    (d, mark, guard)
+}
+
+#[test]
+fn a_process_left_holding_the_output_does_not_hold_the_reload() {
+    let f = Fixture::new();
+    let (d, mark, _guard) = daemon_running(
+        &f,
+        "sleep {mark} &\necho started",
+        &["--reload-timeout", "60s"],
+    );
     eventually(
         "the command to succeed",
         || reloads(&d, "success"),
@@ -151,35 +163,17 @@ fn a_process_left_holding_the_output_does_not_hold_the_reload() {
 #[test]
 fn a_command_past_its_time_limit_is_killed_with_what_it_started() {
     let f = Fixture::new();
-    let mark = format!(
-        "{}",
-        800_000 + u32::from_str_radix(&unique(), 16).unwrap() % 99_999
+    let (d, mark, _guard) = daemon_running(
+        &f,
+        "sleep {mark} &\nsleep {mark}",
+        &["--reload-timeout", "1s", "--reload-retries", "0"],
     );
-    let _guard = KillMarked(mark.clone());
-    let cmd = script(f.dir.path(), &format!("sleep {mark} &\nsleep {mark}"));
-    let d = Daemon::start(&[
-        "--watch",
-        f.vol(),
-        "--exec",
-        &cmd,
-        "--reload-timeout",
-        "1s",
-        "--reload-retries",
-        "0",
-        "--min-reload-interval",
-        "0",
-    ]);
-    d.wait_ready();
-    f.rotate("2");
     eventually(
         "the command to fail",
         || reloads(&d, "failure"),
         |n| *n >= 1.0,
     );
     eventually("both sleeps to be gone", || marked(&mark), |p| p.is_empty());
-    let status = d.status();
-    let msg = status["targets"][0]["last_error"]["message"]
-        .as_str()
-        .unwrap();
+    let msg = d.error_containing("did not finish");
     assert!(msg.contains("killed with its process group"), "{msg}");
 }

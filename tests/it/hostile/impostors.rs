@@ -156,7 +156,7 @@ fn a_fresh_pid_file_of_the_declared_name_is_followed() {
 /// instead of the impostor being kept for good.
 #[test]
 fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
-    use super::{demo_app_as, named_exe, run_dir};
+    use super::{demo_app_as, named_exe, run_dir, wait_up};
     let dir = open_dir();
     let vol = dir.path().join("vol");
     let w = AtomicWriter::new(&vol);
@@ -166,16 +166,9 @@ fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
     let (name, exe) = named_exe(dir.path());
     let state = |n: &str| run.join(format!("{n}.state"));
     let reloads = |n: &str| App::state_of(&state(n)).map_or(0, |s| s.reloads);
-    let up = |n: &str, pid: i32| {
-        eventually(
-            &format!("{n} up"),
-            || App::state_of(&state(n)),
-            |s| s.as_ref().is_some_and(|s| s.pid == pid),
-        );
-    };
     crate::support::let_content_age();
     let impostor = demo_app_as(&exe, &token, &state("impostor"), None);
-    up("impostor", impostor.pid());
+    wait_up(&state("impostor"), &impostor);
     let d = Daemon::start(&[
         "--watch",
         vol.to_str().unwrap(),
@@ -192,22 +185,10 @@ fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
     eventually("the impostor's reload", || reloads("impostor"), |n| *n >= 1);
     // The app comes back: two unrelated processes of the name.
     let app = demo_app_as(&exe, &token, &state("app"), None);
-    up("app", app.pid());
+    wait_up(&state("app"), &app);
     let before = reloads("impostor");
     w.write(&[("token", credential("3"))]).unwrap();
-    let status = eventually(
-        "the ambiguity",
-        || d.status(),
-        |s| {
-            s["targets"][0]["last_error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("ambiguous target"))
-        },
-    );
-    assert_eq!(
-        reloads("impostor"),
-        before,
-        "the impostor was kept: {status}"
-    );
+    let msg = d.error_containing("ambiguous target");
+    assert_eq!(reloads("impostor"), before, "the impostor was kept: {msg}");
     assert_eq!(d.status()["targets"][0]["stale"], true);
 }

@@ -260,6 +260,16 @@ pub fn demo_app_as(exe: &Path, credential: &Path, state: &Path, user: Option<(u3
     Proc(cmd.spawn().expect("start the demo app"))
 }
 
+/// Waits until the demo app `p` reports into `state` (handler installed, credential loaded).
+pub fn wait_up(state: &Path, p: &Proc) {
+    let pid = p.pid();
+    crate::support::eventually(
+        &format!("pid {pid} to report"),
+        || crate::support::App::state_of(state),
+        |s| s.as_ref().is_some_and(|s| s.pid == pid),
+    );
+}
+
 /// A directory every uid may write its state into.
 pub fn run_dir(dir: &Path) -> PathBuf {
     let run = dir.join("run");

@@ -101,18 +101,7 @@ fn a_send_the_profile_refuses_names_seccomp_not_the_apps_uid() {
     );
     d.wait_ready();
     f.rotate("2");
-    let status = eventually(
-        "the refusal",
-        || d.status(),
-        |s| {
-            s["targets"][0]["last_error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("not permitted"))
-        },
-    );
-    let msg = status["targets"][0]["last_error"]["message"]
-        .as_str()
-        .unwrap();
+    let msg = d.error_containing("not permitted");
     assert!(msg.contains("seccomp"), "{msg}");
     assert!(!msg.contains("runAsUser"), "{msg}");
     assert_eq!(app.reloads(), 0);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::{
-    Proc, demo_app_as, doctor, let_content_age, named_exe, open_dir, os, run_dir, running,
+    demo_app_as, doctor, let_content_age, named_exe, open_dir, os, run_dir, running, wait_up,
 };
 use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, now_ns};
 
@@ -19,15 +19,6 @@ fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
 
 fn reloads(state: &Path) -> u64 {
     App::state_of(state).map_or(0, |s| s.reloads)
-}
-
-fn wait_up(state: &Path, p: &Proc) {
-    let pid = p.pid();
-    eventually(
-        &format!("pid {pid} to report"),
-        || App::state_of(state),
-        |s| s.as_ref().is_some_and(|s| s.pid == pid),
-    );
 }
 
 #[test]
@@ -192,18 +183,7 @@ fn eperm_hint_names_the_declared_run_as_user() {
     let d = Daemon::spawn(cmd);
     d.wait_ready();
     w.write(&[("token", credential("2"))]).unwrap();
-    let status = eventually(
-        "the permission error",
-        || d.status(),
-        |s| {
-            s["targets"][0]["last_error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("not permitted"))
-        },
-    );
-    let msg = status["targets"][0]["last_error"]["message"]
-        .as_str()
-        .unwrap();
+    let msg = d.error_containing("not permitted");
     assert!(msg.contains("runAsUser (2000)"), "{msg}");
     assert!(msg.contains("uid 3000"), "{msg}");
     assert_eq!(app.reloads(), 0);

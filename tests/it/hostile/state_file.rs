@@ -7,6 +7,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use super::open_dir;
 use crate::support::{Daemon, eventually};
 
+/// A ready daemon watching `watched`, an exec target, and `state` as its state file.
+fn ready_with(watched: &std::path::Path, state: &std::path::Path) -> Daemon {
+    let d = Daemon::start(&[
+        "--watch",
+        watched.to_str().unwrap(),
+        "--exec",
+        "true",
+        "--state-file",
+        state.to_str().unwrap(),
+    ]);
+    d.wait_ready();
+    d
+}
+
 fn key_of(path: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -28,15 +42,7 @@ fn a_temporary_file_left_in_the_state_directory_does_not_get_the_key() {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::os::unix::fs::chown(&tmp, Some(1234), Some(1234)).unwrap();
     let state = sd.join("state.json");
-    let d = Daemon::start(&[
-        "--watch",
-        watched.to_str().unwrap(),
-        "--exec",
-        "true",
-        "--state-file",
-        state.to_str().unwrap(),
-    ]);
-    d.wait_ready();
+    let _d = ready_with(&watched, &state);
     eventually(
         "the state file with its key",
         || key_of(&state),
@@ -61,15 +67,7 @@ fn a_state_file_others_could_read_or_an_empty_key_is_not_used() {
         let state = dir.path().join("state.json");
         std::fs::write(&state, format!(r#"{{"key":"{key}","targets":{{}}}}"#)).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
-        let d = Daemon::start(&[
-            "--watch",
-            watched.to_str().unwrap(),
-            "--exec",
-            "true",
-            "--state-file",
-            state.to_str().unwrap(),
-        ]);
-        d.wait_ready();
+        let d = ready_with(&watched, &state);
         let new_key = eventually(
             "a new key in the state file",
             || key_of(&state),
@@ -97,15 +95,7 @@ fn a_state_file_that_cannot_be_written_is_said_and_counted() {
     std::fs::write(watched.join("token"), "1").unwrap();
     // A directory that does not exist: every write fails.
     let state = dir.path().join("gone").join("state.json");
-    let d = Daemon::start(&[
-        "--watch",
-        watched.to_str().unwrap(),
-        "--exec",
-        "true",
-        "--state-file",
-        state.to_str().unwrap(),
-    ]);
-    d.wait_ready();
+    let d = ready_with(&watched, &state);
     eventually(
         "the failure counted",
         || d.metric("state_file_write_failures_total", &[]),

@@ -262,6 +262,23 @@ impl Daemon {
         )
     }
 
+    /// Waits until the first target's last error holds `text`; that message.
+    pub fn error_containing(&self, text: &str) -> String {
+        let status = eventually(
+            &format!("an error saying '{text}'"),
+            || self.status(),
+            |s| {
+                s["targets"][0]["last_error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+            },
+        );
+        status["targets"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&self) {
         eventually(
@@ -301,10 +318,7 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         // Bounded: a daemon with a thread held in a stalled filesystem is not reaped until that
         // filesystem answers (a test's StallFs, dropped after it, releases it).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        native::exited_within(&mut self.child, Duration::from_secs(5));
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log());
         }

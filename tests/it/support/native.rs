@@ -159,6 +159,20 @@ pub const STALL_OPS: &[&str] = &[
     "getattr", "readlink", "opendir", "readdir", "open", "read", "flush", "release", "statfs",
 ];
 
+/// Waits at most `limit` for `child` to end (it is reaped then); whether it did.
+pub fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A backing directory served read-only through FUSE at a mount point, with every access
 /// reaching the server (no kernel caching), whose operations can be held.
 ///
@@ -198,7 +212,7 @@ impl StallFs {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reading = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
@@ -211,7 +225,8 @@ impl StallFs {
                 break conn;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
+                // Everything it said, to its end.
+                let _ = reading.join();
                 panic!(
                     "stallfs exited ({status}) before mounting {}:\n{}",
                     mountpoint.display(),
@@ -314,16 +329,7 @@ impl StallFs {
 
     /// Waits at most `limit` for the server to end; whether it did.
     fn reaped(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exited_within(&mut self.child, limit)
     }
 }
 
