@@ -248,7 +248,7 @@ impl GroupTask {
     async fn look(&mut self, mem: &mut Memory, stop: &mut watch::Receiver<bool>) -> Option<Look> {
         let (mounts, generation) = self.hub.mounts();
         if mem.place == (Place::Memory, Some(generation)) && !mem.large {
-            if let Some(scan) = read_content(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
+            if let Some(scan) = read_settled(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
             {
                 return Some(Look {
                     scan,
@@ -276,9 +276,13 @@ impl GroupTask {
             self.id,
         );
         let policy = self.policy();
+        let mounts = (mem.place.1 != Some(generation)).then_some(mounts);
         let job = move || {
-            let scan = read_settled(&cfg, &key, &kinds);
-            let place = crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &mounts);
+            let scan = read_settled(&cfg, &key, &kinds, None).expect("no budget");
+            // Found again only when the mount table changed since it was last found.
+            let place = mounts.map(|m| {
+                crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &m)
+            });
             let watched = hub.reconcile(id, &scan.watch);
             let assessment = match identity.as_mut() {
                 Some(identity) => assess(&scan, identity, policy),
@@ -311,7 +315,9 @@ impl GroupTask {
                     // What returned was read long ago: read again at once.
                     mem.rescan = true;
                 }
-                mem.place = (off.place, Some(generation));
+                if let Some(place) = off.place {
+                    mem.place = (place, Some(generation));
+                }
                 Some(Look {
                     scan,
                     off_thread: Some(off),
@@ -365,19 +371,6 @@ impl GroupTask {
         else {
             return !*stop.borrow();
         };
-        // A volume swapped again mid-read (a burst of rotations): read the newer one instead of
-        // reporting a version kubelet has already removed. Bounded: a volume swapping faster
-        // than it can be read is reported as it was found. (Off the thread, the job did this.)
-        for _ in 0..TORN_RETRIES {
-            if !scan.torn {
-                break;
-            }
-            tracing::debug!("a kubelet volume swapped during the scan: reading it again");
-            let Some(again) = self.look(mem, stop).await else {
-                return !*stop.borrow();
-            };
-            (scan, off_thread) = (again.scan, again.off_thread);
-        }
         if scan.torn {
             tracing::info!(
                 reads = TORN_RETRIES + 1,
@@ -518,24 +511,32 @@ struct Look {
 
 /// What a job on the lane did besides the scan.
 struct OffThread {
-    /// Where the files live, found again.
-    place: Place,
+    /// Where the files live, when found again (the mount table changed since the last time).
+    place: Option<Place>,
     /// The watches reconciled with the scan's.
     watched: Result<bool, crate::watch::WatchError>,
     /// The assessment.
     assessment: Assessment,
 }
 
-/// Reads the content without a budget, again while a kubelet volume swaps under the read.
-fn read_settled(cfg: &GroupConfig, key: &FingerprintKey, kinds: &[Option<bool>]) -> Scan {
-    let mut scan = read_content(cfg, key, kinds, None).expect("no budget");
+/// Reads the content (within `budget`: `None` when it ran out), again while a kubelet volume
+/// swaps under the read: the newer version instead of one kubelet has already removed. Bounded:
+/// a volume swapping faster than it can be read is reported as it was found (still `torn`).
+fn read_settled(
+    cfg: &GroupConfig,
+    key: &FingerprintKey,
+    kinds: &[Option<bool>],
+    budget: Option<Budget>,
+) -> Option<Scan> {
+    let mut scan = read_content(cfg, key, kinds, budget)?;
     for _ in 0..TORN_RETRIES {
         if !scan.torn {
             break;
         }
-        scan = read_content(cfg, key, kinds, None).expect("no budget");
+        tracing::debug!("a kubelet volume swapped during the scan: reading it again");
+        scan = read_content(cfg, key, kinds, budget)?;
     }
-    scan
+    Some(scan)
 }
 
 /// Reads the group's content; `None` when the budget ran out.
