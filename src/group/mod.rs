@@ -280,9 +280,8 @@ impl GroupTask {
         let job = move || {
             let scan = read_settled(&cfg, &key, &kinds, None).expect("no budget");
             // Found again only when the mount table changed since it was last found.
-            let place = mounts.map(|m| {
-                crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &m)
-            });
+            let place =
+                mounts.map(|m| crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &m));
             let watched = hub.reconcile(id, &scan.watch);
             let assessment = match identity.as_mut() {
                 Some(identity) => assess(&scan, identity, policy),

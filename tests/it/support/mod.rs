@@ -296,18 +296,15 @@ impl Daemon {
     /// Sends `sig` and waits (with the deadline) for the exit status.
     pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit after SIGTERM; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            native::exited_within(&mut self.child, DEADLINE),
+            "daemon did not exit after {sig}; log:\n{}",
+            self.log()
+        );
+        self.child
+            .try_wait()
+            .expect("wait")
+            .expect("the status of a reaped child")
     }
 }
 
