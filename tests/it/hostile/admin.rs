@@ -175,20 +175,17 @@ fn probe(d: &Daemon, n: usize) -> Under {
     u
 }
 
-/// Every probe under 2 s, most under 500 ms, memory under 16 MiB.
+/// Every probe under 2 s (a probe held out waits for a slow head's 5 s), the median under
+/// 500 ms, memory under 16 MiB.
 fn answered_fast(u: &Under, what: &str) {
     let slowest = *u.times.last().unwrap();
     assert!(
         slowest < Duration::from_secs(2),
         "{what}: a probe took {slowest:?}: {u:?}"
     );
-    let fast = u
-        .times
-        .iter()
-        .filter(|t| **t < Duration::from_millis(500))
-        .count();
+    let median = u.times[u.times.len() / 2];
     assert!(
-        fast * 10 >= u.times.len() * 8,
+        median < Duration::from_millis(500),
         "{what}: most probes must answer fast: {u:?}"
     );
     assert!(
