@@ -30,8 +30,11 @@
 //! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
 //!   read it ([`assess::access`]).
 //! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
-//!   [`reload::progress`]) and the actions ([`reload::signal`], [`reload::http`] with
-//!   [`reload::tls`], [`reload::exec`], [`reload::verify`], [`reload::served`]).
+//!   [`reload::progress`]), the verification of what its action did ([`reload::verify`],
+//!   [`reload::served`]), what each target applied across restarts ([`reload::state_file`]).
+//! - [`action`]: the action kinds, one folder each, owning configuration, run time and doctor
+//!   checks: [`action::http`], [`action::signal`], [`action::exec`], and the environment
+//!   restart ([`action::restart`]); [`client`]: the daemon's HTTP(S) client ([`client::tls`]).
 //! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
 //!   confused with another ([`process::handle`]), identities ([`process::identity`]), its
 //!   environment as keyed fingerprints ([`process::environ`], for `--consumed-as env`).
@@ -48,7 +51,9 @@
 
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod assess;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;

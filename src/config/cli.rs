@@ -335,7 +335,7 @@ pub struct RunArgs {
     pub consistency_timeout: Duration,
 
     /// Most files one version of a watch group may have; more make it incomplete (held back).
-    #[arg(long, value_name = "N", default_value_t = super::DEFAULT_MAX_FILES,
+    #[arg(long, value_name = "N", default_value_t = super::values::DEFAULT_MAX_FILES,
           env = "SECRET_RELOADER_MAX_FILES")]
     pub max_files: usize,
 

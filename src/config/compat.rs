@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn prometheus_config_reloader_command_lines_mean_what_they_meant() {
-        use crate::config::ActionConfig;
+        use crate::action::ActionConfig;
         // Its flags alone: its default reload URL, said at start; its series on.
         let l = load(&[
             "--watched-dir",

@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    AccessPolicy, ActionConfig, ConsumedAs, ExecConfig, Findings, GroupConfig, GroupDefaults,
-    HttpConfig, ReloadOnStart, SignalConfig, TargetDefaults, TlsClient, exec_argv, flags, parse,
-    selector, target, watch_paths,
+    AccessPolicy, ConsumedAs, Findings, GroupConfig, GroupDefaults, ReloadOnStart, TargetDefaults,
+    TlsClient, flags, parse, target, watch_paths,
 };
+use crate::action::{ActionConfig, exec, http, signal};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,7 +286,7 @@ pub(crate) fn parse(
                     )
                     .map(|mut v| {
                         let at = format!("{at}verify_url");
-                        flags::secure(&mut v.endpoint, tls.as_ref(), &at, f);
+                        parse::secure(&mut v.endpoint, tls.as_ref(), &at, f);
                         v
                     }),
                 };
@@ -335,6 +335,7 @@ pub(crate) fn parse(
     out
 }
 
+/// The action of a target: its kind's own fields, read by the kind.
 fn file_target(
     t: FileTarget,
     at: &str,
@@ -359,48 +360,17 @@ fn file_target(
             timeout: to,
             ..
         } => {
-            let endpoint = parse::endpoint(&url)
-                .map_err(|e| f.error(format!("{at}url: {e}")))
-                .ok()
-                .map(|mut e| {
-                    flags::secure(&mut e, d.tls.as_ref(), &format!("{at}url"), f);
-                    e
-                });
-            let method = parse::method(method.as_deref().unwrap_or("POST"))
-                .map_err(|e| f.error(format!("{at}method: {e}")))
-                .ok();
-            let expected_status = parse::status(expected_status.unwrap_or(200))
-                .map_err(|e| f.error(format!("{at}expected_status: {e}")))
-                .ok();
-            let inline: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            let files: Vec<String> = header_files
-                .iter()
-                .map(|(k, p)| format!("{k}: {}", p.display()))
-                .collect();
-            let (hs, hfs) = flags::HeaderSources {
-                inline: &inline,
-                files: &files,
-                bearer_token_file: bearer_token_file.as_deref(),
-                names: [
-                    &format!("{at}headers"),
-                    &format!("{at}header_files"),
-                    &format!("{at}bearer_token_file"),
-                ],
-            }
-            .build(f);
-            let timeout = timeout(to, f);
-            Some((
-                name,
-                ActionConfig::Http(HttpConfig {
-                    endpoint: endpoint?,
-                    method: method?,
-                    expected_status: expected_status?,
-                    headers: hs,
-                    header_files: hfs,
-                    bearer_token_file,
-                    timeout: timeout?,
-                }),
-            ))
+            let fields = http::FileFields {
+                url,
+                method,
+                expected_status,
+                headers,
+                header_files,
+                bearer_token_file,
+                timeout: timeout(to, f),
+            };
+            let action = http::from_file(fields, at, d.tls.as_ref(), f)?;
+            Some((name, ActionConfig::Http(action)))
         }
         FileTarget::Signal {
             name,
@@ -411,33 +381,15 @@ fn file_target(
             signal_all,
             ..
         } => {
-            let sel = selector(
-                process_name.as_deref(),
-                process_cmdline.as_deref(),
-                pid_file.as_deref(),
-                at,
-                f,
-            );
-            if sel.is_none()
-                && process_name.is_none()
-                && process_cmdline.is_none()
-                && pid_file.is_none()
-            {
-                f.error(format!(
-                    "{at}: a signal target needs process_name, process_cmdline or pid_file"
-                ));
-            }
-            let signal = parse::signal(signal.as_deref().unwrap_or("HUP"))
-                .map_err(|e| f.error(format!("{at}signal: {e}")))
-                .ok();
-            Some((
-                name,
-                ActionConfig::Signal(SignalConfig {
-                    signal: signal?,
-                    selector: sel?,
-                    all: signal_all,
-                }),
-            ))
+            let fields = signal::FileFields {
+                signal: signal.as_deref(),
+                process_name: process_name.as_deref(),
+                process_cmdline: process_cmdline.as_deref(),
+                pid_file: pid_file.as_deref(),
+                signal_all,
+            };
+            let action = signal::from_file(fields, at, f)?;
+            Some((name, ActionConfig::Signal(action)))
         }
         FileTarget::Exec {
             name,
@@ -445,21 +397,12 @@ fn file_target(
             timeout: to,
             ..
         } => {
-            let argv = match command {
-                Command::Line(line) => exec_argv(&line),
-                Command::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
-                Command::Argv(argv) => Ok(argv),
-            }
-            .map_err(|e| f.error(format!("{at}command: {e}")))
-            .ok();
-            let timeout = timeout(to, f);
-            Some((
-                name,
-                ActionConfig::Exec(ExecConfig {
-                    argv: argv?,
-                    timeout: timeout?,
-                }),
-            ))
+            let command = match command {
+                Command::Line(l) => exec::FileCommand::Line(l),
+                Command::Argv(a) => exec::FileCommand::Argv(a),
+            };
+            let action = exec::from_file(command, timeout(to, f), at, f)?;
+            Some((name, ActionConfig::Exec(action)))
         }
     }
 }

@@ -8,10 +8,12 @@
 pub mod cli;
 pub mod compat;
 mod file;
+mod findings;
 mod flags;
 mod model;
 pub mod parse;
 mod summary;
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,12 +24,11 @@ use crate::files;
 use crate::process::identity::Identity;
 use crate::scan::fingerprint::FingerprintKey;
 use cli::{Cli, RunArgs};
-pub(crate) use flags::{exec_argv, selector, watch_paths};
+pub(crate) use findings::Findings;
+pub(crate) use flags::watch_paths;
 pub use model::*;
-pub use parse::{Endpoint, TlsClient};
-
-/// Default of `--max-files`: files one version may have.
-pub const DEFAULT_MAX_FILES: usize = 10_000;
+pub use parse::{Endpoint, ServedCert, TlsClient};
+pub use values::*;
 
 /// Largest key, config and token files read.
 const SMALL_FILE_LIMIT: u64 = 64 * 1024;
@@ -92,22 +93,6 @@ pub(crate) struct GroupDefaults {
     pub consumed_as: ConsumedAs,
 }
 
-/// Problems and warnings collected while building.
-#[derive(Debug, Default)]
-pub(crate) struct Findings {
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-impl Findings {
-    pub fn error(&mut self, e: impl Into<String>) {
-        self.errors.push(e.into());
-    }
-    pub fn warn(&mut self, w: impl Into<String>) {
-        self.warnings.push(w.into());
-    }
-}
-
 impl Config {
     /// Parses a full command line (program name first) as the binary does. Clap's own usage
     /// errors are returned as text too.
@@ -162,7 +147,7 @@ fn build(
     );
     flags::prometheus_config_reloader(args, &mut reload_urls, &mut f);
     if let Some(url) = &args.verify_url {
-        flags::warn_visible_query(url, "--verify-url", &mut f);
+        parse::warn_visible_query(url, "--verify-url", &mut f);
     }
     let tls = flags::cli_tls(args, &mut f);
     let mut verify = flags::verify(
@@ -173,7 +158,7 @@ fn build(
         &mut f,
     );
     if let Some(v) = &mut verify {
-        flags::secure(&mut v.endpoint, tls.as_ref(), "--verify-url", &mut f);
+        parse::secure(&mut v.endpoint, tls.as_ref(), "--verify-url", &mut f);
     }
     let splay = args
         .splay
@@ -213,7 +198,7 @@ fn build(
         consumed_as: args.consumed_as,
     };
     let mut groups = Vec::new();
-    let cli_actions = flags::cli_actions(args, &reload_urls, tls.as_ref(), &mut f);
+    let cli_actions = crate::action::from_flags(args, &reload_urls, tls.as_ref(), &mut f);
     if !watch.is_empty() || !cli_actions.is_empty() {
         if watch.is_empty() {
             f.error("the action flags need something to watch: add --watch PATH");
@@ -274,7 +259,7 @@ fn build(
         });
     }
     check_access_policy(&groups, &mut f);
-    check_env_groups(&groups, &mut f);
+    crate::action::restart::check_groups(&groups, &mut f);
     if groups.is_empty() && f.errors.is_empty() {
         f.error("nothing to watch: give --watch PATH with an action, or --config FILE");
     }
@@ -403,9 +388,13 @@ fn fingerprint_key(args: &RunArgs, f: &mut Findings) -> (FingerprintKey, bool) {
 }
 
 /// Builds a target with the group's defaults; an empty name is derived from the action.
-pub(crate) fn target(name: String, action: ActionConfig, d: &TargetDefaults) -> TargetConfig {
+pub(crate) fn target(
+    name: String,
+    action: crate::action::ActionConfig,
+    d: &TargetDefaults,
+) -> TargetConfig {
     let name = if name.is_empty() {
-        default_name(&action)
+        action.default_name()
     } else {
         name
     };
@@ -425,57 +414,13 @@ pub(crate) fn target(name: String, action: ActionConfig, d: &TargetDefaults) -> 
 /// `--access-policy block` needs to know who the app is.
 fn check_access_policy(groups: &[GroupConfig], f: &mut Findings) {
     for g in groups {
-        let knows_app = g.app.is_some()
-            || g.targets
-                .iter()
-                .any(|t| matches!(t.action, ActionConfig::Signal(_)));
+        let knows_app = g.app.is_some() || g.targets.iter().any(|t| t.action.selector().is_some());
         if g.access_policy == AccessPolicy::Block && !knows_app {
             f.error(format!(
                 "watch group '{}': access policy block needs the app's identity: give --app-uid and --app-gid \
                  (app_uid/app_gid in the config file) or a signal target whose process it can be read from",
                 g.name
             ));
-        }
-    }
-}
-
-/// An app that took its keys as environment variables is restarted, never reloaded: every target
-/// of such a group must be a signal target (the process whose environment is compared).
-fn check_env_groups(groups: &[GroupConfig], f: &mut Findings) {
-    for g in groups.iter().filter(|g| g.consumed_as == ConsumedAs::Env) {
-        for t in &g.targets {
-            match &t.action {
-                ActionConfig::Signal(s) => {
-                    let sig = s.signal.as_str();
-                    if !matches!(sig, "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGKILL") {
-                        f.warn(format!(
-                            "watch group '{}' is consumed as env, and target '{}' sends {sig}: a signal \
-                             cannot change a process's environment; --signal TERM restarts the container, \
-                             which takes the Secret anew",
-                            g.name,
-                            crate::text::value(&t.name)
-                        ));
-                    }
-                }
-                _ => f.error(format!(
-                    "watch group '{}' is consumed as env (--consumed-as env, consumed_as), but target '{}' \
-                     is not a signal target: only a restart applies an environment. Give the app's process \
-                     (--process-name, --process-cmdline or --pid-file) with --signal TERM",
-                    g.name,
-                    crate::text::value(&t.name)
-                )),
-            }
-        }
-    }
-}
-
-fn default_name(action: &ActionConfig) -> String {
-    match action {
-        ActionConfig::Http(h) => h.endpoint.label(),
-        ActionConfig::Signal(s) => format!("signal:{}", s.selector.short()),
-        ActionConfig::Exec(e) => {
-            let prog = e.argv.first().map(String::as_str).unwrap_or_default();
-            format!("exec:{}", prog.rsplit('/').next().unwrap_or(prog))
         }
     }
 }

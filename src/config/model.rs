@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Method;
-use hyper::header::{HeaderName, HeaderValue};
-use nix::sys::signal::Signal;
-
-use super::parse::Endpoint;
-use crate::process::Selector;
+use super::compat::CompatMetrics;
+use super::parse::{Endpoint, ServedCert};
+use super::values::{AccessPolicy, ConsumedAs, LogFormat, LogLevel, ReloadOnStart};
+use crate::action::ActionConfig;
 use crate::process::identity::Identity;
 use crate::scan::fingerprint::FingerprintKey;
 
@@ -50,7 +48,7 @@ pub struct Config {
     /// Mount point of the PID namespace's procfs.
     pub proc_root: PathBuf,
     /// Other tools' metric series exported too.
-    pub compat_metrics: super::compat::CompatMetrics,
+    pub compat_metrics: CompatMetrics,
     /// `--splay`, when given.
     pub splay: Option<Splay>,
 }
@@ -119,49 +117,19 @@ pub struct Splay {
     pub offset: Duration,
 }
 
-/// Where the app serves the certificate of the watched files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedCert {
-    /// Host to connect to (sent as SNI when it is a name, not an address).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// PostgreSQL: an SSLRequest before the TLS handshake.
-    pub postgres: bool,
-    /// Limit of one look.
-    pub timeout: Duration,
-}
-
-impl ServedCert {
-    /// `HOST:PORT` or `postgres://HOST:PORT`, for messages and labels.
-    pub fn label(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let scheme = if self.postgres { "postgres://" } else { "" };
-        format!("{scheme}{host}:{}", self.port)
-    }
-}
-
 impl TargetConfig {
     /// Whether an https:// call of the target (reload or verify) accepts any certificate.
     pub fn tls_insecure_skip_verify(&self) -> bool {
         let insecure = |e: &crate::config::Endpoint| {
             e.is_https() && e.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
         };
-        matches!(&self.action, ActionConfig::Http(h) if insecure(&h.endpoint))
+        self.action.endpoint().is_some_and(insecure)
             || self.verify.as_ref().is_some_and(|v| insecure(&v.endpoint))
     }
 
-    /// `http`, `signal` or `exec`.
-    pub fn kind(&self) -> &'static str {
-        match self.action {
-            ActionConfig::Http(_) => "http",
-            ActionConfig::Signal(_) => "signal",
-            ActionConfig::Exec(_) => "exec",
-        }
+    /// Its action's kind.
+    pub fn kind(&self) -> crate::action::Kind {
+        self.action.kind()
     }
 }
 
@@ -174,139 +142,4 @@ pub struct Verify {
     pub contains: Option<String>,
     /// Limit of one probe.
     pub timeout: Duration,
-}
-
-/// What a reload does.
-#[derive(Debug, Clone)]
-pub enum ActionConfig {
-    /// Call an HTTP endpoint.
-    Http(HttpConfig),
-    /// Signal a process in the shared PID namespace.
-    Signal(SignalConfig),
-    /// Run a command.
-    Exec(ExecConfig),
-}
-
-/// An HTTP reload call.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Where to call.
-    pub endpoint: Endpoint,
-    /// Request method.
-    pub method: Method,
-    /// Status that means success.
-    pub expected_status: u16,
-    /// Extra request headers (values marked sensitive).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Extra request headers whose values are read from files at every call.
-    pub header_files: Vec<(HeaderName, PathBuf)>,
-    /// Bearer token, read at every call.
-    pub bearer_token_file: Option<PathBuf>,
-    /// Limit on the whole call, connection included.
-    pub timeout: Duration,
-}
-
-/// A signal to the target process.
-#[derive(Debug, Clone)]
-pub struct SignalConfig {
-    /// The signal.
-    pub signal: Signal,
-    /// How the process is found at every reload.
-    pub selector: Selector,
-    /// Signal every match instead of the one top-level match.
-    pub all: bool,
-}
-
-/// A command run on change.
-#[derive(Debug, Clone)]
-pub struct ExecConfig {
-    /// Program and arguments (no shell).
-    pub argv: Vec<String>,
-    /// Limit on its run time.
-    pub timeout: Duration,
-}
-
-/// When to reload a target whose process may hold an older version at start-up.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ReloadOnStart {
-    /// Reload once when the target process started before the current content appeared.
-    Auto,
-    /// Always reload once at start.
-    Always,
-    /// Never reload at start; only changes seen while running cause reloads.
-    Never,
-}
-
-/// What to do with a new version the app cannot read.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessPolicy {
-    /// Reload anyway, and report.
-    Warn,
-    /// Do not reload it into the app; report, and reload once it is readable.
-    Block,
-}
-
-/// How the app takes a watch group's content.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsumedAs {
-    /// It reads the files (a reload makes it read them again).
-    #[default]
-    Files,
-    /// It was given the keys as environment variables at its start (`envFrom`): only a restart
-    /// of its container applies a new version; the daemon compares the process's environment
-    /// with the files.
-    Env,
-}
-
-/// A switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    /// Enabled.
-    On,
-    /// Disabled.
-    Off,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable text (`logfmt`, prometheus-config-reloader's name, is accepted).
-    #[value(alias = "logfmt")]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
-    /// Only what an operator must act on.
-    Error,
-    /// Also what an operator should look at.
-    Warn,
-    /// Also every reload and change (default).
-    Info,
-    /// Also scans and decisions.
-    Debug,
-    /// Everything, including raw filesystem events (`all`, prometheus-config-reloader's name, is
-    /// accepted).
-    #[value(alias = "all")]
-    Trace,
 }

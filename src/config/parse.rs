@@ -1,14 +1,18 @@
-//! Parsers for the value types of flags and config fields: durations, signals, reload URLs,
-//! headers and listen addresses. Each error says what was expected, so that the caller only has
+//! Parsers for the value types of flags and config fields: durations, signals, reload URLs
+//! and their TLS options, served-certificate addresses, headers, listen addresses and paths. Each error says what was expected, so that the caller only has
 //! to prefix the flag or field name.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Uri};
 use nix::sys::signal::Signal;
+
+use super::Findings;
 
 /// The longest duration any setting accepts: deadlines computed from it stay far from the
 /// clock's range.
@@ -198,7 +202,7 @@ pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
 
 /// Where an app serves its certificate: `HOST:PORT` (TLS from the first byte) or
 /// `postgres://HOST:PORT` (PostgreSQL's SSLRequest first).
-pub fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<super::ServedCert, String> {
+pub fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<ServedCert, String> {
     let shown = raw.escape_debug();
     let (postgres, rest) = match raw.trim().strip_prefix("postgres://") {
         Some(r) => (true, r),
@@ -219,7 +223,7 @@ pub fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<super::Ser
     if host.is_empty() || port == 0 || host.contains(['/', '@', '?', '#', ' ']) {
         return Err(bad());
     }
-    Ok(super::ServedCert {
+    Ok(ServedCert {
         host: host.to_string(),
         port,
         postgres,
@@ -333,6 +337,100 @@ pub fn listen(raw: &str) -> Result<SocketAddr, String> {
     t.parse().map_err(|_| {
         format!("'{s}' is not an address: write it like 0.0.0.0:9533, [::]:9533 or :9533")
     })
+}
+
+/// Where the app serves the certificate of the watched files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCert {
+    /// Host to connect to (sent as SNI when it is a name, not an address).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// PostgreSQL: an SSLRequest before the TLS handshake.
+    pub postgres: bool,
+    /// Limit of one look.
+    pub timeout: Duration,
+}
+
+impl ServedCert {
+    /// `HOST:PORT` or `postgres://HOST:PORT`, for messages and labels.
+    pub fn label(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let scheme = if self.postgres { "postgres://" } else { "" };
+        format!("{scheme}{host}:{}", self.port)
+    }
+}
+
+impl Endpoint {
+    /// The TLS options of an https:// endpoint (paths and choices; nothing read from the files).
+    pub fn tls_summary(&self) -> serde_json::Value {
+        match (self.is_https(), self.tls.as_deref()) {
+            (true, Some(t)) => serde_json::json!({
+                "ca_file": t.ca_file.as_deref().map(crate::text::path),
+                "client_cert_file": t.client_cert_file.as_deref().map(crate::text::path),
+                "server_name": t.server_name.as_deref().map(crate::text::value),
+                "insecure_skip_verify": t.insecure_skip_verify,
+            }),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+/// Gives an https:// endpoint its TLS options (`given_as`: the flag or field, for messages).
+pub(crate) fn secure(
+    endpoint: &mut Endpoint,
+    tls: Option<&Arc<TlsClient>>,
+    given_as: &str,
+    f: &mut Findings,
+) {
+    if !endpoint.is_https() {
+        return;
+    }
+    let label = endpoint.label();
+    match tls {
+        Some(t) if t.insecure_skip_verify => f.warn(format!(
+            "{given_as} {label}: the endpoint's certificate is not verified \
+             (--tls-insecure-skip-verify): anything that answers on that address is trusted"
+        )),
+        Some(t) if t.ca_file.is_some() => {}
+        _ => f.error(format!(
+            "{given_as} {label}: an https:// URL needs --tls-ca-file (the image has no system CA \
+             roots) or --tls-insecure-skip-verify (in the config file: the target's tls.ca_file or \
+             tls.insecure_skip_verify)"
+        )),
+    }
+    endpoint.tls = tls.cloned();
+}
+
+/// A URL given on the command line or in the environment is readable by every process of the pod
+/// (`/proc/<pid>/cmdline`, `environ`): a query there may be a credential in plain sight.
+pub(crate) fn warn_visible_query(url: &str, name: &str, f: &mut Findings) {
+    if url.contains('?') {
+        f.warn(format!(
+            "{name}: the URL's query is visible to every process of the pod (/proc/<pid>/cmdline or \
+             environ); if it carries a credential, send it as a header read from a file \
+             (--reload-header-file) instead"
+        ));
+    }
+}
+
+/// `p` made absolute against the working directory and lexically cleaned (`.` dropped).
+pub(crate) fn absolute(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(p)
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ActionConfig, Config, GroupConfig, TargetConfig};
+use super::{Config, GroupConfig, TargetConfig};
 use crate::text;
 
 fn dur(d: std::time::Duration) -> String {
@@ -58,37 +58,13 @@ impl GroupConfig {
 
 impl TargetConfig {
     fn summary(&self) -> Value {
-        let action = match &self.action {
-            ActionConfig::Http(h) => json!({
-                "type": "http",
-                "url": h.endpoint.label(),
-                "tls": tls(&h.endpoint),
-                "method": h.method.as_str(),
-                "expected_status": h.expected_status,
-                "headers": h.headers.iter().map(|(n, _)| n.as_str())
-                    .chain(h.header_files.iter().map(|(n, _)| n.as_str()))
-                    .collect::<Vec<_>>(),
-                "bearer_token": h.bearer_token_file.is_some(),
-                "timeout": dur(h.timeout),
-            }),
-            ActionConfig::Signal(s) => json!({
-                "type": "signal",
-                "signal": s.signal.as_str(),
-                "selector": s.selector.summary(),
-                "signal_all": s.all,
-            }),
-            ActionConfig::Exec(e) => json!({
-                "type": "exec",
-                "command": e.argv.first().map(|c| text::value(c)),
-                "timeout": dur(e.timeout),
-            }),
-        };
+        let action = self.action.summary();
         json!({
             "name": text::value(&self.name),
             "action": action,
             "verify": self.verify.as_ref().map(|v| json!({
                 "url": v.endpoint.label(),
-                "tls": tls(&v.endpoint),
+                "tls": v.endpoint.tls_summary(),
                 "contains": v.contains.is_some(),
             })),
             "verify_served_cert": self.served_cert.as_ref().map(|s| s.label()),
@@ -96,18 +72,5 @@ impl TargetConfig {
             "reload_on_start": self.reload_on_start,
             "retries": self.retries,
         })
-    }
-}
-
-/// The TLS options of an https:// endpoint (paths and choices; nothing read from the files).
-fn tls(e: &crate::config::Endpoint) -> Value {
-    match (e.is_https(), e.tls.as_deref()) {
-        (true, Some(t)) => json!({
-            "ca_file": t.ca_file.as_deref().map(text::path),
-            "client_cert_file": t.client_cert_file.as_deref().map(text::path),
-            "server_name": t.server_name.as_deref().map(text::value),
-            "insecure_skip_verify": t.insecure_skip_verify,
-        }),
-        _ => Value::Null,
     }
 }

@@ -23,11 +23,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{ActionConfig, Config};
+use crate::action::Action;
+use crate::config::Config;
 use crate::group::{FALLBACK_POLL_INTERVAL, GroupTask, Timing};
 use crate::process::ProcFs;
 use crate::process::identity::{IdentityResolver, Sidecar};
-use crate::reload::Action;
 use crate::reload::reconciler::Reconciler;
 use crate::reload::state_file::StateFile;
 use crate::report::metrics::Metrics;
@@ -203,10 +203,10 @@ pub async fn serve(
         let (tx, rx) = watch::channel(None);
         let (ready_tx, ready_rx) = oneshot::channel();
         readies.push(ready_rx);
-        let selector = cfg.targets.iter().find_map(|t| match &t.action {
-            ActionConfig::Signal(s) => Some(s.selector.clone()),
-            _ => None,
-        });
+        let selector = cfg
+            .targets
+            .iter()
+            .find_map(|t| t.action.selector().cloned());
         let task = GroupTask {
             cfg: cfg.clone(),
             key: key.clone(),
@@ -232,7 +232,7 @@ pub async fn serve(
             task.run(stop_rx.clone()),
         );
         for (index, t) in cfg.targets.iter().enumerate() {
-            let status = board.register_target(&t.name, &cfg.name, t.kind());
+            let status = board.register_target(&t.name, &cfg.name, t.kind().as_str());
             let action = Action::new(
                 &t.action,
                 &procfs,
@@ -263,7 +263,7 @@ pub async fn serve(
     }
     tasks.helper(
         "the mount-table watcher".into(),
-        crate::watch::mounts::watch_mount_table(
+        crate::watch::remount::watch_mount_table(
             config.proc_root.join("self/mountinfo"),
             hub.clone(),
             stop_rx.clone(),

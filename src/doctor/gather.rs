@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::report::{DaemonView, FileReport, GroupReport, PathReport, Report, ts};
 use crate::assess::{Policy, assess};
-use crate::config::{ActionConfig, Config, GroupConfig};
+use crate::config::{Config, GroupConfig};
 use crate::process::ProcFs;
 use crate::process::identity::{IdentityResolver, Sidecar};
 use crate::scan::{self, KUBELET_DATA, Layout, Scan};
@@ -57,7 +57,7 @@ pub async fn gather(config: &Config, standalone: bool) -> Report {
         .groups
         .iter()
         .flat_map(|g| &g.targets)
-        .any(|t| matches!(t.action, ActionConfig::Signal(_)));
+        .any(|t| t.action.selector().is_some());
     if let crate::process::handle::Delivery::Kill { why } = &report.sidecar.signal_delivery
         && signalled
     {
@@ -87,10 +87,7 @@ async fn group(
             served_certs: g.targets.iter().any(|t| t.served_cert.is_some()),
         },
     );
-    let selector = g.targets.iter().find_map(|t| match &t.action {
-        ActionConfig::Signal(s) => Some(s.selector.clone()),
-        _ => None,
-    });
+    let selector = g.targets.iter().find_map(|t| t.action.selector().cloned());
     let mut resolver = IdentityResolver::new(g.app.clone(), selector, procfs.clone());
     let a = assess(
         &scan,

@@ -12,7 +12,7 @@
 
 mod gather;
 mod render;
-mod report;
+pub(crate) mod report;
 mod targets;
 
 use crate::config::Config;

@@ -40,11 +40,11 @@ pub struct DaemonView {
     pub detail: String,
     /// Whether each target (by name) is stale, as the daemon sees it.
     #[serde(skip)]
-    pub(super) stale: HashMap<String, bool>,
+    pub(crate) stale: HashMap<String, bool>,
     /// The daemon's pid, when its `/status` named one that runs this same program: never a
     /// candidate for the app.
     #[serde(skip)]
-    pub(super) pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
 }
 
 /// A watch group.
@@ -128,6 +128,29 @@ pub struct Check {
     pub detail: String,
 }
 
-pub(super) fn ts(t: SystemTime) -> String {
+impl Check {
+    /// A check of `what`, passed or not, with what was found.
+    pub fn new(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
+        Check {
+            what,
+            ok,
+            detail: detail.into(),
+        }
+    }
+
+    /// A TCP connection to the endpoint: whether something listens, without calling it.
+    pub async fn reachable(what: &'static str, e: &crate::config::Endpoint) -> Check {
+        let addr = format!("{}:{}", e.host, e.port);
+        let connect = tokio::net::TcpStream::connect((e.host.as_str(), e.port));
+        match tokio::time::timeout(std::time::Duration::from_secs(2), connect).await {
+            Ok(Ok(_)) => Check::new(what, true, format!("{addr} accepts connections")),
+            Ok(Err(err)) => Check::new(what, false, format!("cannot connect to {addr}: {err}")),
+            Err(_) => Check::new(what, false, format!("no answer from {addr} within 2s")),
+        }
+    }
+}
+
+/// A time as the report shows it.
+pub(crate) fn ts(t: SystemTime) -> String {
     crate::text::time_seconds(t)
 }

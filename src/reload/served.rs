@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use x509_cert::Certificate;
 
-use super::tls;
+use crate::client::tls;
 use crate::config::ServedCert;
 use crate::scan::CertOnDisk;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
@@ -128,7 +128,7 @@ pub fn mismatch(sc: &ServedCert, disk: &[CertOnDisk], s: &Served) -> String {
 /// The DER of the end-entity certificate of a TLS handshake with `sc`.
 async fn fetch(sc: &ServedCert) -> Result<Vec<u8>, String> {
     let label = sc.label();
-    let addrs = super::http::addresses(&sc.host, sc.port).await?;
+    let addrs = crate::client::addresses(&sc.host, sc.port).await?;
     let mut tcp = TcpStream::connect(addrs.as_slice())
         .await
         .map_err(|e| format!("cannot connect to {label}: {e}"))?;

@@ -169,7 +169,7 @@ impl StateFile {
             tracing::warn!(path = %text::path(&self.path), error = %e,
                 "cannot write the state file: a restarted sidecar may repeat or miss a reload");
         }
-        crate::report::metrics::state_file_written(
+        state_file_written(
             written.map_err(|e| format!("cannot write {}: {e}", text::path(&self.path))),
         );
     }
@@ -192,6 +192,27 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// State-file writes that failed, and the last failure (when, what): process-wide, like the one
+/// state file (recorded here; `/status` and the metrics show them).
+static STATE_FILE: Mutex<(u64, Option<(std::time::SystemTime, String)>)> = Mutex::new((0, None));
+
+/// Records a state-file write: `Err(why)` when it failed.
+pub fn state_file_written(result: Result<(), String>) {
+    let mut s = lock(&STATE_FILE);
+    match result {
+        Ok(()) => s.1 = None,
+        Err(why) => {
+            s.0 += 1;
+            s.1 = Some((std::time::SystemTime::now(), why));
+        }
+    }
+}
+
+/// Failed state-file writes so far, and the last one while it is the latest write.
+pub fn state_file_failures() -> (u64, Option<(std::time::SystemTime, String)>) {
+    lock(&STATE_FILE).clone()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::Method;
 
-use super::http::request;
+use crate::client::request;
 use crate::config::Verify;
 
 /// Probes per verification.

@@ -282,7 +282,7 @@ impl Metrics {
             "state_file_write_failures_total",
             "Writes of --state-file that failed (a restarted sidecar may then repeat or miss a reload; see /status).",
             MetricType::COUNTER,
-            vec![counter(&[], super::metrics::state_file_failures().0)],
+            vec![counter(&[], crate::reload::state_file::state_file_failures().0)],
         ));
         out.push(family(
             "resource_exhausted_total",

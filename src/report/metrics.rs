@@ -360,27 +360,6 @@ pub(super) fn signals_received() -> Vec<(&'static str, u64)> {
     lock(&SIGNALS_RECEIVED).clone()
 }
 
-/// State-file writes that failed, and the last failure (when, what): process-wide, like the one
-/// state file (`reload::state_file` records them; `/status` and every [`Metrics`] show them).
-static STATE_FILE: Mutex<(u64, Option<(std::time::SystemTime, String)>)> = Mutex::new((0, None));
-
-/// Records a state-file write: `Err(why)` when it failed.
-pub fn state_file_written(result: Result<(), String>) {
-    let mut s = lock(&STATE_FILE);
-    match result {
-        Ok(()) => s.1 = None,
-        Err(why) => {
-            s.0 += 1;
-            s.1 = Some((std::time::SystemTime::now(), why));
-        }
-    }
-}
-
-/// Failed state-file writes so far, and the last one while it is the latest write.
-pub fn state_file_failures() -> (u64, Option<(std::time::SystemTime, String)>) {
-    lock(&STATE_FILE).clone()
-}
-
 /// Every metric of the daemon. Components register their series once and keep the handle.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -431,8 +410,7 @@ impl Metrics {
             name: cfg.name.clone(),
             verify: cfg.verify.is_some().then(Default::default),
             served: cfg.served_cert.is_some().then(Default::default),
-            calls: matches!(cfg.action, crate::config::ActionConfig::Http(_))
-                .then(Default::default),
+            calls: (cfg.kind() == crate::action::Kind::Http).then(Default::default),
             tls_insecure: AtomicBool::new(cfg.tls_insecure_skip_verify()),
             ..Default::default()
         });

@@ -505,12 +505,14 @@ impl Board {
             ready: self.is_ready(),
             sidecar: &self.sidecar,
             resources: super::resources::status(),
-            state_file_error: super::metrics::state_file_failures().1.map(|(at, why)| {
-                json!({
-                    "at": text::time(at),
-                    "message": text::value(&why),
-                })
-            }),
+            state_file_error: crate::reload::state_file::state_file_failures().1.map(
+                |(at, why)| {
+                    json!({
+                        "at": text::time(at),
+                        "message": text::value(&why),
+                    })
+                },
+            ),
             config: self.config.summary(),
             watches: lock(&self.groups).iter().map(|g| lock(g).clone()).collect(),
             targets: lock(&self.targets)

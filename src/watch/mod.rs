@@ -18,6 +18,7 @@ pub mod debounce;
 pub mod file;
 pub mod inotify;
 pub mod mounts;
+pub mod remount;
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use secret_reloader::Config;
-use secret_reloader::config::{AccessPolicy, ActionConfig as Action, ReloadOnStart, TargetConfig};
+use secret_reloader::action::ActionConfig as Action;
+use secret_reloader::config::{AccessPolicy, ReloadOnStart, TargetConfig};
 use secret_reloader::process::Selector;
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! Signal action: find the app's process in the shared PID namespace and signal it, safely.
+//! The signal action at run time: find the app's process in the shared PID namespace and signal it, safely.
 //!
 //! - The process is found by its selector (see [`crate::process::select`]): never the sidecar,
 //!   only the declared app uid when one is declared, and one top-level match (several unrelated
@@ -11,32 +11,26 @@
 //!   signals 1–31, `SigCgt` in `status` above). TERM, INT, QUIT and KILL, named to restart a
 //!   container, are the exception.
 //! - A process that started after the current content appeared already holds it: nothing is sent.
-//! - An app that took the keys as environment variables (`--consumed-as env`) is compared instead:
-//!   its environment's keyed fingerprints against the files'. While they differ it is sent the
-//!   restart signal once per version (its container restarts and takes the Secret anew), at most
-//!   once per `--retry-backoff-max` across versions, never when none of the keys is in its
-//!   environment, and the new process is compared again before anything else is sent.
+//! - An app that took the keys as environment variables (`--consumed-as env`) is restarted
+//!   instead, when its environment differs from the files ([`crate::action::restart`]).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use tokio::sync::watch;
 
-use super::{ActionError, Outcome};
-use crate::config::SignalConfig;
+use super::SignalConfig;
+use crate::action::{ActionError, Outcome};
 use crate::group::Version;
 use crate::lane::{Heard, Lane, Ran};
 use crate::lock;
-use crate::process::environ::{self, Verdict};
 use crate::process::handle::{Gone, ProcessHandle};
 use crate::process::select::FindError;
 use crate::process::tracker::{Found, PidFileChanges, TrackError, Tracker};
 use crate::process::{Dispositions, ProcFs, ProcInfo};
-use crate::report::status::EnvironmentStatus;
 use crate::report::status::TargetEntry;
-use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
@@ -52,12 +46,12 @@ pub const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
 /// The signal action of one target.
 pub struct SignalAction {
     /// What to send.
-    signal: Signal,
+    pub(in crate::action) signal: Signal,
     /// The app's process(es), followed across reloads; `None` while a lookup that reads the
     /// pid file has not returned.
     tracker: Option<Tracker>,
     /// The selector, described for messages.
-    selector: String,
+    pub(in crate::action) selector: String,
     /// Where a lookup that reads the pid file runs (its filesystem may stall).
     lane: Lane,
     /// The daemon's stop flag (a lookup on the lane is not awaited past it).
@@ -65,30 +59,7 @@ pub struct SignalAction {
     /// The target's entry on the status board, where a stalled lookup is shown.
     status: Option<TargetEntry>,
     /// The one process that holds the version last applied (pid, start ticks), for the state file.
-    delivered: Option<(i32, u64)>,
-    /// For an app that took the keys as environment variables: what to compare them with.
-    env: Option<Box<EnvMode>>,
-}
-
-/// The environment comparison of an app that took the keys as environment variables.
-pub struct EnvMode {
-    /// The fingerprint key (the variables are fingerprinted like the files).
-    key: FingerprintKey,
-    /// Least time between two restarts (`--retry-backoff-max`).
-    gap: Duration,
-    /// The last restart signal sent.
-    restart: Option<Restart>,
-    /// What the last comparison found.
-    last: Option<EnvironmentStatus>,
-}
-
-/// A restart signal sent for a version.
-#[derive(Debug, Clone, Copy)]
-struct Restart {
-    version: Fingerprint,
-    at: Instant,
-    /// The process it was sent to (pid, start ticks).
-    process: (i32, u64),
+    pub(in crate::action) delivered: Option<(i32, u64)>,
 }
 
 impl SignalAction {
@@ -104,7 +75,6 @@ impl SignalAction {
             stop: watch::channel(false).1,
             status: None,
             delivered: None,
-            env: None,
         }
     }
 
@@ -123,177 +93,8 @@ impl SignalAction {
         self
     }
 
-    /// The same action for an app that took the keys as environment variables: compared with
-    /// `key`, restarted at most once per `gap`.
-    pub fn comparing_environment(mut self, key: FingerprintKey, gap: Duration) -> Self {
-        self.env = Some(Box::new(EnvMode {
-            key,
-            gap,
-            restart: None,
-            last: None,
-        }));
-        self
-    }
-
-    /// What the last comparison of the app's environment found (`--consumed-as env`).
-    pub fn environment(&self) -> Option<&EnvironmentStatus> {
-        self.env.as_ref().and_then(|e| e.last.as_ref())
-    }
-
-    /// Whether the app's environment still holds `version` (`None`: not compared, or it cannot
-    /// be read now). Sends nothing.
-    pub async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
-        self.env.as_ref()?;
-        let mut procs = self.targets().await.ok()?;
-        if procs.len() != 1 {
-            self.keep(procs);
-            return None;
-        }
-        let found = self.compare(&mut procs[0].0, version);
-        self.keep(procs);
-        Some(found.ok()? == Verdict::Holds)
-    }
-
-    /// Compares the environment of `h` with the keys of `version`, and records it.
-    fn compare(
-        &mut self,
-        h: &mut ProcessHandle,
-        version: &Version,
-    ) -> Result<Verdict, ActionError> {
-        let Some(env) = self.env.as_mut() else {
-            return Ok(Verdict::Holds);
-        };
-        let mut status = EnvironmentStatus {
-            pid: h.info.pid,
-            checked_at: SystemTime::now(),
-            keys: environ::Compared::default(),
-            error: None,
-        };
-        match h.environ() {
-            Ok(raw) => {
-                status.keys = environ::compare(&raw, &version.keys, &env.key);
-                let verdict = status.keys.verdict();
-                env.last = Some(status);
-                Ok(verdict)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(gone(&h.info)),
-            Err(e) => {
-                let uid = h
-                    .status()
-                    .map(|s| s.uid.to_string())
-                    .unwrap_or_else(|_| "?".into());
-                let why = environ::unreadable(&h.info.shown(), h.info.pid, &uid, &e);
-                status.error = Some(why.clone());
-                env.last = Some(status);
-                Err(ActionError::Failed(why))
-            }
-        }
-    }
-
-    /// `--consumed-as env`: restart the app when its environment differs from the files, safely
-    /// (see the module's documentation).
-    async fn restart_if_stale(&mut self, version: &Version) -> Result<Outcome, ActionError> {
-        let sig = self.signal;
-        let mut procs = self.targets().await?;
-        if procs.len() != 1 {
-            let n = procs.len();
-            self.keep(procs);
-            return Err(ActionError::Failed(format!(
-                "--consumed-as env compares the environment of one process, but {n} match {}: \
-                 select the app's main process alone",
-                self.selector
-            )));
-        }
-        let compared = self.compare(&mut procs[0].0, version);
-        let (h, _) = &mut procs[0];
-        let me = (h.info.pid, h.info.start_ticks);
-        let shown = h.info.shown();
-        let restart = self.env.as_ref().and_then(|e| e.restart);
-        let this_version = restart.filter(|r| r.version == version.fingerprint);
-        let result = match compared {
-            Err(e) => Err(e),
-            Ok(Verdict::Absent) => Err(ActionError::Failed(format!(
-                "none of the keys ({}) is in the environment of {shown}: a restart would change \
-                 nothing, so none is sent; give the app the Secret with envFrom, or watch the \
-                 files it reads with --consumed-as files",
-                version
-                    .keys
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-            Ok(Verdict::Holds) => {
-                self.delivered = Some(me);
-                Ok(match this_version {
-                    Some(r) if r.process != me => Outcome::Done(format!(
-                        "{shown}, started after {} to pid {}, holds the content on disk in its environment",
-                        sig.as_str(),
-                        r.process.0
-                    )),
-                    _ => Outcome::Skipped(format!(
-                        "the environment of {shown} holds the content on disk"
-                    )),
-                })
-            }
-            Ok(Verdict::Differs) => {
-                let keys = self
-                    .environment()
-                    .map(|e| e.keys.differing.join(", "))
-                    .unwrap_or_default();
-                match (this_version, restart) {
-                    (Some(r), _) if r.process == me => Err(ActionError::Waiting(format!(
-                        "{} was sent to {shown} {} ago: waiting for it to exit and its container to restart",
-                        sig.as_str(),
-                        humantime::format_duration(Duration::from_secs(r.at.elapsed().as_secs()))
-                    ))),
-                    (Some(r), _) => Err(ActionError::Failed(format!(
-                        "{shown}, started after {} to pid {}, still holds another value of {keys}: its \
-                         container took an older Secret (kubelet's copy lags, or the Secret changed back); \
-                         not restarting it again for this version",
-                        sig.as_str(),
-                        r.process.0
-                    ))),
-                    (None, Some(r))
-                        if r.at.elapsed() < self.env.as_ref().map_or(Duration::ZERO, |e| e.gap) =>
-                    {
-                        Err(ActionError::Waiting(format!(
-                            "{shown} holds another value of {keys}, but the last restart was {} ago: the \
-                             next waits for --retry-backoff-max",
-                            humantime::format_duration(Duration::from_secs(
-                                r.at.elapsed().as_secs()
-                            ))
-                        )))
-                    }
-                    _ => match h.signal(sig) {
-                        Ok(()) => {
-                            if let Some(env) = self.env.as_mut() {
-                                env.restart = Some(Restart {
-                                    version: version.fingerprint,
-                                    at: Instant::now(),
-                                    process: me,
-                                });
-                            }
-                            Err(ActionError::Waiting(format!(
-                                "{} sent to {shown}: its environment holds another value of {keys}; \
-                                 waiting for its container to restart with the current Secret",
-                                sig.as_str()
-                            )))
-                        }
-                        Err(e) => Err(send_error(h, e)),
-                    },
-                }
-            }
-        };
-        self.keep(procs);
-        result
-    }
-
     /// Signals the target process(es) so they load `version`.
     pub async fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
-        if self.env.is_some() {
-            return self.restart_if_stale(version).await;
-        }
         let sig = self.signal;
         // What the processes do with the signal, read now (the safety check of every send), and
         // when they started.
@@ -349,7 +150,7 @@ impl SignalAction {
         Ok(done)
     }
 
-    fn keep<T>(&mut self, procs: Vec<(ProcessHandle, T)>) {
+    pub(in crate::action) fn keep<T>(&mut self, procs: Vec<(ProcessHandle, T)>) {
         if let Some(t) = self.tracker.as_mut() {
             t.keep(procs.into_iter().map(|(h, _)| h).collect());
         }
@@ -380,7 +181,7 @@ impl SignalAction {
     }
 
     /// The processes to signal, with their status now.
-    async fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
+    pub(in crate::action) async fn targets(&mut self) -> Result<Vec<Found>, ActionError> {
         self.targets_with(ProcessHandle::status).await
     }
 
@@ -465,7 +266,7 @@ fn stall_heard(status: Option<&TargetEntry>, heard: Heard<'_>) {
     }
 }
 
-fn send_error(h: &mut ProcessHandle, e: Errno) -> ActionError {
+pub(in crate::action) fn send_error(h: &mut ProcessHandle, e: Errno) -> ActionError {
     match e {
         Errno::ESRCH => gone(&h.info),
         Errno::EPERM => {
@@ -556,7 +357,7 @@ fn old_enough(p: &ProcInfo, started: SystemTime, sig: Signal) -> Result<(), Acti
     )))
 }
 
-fn gone(p: &ProcInfo) -> ActionError {
+pub(in crate::action) fn gone(p: &ProcInfo) -> ActionError {
     ActionError::Waiting(format!(
         "{} exited before it could be signalled: looking it up again",
         p.shown()

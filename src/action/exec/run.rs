@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::{ActionError, Outcome};
-use crate::config::ExecConfig;
+use super::ExecConfig;
+use crate::action::{ActionError, Outcome};
 use crate::group::Version;
 use crate::text;
 

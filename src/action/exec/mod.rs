@@ -1,0 +1,90 @@
+//! The exec kind: run a command. Its configuration, from the flags (`--exec`, repeatable) and
+//! from a config file's `"type": "exec"` target; [`run`] runs it; [`doctor`] checks it.
+
+pub mod doctor;
+pub mod run;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::Findings;
+use crate::config::cli::RunArgs;
+
+/// A command run on change.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Program and arguments (no shell).
+    pub argv: Vec<String>,
+    /// Limit on its run time.
+    pub timeout: Duration,
+}
+
+impl ExecConfig {
+    /// The target's name when none is given: `exec:` and the program's file name.
+    pub fn default_name(&self) -> String {
+        let prog = self.argv.first().map(String::as_str).unwrap_or_default();
+        format!("exec:{}", prog.rsplit('/').next().unwrap_or(prog))
+    }
+
+    /// What `/status` shows: the program, never its arguments (they may carry credentials).
+    pub fn summary(&self) -> Value {
+        json!({
+            "command": self.argv.first().map(|c| crate::text::value(c)),
+            "timeout": humantime::format_duration(self.timeout).to_string(),
+        })
+    }
+}
+
+/// The command targets of the command line, one per `--exec`.
+pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Vec<ExecConfig> {
+    let mut out = Vec::new();
+    for cmd in &args.exec {
+        match exec_argv(cmd) {
+            Ok(argv) => out.push(ExecConfig {
+                argv,
+                timeout: args.reload_timeout,
+            }),
+            Err(e) => f.error(format!("--exec: {e}")),
+        }
+    }
+    out
+}
+
+/// A config file's command: one shell-style string or an argument list.
+pub(crate) enum FileCommand {
+    /// `"command": "nginx -s reload"`.
+    Line(String),
+    /// `"command": ["nginx", "-s", "reload"]`.
+    Argv(Vec<String>),
+}
+
+/// The command target of a config file's fields (`at`: the target's field path; `timeout`: the
+/// field's or the group's, already parsed).
+pub(crate) fn from_file(
+    command: FileCommand,
+    timeout: Option<Duration>,
+    at: &str,
+    f: &mut Findings,
+) -> Option<ExecConfig> {
+    let argv = match command {
+        FileCommand::Line(line) => exec_argv(&line),
+        FileCommand::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
+        FileCommand::Argv(argv) => Ok(argv),
+    }
+    .map_err(|e| f.error(format!("{at}command: {e}")))
+    .ok();
+    Some(ExecConfig {
+        argv: argv?,
+        timeout: timeout?,
+    })
+}
+
+/// Splits a command with shell-style quoting (no shell runs it).
+pub(crate) fn exec_argv(cmd: &str) -> Result<Vec<String>, String> {
+    match shlex::split(cmd) {
+        Some(argv) if !argv.is_empty() => Ok(argv),
+        Some(_) => Err("the command is empty".into()),
+        None => Err(format!("'{}' has unbalanced quotes", cmd.escape_debug())),
+    }
+}

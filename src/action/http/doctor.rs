@@ -1,0 +1,31 @@
+//! The doctor's checks of an HTTP target: the endpoint (and the verify endpoint) accept
+//! connections, the token and header files are readable. Nothing is called.
+
+use super::HttpConfig;
+use crate::config::Verify;
+use crate::doctor::report::Check;
+use crate::text;
+
+/// The checks of the target (`verify`: its verification, whose endpoint is looked at too).
+pub(crate) async fn checks(h: &HttpConfig, verify: Option<&Verify>) -> Vec<Check> {
+    let mut checks = vec![Check::reachable("endpoint", &h.endpoint).await];
+    let files = h
+        .bearer_token_file
+        .iter()
+        .map(|p| ("bearer token", p))
+        .chain(h.header_files.iter().map(|(_, p)| ("header file", p)));
+    for (what, path) in files {
+        checks.push(match crate::files::read_limited(path, 64 * 1024) {
+            Ok(_) => Check::new(what, true, format!("{} is readable", text::path(path))),
+            Err(e) => Check::new(
+                what,
+                false,
+                format!("cannot read {}: {e}", text::path(path)),
+            ),
+        });
+    }
+    if let Some(v) = verify {
+        checks.push(Check::reachable("verify endpoint", &v.endpoint).await);
+    }
+    checks
+}

@@ -1,0 +1,145 @@
+//! The action kinds: what a target does to make its app apply a version. Each kind is one
+//! folder that owns all of it:
+//!
+//! - [`http`]: call the app's reload endpoint; [`signal`]: signal its process in the shared PID
+//!   namespace; [`exec`]: run a command; [`restart`]: for an app that took its keys as
+//!   environment variables, restart it with a signal once its environment differs from the
+//!   files (a mode of the signal kind, kept apart);
+//! - in each: `mod.rs` the validated configuration (built from the flags and from the config
+//!   file's fields, each error naming its flag or field), its name and its `/status` summary;
+//!   the run-time action (`call.rs`, `send.rs`, `run.rs`); `doctor.rs` its checks.
+//!
+//! Everything else knows kinds only through [`Kind`], [`ActionConfig`] and [`Action`], whose
+//! matches are exhaustive: a new kind is a folder, a variant of each of the three, and its
+//! fields in the two declarations of the input (`config::cli` for flags, `config::file` for
+//! the config file); the compiler names every match that must learn it. ARCHITECTURE.md has
+//! the recipe.
+
+pub mod exec;
+pub mod http;
+pub mod outcome;
+pub mod restart;
+pub mod runtime;
+pub mod signal;
+
+pub use outcome::{ActionError, Outcome};
+pub use runtime::Action;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::process::Selector;
+
+/// The kinds of action, as they are named in `/status`, the metrics and the doctor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An HTTP call.
+    Http,
+    /// A signal to a process.
+    Signal,
+    /// A command.
+    Exec,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Http, Kind::Signal, Kind::Exec];
+
+    /// `http`, `signal` or `exec`: the config file's `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Signal => "signal",
+            Kind::Exec => "exec",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a reload does, validated.
+#[derive(Debug, Clone)]
+pub enum ActionConfig {
+    /// Call an HTTP endpoint.
+    Http(http::HttpConfig),
+    /// Signal a process in the shared PID namespace.
+    Signal(signal::SignalConfig),
+    /// Run a command.
+    Exec(exec::ExecConfig),
+}
+
+impl ActionConfig {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ActionConfig::Http(_) => Kind::Http,
+            ActionConfig::Signal(_) => Kind::Signal,
+            ActionConfig::Exec(_) => Kind::Exec,
+        }
+    }
+
+    /// The target's name when none is given.
+    pub fn default_name(&self) -> String {
+        match self {
+            ActionConfig::Http(h) => h.default_name(),
+            ActionConfig::Signal(s) => s.default_name(),
+            ActionConfig::Exec(e) => e.default_name(),
+        }
+    }
+
+    /// What `/status` shows of it (never a header value, a token or a query).
+    pub fn summary(&self) -> Value {
+        let mut v = match self {
+            ActionConfig::Http(h) => h.summary(),
+            ActionConfig::Signal(s) => s.summary(),
+            ActionConfig::Exec(e) => e.summary(),
+        };
+        if let Value::Object(o) = &mut v {
+            o.insert("type".into(), self.kind().as_str().into());
+        }
+        v
+    }
+
+    /// The process the action selects, when it has one (a signal target).
+    pub fn selector(&self) -> Option<&Selector> {
+        match self {
+            ActionConfig::Signal(s) => Some(&s.selector),
+            ActionConfig::Http(_) | ActionConfig::Exec(_) => None,
+        }
+    }
+
+    /// The endpoint it calls, when it has one (an HTTP target).
+    pub fn endpoint(&self) -> Option<&crate::config::Endpoint> {
+        match self {
+            ActionConfig::Http(h) => Some(&h.endpoint),
+            ActionConfig::Signal(_) | ActionConfig::Exec(_) => None,
+        }
+    }
+}
+
+/// The actions the command line describes: an HTTP call per reload URL (`reload_urls`: the
+/// flag's values or its variable's, after the other tools' defaults; `tls`: the `--tls-*`
+/// options), the signal, a command per `--exec`.
+pub(crate) fn from_flags(
+    args: &crate::config::cli::RunArgs,
+    reload_urls: &[String],
+    tls: Option<&Arc<crate::config::TlsClient>>,
+    f: &mut crate::config::Findings,
+) -> Vec<ActionConfig> {
+    let mut out: Vec<ActionConfig> = http::from_flags(args, reload_urls, tls, f)
+        .into_iter()
+        .map(ActionConfig::Http)
+        .collect();
+    out.extend(signal::from_flags(args, f).map(ActionConfig::Signal));
+    out.extend(
+        exec::from_flags(args, f)
+            .into_iter()
+            .map(ActionConfig::Exec),
+    );
+    out
+}

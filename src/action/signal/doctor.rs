@@ -1,0 +1,170 @@
+//! The doctor's checks of a signal target: the process is found, handles the signal, may be
+//! signalled by the sidecar, and is fresh against the content.
+
+use std::time::SystemTime;
+
+use super::SignalConfig;
+use super::send::{START_MARGIN, is_restart_signal};
+use crate::doctor::report::{Check, DaemonView, ts};
+use crate::process::identity::Sidecar;
+use crate::process::select::{self, FindError};
+use crate::process::{ProcFs, ProcInfo};
+use crate::scan::Scan;
+
+/// The checks of the target `name`, and the pid of the (first) process found.
+pub(crate) fn checks(
+    name: &str,
+    s: &SignalConfig,
+    app_uid: Option<u32>,
+    scan: &Scan,
+    sidecar: &Sidecar,
+    daemon: &DaemonView,
+    procfs: &ProcFs,
+) -> (Vec<Check>, Option<i32>) {
+    let found = select::find_excluding(procfs, &s.selector, s.all, app_uid, daemon.pid);
+    let procs: Vec<ProcInfo> = match found {
+        Ok(p) => p,
+        Err(FindError::NotFound) => {
+            let sel = s.selector.describe();
+            return (
+                vec![Check::new(
+                    "process",
+                    false,
+                    format!(
+                        "no process matches {sel}: is the app running, and does the pod set shareProcessNamespace: true?"
+                    ),
+                )],
+                None,
+            );
+        }
+        Err(e) => return (vec![Check::new("process", false, e.to_string())], None),
+    };
+    let mut checks = Vec::new();
+    let sig = s.signal;
+    for p in &procs {
+        let st = procfs.status(p.pid).unwrap_or_default();
+        let started = p.start_time();
+        checks.push(Check::new(
+            "process",
+            true,
+            format!(
+                "{} runs as {}:{}, started {}",
+                p.shown(),
+                st.uid,
+                st.gid,
+                ts(started)
+            ),
+        ));
+        let n = sig as i32;
+        let handled = if is_restart_signal(sig) {
+            Check::new(
+                "signal",
+                true,
+                format!(
+                    "{} is sent to end the process (Kubernetes restarts the container)",
+                    sig.as_str()
+                ),
+            )
+        } else if st.ignores(n) {
+            Check::new(
+                "signal",
+                false,
+                format!(
+                    "pid {} ignores {}: it will never reload on it; check --signal",
+                    p.pid,
+                    sig.as_str()
+                ),
+            )
+        } else if !st.catches(n) {
+            Check::new(
+                "signal",
+                false,
+                format!(
+                    "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
+                    p.pid,
+                    sig.as_str(),
+                    sig.as_str()
+                ),
+            )
+        } else {
+            Check::new("signal", true, format!("{} is handled", sig.as_str()))
+        };
+        checks.push(handled);
+        let why = if sidecar.identity.uid == 0 {
+            "the sidecar runs as root"
+        } else if sidecar.identity.uid == st.uid {
+            "same uid"
+        } else {
+            "CAP_KILL"
+        };
+        checks.push(if sidecar.may_signal(st.uid) {
+            Check::new("permission", true, format!("may signal it ({why})"))
+        } else {
+            Check::new("permission", false, format!(
+                "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
+                sidecar.identity.uid, st.uid, st.uid
+            ))
+        });
+        checks.push(freshness(name, started, scan.content_time, daemon));
+    }
+    (checks, procs.first().map(|p| p.pid))
+}
+
+/// Whether the process that started at `started` holds the content of `content`.
+fn freshness(
+    name: &str,
+    started: SystemTime,
+    content: Option<SystemTime>,
+    daemon: &DaemonView,
+) -> Check {
+    let Some(content) = content else {
+        return Check::new("freshness", true, "no content yet");
+    };
+    if started > content + START_MARGIN {
+        return Check::new(
+            "freshness",
+            true,
+            format!(
+                "started after the current content appeared ({}): it holds it",
+                ts(content)
+            ),
+        );
+    }
+    if started + START_MARGIN > content {
+        return Check::new(
+            "freshness",
+            true,
+            format!(
+                "started within {} ms of the current content ({}): cannot tell from the start time which one it holds",
+                START_MARGIN.as_millis(),
+                ts(content)
+            ),
+        );
+    }
+    match daemon.stale.get(name) {
+        Some(false) => Check::new(
+            "freshness",
+            true,
+            format!(
+                "started before the current content appeared ({}); the running daemon reports it reloaded it",
+                ts(content)
+            ),
+        ),
+        Some(true) => Check::new(
+            "freshness",
+            false,
+            format!(
+                "started before the current content appeared ({}) and the running daemon reports it stale: see /status",
+                ts(content)
+            ),
+        ),
+        None => Check::new(
+            "freshness",
+            false,
+            format!(
+                "started before the current content appeared ({}) and no running daemon reports a reload since: likely stale",
+                ts(content)
+            ),
+        ),
+    }
+}

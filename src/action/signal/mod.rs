@@ -1,0 +1,182 @@
+//! The signal kind: signal the app's process in the shared PID namespace. Its configuration,
+//! from the flags (`--signal`, `--process-name`, `--process-cmdline`, `--pid-file`,
+//! `--signal-all`) and from a config file's `"type": "signal"` target; [`send`] runs it;
+//! [`doctor`] checks it. An app that took its keys as environment variables is restarted
+//! instead ([`super::restart`]).
+
+pub mod doctor;
+pub mod send;
+
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::config::cli::RunArgs;
+use crate::config::compat;
+use crate::config::{Findings, parse};
+use crate::process::Selector;
+
+/// A signal to the target process.
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    /// The signal.
+    pub signal: Signal,
+    /// How the process is found at every reload.
+    pub selector: Selector,
+    /// Signal every match instead of the one top-level match.
+    pub all: bool,
+}
+
+impl SignalConfig {
+    /// The target's name when none is given: `signal:` and the process it selects.
+    pub fn default_name(&self) -> String {
+        format!("signal:{}", self.selector.short())
+    }
+
+    /// What `/status` shows.
+    pub fn summary(&self) -> Value {
+        json!({
+            "signal": self.signal.as_str(),
+            "selector": self.selector.summary(),
+            "signal_all": self.all,
+        })
+    }
+}
+
+/// The signal target of the command line, if its flags name a process.
+pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Option<SignalConfig> {
+    let selector = selector(
+        process_name(args),
+        args.process_cmdline.as_deref(),
+        args.pid_file.as_deref(),
+        "--",
+        f,
+    );
+    match (selector, &args.signal) {
+        (Some(selector), sig) => {
+            let sig = sig.as_deref().unwrap_or("HUP");
+            match parse::signal(sig) {
+                Ok(signal) => {
+                    return Some(SignalConfig {
+                        signal,
+                        selector,
+                        all: args.signal_all,
+                    });
+                }
+                Err(e) => f.error(format!("--signal: {e}")),
+            }
+        }
+        (None, Some(_)) => f.error(
+            "--signal needs a target process: add --process-name, --process-cmdline or --pid-file",
+        ),
+        (None, None) if args.signal_all => {
+            f.error("--signal-all needs --process-name or --process-cmdline")
+        }
+        (None, None) => {}
+    }
+    None
+}
+
+/// The process a signal target selects: the flags', or prometheus-config-reloader's default
+/// with `--reload-method=signal`.
+fn process_name(args: &RunArgs) -> Option<&str> {
+    let signal_method =
+        compat::reload_method(&args.reload_method) == Some(compat::ReloadMethod::Signal);
+    match &args.process_name {
+        Some(n) => Some(n),
+        None if signal_method && args.process_cmdline.is_none() && args.pid_file.is_none() => {
+            Some(compat::PROMETHEUS_PROCESS)
+        }
+        None => None,
+    }
+}
+
+/// A config file's `"type": "signal"` target's own fields.
+pub(crate) struct FileFields<'a> {
+    pub signal: Option<&'a str>,
+    pub process_name: Option<&'a str>,
+    pub process_cmdline: Option<&'a str>,
+    pub pid_file: Option<&'a Path>,
+    pub signal_all: bool,
+}
+
+/// The signal target of a config file's fields (`at`: the target's field path, for messages).
+pub(crate) fn from_file(t: FileFields<'_>, at: &str, f: &mut Findings) -> Option<SignalConfig> {
+    let sel = selector(t.process_name, t.process_cmdline, t.pid_file, at, f);
+    if sel.is_none()
+        && t.process_name.is_none()
+        && t.process_cmdline.is_none()
+        && t.pid_file.is_none()
+    {
+        f.error(format!(
+            "{at}: a signal target needs process_name, process_cmdline or pid_file"
+        ));
+    }
+    let signal = parse::signal(t.signal.unwrap_or("HUP"))
+        .map_err(|e| f.error(format!("{at}signal: {e}")))
+        .ok();
+    Some(SignalConfig {
+        signal: signal?,
+        selector: sel?,
+        all: t.signal_all,
+    })
+}
+
+/// The target process's selector: a name or a command line, or a pid file (whose process must
+/// also match the name or command line when one is given beside it); `prefix` is `--` for flags
+/// and a field path for the file.
+pub(crate) fn selector(
+    name: Option<&str>,
+    cmdline: Option<&str>,
+    pid_file: Option<&Path>,
+    prefix: &str,
+    f: &mut Findings,
+) -> Option<Selector> {
+    let field = |n: &str| {
+        if prefix == "--" {
+            format!("--{}", n.replace('_', "-"))
+        } else {
+            format!("{prefix}{n}")
+        }
+    };
+    if name.is_some() && cmdline.is_some() {
+        f.error(format!(
+            "{} and {} each select the target process: give only one (either may be given \
+             beside {}, which its process must then match)",
+            field("process_name"),
+            field("process_cmdline"),
+            field("pid_file")
+        ));
+        return None;
+    }
+    let matcher = if let Some(n) = name {
+        if n.is_empty() || n.contains('/') || n.contains('\0') {
+            f.error(format!(
+                "{}: '{}' is not a process name (no slashes, not empty)",
+                field("process_name"),
+                n.escape_debug()
+            ));
+            return None;
+        }
+        Some(Selector::Name(n.to_string()))
+    } else if let Some(r) = cmdline {
+        match regex_lite::Regex::new(r) {
+            Ok(re) => Some(Selector::Cmdline(re)),
+            Err(e) => {
+                f.error(format!(
+                    "{}: '{}' is not a regular expression: {e}",
+                    field("process_cmdline"),
+                    r.escape_debug()
+                ));
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    match pid_file {
+        Some(p) => Some(Selector::PidFile(parse::absolute(p), matcher.map(Box::new))),
+        None => matcher,
+    }
+}
