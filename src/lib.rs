@@ -20,7 +20,7 @@
 //!
 //! - [`config`]: flags ([`config::cli`]), environment and the JSON file → a validated
 //!   [`Config`]; the input layer, imported by the stages, importing none of them. The flags of
-//!   configmap-reload and prometheus-config-reloader ([`config::compat`]).
+//!   configmap-reload and prometheus-config-reloader ([`config::compat_flags`]).
 //! - [`watch`]: inotify events and the mount table → per-group wakeups
 //!   ([`watch::inotify`], [`watch::debounce`], [`watch::mounts`]).
 //! - [`group`]: one task per watch group: when to scan, scanning, publishing what the targets

@@ -11,7 +11,7 @@
 //!
 //! Everything else knows kinds only through [`Kind`], [`ActionConfig`] and [`Action`], whose
 //! matches are exhaustive: a new kind is a folder, a variant of each of the three, and its
-//! fields in the two declarations of the input (`config::cli` for flags, `config::file` for
+//! fields in the two declarations of the input (`config::cli` for flags, `config::json_file` for
 //! the config file); the compiler names every match that must learn it. ARCHITECTURE.md has
 //! the recipe.
 

@@ -8,8 +8,8 @@ use crate::group::Version;
 use crate::process::identity::Identity;
 use crate::process::{ProcFs, Selector};
 use crate::scan::fingerprint::FingerprintKey;
-use crate::watch::file::FileWatch;
 use crate::watch::inotify::WatchHub;
+use crate::watch::pid_file::PidFileWatch;
 
 /// A target's action, ready to run (the runtime side of [`ActionConfig`]).
 pub enum Action {
@@ -44,7 +44,7 @@ impl Action {
                 let mut a =
                     signal::send::SignalAction::new(s.clone(), procfs.clone(), app.map(|a| a.uid));
                 if let Selector::PidFile(path, _) = &s.selector
-                    && let Some(w) = FileWatch::new(hub, path)
+                    && let Some(w) = PidFileWatch::new(hub, path)
                 {
                     a = a.with_pid_file_changes(Box::new(w));
                 }

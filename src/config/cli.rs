@@ -1,6 +1,6 @@
 //! The command line: flags, their `SECRET_RELOADER_*` environment variables and the aliases that
 //! make secret-reloader a drop-in for configmap-reload and prometheus-config-reloader (see
-//! [`compat`](super::compat)).
+//! [`compat_flags`](super::compat_flags)).
 //!
 //! This module only describes and parses; `config` turns the parsed flags into a validated
 //! [`Config`](crate::config::Config), and every error there names the flag it is about.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::compat::{CompatMetric, Dialects};
+use super::compat_flags::{CompatMetric, Dialects};
 use super::parse::duration;
 use super::{AccessPolicy, ConsumedAs, LogFormat, LogLevel, OnOff, ReloadOnStart};
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::cli::RunArgs;
-use super::{Findings, TlsClient, Verify, compat, parse};
+use super::{Findings, TlsClient, Verify, compat_flags, parse};
 use crate::process::identity::Identity;
 
 /// Values of a repeatable flag, or else the list in its environment variable: comma-separated,
@@ -101,8 +101,8 @@ pub(crate) fn prometheus_config_reloader(
              from 250ms up to --retry-backoff-max",
         );
     }
-    let method = compat::reload_method(&args.reload_method);
-    if method == Some(compat::ReloadMethod::Signal) {
+    let method = compat_flags::reload_method(&args.reload_method);
+    if method == Some(compat_flags::ReloadMethod::Signal) {
         if !reload_urls.is_empty() {
             f.warn("--reload-url is not used with --reload-method=signal");
             reload_urls.clear();
@@ -115,15 +115,15 @@ pub(crate) fn prometheus_config_reloader(
     {
         f.warn(format!(
             "no --reload-url: calling {} (prometheus-config-reloader's default)",
-            compat::PROMETHEUS_RELOAD_URL
+            compat_flags::PROMETHEUS_RELOAD_URL
         ));
-        reload_urls.push(compat::PROMETHEUS_RELOAD_URL.to_string());
+        reload_urls.push(compat_flags::PROMETHEUS_RELOAD_URL.to_string());
     }
 }
 
 /// Whether any flag that makes an action was given (valid or not).
 pub(crate) fn any_action_flag(args: &RunArgs, reload_urls: &[String]) -> bool {
-    compat::reload_method(&args.reload_method) == Some(compat::ReloadMethod::Signal)
+    compat_flags::reload_method(&args.reload_method) == Some(compat_flags::ReloadMethod::Signal)
         || !reload_urls.is_empty()
         || !args.exec.is_empty()
         || args.signal.is_some()

@@ -6,10 +6,10 @@
 //! never appear in a message.
 
 pub mod cli;
-pub mod compat;
-mod file;
+pub mod compat_flags;
 mod findings;
 mod flags;
+mod json_file;
 mod model;
 pub mod parse;
 mod summary;
@@ -230,7 +230,7 @@ fn build(
     }
     if let Some(path) = &args.config {
         groups.extend(match inline {
-            Some(text) => file::parse(
+            Some(text) => json_file::parse(
                 &path.display().to_string(),
                 text,
                 &group_defaults,
@@ -239,7 +239,7 @@ fn build(
             ),
             None => match files::read_limited(path, CONFIG_FILE_LIMIT) {
                 Ok(bytes) => match std::str::from_utf8(&bytes) {
-                    Ok(text) => file::parse(
+                    Ok(text) => json_file::parse(
                         &path.display().to_string(),
                         text,
                         &group_defaults,
@@ -307,7 +307,7 @@ fn build(
                 fs_stall_timeout: args.fs_stall_timeout,
                 state_file: args.state_file.clone(),
                 proc_root: args.proc_root.clone(),
-                compat_metrics: compat::CompatMetrics::choose(
+                compat_metrics: compat_flags::CompatMetrics::choose(
                     args.compat_metrics.as_deref(),
                     args.dialects,
                 ),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::compat::CompatMetrics;
+use super::compat_flags::CompatMetrics;
 use super::parse::{Endpoint, ServedCert};
 use super::values::{AccessPolicy, ConsumedAs, LogFormat, LogLevel, ReloadOnStart};
 use crate::action::ActionConfig;

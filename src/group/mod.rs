@@ -15,12 +15,12 @@
 //! it is reported, the group is held (its targets stale) and read again once the call returns.
 //!
 //! - [`publish`]: the publish decision, pure;
-//! - `outcome`: what a scan publishes ([`Desired`], [`Version`]);
-//! - `journal`: status, metrics and log lines of each scan, each change logged once.
+//! - `version`: what a scan publishes ([`Desired`], [`Version`]);
+//! - `bookkeeping`: status, metrics and log lines of each scan, each change logged once.
 
-mod journal;
-mod outcome;
+mod bookkeeping;
 pub mod publish;
+mod version;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,8 +38,8 @@ use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::{self, Budget, Scan};
 use crate::watch::Wake;
 use crate::watch::inotify::{GroupId, WatchHub};
-pub use outcome::{Announced, Content, Desired, DesiredRx, Version};
 use publish::{Decision, Scanned};
+pub use version::{Announced, Content, Desired, DesiredRx, Version};
 
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
 pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -115,7 +115,7 @@ struct Memory {
     /// A scan could not be made or ran out of a resource: the next one is due then.
     retry_at: Option<Instant>,
     /// What was last reported, so that each change is logged once.
-    journal: journal::Journal,
+    books: bookkeeping::Books,
     /// New directories were watched after the last scan: a change may have landed before the
     /// watch, so scan again at once.
     rescan: bool,
@@ -151,7 +151,7 @@ impl GroupTask {
             large: false,
             place: (Place::Other, None),
             retry_at: None,
-            journal: journal::Journal::default(),
+            books: bookkeeping::Books::default(),
             unconfirmed_since: None,
             rescan: false,
             no_certs: Arc::new([]),
@@ -177,7 +177,7 @@ impl GroupTask {
             let events_due = lock(&self.wake.debounce).due();
             let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
             // A hold that lasts past the timeout is reported when it does, not at the next event.
-            let escalation = mem.journal.escalation_due(self.cfg.consistency_timeout);
+            let escalation = mem.books.escalation_due(self.cfg.consistency_timeout);
             let due = [events_due, escalation, mem.retry_at]
                 .into_iter()
                 .flatten()
@@ -464,7 +464,7 @@ impl GroupTask {
             tokio::task::yield_now().await;
             drop(std::mem::take(&mut scan.closing));
             if changed {
-                self.journal_change(&scan);
+                self.note_change(&scan);
             }
             if let Some(flag) = announced {
                 flag.set();
@@ -490,7 +490,7 @@ impl GroupTask {
             started_monotonic_ns: scan_ns,
             duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         };
-        self.report(&mut mem.journal, &scan, &assessment, last);
+        self.report(&mut mem.books, &scan, &assessment, last);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }

@@ -27,7 +27,7 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
 pub type Found = (ProcessHandle, ProcStatus);
 
 /// Tells when a pid file may have changed, so that a reload need not `stat` it: an inotify
-/// watch of its directory (`crate::watch::file`).
+/// watch of its directory (`crate::watch::pid_file`).
 pub trait PidFileChanges: Send + Sync {
     /// Watches the file from now on, before it is read; `false` when it cannot be (polling, no
     /// such directory, a directory reached through a symbolic link): it is then looked at each

@@ -351,7 +351,7 @@ impl Metrics {
                 .map(|(r, n)| counter(&[("reason", r.as_str())], n.load(Relaxed)))
                 .collect(),
         ));
-        out.extend(super::compat::families(self, &t));
+        out.extend(super::compat_series::families(self, &t));
         out
     }
 }

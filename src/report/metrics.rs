@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::status::TargetState;
 use crate::config::TargetConfig;
-use crate::config::compat::CompatMetrics;
+use crate::config::compat_flags::CompatMetrics;
 use crate::lock;
 use crate::scan::fingerprint::Fingerprint;
 
@@ -446,7 +446,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::config::compat::CompatMetrics;
+    use crate::config::compat_flags::CompatMetrics;
 
     /// An HTTP target that verifies, as the command line makes it.
     fn target() -> TargetConfig {

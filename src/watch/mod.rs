@@ -11,13 +11,13 @@
 //!
 //! - [`debounce`]: when to scan after events (pure, clock-free);
 //! - [`inotify`]: the watch set and the event reader;
-//! - [`file`](mod@file): a pid file's directory watched for its name, so that a reload need not `stat` it;
+//! - [`pid_file`]: a pid file's directory watched for its name, so that a reload need not `stat` it;
 //! - [`mounts`]: mount tables: single-file mounts, and the mount-table watcher.
 
 pub mod debounce;
-pub mod file;
 pub mod inotify;
 pub mod mounts;
+pub mod pid_file;
 pub mod remount;
 
 use std::sync::Mutex;
@@ -29,7 +29,7 @@ use crate::lock;
 use debounce::{Debounce, Signal};
 
 /// A flag the event reader raises when something happened to a watched file (a pid file: see
-/// [`file`](mod@file)); its reader lowers it.
+/// [`pid_file`]); its reader lowers it.
 #[derive(Debug)]
 pub struct Changed(std::sync::atomic::AtomicBool);
 

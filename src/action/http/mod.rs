@@ -78,7 +78,7 @@ pub(crate) fn from_flags(
     }
     .build(f);
     // prometheus-config-reloader's `http` is a POST; its `signal` makes no HTTP call.
-    let method = match crate::config::compat::reload_method(&args.reload_method) {
+    let method = match crate::config::compat_flags::reload_method(&args.reload_method) {
         Some(_) => parse::method("POST"),
         None => parse::method(&args.reload_method),
     }

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::config::cli::RunArgs;
-use crate::config::compat;
+use crate::config::compat_flags;
 use crate::config::{Findings, parse};
 use crate::process::Selector;
 
@@ -81,12 +81,12 @@ pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Option<SignalConfi
 /// The process a signal target selects: the flags', or prometheus-config-reloader's default
 /// with `--reload-method=signal`.
 fn process_name(args: &RunArgs) -> Option<&str> {
-    let signal_method =
-        compat::reload_method(&args.reload_method) == Some(compat::ReloadMethod::Signal);
+    let signal_method = compat_flags::reload_method(&args.reload_method)
+        == Some(compat_flags::ReloadMethod::Signal);
     match &args.process_name {
         Some(n) => Some(n),
         None if signal_method && args.process_cmdline.is_none() && args.pid_file.is_none() => {
-            Some(compat::PROMETHEUS_PROCESS)
+            Some(compat_flags::PROMETHEUS_PROCESS)
         }
         None => None,
     }

@@ -20,7 +20,7 @@ const SKIPPED_LOGGED: usize = 20;
 
 /// What was last reported for a group.
 #[derive(Debug, Default)]
-pub(super) struct Journal {
+pub(super) struct Books {
     /// Reasons the content was held back.
     held_back: Vec<Hold>,
     /// Since when it is held back.
@@ -37,7 +37,7 @@ pub(super) struct Journal {
     skipped: Vec<String>,
 }
 
-impl Journal {
+impl Books {
     /// When a hold becomes an error: a scan is due then.
     pub(super) fn escalation_due(&self, timeout: Duration) -> Option<Instant> {
         self.held_since
@@ -54,7 +54,7 @@ fn unix(t: SystemTime) -> f64 {
 
 impl GroupTask {
     /// A new version is about to be published: counted and logged first.
-    pub(super) fn journal_change(&self, scan: &Scan) {
+    pub(super) fn note_change(&self, scan: &Scan) {
         let now = SystemTime::now();
         {
             let mut g = lock(&self.status);
@@ -67,7 +67,7 @@ impl GroupTask {
     }
 
     /// Status, metrics and logs of one scan.
-    pub(super) fn report(&self, j: &mut Journal, scan: &Scan, a: &Assessment, last: LastScan) {
+    pub(super) fn report(&self, j: &mut Books, scan: &Scan, a: &Assessment, last: LastScan) {
         lock(&self.status).update(scan, a, last, &self.key);
         self.metrics.set_watched_files(scan.files.len());
         self.report_holds(j, scan, a);
@@ -106,7 +106,7 @@ impl GroupTask {
         }
     }
 
-    fn report_holds(&self, j: &mut Journal, scan: &Scan, a: &Assessment) {
+    fn report_holds(&self, j: &mut Books, scan: &Scan, a: &Assessment) {
         if a.held_back != j.held_back {
             if a.held_back.is_empty() {
                 tracing::info!("content complete and consistent again");
@@ -137,7 +137,7 @@ impl GroupTask {
     }
 
     /// Logs each change of a verdict once, and exports the verdicts and certificate expiries.
-    fn report_files(&self, j: &mut Journal, a: &Assessment, scan: &Scan) {
+    fn report_files(&self, j: &mut Books, a: &Assessment, scan: &Scan) {
         let mut access = BTreeMap::new();
         for (path, v) in &a.verdicts {
             let shown = text::path(path);

@@ -22,7 +22,7 @@ use crate::process::tracker::PidFileChanges;
 use crate::scan::Interest;
 
 /// A pid file's directory, watched for the file's name.
-pub struct FileWatch {
+pub struct PidFileWatch {
     hub: Arc<WatchHub>,
     id: GroupId,
     /// The file, and its directory.
@@ -36,16 +36,16 @@ pub struct FileWatch {
     changed: Arc<Changed>,
 }
 
-impl FileWatch {
+impl PidFileWatch {
     /// A watch of `path` through `hub`; `None` for a path without a directory and a name.
-    pub fn new(hub: &Arc<WatchHub>, path: &Path) -> Option<FileWatch> {
+    pub fn new(hub: &Arc<WatchHub>, path: &Path) -> Option<PidFileWatch> {
         let name = OsString::from(path.file_name()?);
         let dir = match path.parent()? {
             d if d.as_os_str().is_empty() => PathBuf::from("."),
             d => d.to_path_buf(),
         };
         let changed = Arc::new(Changed::up());
-        Some(FileWatch {
+        Some(PidFileWatch {
             hub: hub.clone(),
             id: hub.register_file(changed.clone()),
             wanted: BTreeMap::from([(dir.clone(), Interest::File(name))]),
@@ -57,7 +57,7 @@ impl FileWatch {
     }
 }
 
-impl PidFileChanges for FileWatch {
+impl PidFileChanges for PidFileWatch {
     fn arm(&mut self) -> bool {
         // Cheap when it cannot be trusted: this runs at each reload then.
         if self.through_link || !self.hub.available() {
@@ -89,7 +89,7 @@ impl PidFileChanges for FileWatch {
     }
 }
 
-impl Drop for FileWatch {
+impl Drop for PidFileWatch {
     fn drop(&mut self) {
         let _ = self.hub.reconcile(self.id, &BTreeMap::new());
     }
