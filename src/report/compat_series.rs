@@ -15,14 +15,14 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use super::metrics::{CallFailure, Metrics, TargetMetrics};
-use super::samples::{counter, gauge, named};
+use super::family::{counter, gauge, named};
+use super::metrics::{Label, Metrics, TargetMetrics};
 use crate::lock;
 
 /// The families `--compat-metrics` asks for.
 pub(super) fn families(m: &Metrics, targets: &[Arc<TargetMetrics>]) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let watch_errors: u64 = m.watch_errors.iter().map(|n| n.load(Relaxed)).sum();
+    let watch_errors: u64 = m.watch_errors.total();
     if m.compat.prometheus_config_reloader {
         out.extend(prometheus_config_reloader(m, targets, watch_errors));
     }
@@ -157,11 +157,8 @@ fn configmap_reload(targets: &[Arc<TargetMetrics>], watch_errors: u64) -> Vec<Me
             calls
                 .iter()
                 .flat_map(|(t, c)| {
-                    CallFailure::ALL.iter().zip(&c.failures).map(|(why, n)| {
-                        counter(
-                            &[("webhook", t.name.as_str()), ("reason", why.as_str())],
-                            n.load(Relaxed),
-                        )
+                    c.failures.counts().map(|(why, n)| {
+                        counter(&[("webhook", t.name.as_str()), ("reason", why.as_str())], n)
                     })
                 })
                 .collect(),

@@ -10,9 +10,9 @@
 
 mod compat_series;
 mod exposition;
+mod family;
 pub mod logging;
 pub mod metrics;
 pub mod resources;
-mod samples;
 pub mod server;
 pub mod status;

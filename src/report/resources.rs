@@ -202,6 +202,12 @@ pub fn status() -> Value {
     })
 }
 
+/// `resource_exhausted_total`, read from [`counts`].
+pub(super) const EXHAUSTED: super::family::Family = super::family::Family::counter(
+    "resource_exhausted_total",
+    "Failures for want of a resource (file_descriptors, threads, memory); see /status resources.",
+);
+
 /// Failures so far, by label, for the metric.
 pub fn counts() -> Vec<(&'static str, u64)> {
     Resource::ALL

@@ -1,6 +1,8 @@
 //! Every metric the daemon exports (prefix `secret_reloader_`), kept as plain atomics per watch
-//! group and per target, and turned into Prometheus metric families only when `/metrics` is
-//! scraped (the `prometheus` crate's data model and text encoder do the rest).
+//! group (`group`) and per target (`target`), and turned into Prometheus metric families only
+//! when `/metrics` is scraped (the `prometheus` crate's data model and text encoder do the
+//! rest). Each family is declared once (`Family`: name, help, type), beside the atomic it
+//! reads; labels with a fixed set of values are enums (`Label`).
 //!
 //! Why not a registry of metric vectors: each labelled series there is a heap object with its own
 //! copy of names, help and labels, several hundred bytes; a thousand watched volumes would spend
@@ -8,16 +10,24 @@
 //! daemons in one process. Label values come from the configuration (group and target names,
 //! watched paths) or a small fixed set (`result`, `kind`); never from secret content.
 
-use std::collections::BTreeMap;
+mod atomic;
+mod group;
+mod target;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::status::TargetState;
+pub use group::GroupMetrics;
+pub(in crate::report) use group::families as group_families;
+pub(in crate::report) use target::families as target_families;
+pub use target::{CallFailure, TargetMetrics};
+
+use super::family::Family;
 use crate::config::TargetConfig;
 use crate::config::compat_flags::CompatMetrics;
 use crate::lock;
-use crate::scan::fingerprint::Fingerprint;
+use atomic::Counters;
+pub(in crate::report) use atomic::Label;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +46,8 @@ pub enum WatchErrorKind {
     Read,
 }
 
-impl WatchErrorKind {
-    pub(super) const ALL: [WatchErrorKind; 6] = [
+impl Label for WatchErrorKind {
+    const ALL: &'static [WatchErrorKind] = &[
         WatchErrorKind::Overflow,
         WatchErrorKind::WatchLimit,
         WatchErrorKind::InotifyInit,
@@ -46,7 +56,7 @@ impl WatchErrorKind {
         WatchErrorKind::Read,
     ];
 
-    pub(super) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             WatchErrorKind::Overflow => "overflow",
             WatchErrorKind::WatchLimit => "watch_limit",
@@ -73,15 +83,15 @@ pub enum DropReason {
     Error,
 }
 
-impl DropReason {
-    pub(super) const ALL: [DropReason; 4] = [
+impl Label for DropReason {
+    const ALL: &'static [DropReason] = &[
         DropReason::Capacity,
         DropReason::HeaderTimeout,
         DropReason::HeaderTooLarge,
         DropReason::Error,
     ];
 
-    pub(super) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             DropReason::Capacity => "capacity",
             DropReason::HeaderTimeout => "header_timeout",
@@ -91,242 +101,13 @@ impl DropReason {
     }
 }
 
-/// Upper bounds of `reload_duration_seconds`.
-pub(super) const BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// An f64 in an atomic.
-#[derive(Debug, Default)]
-pub(super) struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Relaxed);
-    }
-    pub(super) fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Relaxed))
-    }
-    fn add(&self, v: f64) {
-        let _ = self.0.fetch_update(Relaxed, Relaxed, |b| {
-            Some((f64::from_bits(b) + v).to_bits())
-        });
-    }
-}
-
-/// Per file of a group (paths as shown): readable by the app; earliest certificate expiry; a
-/// JWT's expiry (Unix seconds).
-pub(super) type FileSeries = (
-    BTreeMap<String, bool>,
-    BTreeMap<String, f64>,
-    BTreeMap<String, f64>,
-);
-
-/// The series of one watch group.
-#[derive(Debug, Default)]
-pub struct GroupMetrics {
-    pub(super) name: String,
-    pub(super) changes: AtomicU64,
-    pub(super) last_change: AtomicF64,
-    pub(super) watched_files: AtomicI64,
-    pub(super) polling: AtomicBool,
-    pub(super) content_blocked: AtomicBool,
-    pub(super) identity_drift: AtomicBool,
-    /// A filesystem call of the group has not returned within the deadline.
-    pub(super) stalled: AtomicBool,
-    /// Per file: whether the app can read it; the earliest certificate expiry; a JWT's expiry.
-    pub(super) files: Mutex<FileSeries>,
-}
-
-impl GroupMetrics {
-    /// A content change seen at `unix` seconds.
-    pub fn changed(&self, unix: f64) {
-        self.changes.fetch_add(1, Relaxed);
-        self.last_change.set(unix);
-    }
-    /// Files in the current version.
-    pub fn set_watched_files(&self, n: usize) {
-        self.watched_files.store(n as i64, Relaxed);
-    }
-    /// Polled instead of watched.
-    pub fn set_polling(&self, on: bool) {
-        self.polling.store(on, Relaxed);
-    }
-    /// Content held back.
-    pub fn set_content_blocked(&self, on: bool) {
-        self.content_blocked.store(on, Relaxed);
-    }
-    /// A filesystem call of the group has not returned within the deadline.
-    pub fn set_stalled(&self, on: bool) {
-        self.stalled.store(on, Relaxed);
-    }
-    /// Declared and real identity differ.
-    pub fn set_identity_drift(&self, on: bool) {
-        self.identity_drift.store(on, Relaxed);
-    }
-    /// Replaces the access verdicts (path → readable), certificate expiries and token expiries
-    /// (path → unix).
-    pub fn set_files(
-        &self,
-        access: BTreeMap<String, bool>,
-        certs: BTreeMap<String, f64>,
-        tokens: BTreeMap<String, f64>,
-    ) {
-        *lock(&self.files) = (access, certs, tokens);
-    }
-}
-
-/// Why an HTTP reload call failed, as configmap-reload's `request_errors_total` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallFailure {
-    /// No answer: the connection failed or timed out, or the request could not be made.
-    NoAnswer,
-    /// An answer with another status than the expected one.
-    Status,
-    /// The expected status, but the verification after it failed.
-    Verification,
-}
-
-impl CallFailure {
-    pub(super) const ALL: [CallFailure; 3] = [
-        CallFailure::NoAnswer,
-        CallFailure::Status,
-        CallFailure::Verification,
-    ];
-
-    /// configmap-reload's `reason` label (`verification` is this daemon's own).
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            CallFailure::NoAnswer => "client_request_do",
-            CallFailure::Status => "client_response",
-            CallFailure::Verification => "verification",
-        }
-    }
-}
-
-/// What the HTTP calls of a target answered, for configmap-reload's series.
-#[derive(Debug, Default)]
-pub(super) struct CallSeries {
-    /// (status, calls answered with it), in the order first seen.
-    pub(super) statuses: Mutex<Vec<(u16, u64)>>,
-    /// Failures by [`CallFailure`].
-    pub(super) failures: [AtomicU64; 3],
-}
-
-/// The series of one target.
-#[derive(Debug, Default)]
-pub struct TargetMetrics {
-    pub(super) name: String,
-    pub(super) successes: AtomicU64,
-    pub(super) failures: AtomicU64,
-    pub(super) last_success: AtomicF64,
-    /// Whether the last action failed.
-    pub(super) last_failed: AtomicBool,
-    /// Duration of the last successful action, seconds.
-    pub(super) last_success_duration: AtomicF64,
-    /// The version it holds, when known (shown as its short keyed fingerprint at a scrape).
-    pub(super) applied: Mutex<Option<Fingerprint>>,
-    /// `--consumed-as env`: (compared at least once, the app's environment differs from the
-    /// files).
-    pub(super) environment: (AtomicBool, AtomicBool),
-    /// The answers of an HTTP target's calls.
-    pub(super) calls: Option<CallSeries>,
-    pub(super) stale: AtomicBool,
-    pub(super) ambiguous: AtomicBool,
-    /// An https:// call of the target accepts any certificate (`--tls-insecure-skip-verify`).
-    pub(super) tls_insecure: AtomicBool,
-    /// `--verify-served-cert`: (looked at least once, served = disk, served certificate's expiry).
-    pub(super) served: Option<(AtomicBool, AtomicBool, AtomicF64)>,
-    /// Index of the current [`TargetState`] in [`TargetState::ALL`].
-    pub(super) state: AtomicU64,
-    /// Verification results (success, failure), for targets that verify.
-    pub(super) verify: Option<(AtomicU64, AtomicU64)>,
-    pub(super) buckets: [AtomicU64; BUCKETS.len()],
-    pub(super) duration_sum: AtomicF64,
-}
-
-impl TargetMetrics {
-    /// A reload action that took `took`; `ok` when it succeeded, at `unix` seconds.
-    pub fn action(&self, ok: bool, took: Duration, unix: f64) {
-        let secs = took.as_secs_f64();
-        if ok {
-            self.successes.fetch_add(1, Relaxed);
-            self.last_success.set(unix);
-            self.last_success_duration.set(secs);
-        } else {
-            self.failures.fetch_add(1, Relaxed);
-        }
-        self.last_failed.store(!ok, Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.duration_sum.add(secs);
-    }
-    /// Whether the target has not applied the current content.
-    pub fn set_stale(&self, on: bool) {
-        self.stale.store(on, Relaxed);
-    }
-    /// The app's environment was compared with the files: `differs` when some key holds another
-    /// value.
-    pub fn environment(&self, differs: bool) {
-        self.environment.1.store(differs, Relaxed);
-        self.environment.0.store(true, Relaxed);
-    }
-    /// The version it holds, when known.
-    pub fn set_applied(&self, version: Option<Fingerprint>) {
-        *lock(&self.applied) = version;
-    }
-    /// Whether its selector matches several unrelated processes.
-    pub fn set_ambiguous(&self, on: bool) {
-        self.ambiguous.store(on, Relaxed);
-    }
-    /// The app served a certificate that is (`matches`) or is not the one on disk, expiring at
-    /// `not_after` (Unix seconds).
-    pub fn served(&self, matches: bool, not_after: f64) {
-        if let Some((looked, m, exp)) = &self.served {
-            m.store(matches, Relaxed);
-            exp.set(not_after);
-            looked.store(true, Relaxed);
-        }
-    }
-    /// An HTTP call answered `status` (`None`: no answer); `failure`: why the attempt failed, if
-    /// it did.
-    pub fn call(&self, status: Option<u16>, failure: Option<CallFailure>) {
-        let Some(calls) = &self.calls else {
-            return;
-        };
-        if let Some(status) = status {
-            let mut seen = lock(&calls.statuses);
-            match seen.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, n)) => *n += 1,
-                None => seen.push((status, 1)),
-            }
-        }
-        if let Some(i) = failure.and_then(|f| CallFailure::ALL.iter().position(|c| *c == f)) {
-            calls.failures[i].fetch_add(1, Relaxed);
-        }
-    }
-    /// Where its reconciler stands.
-    pub fn set_state(&self, state: TargetState) {
-        let i = TargetState::ALL
-            .iter()
-            .position(|s| *s == state)
-            .unwrap_or(0);
-        self.state.store(i as u64, Relaxed);
-    }
-    /// A verification outcome.
-    pub fn verified(&self, ok: bool) {
-        if let Some((s, f)) = &self.verify {
-            if ok { s } else { f }.fetch_add(1, Relaxed);
-        }
-    }
-}
-
 /// The admin server's own series.
 #[derive(Debug, Default)]
 pub struct AdminMetrics {
-    pub(super) open: AtomicI64,
-    pub(super) dropped: [AtomicU64; 4],
+    /// [`ADMIN_OPEN`].
+    pub(in crate::report) open: AtomicI64,
+    /// [`ADMIN_DROPPED`].
+    pub(in crate::report) dropped: Counters<DropReason>,
 }
 
 impl AdminMetrics {
@@ -336,9 +117,7 @@ impl AdminMetrics {
     }
     /// A connection was closed before it was done.
     pub fn dropped(&self, why: DropReason) {
-        if let Some(i) = DropReason::ALL.iter().position(|r| *r == why) {
-            self.dropped[i].fetch_add(1, Relaxed);
-        }
+        self.dropped.add(why);
     }
 }
 
@@ -356,28 +135,53 @@ pub fn signal_received(name: &'static str) {
 }
 
 /// Every signal received so far, with its count.
-pub(super) fn signals_received() -> Vec<(&'static str, u64)> {
+pub(in crate::report) fn signals_received() -> Vec<(&'static str, u64)> {
     lock(&SIGNALS_RECEIVED).clone()
 }
 
 /// Every metric of the daemon. Components register their series once and keep the handle.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub(super) groups: Mutex<Vec<Arc<GroupMetrics>>>,
-    pub(super) targets: Mutex<Vec<Arc<TargetMetrics>>>,
-    pub(super) watch_errors: [AtomicU64; 6],
-    pub(super) inotify_restored: AtomicU64,
+    /// Every group's series, in the order registered.
+    pub(in crate::report) groups: Mutex<Vec<Arc<GroupMetrics>>>,
+    /// Every target's series, in the order registered.
+    pub(in crate::report) targets: Mutex<Vec<Arc<TargetMetrics>>>,
+    /// [`WATCH_ERRORS`].
+    pub(in crate::report) watch_errors: Counters<WatchErrorKind>,
+    /// [`INOTIFY_RESTORED`].
+    pub(in crate::report) inotify_restored: AtomicU64,
     /// inotify events read (prometheus-config-reloader's `watch_events_total`).
-    pub(super) watch_events: AtomicU64,
+    pub(in crate::report) watch_events: AtomicU64,
     /// Watched paths, every group's (its `watches`).
-    pub(super) watched_paths: AtomicI64,
+    pub(in crate::report) watched_paths: AtomicI64,
     /// Other tools' series exported too.
-    pub(super) compat: CompatMetrics,
+    pub(in crate::report) compat: CompatMetrics,
     /// Fingerprints compare across pods (`--fingerprint-key-file`): `applied_version_info`.
-    pub(super) shared_versions: AtomicBool,
+    pub(in crate::report) shared_versions: AtomicBool,
     /// The admin server's series.
     pub admin: AdminMetrics,
 }
+
+pub(in crate::report) const WATCH_ERRORS: Family = Family::counter(
+    "watch_errors_total",
+    "Watch problems: queue overflow, watch limit, unreadable files.",
+);
+pub(in crate::report) const INOTIFY_RESTORED: Family = Family::counter(
+    "inotify_restored_total",
+    "Times inotify was set up again after a fallback to polling.",
+);
+pub(in crate::report) const ADMIN_OPEN: Family = Family::gauge(
+    "admin_connections_open",
+    "Connections open on the admin server.",
+);
+pub(in crate::report) const ADMIN_DROPPED: Family = Family::counter(
+    "admin_connections_dropped_total",
+    "Admin connections closed before they were done, by reason.",
+);
+pub(in crate::report) const SIGNALS_RECEIVED_TOTAL: Family = Family::counter(
+    "signals_received_total",
+    "Signals the daemon received, by name (only SIGTERM and SIGINT end it; SIGHUP rescans).",
+);
 
 impl Metrics {
     /// No series yet, and only the daemon's own.
@@ -406,23 +210,20 @@ impl Metrics {
 
     /// The series of a new target.
     pub fn register_target(&self, cfg: &TargetConfig) -> Arc<TargetMetrics> {
-        let t = Arc::new(TargetMetrics {
-            name: cfg.name.clone(),
-            verify: cfg.verify.is_some().then(Default::default),
-            served: cfg.served_cert.is_some().then(Default::default),
-            calls: (cfg.kind() == crate::action::Kind::Http).then(Default::default),
-            tls_insecure: AtomicBool::new(cfg.tls_insecure_skip_verify()),
-            ..Default::default()
-        });
+        let t = Arc::new(TargetMetrics::new(
+            cfg.name.clone(),
+            cfg.verify.is_some(),
+            cfg.served_cert.is_some(),
+            cfg.kind() == crate::action::Kind::Http,
+            cfg.tls_insecure_skip_verify(),
+        ));
         lock(&self.targets).push(t.clone());
         t
     }
 
     /// Counts one watch problem.
     pub fn watch_error(&self, kind: WatchErrorKind) {
-        if let Some(i) = WatchErrorKind::ALL.iter().position(|k| *k == kind) {
-            self.watch_errors[i].fetch_add(1, Relaxed);
-        }
+        self.watch_errors.add(kind);
     }
 
     /// inotify was set up again after a fallback to polling.
@@ -447,6 +248,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::config::compat_flags::CompatMetrics;
+    use crate::report::status::TargetState;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
 
     /// An HTTP target that verifies, as the command line makes it.
     fn target() -> TargetConfig {
