@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::open_dir;
 use crate::support::native::StallFs;
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, http_get};
+use crate::support::{
+    AtomicWriter, Daemon, credential, eventually, http_get, let_content_age, open_dir,
+};
 
 fn calls_to(sink: &Sink, path: &str) -> usize {
     sink.calls().iter().filter(|c| c.path == path).count()
@@ -226,7 +227,7 @@ fn a_stalled_pid_file_holds_its_target_only() {
     let backing = dir.path().join("backing");
     std::fs::create_dir_all(&backing).unwrap();
     let f = crate::support::Fixture::new();
-    crate::support::let_content_age();
+    let_content_age();
     let app = crate::support::App::start(dir.path(), &f.vol.join("token"), &[]);
     app.wait_up();
     std::fs::write(backing.join("app.pid"), format!("{}\n", app.pid())).unwrap();
