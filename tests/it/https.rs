@@ -8,9 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::nginx::free_port;
 use crate::support::tls::{ca, leaf};
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, credential, eventually, free_port, tempdir};
 
 /// The extension of client certificates.
 const CLIENT: &str = "extendedKeyUsage=clientAuth";

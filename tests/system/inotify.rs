@@ -1,5 +1,6 @@
 //! An inotify queue overflow (events lost) must still end with the final content reloaded once.
 
+use crate::support::process::threads;
 use crate::support::{Daemon, Fixture, credential, eventually, now_ns};
 
 /// Sets `fs.inotify.max_queued_events` (read by the kernel when an inotify instance is created)
@@ -23,18 +24,10 @@ impl Drop for QueueLimit {
     }
 }
 
-/// Whether every thread of `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+/// Whether every thread of `pid` is stopped (state `T`).
 fn stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
-            // `pid (comm) state ...`: the state follows the last `)`.
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-    })
+    let threads = threads(pid);
+    !threads.is_empty() && threads.iter().all(|(_, state)| *state == 'T')
 }
 
 #[test]

@@ -7,15 +7,8 @@ use std::process::{Command, Stdio};
 
 use crate::support::process::{demo_app_as, doctor, named_exe, os, run_dir, running, wait_up};
 use crate::support::{
-    App, AtomicWriter, Daemon, bin, credential, eventually, let_content_age, now_ns, open_dir,
+    App, Daemon, bin, credential, eventually, let_content_age, now_ns, open_dir, volume,
 };
-
-fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
-    let vol = dir.join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    (w, vol)
-}
 
 fn reloads(state: &Path) -> u64 {
     App::state_of(state).map_or(0, |s| s.reloads)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::native::StallFs;
+use crate::support::process::threads;
 use crate::support::sink::Sink;
 use crate::support::{
     AtomicWriter, Daemon, credential, eventually, http_get, let_content_age, open_dir,
@@ -151,20 +152,6 @@ fn a_stalled_read_holds_its_group_only_and_everything_resumes_when_it_returns() 
         d.metric("filesystem_stalled", &[("watch", "slow")]),
         Some(0.0)
     );
-}
-
-/// Threads of the process `pid` (none once it is reaped).
-fn threads(pid: i32) -> Vec<(i32, char)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            let tid: i32 = t.file_name().to_str()?.parse().ok()?;
-            Some((tid, crate::support::native::task_state(pid, tid)?))
-        })
-        .collect()
 }
 
 #[test]

@@ -58,6 +58,23 @@ pub fn open_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A kubelet-style volume `<dir>/vol` holding version 1 of a `token`: its writer and its path.
+pub fn volume(dir: &Path) -> (AtomicWriter, PathBuf) {
+    let vol = dir.join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    (w, vol)
+}
+
+/// A port nobody listens on now, on any interface (a listener given `:PORT` binds them all).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A short random hex string for unique names.
 pub fn unique() -> String {
     format!("{:06x}", getrandom::u32().unwrap() & 0xff_ffff)
@@ -283,6 +300,14 @@ impl Daemon {
     /// The value of one metric sample, if exported.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         metric(&self.metrics(), &format!("secret_reloader_{name}"), labels)
+    }
+
+    /// Successful reloads, as the daemon counts them; for a signal target, the signals it sent:
+    /// exact once it has settled, while the app may still be handling the last one when its own
+    /// count is read.
+    pub fn signals_sent(&self) -> f64 {
+        self.metric("reloads_total", &[("result", "success")])
+            .unwrap_or(0.0)
     }
 
     /// `/status` as JSON.

@@ -203,6 +203,20 @@ pub fn running(pid: i32) -> bool {
     task_state(pid, pid).is_some_and(|c| c != 'Z' && c != 'X')
 }
 
+/// The threads of the process `pid` with their state letters (none once it is reaped).
+pub fn threads(pid: i32) -> Vec<(i32, char)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: i32 = t.file_name().to_str()?.parse().ok()?;
+            Some((tid, task_state(pid, tid)?))
+        })
+        .collect()
+}
+
 /// The resident memory of the process `pid`, from `/proc/<pid>/status`, in KiB.
 pub fn vm_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
