@@ -8,6 +8,8 @@
 //! - [`process`]: commands run to their end within a limit (the doctor among them), processes
 //!   killed on drop, what `/proc` says of a process.
 //! - [`eventually`]: poll a condition with a generous deadline; never a fixed sleep as assertion.
+//!   Every wait of the tests goes through it ([`eventually_within`] when the deadline must be
+//!   longer), but a child's exit, which [`native::exited_within`] waits for.
 
 // Each test binary uses part of this module (`tests/system` little of it): what one of them
 // does not use is not dead code.
@@ -84,10 +86,21 @@ pub fn unique() -> String {
 /// value seen.
 pub fn eventually<T: std::fmt::Debug>(
     what: &str,
+    probe: impl FnMut() -> T,
+    cond: impl Fn(&T) -> bool,
+) -> T {
+    eventually_within(what, DEADLINE, probe, cond)
+}
+
+/// [`eventually`] with a deadline of `limit`, for what takes longer than anything the daemon does
+/// (a Prometheus server starting on a loaded machine).
+pub fn eventually_within<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
     mut probe: impl FnMut() -> T,
     cond: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + limit;
     loop {
         let v = probe();
         if cond(&v) {

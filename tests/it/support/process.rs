@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::native::task_state;
+use super::native::{exited_within, task_state};
 use super::{App, AppState, bin, eventually, unique};
 
 /// What a finished process said.
@@ -43,19 +43,14 @@ pub fn run_to_end(mut cmd: Command, limit: Duration) -> Exit {
         let _ = err.read_to_end(&mut v);
         v
     });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-            panic!("{cmd:?} did not end within {limit:?}; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    if !exited_within(&mut child, limit) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+        panic!("{cmd:?} did not end within {limit:?}; stderr:\n{stderr}");
+    }
     let took = started.elapsed();
+    let status = child.wait().expect("the status of a reaped child");
     Exit {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
