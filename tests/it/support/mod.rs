@@ -31,6 +31,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+// Re-exported for the tests; the dead_code allowance above does not cover a re-export that one
+// binary (`tests/system`) leaves unused.
+#[allow(unused_imports)]
 pub use secret_reloader::demo::atomic_writer::{AtomicWriter, SymlinkOrder};
 
 /// Generous deadline for anything the daemon should do "at once" (the machine is shared).
