@@ -7,14 +7,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::Path;
 
 use crate::support::sink::Sink;
-use crate::support::{App, Daemon, credential, eventually, now_ns, tempdir};
-
-/// A test directory other uids can search (the app runs as one of them).
-fn open_dir() -> tempfile::TempDir {
-    let dir = tempdir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use crate::support::{App, Daemon, credential, eventually, now_ns, open_dir, tempdir};
 
 fn write(path: &Path, text: &str, owner: (u32, u32), mode: u32) {
     fs::write(path, text).unwrap();

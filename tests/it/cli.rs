@@ -1,34 +1,19 @@
 //! Usage and configuration errors: exit code 2 and a message naming the flag or field.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
+use crate::support::process::run_to_end;
 use crate::support::{bin, tempdir};
 
 /// Runs the binary with `args` and `env`; returns (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // A valid configuration would start the daemon: the deadline catches that mistake.
-    let mut child = cmd.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{args:?} did not exit: it was accepted as a valid configuration");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cmd.args(args).envs(env.iter().copied());
+    // A valid configuration would start the daemon: the limit catches that mistake (a daemon
+    // still running after it was accepted as a valid configuration).
+    let e = run_to_end(cmd, Duration::from_secs(10));
+    (e.code, e.stderr)
 }
 
 #[test]

@@ -5,15 +5,13 @@
 //! of the native-sidecar layout.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::nginx::free_port;
 use crate::support::prometheus::{Prometheus, START_DEADLINE, prometheus_binary};
 use crate::support::sink::Mode;
 use crate::support::{
-    AtomicWriter, Daemon, Fixture, daemon_beside, eventually, http_get, let_content_age, metric,
-    tempdir,
+    AtomicWriter, Daemon, Fixture, daemon_beside, eventually, free_port, http_get, let_content_age,
+    metric, open_dir, tempdir,
 };
 
 /// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
@@ -375,8 +373,7 @@ fn compat_series_only_when_asked_for_or_their_flags_used() {
 
 #[test]
 fn startupz_passes_once_every_watched_path_is_there_for_the_app() {
-    let dir = tempdir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let vol = dir.path().join("tls");
     let startup = |d: &Daemon| http_get(d.addr, "/startupz").unwrap();
 

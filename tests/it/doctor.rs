@@ -3,52 +3,17 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::process::{Proc, doctor, doctor_through, named_exe};
 use crate::support::tls::dated;
-use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, tempdir};
-
-/// Runs `doctor` with `args` (text and JSON); returns (exit code, text, JSON).
-fn doctor(args: &[&str]) -> (i32, String, Value) {
-    doctor_with(Command::new(bin()), args)
-}
-
-fn doctor_with(mut base: Command, args: &[&str]) -> (i32, String, Value) {
-    let run = |cmd: &mut Command, extra: &[&str]| {
-        let out = cmd
-            .args(args)
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), stdout)
-    };
-    let program = base.get_program().to_owned();
-    let pre: Vec<_> = base.get_args().map(|a| a.to_owned()).collect();
-    let (code, text) = run(base.arg("doctor"), &[]);
-    let mut again = Command::new(program);
-    again.args(pre);
-    let (code_json, json) = run(again.arg("doctor"), &["--output", "json"]);
-    assert_eq!(code, code_json, "text and JSON runs disagree");
-    let json: Value =
-        serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
-    (code, text, json)
-}
+use crate::support::{
+    App, AtomicWriter, Daemon, bin, credential, eventually, let_content_age, open_dir, tempdir,
+};
 
 fn problems(json: &Value) -> String {
     json["problems"].to_string()
-}
-
-fn let_content_age() {
-    std::thread::sleep(Duration::from_millis(100));
 }
 
 #[test]
@@ -106,8 +71,7 @@ fn healthy_setup_exits_0_and_reports_in_order() {
 
 #[test]
 fn unreadable_file_and_drift_are_problems_with_fixes() {
-    let dir = tempdir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let vol = dir.path().join("vol");
     fs::create_dir(&vol).unwrap();
     let key = vol.join("tls.key");
@@ -236,8 +200,7 @@ fn stale_process_missing_process_and_dead_endpoint() {
 
 #[test]
 fn signal_not_permitted_for_a_sidecar_of_another_uid() {
-    let dir = tempdir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let vol = dir.path().join("vol");
     AtomicWriter::new(&vol)
         .write(&[("token", credential("1"))])
@@ -245,17 +208,15 @@ fn signal_not_permitted_for_a_sidecar_of_another_uid() {
     let_content_age();
     let app = App::start(dir.path(), &vol.join("token"), &[]); // root
     app.wait_up();
-    let mut base = Command::new("setpriv");
-    base.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        bin(),
-    ]);
-    let (code, text, json) = doctor_with(
-        base,
+    let (code, text, json) = doctor_through(
+        &[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ],
         &[
             "--watch",
             vol.to_str().unwrap(),
@@ -288,23 +249,21 @@ fn single_file_mounts_kubelet_never_updates() {
     fs::create_dir(&sub).unwrap();
     fs::write(sub.join("token"), "").unwrap();
     // The sidecar's own view: the watched file is a subPath-style bind mount of one version's file.
-    let mut base = Command::new("unshare");
     let script = format!(
         "mount --bind {} {} && exec \"$0\" \"$@\"",
         real.display(),
         sub.join("token").display()
     );
-    base.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-        bin(),
-    ]);
-    let (code, text, json) = doctor_with(
-        base,
+    let (code, text, json) = doctor_through(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
         &[
             "--watch",
             sub.join("token").to_str().unwrap(),
@@ -325,9 +284,7 @@ fn single_file_mounts_kubelet_never_updates() {
 
     // The app's view: the app runs in a mount namespace with such a mount; the doctor reads the
     // app's mount table.
-    let name = format!("app{}", crate::support::unique());
-    let exe = dir.path().join(&name);
-    std::os::unix::fs::symlink(bin(), &exe).unwrap();
+    let (name, exe) = named_exe(dir.path());
     let state = dir.path().join("frozen.state");
     let script = format!(
         "mount --bind {} {} && exec \"$0\" demo-app --credential {} --state-file {}",
@@ -336,7 +293,7 @@ fn single_file_mounts_kubelet_never_updates() {
         sub.join("token").display(),
         state.display()
     );
-    let _app = ChildGuard(
+    let _app = Proc(
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .arg(&exe)
@@ -364,15 +321,6 @@ fn single_file_mounts_kubelet_never_updates() {
         frozen.contains(&sub.join("token").display().to_string()) && frozen.contains("subPath"),
         "{json}"
     );
-}
-
-/// Kills and reaps a child process on drop, also when the test fails.
-struct ChildGuard(std::process::Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -6,12 +6,11 @@
 //! environment. Everything runs in a PID namespace of its own.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
+use crate::support::process::doctor_through;
 use crate::support::{
-    AtomicWriter, Daemon, bin, daemon_beside_as, eventually, now_ns, tempdir, unique,
+    AtomicWriter, Daemon, daemon_beside_as, eventually, now_ns, open_dir, unique,
 };
 
 /// The app's process name, unique to the test.
@@ -61,8 +60,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempdir();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = open_dir();
         let vol = dir.path().join("secret");
         let writer = AtomicWriter::new(&vol);
         writer
@@ -123,17 +121,15 @@ impl Setup {
 }
 
 /// `secret-reloader doctor` with the daemon's flags, in the daemon's PID namespace (where the app
-/// is): its exit status and report.
+/// is): whether it found no problem, and its report.
 fn doctor(d: &Daemon, s: &Setup) -> (bool, String) {
     // The namespace's first process (the shell that became the daemon) is unshare's child.
     let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", d.pid())).unwrap();
     let inner: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    let name = s.name();
-    let out = Command::new("nsenter")
-        .args(["--target", &inner.to_string(), "--pid", "--mount", "--"])
-        .arg(bin())
-        .args([
-            "doctor",
+    let (target, name) = (inner.to_string(), s.name());
+    let (code, report, _) = doctor_through(
+        &["nsenter", "--target", &target, "--pid", "--mount", "--"],
+        &[
             "--standalone",
             "--watch",
             s.vol.to_str().unwrap(),
@@ -143,17 +139,9 @@ fn doctor(d: &Daemon, s: &Setup) -> (bool, String) {
             &name,
             "--signal",
             "TERM",
-        ])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        ],
+    );
+    (code == 0, report)
 }
 
 fn environment(d: &Daemon) -> serde_json::Value {

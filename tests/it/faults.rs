@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, now_ns, tempdir};
+use crate::support::{AtomicWriter, Daemon, credential, eventually, now_ns, open_dir, tempdir};
 
 #[test]
 fn kubelet_swap_does_not_wait_for_the_quiet_period() {
@@ -168,8 +168,7 @@ fn torn_in_place_write_is_not_reloaded_half_way() {
 #[test]
 fn file_the_sidecar_cannot_read_is_reported_and_recovered() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempdir();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let conf = dir.path().join("conf");
     std::fs::create_dir(&conf).unwrap();
     let token = conf.join("token");

@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use secret_reloader::demo::atomic_writer::Key;
 
 use crate::support::prometheus::{Prometheus, START_DEADLINE};
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, credential, eventually, open_dir};
 
 const REPLICAS: usize = 10;
 const HELD: [usize; 2] = [8, 9];
@@ -29,8 +28,7 @@ fn token(version: &str, mode: u32) -> BTreeMap<String, Key> {
 
 #[test]
 fn prometheus_counts_versions_across_replicas_and_names_the_ones_that_hold_back() {
-    let dir = tempdir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let vol = dir.path().join("secret");
     let writer = AtomicWriter::new(&vol);
     writer.write_keys(&token("1", 0o444)).unwrap();

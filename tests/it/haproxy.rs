@@ -9,9 +9,8 @@
 
 use std::path::Path;
 
-use crate::nginx::free_port;
 use crate::support::tls::{KeyKind, pair, served_subject};
-use crate::support::{AtomicWriter, daemon_beside, eventually, tempdir};
+use crate::support::{AtomicWriter, daemon_beside, eventually, free_port, tempdir};
 
 fn haproxy() -> &'static str {
     let path = "/usr/sbin/haproxy";

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::nginx::free_port;
+use crate::support::native::exited_within;
 use crate::support::tls::{ca, leaf};
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, credential, eventually, free_port, tempdir};
 
 /// The extension of client certificates.
 const CLIENT: &str = "extendedKeyUsage=clientAuth";
@@ -85,12 +85,8 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if exited_within(&mut self.child, std::time::Duration::from_secs(5)) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,12 +1,10 @@
 //! The library entry point: `serve(config, listener, shutdown)` in the test's own runtime, with a
 //! shutdown future of the test's choosing, against a real exec target and a real HTTP endpoint.
 
-use std::time::Duration;
-
 use secret_reloader::Config;
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, DEADLINE, credential, eventually, http_get, tempdir};
+use crate::support::{AtomicWriter, credential, eventually, http_get, tempdir};
 
 #[test]
 fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
@@ -69,14 +67,11 @@ fn serve_reloads_and_returns_when_the_shutdown_future_completes() {
     assert_eq!(fp.len(), 16, "the keyed fingerprint, shortened: {fp}");
 
     stop_tx.send(()).unwrap();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !daemon.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not return after shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        "serve to return after shutdown",
+        || daemon.is_finished(),
+        |finished| *finished,
+    );
     daemon.join().unwrap().expect("clean shutdown");
     assert!(
         http_get(addr, "/healthz").is_err(),

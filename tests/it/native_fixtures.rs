@@ -5,14 +5,14 @@
 //! it; seccomp_deny must refuse the named calls, to the command and what it starts.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use crate::support::native::{
     StallFs, deny_syscalls, deny_syscalls_with, fuse_mount_of, seccomp_deny, task_state, task_wchan,
 };
-use crate::support::{AtomicWriter, DEADLINE, credential, eventually, tempdir};
+use crate::support::{AtomicWriter, DEADLINE, credential, eventually, open_dir, tempdir};
 
 /// Reads `path` in a thread of this process; gives the thread's id, then the result.
 fn read_in_thread(path: std::path::PathBuf) -> (i32, mpsc::Receiver<std::io::Result<String>>) {
@@ -165,9 +165,8 @@ fn stallfs_keeps_answering_with_many_reads_held() {
 
 #[test]
 fn stallfs_shows_a_kubelet_volume_as_it_is_now() {
-    let dir = tempdir();
     // Searchable by the other user below, down to the mount.
-    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = open_dir();
     let back = dir.path().join("back");
     let w = AtomicWriter::new(&back);
     w.write(&[("token", credential("1"))]).unwrap();

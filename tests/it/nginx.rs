@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::tls::{KeyKind, pair, served_subject};
-use crate::support::{AtomicWriter, Daemon, daemon_beside, eventually, now_ns, tempdir};
+use crate::support::{
+    AtomicWriter, Daemon, daemon_beside, eventually, free_port, let_content_age, now_ns, tempdir,
+};
 
 /// Requires the Debian package: `.ci/run` installs it. Its absence is a failure, not a skip.
 fn nginx() -> &'static str {
@@ -20,15 +22,6 @@ fn nginx() -> &'static str {
         "nginx is not installed: apt-get install nginx-light (see .ci/run)"
     );
     path
-}
-
-/// A port free right now on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes an nginx configuration serving TLS from `vol` on `port`, everything under `dir`.
@@ -49,13 +42,6 @@ pub fn nginx_conf(dir: &Path, vol: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
-/// Signals the daemon sent, as it counts them: exact once it has settled, while nginx may still
-/// be handling the last one when its log is read.
-fn signals_sent(d: &Daemon) -> f64 {
-    d.metric("reloads_total", &[("result", "success")])
-        .unwrap_or(0.0)
-}
-
 /// nginx and the daemon (with `daemon_args`) in a new PID namespace.
 pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon {
     let app = format!(
@@ -74,7 +60,7 @@ pub fn nginx_and_daemon(dir: &Path, conf: &Path, daemon_args: &[&str]) -> Daemon
 /// swap is scanned at once, maybe before the test reads the clock): a resync finds the same
 /// content, or content still held back, and no attempt fails (nothing to retry).
 fn serving_v1(dir: &Path, vol: &Path) -> (u16, Daemon) {
-    std::thread::sleep(Duration::from_millis(100));
+    let_content_age();
     let port = free_port();
     let conf = nginx_conf(dir, vol, port);
     let d = nginx_and_daemon(
@@ -110,7 +96,7 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
     let t = now_ns();
     let (port, d) = serving_v1(dir.path(), &vol);
     d.passed(t);
-    assert_eq!(signals_sent(&d), 0.0, "no signal at start");
+    assert_eq!(d.signals_sent(), 0.0, "no signal at start");
     let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
         log().matches("(SIGHUP) received").count(),
@@ -126,7 +112,7 @@ fn nginx_serves_the_rotated_certificate_after_one_sighup_to_its_master() {
         |s| s.contains("CN=v2"),
     );
     d.passed(t);
-    assert_eq!(signals_sent(&d), 1.0, "one signal for one rotation");
+    assert_eq!(d.signals_sent(), 1.0, "one signal for one rotation");
     let log = log();
     assert_eq!(
         log.matches("(SIGHUP) received").count(),
@@ -166,7 +152,7 @@ fn half_written_rotation_never_reaches_nginx() {
         |s| s.contains("CN=v2"),
     );
     d.passed(t);
-    assert_eq!(signals_sent(&d), 1.0, "one signal, for the completed pair");
+    assert_eq!(d.signals_sent(), 1.0, "one signal, for the completed pair");
     let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert!(
         !log.contains("key values mismatch"),

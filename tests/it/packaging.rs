@@ -4,7 +4,7 @@
 //! users write them in their pod specs.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::sink::Sink;
 use crate::support::{
-    AtomicWriter, Daemon, bin, credential, eventually, http_get, now_ns, tempdir,
+    AtomicWriter, Daemon, bin, credential, eventually, free_port, http_get, now_ns, tempdir,
 };
 
 fn deploy(rel: &str) -> PathBuf {
@@ -371,15 +371,6 @@ fn the_config_schema_and_the_parser_agree_on_the_rules_between_fields() {
         "{err}"
     );
     env(&json!({"type": "signal", "process_name": "app", "signal": "TERM"})).expect("a restart");
-}
-
-/// A port nobody listens on now, on every interface (configmap-reload's `:PORT` binds them all).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

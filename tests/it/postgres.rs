@@ -13,9 +13,8 @@ use std::process::Command;
 
 use secret_reloader::demo::atomic_writer::Key;
 
-use crate::nginx::free_port;
 use crate::support::tls::{KeyKind, pair, serial, served_subject_postgres as served_subject};
-use crate::support::{AtomicWriter, daemon_beside, eventually, tempdir};
+use crate::support::{AtomicWriter, daemon_beside, eventually, free_port, tempdir};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 

@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::support::sink::{Mode, Probe, Sink};
-use crate::support::{AtomicWriter, DEADLINE, Daemon, SymlinkOrder, now_ns, tempdir};
+use crate::support::{AtomicWriter, Daemon, SymlinkOrder, eventually, now_ns, tempdir};
 
 #[derive(Debug, Clone)]
 enum Fault {
@@ -254,16 +254,12 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
             .unwrap_or_else(|| initial.clone())
             == final_content
     };
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !delivered_final(&sink) {
-        prop_assert!(
-            std::time::Instant::now() < deadline,
-            "never delivered the final content {final_content}; calls: {:#?}\nlog:\n{}",
-            sink.calls(),
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A timeout panics (the runner takes it as the case's failure; the daemon's log is printed).
+    eventually(
+        &format!("the final content {final_content} delivered"),
+        || (delivered_final(&sink), sink.calls()),
+        |(delivered, _)| *delivered,
+    );
     d.passed(t);
     prop_assert!(
         delivered_final(&sink),

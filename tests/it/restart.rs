@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use crate::support::{App, AtomicWriter, Daemon, credential, eventually, now_ns, tempdir};
+use crate::support::{
+    App, AtomicWriter, Daemon, credential, eventually, let_content_age, now_ns, tempdir,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Point {
@@ -48,7 +50,7 @@ fn sigkill_at_random_points_of_a_rotation_100_times() {
     let state = dir.path().join("state.json");
     let w = AtomicWriter::new(&vol);
     w.write(&[("token", credential("0"))]).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let_content_age();
     let app = App::start(dir.path(), &vol.join("token"), &[]);
     app.wait_up();
     let mut d = start(&vol, &app, &state);

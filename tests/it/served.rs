@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::nginx::{free_port, nginx_and_daemon, nginx_conf};
+use crate::nginx::{nginx_and_daemon, nginx_conf};
 use crate::support::tls::{KeyKind, pair, serial, served_subject};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, bin, eventually, free_port, tempdir};
 
 /// nginx serving the v1 pair in `vol`, and a daemon that signals it and checks what it serves.
 fn nginx_checked(dir: &Path, vol: &Path) -> (u16, Daemon) {

@@ -7,15 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    App, AtomicWriter, Daemon, bin, credential, eventually, let_content_age, now_ns, tempdir,
+    App, Daemon, bin, credential, eventually, let_content_age, now_ns, tempdir, volume,
 };
-
-fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
-    let vol = dir.join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    (w, vol)
-}
 
 fn daemon(vol: &Path, selector: &[&str], extra: &[&str]) -> Daemon {
     let mut args = vec![
@@ -29,13 +22,6 @@ fn daemon(vol: &Path, selector: &[&str], extra: &[&str]) -> Daemon {
     let d = Daemon::start(&args);
     d.wait_ready();
     d
-}
-
-/// Signals the daemon sent, as it counts them: exact once it has settled, while the app may still
-/// be handling the last one when its own count is read.
-fn signals_sent(d: &Daemon) -> f64 {
-    d.metric("reloads_total", &[("result", "success")])
-        .unwrap_or(0.0)
 }
 
 fn expect_reloads(app: &App, n: u64, version: &str) {
@@ -66,7 +52,7 @@ fn sighup_once_per_change_by_process_name() {
         &["--resync-interval", "1s"],
     );
     d.passed(t);
-    assert_eq!(signals_sent(&d), 0.0, "no signal at start");
+    assert_eq!(d.signals_sent(), 0.0, "no signal at start");
     assert_eq!(
         app.reloads(),
         0,
@@ -79,7 +65,7 @@ fn sighup_once_per_change_by_process_name() {
     w.write(&[("token", credential("6"))]).unwrap(); // identical content
     let t = now_ns();
     d.passed(t);
-    assert_eq!(signals_sent(&d), 5.0, "no signal for identical content");
+    assert_eq!(d.signals_sent(), 5.0, "no signal for identical content");
     assert_eq!(app.reloads(), 5);
     let status = d.status();
     let attempt = status["targets"][0]["last_attempt"]["detail"]
@@ -155,7 +141,7 @@ fn only_the_master_of_master_and_workers_is_signalled() {
             "worker {i} signalled: {detail}"
         );
     }
-    assert_eq!(signals_sent(&first), 1.0, "one signal: {detail}");
+    assert_eq!(first.signals_sent(), 1.0, "one signal: {detail}");
     assert_eq!(
         worker(0).unwrap().reloads,
         0,
@@ -313,7 +299,7 @@ fn start_up_policy_auto_never_always() {
         &[],
     );
     d.passed(t);
-    assert_eq!(signals_sent(&d), 0.0, "never: no signal at start");
+    assert_eq!(d.signals_sent(), 0.0, "never: no signal at start");
     assert_eq!(app.reloads(), 1, "never: no reload at start");
     drop(d);
     // A process newer than the content: auto sends nothing, always does.
@@ -325,7 +311,7 @@ fn start_up_policy_auto_never_always() {
     let t = now_ns();
     let d = daemon(&vol2, &["--process-name", &fresh.name], &[]);
     d.passed(t);
-    assert_eq!(signals_sent(&d), 0.0, "auto: no signal to a newer process");
+    assert_eq!(d.signals_sent(), 0.0, "auto: no signal to a newer process");
     assert_eq!(
         fresh.reloads(),
         0,
@@ -429,8 +415,8 @@ fn a_pid_file_that_names_another_live_process_is_followed() {
         expect_reloads(&a, 2 * round + 2, &v(4));
         // Each version went to the one process the pid file named when it appeared (the
         // daemon counts a send after the app may already have handled it).
-        eventually("three signals counted", || signals_sent(&d), |n| *n >= 3.0);
-        assert_eq!(signals_sent(&d), 3.0);
+        eventually("three signals counted", || d.signals_sent(), |n| *n >= 3.0);
+        assert_eq!(d.signals_sent(), 3.0);
         assert_eq!(b.reloads(), round + 1, "{}", d.log());
         drop(d);
     }

@@ -1,6 +1,7 @@
 //! An inotify queue overflow (events lost) must still end with the final content reloaded once.
 
-use crate::support::{Daemon, Fixture, credential, eventually, now_ns};
+use crate::support::process::threads;
+use crate::support::{Fixture, credential, daemon_for, eventually, now_ns};
 
 /// Sets `fs.inotify.max_queued_events` (read by the kernel when an inotify instance is created)
 /// and restores it on drop.
@@ -23,40 +24,22 @@ impl Drop for QueueLimit {
     }
 }
 
-/// Whether every thread of `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+/// Whether every thread of `pid` is stopped (state `T`).
 fn stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
-            // `pid (comm) state ...`: the state follows the last `)`.
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-    })
+    let threads = threads(pid);
+    !threads.is_empty() && threads.iter().all(|(_, state)| *state == 'T')
 }
 
 #[test]
 fn inotify_queue_overflow_rescans_and_reloads_the_final_content_once() {
     let f = Fixture::new();
-    let (vol, w, sink) = (&f.vol, &f.writer, &f.sink);
-    let url = f.url();
+    let (w, sink) = (&f.writer, &f.sink);
     let d = {
         // Only instances created while the limit is set get the small queue: this daemon's.
         let _limit = QueueLimit::set(16);
         // No short resync: it would find the final content even if the overflow were not acted
         // on.
-        let d = Daemon::start(&[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--reload-url",
-            &url,
-            "--min-reload-interval",
-            "0",
-        ]);
-        d.wait_ready();
-        d
+        daemon_for(&[&f.vol], sink, &[])
     };
     let pid = nix::unistd::Pid::from_raw(d.pid());
     nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();

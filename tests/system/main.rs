@@ -11,11 +11,10 @@
 //! cargo test --test system -- --test-threads=1
 //! ```
 //!
-//! The support code is `tests/it`'s own, compiled into this binary too (what only `tests/it`
-//! uses of it is unused here).
+//! The support module is the one `tests/it` uses (`tests/it/support`), compiled into this binary
+//! too: the same guards, the same `eventually`, the same helpers.
 
 #[path = "../it/support/mod.rs"]
-#[allow(unused_imports)]
 mod support;
 
 mod inotify;

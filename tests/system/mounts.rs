@@ -2,7 +2,7 @@
 //! held back while empty and watched again once mounted.
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{credential, daemon_for, eventually, tempdir, volume};
 
 /// A tmpfs mounted on a test directory; unmounted on drop, also when the test fails.
 struct Tmpfs(std::path::PathBuf);
@@ -40,24 +40,11 @@ impl Drop for Tmpfs {
 #[test]
 fn tmpfs_volume_unmounted_and_mounted_again_is_watched_again() {
     let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let first = Tmpfs::mount(&vol);
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
+    let first = Tmpfs::mount(&dir.path().join("vol"));
+    let (w, vol) = volume(dir.path());
     let sink = Sink::start_with_probe(Some(vol.join("token")));
-    let url = sink.url("/-/reload");
     // No resync within the test: only the mount table and inotify can tell.
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--min-reload-interval",
-        "0",
-        "--resync-interval",
-        "1h",
-    ]);
-    d.wait_ready();
+    let d = daemon_for(&[&vol], &sink, &["--resync-interval", "1h"]);
     first.unmount();
     let held = eventually(
         "the empty mount point to be held back",

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{RawEndpoint, RawMode, header_lines};
+use crate::support::raw::{RawEndpoint, RawMode, header_lines};
 use crate::support::sink::{Mode, Sink};
 use crate::support::{Daemon, Fixture, credential, eventually, tempdir};
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{body_of, get_with, in_netns_of, vm_rss_kib};
-use crate::support::{Daemon, Fixture, bin, eventually, http_get, metric};
+use crate::support::process::{in_netns_of, running, vm_rss_kib};
+use crate::support::{Daemon, Fixture, bin, body_of, eventually, get_with, http_get, metric};
 
 /// The daemon in a new network namespace, listening on 10.9.9.9 (not loopback). The address
 /// sits on a dummy interface where the kernel has one, else on the namespace's own `lo`.
@@ -300,5 +300,5 @@ fn oversized_request_head_gets_431_or_a_close_and_the_daemon_goes_on() {
     assert_eq!(code, 200);
     f.rotate("2");
     eventually("the reload", || f.sink.count(), |n| *n == 1);
-    assert!(crate::hostile::running(d.pid()));
+    assert!(running(d.pid()));
 }

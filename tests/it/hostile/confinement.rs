@@ -6,8 +6,7 @@ use std::os::unix::fs::symlink;
 
 use serde_json::Value;
 
-use super::open_dir;
-use crate::support::{Daemon, eventually};
+use crate::support::{Daemon, eventually, open_dir};
 
 fn files(status: &Value) -> Vec<(String, String)> {
     status["watches"]

@@ -1,8 +1,9 @@
 //! The doctor against a large `/status` (it used to give up at 64 KiB and then call a reloaded
 //! app "likely stale"), and without any daemon.
 
-use super::{doctor, let_content_age, os};
-use crate::support::{App, Daemon, credential, eventually, http_get, tempdir};
+use crate::support::process::{doctor, os};
+use crate::support::raw::RawEndpoint;
+use crate::support::{App, Daemon, credential, eventually, http_get, let_content_age, tempdir};
 
 #[test]
 fn doctor_reads_a_large_status_and_reports_no_false_staleness() {
@@ -123,7 +124,7 @@ fn doctor_does_not_take_the_word_of_whatever_answers_on_the_port() {
         "sidecar": {"pid": std::process::id()},
         "targets": [{"name": "exec:true", "stale": false}],
     });
-    let ep = super::RawEndpoint::start(&fake.to_string());
+    let ep = RawEndpoint::start(&fake.to_string());
     let listen = ep.addr.to_string();
     let (code, text, json) = doctor(&os(&[
         "--watch",

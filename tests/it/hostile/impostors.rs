@@ -11,8 +11,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::open_dir;
-use crate::support::{App, AtomicWriter, Daemon, credential, eventually};
+use crate::support::process::{demo_app_as, named_exe, run_dir, wait_up};
+use crate::support::{
+    App, AtomicWriter, Daemon, credential, eventually, let_content_age, open_dir,
+};
 
 /// Dates the pid file's last write `secs` seconds back: the app that wrote it is long gone.
 fn written_ago(pid_file: &Path, secs: u32) {
@@ -156,7 +158,6 @@ fn a_fresh_pid_file_of_the_declared_name_is_followed() {
 /// instead of the impostor being kept for good.
 #[test]
 fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
-    use super::{demo_app_as, named_exe, run_dir, wait_up};
     let dir = open_dir();
     let vol = dir.path().join("vol");
     let w = AtomicWriter::new(&vol);
@@ -166,9 +167,9 @@ fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
     let (name, exe) = named_exe(dir.path());
     let state = |n: &str| run.join(format!("{n}.state"));
     let reloads = |n: &str| App::state_of(&state(n)).map_or(0, |s| s.reloads);
-    crate::support::let_content_age();
+    let_content_age();
     let impostor = demo_app_as(&exe, &token, &state("impostor"), None);
-    wait_up(&state("impostor"), &impostor);
+    wait_up(&state("impostor"), impostor.pid());
     let d = Daemon::start(&[
         "--watch",
         vol.to_str().unwrap(),
@@ -185,7 +186,7 @@ fn a_process_kept_by_name_is_dropped_when_a_second_one_matches() {
     eventually("the impostor's reload", || reloads("impostor"), |n| *n >= 1);
     // The app comes back: two unrelated processes of the name.
     let app = demo_app_as(&exe, &token, &state("app"), None);
-    wait_up(&state("app"), &app);
+    wait_up(&state("app"), app.pid());
     let before = reloads("impostor");
     w.write(&[("token", credential("3"))]).unwrap();
     let msg = d.error_containing("ambiguous target");

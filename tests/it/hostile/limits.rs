@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use super::{open_dir, run_bin};
-use crate::support::{Daemon, Fixture, daemon_beside, eventually, now_ns};
+use crate::support::process::{os, run_bin};
+use crate::support::{Daemon, Fixture, daemon_beside, eventually, now_ns, open_dir};
 
 /// inotify watches the process `pid` holds (one `inotify wd:` line each in its fdinfo).
 fn inotify_watches(pid: i32) -> usize {
@@ -98,7 +98,7 @@ fn timers_that_would_spin_are_refused() {
         ("--retry-backoff-max", "0s"),
         ("--fs-stall-timeout", "1ms"),
     ] {
-        let e = run_bin(&super::os(&["--watch", &w, "--exec", "true", flag, value]));
+        let e = run_bin(&os(&["--watch", &w, "--exec", "true", flag, value]));
         assert_eq!(e.code, 2, "{flag} {value}: {}", e.stderr);
         assert!(e.stderr.contains(flag), "{}", e.stderr);
     }

@@ -8,10 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use super::{
-    RawEndpoint, daemon_os, doctor, json_controls, lines_starting_with, os, os_bytes, raw_controls,
-    run_bin, running,
-};
+use super::{json_controls, lines_starting_with, raw_controls};
+use crate::support::process::{doctor, os, os_bytes, run_bin, running};
+use crate::support::raw::RawEndpoint;
 use crate::support::sink::Sink;
 use crate::support::{Daemon, credential, eventually, http_get, now_ns, tempdir, unique};
 
@@ -54,7 +53,7 @@ fn non_utf8_watched_path_is_escaped_in_status_metrics_and_doctor_and_the_daemon_
     let bad = dir.path().join(OsStr::from_bytes(b"bad\xff\x1b[31m"));
     std::fs::create_dir(&bad).unwrap();
     std::fs::write(bad.join("token"), credential("1")).unwrap();
-    let d = daemon_os(&[
+    let d = Daemon::start_os(&[
         OsStr::new("--watch"),
         bad.as_os_str(),
         OsStr::new("--exec"),

@@ -6,9 +6,9 @@
 
 use std::process::Stdio;
 
-use super::{doctor, let_content_age, os};
 use crate::support::native::deny_syscalls_with;
-use crate::support::{App, Daemon, Fixture, bin, eventually};
+use crate::support::process::{doctor, os};
+use crate::support::{App, Daemon, Fixture, bin, eventually, let_content_age};
 
 /// The daemon with `args` (and `--listen 127.0.0.1:0`) under a filter refusing `calls`.
 fn daemon_denied(calls: &[&str], errno: &str, args: &[&str]) -> Daemon {

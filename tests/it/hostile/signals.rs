@@ -5,17 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{
-    demo_app_as, doctor, let_content_age, named_exe, open_dir, os, run_dir, running, wait_up,
+use crate::support::process::{demo_app_as, doctor, named_exe, os, run_dir, running, wait_up};
+use crate::support::{
+    App, Daemon, bin, credential, eventually, let_content_age, now_ns, open_dir, volume,
 };
-use crate::support::{App, AtomicWriter, Daemon, bin, credential, eventually, now_ns};
-
-fn volume(dir: &Path) -> (AtomicWriter, std::path::PathBuf) {
-    let vol = dir.join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    (w, vol)
-}
 
 fn reloads(state: &Path) -> u64 {
     App::state_of(state).map_or(0, |s| s.reloads)
@@ -32,10 +25,10 @@ fn two_unrelated_processes_of_the_app_name_are_ambiguous_unless_the_app_uid_is_d
     // The impostor (another container's process, uid 2001) is the older one and handles SIGHUP.
     let other_state = run.join("other.state");
     let other = demo_app_as(&exe, &token, &other_state, Some((2001, 2001)));
-    wait_up(&other_state, &other);
+    wait_up(&other_state, other.pid());
     let app_state = run.join("app.state");
     let app = demo_app_as(&exe, &token, &app_state, Some((2000, 2000)));
-    wait_up(&app_state, &app);
+    wait_up(&app_state, app.pid());
 
     let d = Daemon::start(&[
         "--watch",

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{os, run_bin, terminates_within};
+use super::terminates_within;
+use crate::support::process::{os, run_bin};
 use crate::support::sink::Sink;
 use crate::support::{Daemon, credential, eventually, http_get, now_ns, tempdir};
 

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::open_dir;
 use crate::support::native::StallFs;
+use crate::support::process::threads;
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, http_get};
+use crate::support::{
+    AtomicWriter, Daemon, credential, eventually, http_get, let_content_age, open_dir,
+};
 
 fn calls_to(sink: &Sink, path: &str) -> usize {
     sink.calls().iter().filter(|c| c.path == path).count()
@@ -152,20 +154,6 @@ fn a_stalled_read_holds_its_group_only_and_everything_resumes_when_it_returns() 
     );
 }
 
-/// Threads of the process `pid` (none once it is reaped).
-fn threads(pid: i32) -> Vec<(i32, char)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            let tid: i32 = t.file_name().to_str()?.parse().ok()?;
-            Some((tid, crate::support::native::task_state(pid, tid)?))
-        })
-        .collect()
-}
-
 #[test]
 fn sigterm_during_a_stalled_read_ends_every_thread_but_the_one_the_kernel_holds() {
     let dir = open_dir();
@@ -226,7 +214,7 @@ fn a_stalled_pid_file_holds_its_target_only() {
     let backing = dir.path().join("backing");
     std::fs::create_dir_all(&backing).unwrap();
     let f = crate::support::Fixture::new();
-    crate::support::let_content_age();
+    let_content_age();
     let app = crate::support::App::start(dir.path(), &f.vol.join("token"), &[]);
     app.wait_up();
     std::fs::write(backing.join("app.pid"), format!("{}\n", app.pid())).unwrap();

@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::open_dir;
-use crate::support::{Daemon, Fixture, bin, eventually, http_get};
+use crate::support::{Daemon, Fixture, bin, eventually, http_get, open_dir};
 
 fn prlimit(pid: i32, limit: &str) {
     let ok = Command::new("prlimit")

@@ -4,8 +4,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use super::open_dir;
-use crate::support::{Daemon, eventually};
+use crate::support::{Daemon, eventually, open_dir};
 
 /// A ready daemon watching `watched`, an exec target, and `state` as its state file.
 fn ready_with(watched: &std::path::Path, state: &std::path::Path) -> Daemon {

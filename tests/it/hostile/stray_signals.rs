@@ -8,6 +8,7 @@
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::support::native::task_state;
 use crate::support::{Fixture, daemon_for, eventually, now_ns};
 
 /// Every signal a neighbour may send by mistake whose default ends or stops a process, but the
@@ -34,14 +35,6 @@ fn stray() -> Vec<(i32, &'static str)> {
     ]
 }
 
-/// The state letter of a process (`S`, `R`, `T` when stopped).
-fn state(pid: i32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-        .unwrap_or('?')
-}
-
 #[test]
 fn stray_signals_are_logged_and_counted_and_the_daemon_keeps_reloading() {
     let f = Fixture::new();
@@ -55,7 +48,11 @@ fn stray_signals_are_logged_and_counted_and_the_daemon_keeps_reloading() {
             || d.metric("signals_received_total", &[("signal", label)]),
             |n| n.is_some_and(|n| n >= 1.0),
         );
-        assert_ne!(state(d.pid()), 'T', "{label} stopped the daemon");
+        assert_ne!(
+            task_state(d.pid(), d.pid()),
+            Some('T'),
+            "{label} stopped the daemon"
+        );
     }
     let log = d.log();
     let me = std::process::id();

@@ -2,7 +2,8 @@
 //! headers that would make a request ambiguous. Exit 2, a message naming the flag, no panic, no
 //! echo of what must stay secret.
 
-use super::{Exit, os, run_bin, tempdir};
+use crate::support::process::{Exit, os, run_bin, run_to_end};
+use crate::support::tempdir;
 
 fn usage(args: &[&str]) -> Exit {
     let e = run_bin(&os(args));
@@ -102,7 +103,7 @@ fn startup_errors_never_echo_url_queries_or_userinfo() {
         };
         let mut cmd = std::process::Command::new(crate::support::bin());
         cmd.args(["--watch", w, "--exec", "true"]).env(var, value);
-        let e = super::run_to_end(cmd, std::time::Duration::from_secs(10));
+        let e = run_to_end(cmd, std::time::Duration::from_secs(10));
         assert_eq!(e.code, 2, "{var}={value}: {e:?}");
         for secret in ["SECRETQ", "SECRETU"] {
             assert!(

@@ -1,18 +1,29 @@
 //! Test support: real processes, real HTTP servers, real directories, each test with its own.
+//! One module for both test binaries: `tests/it` declares it, `tests/system` includes this file.
 //!
 //! - [`Daemon`]: the built binary on `127.0.0.1:<ephemeral>`, killed on drop.
 //! - [`App`]: the demonstration app under a unique process name, killed on drop.
-//! - [`Sink`] (in `sink.rs`): a real HTTP endpoint on 127.0.0.1 that counts calls.
+//! - [`sink::Sink`]: a real HTTP endpoint on 127.0.0.1 that counts calls; [`raw::RawEndpoint`]
+//!   one on raw TCP that keeps every request head as it came.
+//! - [`process`]: commands run to their end within a limit (the doctor among them), processes
+//!   killed on drop, what `/proc` says of a process.
 //! - [`eventually`]: poll a condition with a generous deadline; never a fixed sleep as assertion.
+//!   Every wait of the tests goes through it ([`eventually_within`] when the deadline must be
+//!   longer), but a child's exit, which [`native::exited_within`] waits for.
 
+// Each test binary uses part of this module (`tests/system` little of it): what one of them
+// does not use is not dead code.
 #![allow(dead_code)]
 
 pub mod native;
+pub mod process;
 pub mod prometheus;
+pub mod raw;
 pub mod sink;
 pub mod tls;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +31,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+// Re-exported for the tests; the dead_code allowance above does not cover a re-export that one
+// binary (`tests/system`) leaves unused.
+#[allow(unused_imports)]
 pub use secret_reloader::demo::atomic_writer::{AtomicWriter, SymlinkOrder};
 
 /// Generous deadline for anything the daemon should do "at once" (the machine is shared).
@@ -38,6 +52,34 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// A fresh temporary directory that other uids may traverse (processes run through `setpriv`).
+pub fn open_dir() -> tempfile::TempDir {
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+/// A kubelet-style volume `<dir>/vol` holding version 1 of a `token`: its writer and its path.
+pub fn volume(dir: &Path) -> (AtomicWriter, PathBuf) {
+    let vol = dir.join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    (w, vol)
+}
+
+/// A port nobody listens on now, on any interface (a listener given `:PORT` binds them all).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A short random hex string for unique names.
 pub fn unique() -> String {
     format!("{:06x}", getrandom::u32().unwrap() & 0xff_ffff)
@@ -47,10 +89,21 @@ pub fn unique() -> String {
 /// value seen.
 pub fn eventually<T: std::fmt::Debug>(
     what: &str,
+    probe: impl FnMut() -> T,
+    cond: impl Fn(&T) -> bool,
+) -> T {
+    eventually_within(what, DEADLINE, probe, cond)
+}
+
+/// [`eventually`] with a deadline of `limit`, for what takes longer than anything the daemon does
+/// (a Prometheus server starting on a loaded machine).
+pub fn eventually_within<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
     mut probe: impl FnMut() -> T,
     cond: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + limit;
     loop {
         let v = probe();
         if cond(&v) {
@@ -86,6 +139,33 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// One GET with extra header lines; (status, raw response). `Connection: close` is sent.
+pub fn get_with(addr: SocketAddr, path: &str, extra: &[&str]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, resp))
+}
+
+/// The body of an HTTP response text.
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 /// One sample of a Prometheus text exposition.
@@ -151,26 +231,32 @@ impl Daemon {
     /// Starts the daemon with exactly `args` (a command line that names its own listen address,
     /// as other tools' command lines do) and waits for its address.
     pub fn start_exact(args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        Daemon::spawn(cmd)
+        Daemon::spawn(Daemon::command(args))
     }
 
     /// As [`Daemon::start`], with extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Daemon::command(args);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied());
+        Daemon::spawn(cmd)
+    }
+
+    /// As [`Daemon::start`], with arguments that need not be UTF-8.
+    pub fn start_os(args: &[&OsStr]) -> Daemon {
+        let mut cmd = Daemon::command(args);
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        Daemon::spawn(cmd)
+    }
+
+    /// The binary with `args`, its stderr piped for [`Daemon::spawn`].
+    fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)
-            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Daemon::spawn(cmd)
+        cmd
     }
 
     /// Spawns a prepared command whose stderr is piped, and waits for the listening address.
@@ -230,6 +316,14 @@ impl Daemon {
     /// The value of one metric sample, if exported.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         metric(&self.metrics(), &format!("secret_reloader_{name}"), labels)
+    }
+
+    /// Successful reloads, as the daemon counts them; for a signal target, the signals it sent:
+    /// exact once it has settled, while the app may still be handling the last one when its own
+    /// count is read.
+    pub fn signals_sent(&self) -> f64 {
+        self.metric("reloads_total", &[("result", "success")])
+            .unwrap_or(0.0)
     }
 
     /// `/status` as JSON.
@@ -333,7 +427,7 @@ pub struct AppState {
 /// The demonstration app under a unique process name (so a daemon told `--process-name` finds
 /// this test's app and no other); killed on drop, its workers with it.
 pub struct App {
-    child: Option<Child>,
+    proc: Option<process::Proc>,
     pub name: String,
     pub state_file: PathBuf,
     exe: PathBuf,
@@ -357,16 +451,8 @@ impl App {
         extra: &[&str],
         user: Option<(u32, u32, &[u32])>,
     ) -> App {
-        let name = format!("app{}", unique());
-        let bin_dir = dir.join("bin");
-        std::fs::create_dir_all(&bin_dir).unwrap();
-        let exe = bin_dir.join(&name);
-        std::os::unix::fs::symlink(bin(), &exe).unwrap();
-        let run = dir.join("run");
-        std::fs::create_dir_all(&run).unwrap();
-        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-            .unwrap();
-        let state_file = run.join(format!("{name}.state"));
+        let (name, exe) = process::named_exe(dir);
+        let state_file = process::run_dir(dir).join(format!("{name}.state"));
         let mut args = vec![
             "demo-app".to_string(),
             "--credential".into(),
@@ -390,7 +476,7 @@ impl App {
             }
         }
         let mut app = App {
-            child: None,
+            proc: None,
             name,
             state_file,
             exe,
@@ -415,12 +501,12 @@ impl App {
             .stdout(Stdio::null())
             .spawn()
             .expect("start app");
-        self.child = Some(child);
+        self.proc = Some(process::Proc(child));
     }
 
     /// The pid of the (master) process.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.proc.as_ref().expect("running").pid()
     }
 
     /// The state file of the master, or of worker `i`.
@@ -445,13 +531,7 @@ impl App {
 
     /// Waits until the app reports it is up (handler installed, credential loaded).
     pub fn wait_up(&self) -> AppState {
-        let pid = self.pid();
-        eventually(
-            &format!("app {} to report", self.name),
-            || self.state(),
-            |s| s.as_ref().is_some_and(|s| s.pid == pid),
-        )
-        .unwrap()
+        process::wait_up(&self.state_file, self.pid())
     }
 
     /// Reloads so far (0 when not up).
@@ -461,26 +541,13 @@ impl App {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        matches!(self.proc.as_mut().map(|p| p.0.try_wait()), Some(Ok(None)))
     }
 
     /// Kills the app and starts it again (a new pid).
     pub fn restart(&mut self) {
-        self.kill();
+        self.proc = None;
         self.spawn();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -15,13 +15,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, ErrorKind};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{DEADLINE, eventually, tempdir, unique};
+use super::{eventually, tempdir, unique};
 
 /// A fixture's source and what it links against: (pkg-config name, Debian package).
 fn source(name: &str) -> (&'static str, (&'static str, &'static str)) {
@@ -159,18 +160,44 @@ pub const STALL_OPS: &[&str] = &[
     "getattr", "readlink", "opendir", "readdir", "open", "read", "flush", "release", "statfs",
 ];
 
-/// Waits at most `limit` for `child` to end (it is reaped then); whether it did.
+/// Waits at most `limit` for `child` to end (it is reaped then); whether it did. Not a poll: the
+/// wait is on the kernel's notice of the exit (a pidfd turns readable), and it does not panic, so
+/// that a drop can bound its wait with it and a test kill what does not end.
 pub fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    fn ended(child: &mut Child) -> bool {
+        !matches!(child.try_wait(), Ok(None))
+    }
+    if ended(child) {
+        return true;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and touches no memory of ours; the child is not
+    // reaped (try_wait above), so its pid is still its own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return ended(child);
+    };
+    if fd < 0 {
+        return ended(child);
+    }
+    // SAFETY: a descriptor just opened, owned here alone.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let deadline = Instant::now() + limit;
     loop {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return true;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one pollfd, ours, for the length of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // Only a signal's interruption is waited through again.
+        if rc >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            break;
         }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
+    ended(child)
 }
 
 /// A backing directory served read-only through FUSE at a mount point, with every access
@@ -219,38 +246,36 @@ impl StallFs {
                 l.push('\n');
             }
         });
-        let deadline = Instant::now() + DEADLINE;
-        let conn = loop {
-            if let Some(conn) = fuse_mount_of(&mountpoint) {
-                break conn;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // Everything it said, to its end.
-                let _ = reading.join();
-                panic!(
-                    "stallfs exited ({status}) before mounting {}:\n{}",
-                    mountpoint.display(),
-                    log.lock().unwrap()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "stallfs did not mount {}:\n{}",
-                    mountpoint.display(),
-                    log.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        StallFs {
+        let mut fs = StallFs {
             child,
             mountpoint,
-            conn,
+            conn: 0,
             control,
             log,
+        };
+        // A server that neither mounts nor exits in time is ended by the drop.
+        let (conn, exited) = eventually(
+            &format!("stallfs to mount {}", fs.mountpoint.display()),
+            || {
+                (
+                    fuse_mount_of(&fs.mountpoint),
+                    fs.child.try_wait().ok().flatten(),
+                )
+            },
+            |(conn, exited)| conn.is_some() || exited.is_some(),
+        );
+        match (conn, exited) {
+            (Some(conn), _) => fs.conn = conn,
+            (None, status) => {
+                // Everything it said, to its end: the drop prints it.
+                let _ = reading.join();
+                panic!(
+                    "stallfs exited ({status:?}) before mounting {}",
+                    fs.mountpoint.display()
+                );
+            }
         }
+        fs
     }
 
     /// The mount point (canonical).
@@ -335,6 +360,9 @@ impl StallFs {
 
 impl Drop for StallFs {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- stallfs log ---\n{}", self.log());
+        }
         let _ = std::fs::remove_file(self.control.path().join("stall"));
         // Detached first, so that nothing new enters the mount while the server ends; a
         // process still inside keeps its reference until the connection ends below.

@@ -6,11 +6,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http_get;
+use super::{eventually_within, http_get};
 
 /// Prometheus starts in a few seconds; a loaded machine gets far more.
 pub const START_DEADLINE: Duration = Duration::from_secs(90);
@@ -81,21 +81,16 @@ impl Prometheus {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             log,
         };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(port) = listening_port(pid) {
-                p.addr.set_port(port);
-                break;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("prometheus exited: {status}\n{}", p.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus does not listen\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // Its log is printed by the drop when this fails.
+        let (port, exited) = eventually_within(
+            "Prometheus to listen",
+            START_DEADLINE,
+            || (listening_port(pid), p.child.try_wait().ok().flatten()),
+            |(port, exited)| port.is_some() || exited.is_some(),
+        );
+        match (port, exited) {
+            (Some(port), _) => p.addr.set_port(port),
+            (None, status) => panic!("prometheus exited: {status:?}"),
         }
         p.wait_until("Prometheus to be ready", START_DEADLINE, || {
             http_get(p.addr, "/-/ready").map(|r| r.0).unwrap_or(0) == 200
@@ -107,16 +102,9 @@ impl Prometheus {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn wait_until(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; prometheus log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// Waits at most `limit` until `cond` holds (its log is printed by the drop when it does not).
+    pub fn wait_until(&self, what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+        eventually_within(what, limit, cond, |held| *held);
     }
 
     /// An instant query through the HTTP API: the value of each series, by its labels.
