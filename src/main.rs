@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use secret_reloader::config::cli::{Cli, Command};
+use secret_reloader::config::cli::{Cli, Command, DemoAppArgs, DemoArgs, DoctorArgs, Output};
 use secret_reloader::daemon::{self, signals};
 use secret_reloader::report::logging;
 use secret_reloader::{Config, demo, doctor};
@@ -19,9 +19,9 @@ static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 fn main() -> ExitCode {
     let cli = Cli::from_env(); // Usage errors exit 2 with clap's message.
     match cli.command {
-        Some(Command::Demo(args)) => return code(demo::run(args)),
-        Some(Command::DemoApp(args)) => return code(demo::app::run(args)),
-        Some(Command::Doctor(args)) => return code(doctor::run(*args)),
+        Some(Command::Demo(args)) => return code(demo::run(demo_of(args))),
+        Some(Command::DemoApp(args)) => return code(demo::app::run(app_of(args))),
+        Some(Command::Doctor(args)) => return code(run_doctor(*args)),
         None => {}
     }
     let loaded = match Config::load(&cli.run) {
@@ -81,4 +81,42 @@ fn main() -> ExitCode {
 
 fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
+}
+
+/// `secret-reloader doctor`: the configuration its flags describe (exit 2 when invalid),
+/// reported in the format asked for.
+fn run_doctor(args: DoctorArgs) -> i32 {
+    let config = match Config::for_doctor(&args.run) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let format = match args.output {
+        Output::Text => doctor::Format::Text,
+        Output::Json => doctor::Format::Json,
+    };
+    doctor::run(&config, args.standalone, format)
+}
+
+/// What `secret-reloader demo`'s flags ask of the demonstration.
+fn demo_of(a: DemoArgs) -> demo::Demo {
+    demo::Demo {
+        interval: a.interval,
+        rotations: a.rotations,
+        listen: a.listen,
+    }
+}
+
+/// What the demonstration app's flags ask of it.
+fn app_of(a: DemoAppArgs) -> demo::app::App {
+    demo::app::App {
+        credential: a.credential,
+        state_file: a.state_file,
+        pid_file: a.pid_file,
+        handler_delay: a.handler_delay,
+        workers: a.workers,
+        ignore_hup: a.ignore_hup,
+    }
 }

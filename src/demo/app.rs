@@ -19,11 +19,27 @@ use nix::unistd::{ForkResult, fork};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::cli::DemoAppArgs;
 pub use crate::monotonic_ns;
 
+/// How the app behaves.
+#[derive(Debug, Clone, Default)]
+pub struct App {
+    /// The credential file it holds; its first line names the version.
+    pub credential: PathBuf,
+    /// File rewritten after every (re)load: pid, reload count, version, monotonic time.
+    pub state_file: Option<PathBuf>,
+    /// File it writes its pid to.
+    pub pid_file: Option<PathBuf>,
+    /// Wait this long before installing the SIGHUP handler (a slow-starting app).
+    pub handler_delay: Option<std::time::Duration>,
+    /// Worker processes of the same name it forks (a master and its workers).
+    pub workers: u32,
+    /// Ignore SIGHUP instead of handling it (a misconfigured app).
+    pub ignore_hup: bool,
+}
+
 /// Runs the app until SIGTERM/SIGINT; returns the exit code.
-pub fn run(args: DemoAppArgs) -> i32 {
+pub fn run(args: App) -> i32 {
     let mut worker = None;
     for i in 0..args.workers {
         // SAFETY: called before this process starts any thread, so the child is a plain copy.

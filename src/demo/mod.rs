@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 pub mod app;
 pub mod atomic_writer;
 
-use crate::config::cli::DemoArgs;
 use crate::config::{Config, LogFormat, LogLevel};
 use crate::monotonic_ns;
 use atomic_writer::AtomicWriter;
@@ -39,8 +38,19 @@ impl Drop for Cleanup {
     }
 }
 
+/// What the demonstration does.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// Time between rotations.
+    pub interval: Duration,
+    /// Rotations before it ends (`None`: until Ctrl-C).
+    pub rotations: Option<u32>,
+    /// Address of the daemon's metrics and status.
+    pub listen: String,
+}
+
 /// Runs the demonstration; returns the exit code.
-pub fn run(args: DemoArgs) -> i32 {
+pub fn run(args: Demo) -> i32 {
     crate::report::logging::init(LogFormat::Text, LogLevel::Info);
     match demo(args) {
         Ok(()) => 0,
@@ -51,7 +61,7 @@ pub fn run(args: DemoArgs) -> i32 {
     }
 }
 
-fn demo(args: DemoArgs) -> Result<(), String> {
+fn demo(args: Demo) -> Result<(), String> {
     // On tmpfs where there is one, as kubelet mounts a Secret volume (read on the reload
     // thread); else in the temporary directory (read on a lane).
     let name = format!("secret-reloader-demo-{}", std::process::id());
@@ -154,7 +164,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
 async fn rotate(
     writer: &AtomicWriter,
     lines: &mpsc::Receiver<String>,
-    args: &DemoArgs,
+    args: &Demo,
 ) -> Result<(), String> {
     let mut latencies = Vec::new();
     // The app starts with version 1; rotation n brings version n + 1.

@@ -16,19 +16,21 @@ pub(crate) mod report;
 mod targets;
 
 use crate::config::Config;
-use crate::config::cli::{DoctorArgs, Output};
 
 pub use report::{Check, Report};
 
-/// Runs the report; returns the exit code.
-pub fn run(args: DoctorArgs) -> i32 {
-    let config = match Config::for_doctor(&args.run) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+/// How the report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Runs the report of what `config` describes (`standalone`: without asking a running daemon)
+/// and prints it as `format`; returns the exit code (1 when it found a problem).
+pub fn run(config: &Config, standalone: bool, format: Format) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,16 +41,16 @@ pub fn run(args: DoctorArgs) -> i32 {
             return 1;
         }
     };
-    let report = runtime.block_on(gather::gather(&config, args.standalone));
-    match args.output {
-        Output::Json => match serde_json::to_string_pretty(&report) {
+    let report = runtime.block_on(gather::gather(config, standalone));
+    match format {
+        Format::Json => match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("error: cannot encode the report: {e}");
                 return 1;
             }
         },
-        Output::Text => print!("{}", render::text(&report)),
+        Format::Text => print!("{}", render::text(&report)),
     }
     if report.problems.is_empty() { 0 } else { 1 }
 }
