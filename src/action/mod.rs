@@ -32,7 +32,8 @@ use serde_json::Value;
 use crate::process::Selector;
 
 /// The kinds of action, as they are named in `/status`, the metrics and the doctor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// An HTTP call.
     Http,

@@ -232,7 +232,7 @@ pub async fn serve(
             task.run(stop_rx.clone()),
         );
         for (index, t) in cfg.targets.iter().enumerate() {
-            let status = board.register_target(&t.name, &cfg.name, t.kind().as_str());
+            let status = board.register_target(&t.name, &cfg.name, t.kind());
             let action = Action::new(
                 &t.action,
                 &procfs,

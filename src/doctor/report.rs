@@ -111,8 +111,8 @@ pub struct FileReport {
 pub struct TargetReport {
     /// Target name.
     pub name: String,
-    /// `signal`, `http` or `exec`.
-    pub kind: &'static str,
+    /// Its action's kind.
+    pub kind: crate::action::Kind,
     /// Checks in the order they matter.
     pub checks: Vec<Check>,
 }
@@ -120,17 +120,81 @@ pub struct TargetReport {
 /// One check of a target.
 #[derive(Debug, Serialize)]
 pub struct Check {
-    /// What is checked (`process`, `signal`, `permission`, `freshness`, `endpoint`, ...).
-    pub what: &'static str,
+    /// What is checked.
+    pub what: CheckName,
     /// Whether it passed.
     pub ok: bool,
     /// What was found and, when it failed, what to do.
     pub detail: String,
 }
 
+/// What a check of a target looks at, as the report names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckName {
+    /// The target's process is found.
+    #[serde(rename = "process")]
+    Process,
+    /// The process handles the signal.
+    #[serde(rename = "signal")]
+    Signal,
+    /// The sidecar may signal it.
+    #[serde(rename = "permission")]
+    Permission,
+    /// It holds the content on disk, by its start time or the daemon's word.
+    #[serde(rename = "freshness")]
+    Freshness,
+    /// The reload endpoint accepts connections.
+    #[serde(rename = "endpoint")]
+    Endpoint,
+    /// The verify endpoint accepts connections.
+    #[serde(rename = "verify endpoint")]
+    VerifyEndpoint,
+    /// The bearer token file is readable.
+    #[serde(rename = "bearer token")]
+    BearerToken,
+    /// A header file is readable.
+    #[serde(rename = "header file")]
+    HeaderFile,
+    /// The command's program is there.
+    #[serde(rename = "command")]
+    Command,
+    /// The app's environment holds the content on disk (`--consumed-as env`).
+    #[serde(rename = "environment")]
+    Environment,
+    /// The app serves the certificate on disk (`--verify-served-cert`).
+    #[serde(rename = "served cert")]
+    ServedCert,
+}
+
+impl CheckName {
+    /// The name as the report writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::Process => "process",
+            CheckName::Signal => "signal",
+            CheckName::Permission => "permission",
+            CheckName::Freshness => "freshness",
+            CheckName::Endpoint => "endpoint",
+            CheckName::VerifyEndpoint => "verify endpoint",
+            CheckName::BearerToken => "bearer token",
+            CheckName::HeaderFile => "header file",
+            CheckName::Command => "command",
+            CheckName::Environment => "environment",
+            CheckName::ServedCert => "served cert",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Padded as asked: the text report aligns the names.
+        f.pad(self.as_str())
+    }
+}
+
 impl Check {
     /// A check of `what`, passed or not, with what was found.
-    pub fn new(what: &'static str, ok: bool, detail: impl Into<String>) -> Check {
+    pub fn new(what: CheckName, ok: bool, detail: impl Into<String>) -> Check {
         Check {
             what,
             ok,
@@ -139,7 +203,7 @@ impl Check {
     }
 
     /// A TCP connection to the endpoint: whether something listens, without calling it.
-    pub async fn reachable(what: &'static str, e: &crate::config::Endpoint) -> Check {
+    pub async fn reachable(what: CheckName, e: &crate::config::Endpoint) -> Check {
         let addr = format!("{}:{}", e.host, e.port);
         let connect = tokio::net::TcpStream::connect((e.host.as_str(), e.port));
         match tokio::time::timeout(std::time::Duration::from_secs(2), connect).await {

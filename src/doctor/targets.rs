@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::report::{Check, DaemonView, TargetReport};
+use super::report::{Check, CheckName, DaemonView, TargetReport};
 use crate::action::{ActionConfig, exec, http, restart, signal};
 use crate::config::{Config, GroupConfig, TargetConfig};
 use crate::process::ProcFs;
 use crate::process::identity::Sidecar;
+use crate::report::status::StatusHead;
 use crate::scan::Scan;
 use crate::text;
 
@@ -42,7 +43,7 @@ pub(super) async fn target(
     (
         TargetReport {
             name: t.name.clone(),
-            kind: t.kind().as_str(),
+            kind: t.kind(),
             checks,
         },
         pid,
@@ -67,7 +68,7 @@ async fn served_check(
     };
     match crate::reload::served::look(sc, &scan.certs, key).await {
         Ok(s) if s.matches => Check::new(
-            "served cert",
+            CheckName::ServedCert,
             true,
             format!(
                 "{} serves serial {}, the certificate on disk",
@@ -76,7 +77,7 @@ async fn served_check(
             ),
         ),
         Ok(s) => Check::new(
-            "served cert",
+            CheckName::ServedCert,
             false,
             format!(
                 "{} serves serial {}; disk: {disk}: the app did not take the new certificate \
@@ -85,7 +86,7 @@ async fn served_check(
                 s.serial
             ),
         ),
-        Err(e) => Check::new("served cert", false, e),
+        Err(e) => Check::new(CheckName::ServedCert, false, e),
     }
 }
 
@@ -134,13 +135,11 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
     )
     .await
     {
-        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok((200, body)) => match serde_json::from_slice::<StatusHead>(&body) {
             Ok(status) => {
                 // Whatever answers on the port is not the daemon by saying so: its `/status`
                 // names its pid, which must run this very program.
-                let pid = status["sidecar"]["pid"]
-                    .as_i64()
-                    .and_then(|p| i32::try_from(p).ok());
+                let pid = status.sidecar.pid.and_then(|p| i32::try_from(p).ok());
                 match pid.map(same_program) {
                     Some(Some(false)) | None => {
                         view.detail = format!(
@@ -155,16 +154,14 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                     Some(None) => {}
                 }
                 view.reachable = true;
-                for t in status["targets"].as_array().into_iter().flatten() {
-                    if let (Some(n), Some(s)) = (t["name"].as_str(), t["stale"].as_bool()) {
-                        view.stale.insert(n.to_string(), s);
-                    }
+                for t in status.targets {
+                    view.stale.insert(t.name, t.stale);
                 }
                 let stale = view.stale.values().filter(|s| **s).count();
                 view.detail = format!(
                     "version {}, ready: {}, {} target(s), {stale} stale",
-                    crate::text::value(status["version"].as_str().unwrap_or("?")),
-                    status["ready"],
+                    crate::text::value(&status.version),
+                    status.ready,
                     view.stale.len()
                 );
             }

@@ -393,10 +393,10 @@ impl Reconciler {
         let mut t = lock(&self.status);
         t.set_state(TargetState::Held);
         t.desired_fingerprint = None;
-        if !t.stale {
+        if !t.head.stale {
             t.stale_since = Some(SystemTime::now());
         }
-        t.stale = true;
+        t.head.stale = true;
         t.settled_scan_monotonic_ns = Some(scan_ns);
     }
 
@@ -408,12 +408,12 @@ impl Reconciler {
         let mut t = lock(&self.status);
         t.desired_fingerprint = Some(v.fingerprint);
         t.applied_fingerprint = p.applied;
-        match (stale, t.stale) {
+        match (stale, t.head.stale) {
             (true, false) => t.stale_since = Some(SystemTime::now()),
             (false, _) => t.stale_since = None,
             _ => {}
         }
-        t.stale = stale;
+        t.head.stale = stale;
     }
 }
 

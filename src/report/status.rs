@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::assess::access::Verdict;
@@ -204,15 +204,47 @@ impl TargetState {
     }
 }
 
+/// What a reader of `/status` (the doctor) relies on about a target: written by the daemon as
+/// the first fields of its [`TargetStatus`], read back as this same type ([`StatusHead`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetHead {
+    /// Target name.
+    pub name: String,
+    /// Whether the target does not hold the content on disk (held-back content included).
+    pub stale: bool,
+}
+
+/// What a reader of `/status` relies on: the head of the document [`Board::render`] writes,
+/// its targets' heads in the same type the board writes them with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusHead {
+    /// The daemon's version.
+    pub version: String,
+    /// Whether every group has been scanned and watched.
+    pub ready: bool,
+    /// Who the daemon runs as; its pid.
+    pub sidecar: SidecarHead,
+    /// Every target's head.
+    pub targets: Vec<TargetHead>,
+}
+
+/// The daemon's own pid, as `/status` names it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SidecarHead {
+    /// Its pid (absent from what is not the daemon).
+    pub pid: Option<i64>,
+}
+
 /// What `/status` says about a target.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetStatus {
-    /// Target name.
-    pub name: String,
+    /// Its name and whether it is stale.
+    #[serde(flatten)]
+    pub head: TargetHead,
     /// Watch group it follows.
     pub group: String,
-    /// `http`, `signal` or `exec`.
-    pub kind: &'static str,
+    /// Its action's kind.
+    pub kind: crate::action::Kind,
     /// Where its reconciler stands.
     pub state: TargetState,
     /// Since when.
@@ -225,8 +257,6 @@ pub struct TargetStatus {
     /// Fingerprint of the current content; `null` while it is held back.
     #[serde(serialize_with = "short_fingerprint")]
     pub desired_fingerprint: Option<Fingerprint>,
-    /// Whether the target does not hold the content on disk (held-back content included).
-    pub stale: bool,
     /// Since when it is stale.
     #[serde(serialize_with = "rfc3339")]
     pub stale_since: Option<SystemTime>,
@@ -415,16 +445,23 @@ impl Board {
     }
 
     /// A new target's entry.
-    pub fn register_target(&self, name: &str, group: &str, kind: &'static str) -> TargetEntry {
+    pub fn register_target(
+        &self,
+        name: &str,
+        group: &str,
+        kind: crate::action::Kind,
+    ) -> TargetEntry {
         let entry = Arc::new(Mutex::new(TargetStatus {
-            name: text::value(name),
+            head: TargetHead {
+                name: text::value(name),
+                stale: false,
+            },
             group: group.to_string(),
             kind,
             state: TargetState::Idle,
             state_since: SystemTime::now(),
             applied_fingerprint: None,
             desired_fingerprint: None,
-            stale: false,
             stale_since: None,
             settled_scan_monotonic_ns: None,
             last_attempt: None,
@@ -483,7 +520,7 @@ impl Board {
     /// How many targets are stale, of how many.
     pub fn stale_targets(&self) -> (usize, usize) {
         let targets = lock(&self.targets);
-        let stale = targets.iter().filter(|t| lock(t).stale).count();
+        let stale = targets.iter().filter(|t| lock(t).head.stale).count();
         (stale, targets.len())
     }
 

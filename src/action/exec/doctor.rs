@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::ExecConfig;
-use crate::doctor::report::Check;
+use crate::doctor::report::{Check, CheckName};
 use crate::text;
 
 /// Whether the command's program is found (an absolute path, or in `$PATH`).
@@ -17,10 +17,10 @@ pub(crate) fn check(e: &ExecConfig) -> Check {
     };
     let prog = text::value(prog);
     if found {
-        Check::new("command", true, format!("{prog} is there"))
+        Check::new(CheckName::Command, true, format!("{prog} is there"))
     } else {
         Check::new(
-            "command",
+            CheckName::Command,
             false,
             format!("{prog} is not found (absolute path or $PATH)"),
         )

@@ -3,17 +3,21 @@
 
 use super::HttpConfig;
 use crate::config::Verify;
-use crate::doctor::report::Check;
+use crate::doctor::report::{Check, CheckName};
 use crate::text;
 
 /// The checks of the target (`verify`: its verification, whose endpoint is looked at too).
 pub(crate) async fn checks(h: &HttpConfig, verify: Option<&Verify>) -> Vec<Check> {
-    let mut checks = vec![Check::reachable("endpoint", &h.endpoint).await];
+    let mut checks = vec![Check::reachable(CheckName::Endpoint, &h.endpoint).await];
     let files = h
         .bearer_token_file
         .iter()
-        .map(|p| ("bearer token", p))
-        .chain(h.header_files.iter().map(|(_, p)| ("header file", p)));
+        .map(|p| (CheckName::BearerToken, p))
+        .chain(
+            h.header_files
+                .iter()
+                .map(|(_, p)| (CheckName::HeaderFile, p)),
+        );
     for (what, path) in files {
         checks.push(match crate::files::read_limited(path, 64 * 1024) {
             Ok(_) => Check::new(what, true, format!("{} is readable", text::path(path))),
@@ -25,7 +29,7 @@ pub(crate) async fn checks(h: &HttpConfig, verify: Option<&Verify>) -> Vec<Check
         });
     }
     if let Some(v) = verify {
-        checks.push(Check::reachable("verify endpoint", &v.endpoint).await);
+        checks.push(Check::reachable(CheckName::VerifyEndpoint, &v.endpoint).await);
     }
     checks
 }

@@ -2,7 +2,7 @@
 //! environment against the files, by keyed fingerprint.
 
 use crate::config::GroupConfig;
-use crate::doctor::report::Check;
+use crate::doctor::report::{Check, CheckName};
 use crate::process::ProcFs;
 use crate::process::environ::{self, Verdict};
 use crate::scan::Scan;
@@ -21,7 +21,7 @@ pub(crate) fn check(
         .ok()
         .and_then(|info| crate::process::handle::ProcessHandle::open(procfs, &info).ok());
     let Some(mut h) = opened else {
-        return Check::new("environment", false, format!("pid {pid} exited"));
+        return Check::new(CheckName::Environment, false, format!("pid {pid} exited"));
     };
     let raw = match h.environ() {
         Ok(raw) => raw,
@@ -31,14 +31,14 @@ pub(crate) fn check(
                 .map(|s| s.uid.to_string())
                 .unwrap_or_else(|_| "?".into());
             let why = environ::unreadable(&h.info.shown(), pid, &uid, &e);
-            return Check::new("environment", false, why);
+            return Check::new(CheckName::Environment, false, why);
         }
     };
     let c = environ::compare(&raw, &keys, key);
     let names = |v: &[String]| v.join(", ");
     match c.verdict() {
         Verdict::Differs => Check::new(
-            "environment",
+            CheckName::Environment,
             false,
             format!(
                 "pid {pid} holds another value of {} than the files: the app runs on an older \
@@ -47,7 +47,7 @@ pub(crate) fn check(
             ),
         ),
         Verdict::Absent => Check::new(
-            "environment",
+            CheckName::Environment,
             false,
             format!(
                 "none of the keys ({}) is in the environment of pid {pid}: is the app given them \
@@ -56,7 +56,7 @@ pub(crate) fn check(
             ),
         ),
         Verdict::Holds => Check::new(
-            "environment",
+            CheckName::Environment,
             true,
             format!(
                 "pid {pid}'s environment holds the content on disk ({})",

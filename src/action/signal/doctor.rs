@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::SignalConfig;
 use super::send::{START_MARGIN, is_restart_signal};
-use crate::doctor::report::{Check, DaemonView, ts};
+use crate::doctor::report::{Check, CheckName, DaemonView, ts};
 use crate::process::identity::Sidecar;
 use crate::process::select::{self, FindError};
 use crate::process::{ProcFs, ProcInfo};
@@ -28,7 +28,7 @@ pub(crate) fn checks(
             let sel = s.selector.describe();
             return (
                 vec![Check::new(
-                    "process",
+                    CheckName::Process,
                     false,
                     format!(
                         "no process matches {sel}: is the app running, and does the pod set shareProcessNamespace: true?"
@@ -37,7 +37,12 @@ pub(crate) fn checks(
                 None,
             );
         }
-        Err(e) => return (vec![Check::new("process", false, e.to_string())], None),
+        Err(e) => {
+            return (
+                vec![Check::new(CheckName::Process, false, e.to_string())],
+                None,
+            );
+        }
     };
     let mut checks = Vec::new();
     let sig = s.signal;
@@ -45,7 +50,7 @@ pub(crate) fn checks(
         let st = procfs.status(p.pid).unwrap_or_default();
         let started = p.start_time();
         checks.push(Check::new(
-            "process",
+            CheckName::Process,
             true,
             format!(
                 "{} runs as {}:{}, started {}",
@@ -58,7 +63,7 @@ pub(crate) fn checks(
         let n = sig as i32;
         let handled = if is_restart_signal(sig) {
             Check::new(
-                "signal",
+                CheckName::Signal,
                 true,
                 format!(
                     "{} is sent to end the process (Kubernetes restarts the container)",
@@ -67,7 +72,7 @@ pub(crate) fn checks(
             )
         } else if st.ignores(n) {
             Check::new(
-                "signal",
+                CheckName::Signal,
                 false,
                 format!(
                     "pid {} ignores {}: it will never reload on it; check --signal",
@@ -77,7 +82,7 @@ pub(crate) fn checks(
             )
         } else if !st.catches(n) {
             Check::new(
-                "signal",
+                CheckName::Signal,
                 false,
                 format!(
                     "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
@@ -87,7 +92,11 @@ pub(crate) fn checks(
                 ),
             )
         } else {
-            Check::new("signal", true, format!("{} is handled", sig.as_str()))
+            Check::new(
+                CheckName::Signal,
+                true,
+                format!("{} is handled", sig.as_str()),
+            )
         };
         checks.push(handled);
         let why = if sidecar.identity.uid == 0 {
@@ -98,9 +107,9 @@ pub(crate) fn checks(
             "CAP_KILL"
         };
         checks.push(if sidecar.may_signal(st.uid) {
-            Check::new("permission", true, format!("may signal it ({why})"))
+            Check::new(CheckName::Permission, true, format!("may signal it ({why})"))
         } else {
-            Check::new("permission", false, format!(
+            Check::new(CheckName::Permission, false, format!(
                 "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
                 sidecar.identity.uid, st.uid, st.uid
             ))
@@ -118,11 +127,11 @@ fn freshness(
     daemon: &DaemonView,
 ) -> Check {
     let Some(content) = content else {
-        return Check::new("freshness", true, "no content yet");
+        return Check::new(CheckName::Freshness, true, "no content yet");
     };
     if started > content + START_MARGIN {
         return Check::new(
-            "freshness",
+            CheckName::Freshness,
             true,
             format!(
                 "started after the current content appeared ({}): it holds it",
@@ -132,7 +141,7 @@ fn freshness(
     }
     if started + START_MARGIN > content {
         return Check::new(
-            "freshness",
+            CheckName::Freshness,
             true,
             format!(
                 "started within {} ms of the current content ({}): cannot tell from the start time which one it holds",
@@ -143,7 +152,7 @@ fn freshness(
     }
     match daemon.stale.get(name) {
         Some(false) => Check::new(
-            "freshness",
+            CheckName::Freshness,
             true,
             format!(
                 "started before the current content appeared ({}); the running daemon reports it reloaded it",
@@ -151,7 +160,7 @@ fn freshness(
             ),
         ),
         Some(true) => Check::new(
-            "freshness",
+            CheckName::Freshness,
             false,
             format!(
                 "started before the current content appeared ({}) and the running daemon reports it stale: see /status",
@@ -159,7 +168,7 @@ fn freshness(
             ),
         ),
         None => Check::new(
-            "freshness",
+            CheckName::Freshness,
             false,
             format!(
                 "started before the current content appeared ({}) and no running daemon reports a reload since: likely stale",
