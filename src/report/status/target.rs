@@ -1,0 +1,210 @@
+//! A target's entry: where its reconciler stands, what it applied against what is on disk, its
+//! last attempt and error, and what it found of the app (the served certificate, the
+//! environment). Its head ([`TargetHead`]) is what a reader of `/status` relies on.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::shared::{Stalled, rfc3339, rfc3339_required, short_fingerprint};
+use crate::scan::fingerprint::Fingerprint;
+
+/// Where a target's reconciler stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Holds the content on disk, or nothing to do.
+    Idle,
+    /// An action is in flight (see `state_since`).
+    Acting,
+    /// Storm protection: the next action waits for `--min-reload-interval`.
+    Coalescing,
+    /// Nothing sent: no process yet, or no signal handler yet.
+    Waiting,
+    /// An action failed; retried after a backoff.
+    Retrying,
+    /// Retries used up until the next change or resync, or a configuration problem (ambiguous
+    /// target, an ignored signal).
+    Failed,
+    /// The content on disk is held back (incomplete, inconsistent, unreadable): nothing fit to
+    /// apply.
+    Held,
+}
+
+impl TargetState {
+    /// Every state, for the `target_state` metric.
+    pub const ALL: [TargetState; 7] = [
+        TargetState::Idle,
+        TargetState::Acting,
+        TargetState::Coalescing,
+        TargetState::Waiting,
+        TargetState::Retrying,
+        TargetState::Failed,
+        TargetState::Held,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Idle => "idle",
+            TargetState::Acting => "acting",
+            TargetState::Coalescing => "coalescing",
+            TargetState::Waiting => "waiting",
+            TargetState::Retrying => "retrying",
+            TargetState::Failed => "failed",
+            TargetState::Held => "held",
+        }
+    }
+}
+
+/// What a reader of `/status` (the doctor) relies on about a target: written by the daemon as
+/// the first fields of its [`TargetStatus`], read back as this same type ([`super::StatusHead`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetHead {
+    /// Target name.
+    pub name: String,
+    /// Whether the target does not hold the content on disk (held-back content included).
+    pub stale: bool,
+}
+
+/// What `/status` says about a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    /// Its name and whether it is stale.
+    #[serde(flatten)]
+    pub head: TargetHead,
+    /// Watch group it follows.
+    pub group: String,
+    /// Its action's kind.
+    pub kind: crate::action::Kind,
+    /// Where its reconciler stands.
+    pub state: TargetState,
+    /// Since when.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub state_since: SystemTime,
+    /// Fingerprint the target last applied; `null` when unknown (after a failed attempt).
+    /// Kept whole and shortened when shown: nothing is formatted on the way to an action.
+    #[serde(serialize_with = "short_fingerprint")]
+    pub applied_fingerprint: Option<Fingerprint>,
+    /// Fingerprint of the current content; `null` while it is held back.
+    #[serde(serialize_with = "short_fingerprint")]
+    pub desired_fingerprint: Option<Fingerprint>,
+    /// Since when it is stale.
+    #[serde(serialize_with = "rfc3339")]
+    pub stale_since: Option<SystemTime>,
+    /// The scan (its CLOCK_MONOTONIC start) whose outcome the reconciler has fully acted on: it
+    /// will do nothing more without a new scan.
+    pub settled_scan_monotonic_ns: Option<u64>,
+    /// Last attempt.
+    pub last_attempt: Option<Attempt>,
+    /// Last success.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_success: Option<SystemTime>,
+    /// Last error.
+    pub last_error: Option<ErrorRecord>,
+    /// Failed attempts for the current version.
+    pub failed_attempts: u32,
+    /// A lookup of the target's pid file that has not returned within `--fs-stall-timeout`.
+    pub stalled: Option<Stalled>,
+    /// The certificate the app served at the last look (`--verify-served-cert`), against the
+    /// one on disk; absent without that option.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_certificate: Option<ServedStatus>,
+    /// The app's environment against the files (`--consumed-as env`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentStatus>,
+}
+
+/// How an app's environment compares with the watched files, by key name (never a value).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentStatus {
+    /// The process compared.
+    pub pid: i32,
+    /// When.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub checked_at: SystemTime,
+    /// Keys holding the file's content, holding another value (the app runs on an older
+    /// version), and not in its environment.
+    #[serde(flatten)]
+    pub keys: crate::process::environ::Compared,
+    /// Why the environment could not be read.
+    pub error: Option<String>,
+}
+
+/// The certificate an app served, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedStatus {
+    /// Where it was read (`HOST:PORT` or `postgres://HOST:PORT`).
+    pub endpoint: String,
+    /// Whether it is the first certificate of one of the watched files.
+    pub matches_disk: bool,
+    /// Its serial number, hexadecimal.
+    pub serial: String,
+    /// Its keyed fingerprint (short).
+    pub fingerprint: String,
+    /// Its expiry.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub not_after: SystemTime,
+    /// The certificates on disk it was compared with: (path, serial).
+    pub disk: Vec<ServedDisk>,
+    /// When it was read.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub checked_at: SystemTime,
+}
+
+/// A certificate on disk it was compared with.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedDisk {
+    /// The file.
+    pub path: String,
+    /// Serial number, hexadecimal.
+    pub serial: String,
+    /// Keyed fingerprint (short).
+    pub fingerprint: String,
+}
+
+impl TargetStatus {
+    /// Moves to `state` (keeps `state_since` when it does not change).
+    pub fn set_state(&mut self, state: TargetState) {
+        if self.state != state {
+            self.state = state;
+            self.state_since = SystemTime::now();
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// The action ran and succeeded.
+    Success,
+    /// Nothing had to be done (the process started after the content).
+    Skipped,
+    /// The action failed.
+    Failure,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// When it started.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub at: SystemTime,
+    /// How it ended.
+    pub result: AttemptResult,
+    /// How long it took.
+    pub duration_ms: f64,
+    /// What was done (`SIGHUP to pid 42`, `POST ... → 200`).
+    pub detail: String,
+}
+
+/// The last error of a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorRecord {
+    /// When it happened.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub at: SystemTime,
+    /// What went wrong and what to do.
+    pub message: String,
+}
