@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => return code(demo::run(args)),
         Some(Command::DemoApp(args)) => return code(demo::app::run(args)),
         Some(Command::Doctor(args)) => return code(doctor::run(*args)),
+        Some(Command::KubeletWrite(args)) => return code(demo::kubelet_write::run(args)),
         None => {}
     }
     let loaded = match Config::load(&cli.run) {

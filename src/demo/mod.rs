@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod app;
 pub mod atomic_writer;
+pub mod kubelet_write;
 
 use crate::config::cli::DemoArgs;
 use crate::config::{Config, LogFormat, LogLevel};
