@@ -22,6 +22,15 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => return code(demo::run(demo_of(args))),
         Some(Command::DemoApp(args)) => return code(demo::app::run(app_of(args))),
         Some(Command::Doctor(args)) => return code(run_doctor(*args)),
+        Some(Command::KubeletWrite(a)) => {
+            let write = demo::kubelet_write::Write {
+                dir: a.dir,
+                gid: a.gid,
+                mode: a.mode,
+                keys: a.keys,
+            };
+            return code(demo::kubelet_write::run(write));
+        }
         None => {}
     }
     let loaded = match Config::load(&cli.run) {

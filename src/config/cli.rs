@@ -69,6 +69,10 @@ pub enum Command {
     /// and reports which version it holds.
     #[command(hide = true)]
     DemoApp(DemoAppArgs),
+    /// Writes a new version of a volume directory exactly as kubelet's atomic writer does (used by
+    /// the CI scripts): every KEY=FILE into a new timestamped directory, `..data` renamed to it.
+    #[command(hide = true)]
+    KubeletWrite(KubeletWriteArgs),
 }
 
 /// Flags of the daemon (and of the one-shot reports built on the same configuration).
@@ -514,4 +518,22 @@ pub struct DemoAppArgs {
     /// Ignore SIGHUP instead of handling it (a misconfigured app).
     #[arg(long)]
     pub ignore_hup: bool,
+}
+
+/// Flags of `secret-reloader kubelet-write`.
+#[derive(Debug, Args)]
+pub struct KubeletWriteArgs {
+    /// The volume directory (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The pod's fsGroup: the files and their version directory get this group, as kubelet gives
+    /// them.
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Octal mode of every file (kubelet's defaultMode); without it, each FILE's own mode.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// The new version: each key's name in the volume and the file holding its content.
+    #[arg(value_name = "KEY=FILE", required = true)]
+    pub keys: Vec<String>,
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod app;
 pub mod atomic_writer;
+pub mod kubelet_write;
 
 use crate::config::{Config, LogFormat, LogLevel};
 use crate::monotonic_ns;
