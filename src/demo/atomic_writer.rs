@@ -119,6 +119,12 @@ impl AtomicWriter {
             }
             fs::set_permissions(&path, fs::Permissions::from_mode(k.mode))?;
         }
+        if let Some(gid) = self.group {
+            // kubelet's ownership pass (fsGroup) runs on the new version before the swap: its
+            // directory gets the group and the setgid bit.
+            std::os::unix::fs::chown(&ts_dir, None, Some(gid))?;
+            fs::set_permissions(&ts_dir, fs::Permissions::from_mode(0o2755))?;
+        }
 
         let new_top: Vec<String> = top_level_names(&ts_dir)?;
         if self.order == SymlinkOrder::BeforeSwap {

@@ -15,7 +15,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::atomic_writer::{AtomicWriter, Key};
-use crate::scan::KUBELET_DATA;
 
 /// One new version of a volume, as asked for on the command line.
 #[derive(Debug, Clone)]
@@ -98,13 +97,5 @@ fn write(args: &Write, keys: &BTreeMap<String, Key>) -> std::io::Result<()> {
         writer = writer.with_group(gid);
     }
     writer.write_keys(keys)?;
-    if let Some(gid) = args.gid {
-        // kubelet's ownership pass gives the version directory the group too, and the setgid bit;
-        // the writer gives the group to the files only, so the directory gets it here, after the
-        // swap. It is 0755 meanwhile: no reader is refused in between.
-        let version = args.dir.join(fs::read_link(args.dir.join(KUBELET_DATA))?);
-        std::os::unix::fs::chown(&version, None, Some(gid))?;
-        fs::set_permissions(&version, fs::Permissions::from_mode(0o2755))?;
-    }
     Ok(())
 }
