@@ -143,30 +143,7 @@ pub async fn serve(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
-
-    let (liveness, responder) = Liveness::new();
-    tasks.vital(
-        "the liveness responder".into(),
-        tracing::Span::none(),
-        responder,
-    );
-    let addr = listener.local_addr().ok();
-    let listener = listener.into_std().map_err(Error::Admin)?;
-    let (admin_ended_tx, admin_ended) = oneshot::channel();
-    let admin = server::spawn(
-        listener,
-        Admin {
-            board: board.clone(),
-            metrics: metrics.clone(),
-            liveness,
-            status_token_file: config.status_token_file.clone(),
-        },
-        admin_ended_tx,
-    )
-    .map_err(Error::Admin)?;
-    if let Some(addr) = addr {
-        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening: /metrics /status /healthz /readyz");
-    }
+    let (admin, admin_ended) = start_admin(listener, &config, &board, &metrics, &mut tasks)?;
 
     let mounts = crate::files::read_proc(&config.proc_root.join("self/mountinfo"), 4 << 20)
         .map(|raw| crate::watch::mounts::parse_mountinfo(&String::from_utf8_lossy(&raw)))
@@ -187,109 +164,31 @@ pub async fn serve(
         Some(sf) if !config.fingerprint_key_shared => sf.key_or(&config.fingerprint_key),
         _ => config.fingerprint_key.clone(),
     };
-    let timing = Timing {
-        resync: config.resync_interval,
-        poll_interval: config.poll_interval.unwrap_or(FALLBACK_POLL_INTERVAL),
-        forced_poll: config.poll_interval.is_some(),
+    let wiring = Wiring {
+        procfs,
+        board: board.clone(),
+        metrics,
+        hub: hub.clone(),
+        key,
+        state_file,
+        timing: Timing {
+            resync: config.resync_interval,
+            poll_interval: config.poll_interval.unwrap_or(FALLBACK_POLL_INTERVAL),
+            forced_poll: config.poll_interval.is_some(),
+        },
+        lane: crate::lane::Lane {
+            deadline: config.fs_stall_timeout,
+        },
+        stop: stop_rx.clone(),
     };
     let mut reconcilers = Tasks::default();
-    let lane = crate::lane::Lane {
-        deadline: config.fs_stall_timeout,
-    };
-    let mut readies = Vec::new();
-    for cfg in &config.groups {
-        let wake = Arc::new(Wake::new(cfg.debounce, cfg.debounce_max));
-        let id = hub.register(wake.clone());
-        let (tx, rx) = watch::channel(None);
-        let (ready_tx, ready_rx) = oneshot::channel();
-        readies.push(ready_rx);
-        let selector = cfg
-            .targets
-            .iter()
-            .find_map(|t| t.action.selector().cloned());
-        let task = GroupTask {
-            cfg: cfg.clone(),
-            key: key.clone(),
-            hub: hub.clone(),
-            id,
-            wake,
-            tx,
-            status: board.register_group(&cfg.name),
-            metrics: metrics.register_group(&cfg.name, cfg.paths.len()),
-            daemon_metrics: metrics.clone(),
-            timing,
-            ready: Some(ready_tx),
-            identity: Some(IdentityResolver::new(
-                cfg.app.clone(),
-                selector,
-                procfs.clone(),
-            )),
-            lane,
-        };
-        tasks.vital(
-            format!("the task of watch group '{}'", cfg.name),
-            tracing::info_span!("group", watch = %cfg.name),
-            task.run(stop_rx.clone()),
-        );
-        for (index, t) in cfg.targets.iter().enumerate() {
-            let status = board.register_target(&t.name, &cfg.name, t.kind());
-            let action = Action::new(
-                &t.action,
-                &procfs,
-                cfg.app.as_ref(),
-                &t.name,
-                &cfg.name,
-                (cfg.consumed_as == crate::config::ConsumedAs::Env)
-                    .then(|| (key.clone(), t.retry_backoff_max)),
-                &hub,
-            )
-            .on_lane(lane, stop_rx.clone(), status.clone());
-            let reconciler = Reconciler {
-                group_cfg: cfg.clone(),
-                index,
-                action,
-                rx: rx.clone(),
-                status,
-                metrics: metrics.register_target(t),
-                state_file: state_file.clone(),
-                key: key.clone(),
-            };
-            reconcilers.vital(
-                format!("the reconciler of target '{}'", crate::text::value(&t.name)),
-                tracing::info_span!("target", target = %crate::text::value(&t.name), watch = %cfg.name),
-                reconciler.run(stop_rx.clone()),
-            );
-        }
-    }
-    tasks.helper(
-        "the mount-table watcher".into(),
-        crate::watch::remount::watch_mount_table(
-            config.proc_root.join("self/mountinfo"),
-            hub.clone(),
-            stop_rx.clone(),
-        ),
-    );
-    tasks.helper(
-        "the end of resource episodes".into(),
-        crate::report::resources::end_episodes(),
-    );
-    let rescan_hub = hub.clone();
-    tasks.helper("rescans on SIGHUP".into(), async move {
-        loop {
-            signals::rescan_requested().await;
-            rescan_hub.poke_all(std::time::Instant::now());
-        }
-    });
-    let ready_board = board.clone();
-    tasks.helper("readiness".into(), async move {
-        for r in readies {
-            if r.await.is_err() {
-                return;
-            }
-        }
-        ready_board.set_ready();
-        tracing::info!("ready: every watch group scanned and watched");
-    });
+    let readies = config
+        .groups
+        .iter()
+        .map(|cfg| wiring.group(cfg, &mut tasks, &mut reconcilers))
+        .collect();
+    drop(wiring);
+    spawn_helpers(&mut tasks, &config, &hub, &board, readies, &stop_rx);
 
     tokio::pin!(shutdown);
     let crashed = tokio::select! {
@@ -318,4 +217,181 @@ pub async fn serve(
         Some(what) => Err(Error::Crashed(what)),
         None => Ok(()),
     }
+}
+
+/// The admin server on its own thread, and the liveness responder it asks (a vital task of
+/// `tasks`); the server's handle, and what says that it ended.
+fn start_admin(
+    listener: TcpListener,
+    config: &Config,
+    board: &Arc<Board>,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Tasks,
+) -> Result<(server::AdminHandle, oneshot::Receiver<String>), Error> {
+    let (liveness, responder) = Liveness::new();
+    tasks.vital(
+        "the liveness responder".into(),
+        tracing::Span::none(),
+        responder,
+    );
+    let addr = listener.local_addr().ok();
+    let listener = listener.into_std().map_err(Error::Admin)?;
+    let (admin_ended_tx, admin_ended) = oneshot::channel();
+    let admin = server::spawn(
+        listener,
+        Admin {
+            board: board.clone(),
+            metrics: metrics.clone(),
+            liveness,
+            status_token_file: config.status_token_file.clone(),
+        },
+        admin_ended_tx,
+    )
+    .map_err(Error::Admin)?;
+    if let Some(addr) = addr {
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening: /metrics /status /healthz /readyz");
+    }
+    Ok((admin, admin_ended))
+}
+
+/// What every group's task and every target's reconciler are wired to.
+struct Wiring {
+    procfs: ProcFs,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    hub: Arc<WatchHub>,
+    /// The key versions are fingerprinted with.
+    key: crate::scan::fingerprint::FingerprintKey,
+    state_file: Option<Arc<StateFile>>,
+    timing: Timing,
+    lane: crate::lane::Lane,
+    /// The daemon's stop flag.
+    stop: watch::Receiver<bool>,
+}
+
+impl Wiring {
+    /// Starts the task of the group `cfg` (in `tasks`) and its targets' reconcilers (in
+    /// `reconcilers`); what says that the group was scanned and watched once.
+    fn group(
+        &self,
+        cfg: &Arc<crate::config::GroupConfig>,
+        tasks: &mut Tasks,
+        reconcilers: &mut Tasks,
+    ) -> oneshot::Receiver<()> {
+        let wake = Arc::new(Wake::new(cfg.debounce, cfg.debounce_max));
+        let id = self.hub.register(wake.clone());
+        let (tx, rx) = watch::channel(None);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let selector = cfg
+            .targets
+            .iter()
+            .find_map(|t| t.action.selector().cloned());
+        let task = GroupTask {
+            cfg: cfg.clone(),
+            key: self.key.clone(),
+            hub: self.hub.clone(),
+            id,
+            wake,
+            tx,
+            status: self.board.register_group(&cfg.name),
+            metrics: self.metrics.register_group(&cfg.name, cfg.paths.len()),
+            daemon_metrics: self.metrics.clone(),
+            timing: self.timing,
+            ready: Some(ready_tx),
+            identity: Some(IdentityResolver::new(
+                cfg.app.clone(),
+                selector,
+                self.procfs.clone(),
+            )),
+            lane: self.lane,
+        };
+        tasks.vital(
+            format!("the task of watch group '{}'", cfg.name),
+            tracing::info_span!("group", watch = %cfg.name),
+            task.run(self.stop.clone()),
+        );
+        for index in 0..cfg.targets.len() {
+            self.target(cfg, index, &rx, reconcilers);
+        }
+        ready_rx
+    }
+
+    /// Starts the reconciler of the target `index` of the group `cfg`, following `rx`.
+    fn target(
+        &self,
+        cfg: &Arc<crate::config::GroupConfig>,
+        index: usize,
+        rx: &crate::group::DesiredRx,
+        reconcilers: &mut Tasks,
+    ) {
+        let t = &cfg.targets[index];
+        let status = self.board.register_target(&t.name, &cfg.name, t.kind());
+        let action = Action::new(
+            &t.action,
+            &self.procfs,
+            cfg.app.as_ref(),
+            &t.name,
+            &cfg.name,
+            (cfg.consumed_as == crate::config::ConsumedAs::Env)
+                .then(|| (self.key.clone(), t.retry_backoff_max)),
+            &self.hub,
+        )
+        .on_lane(self.lane, self.stop.clone(), status.clone());
+        let reconciler = Reconciler {
+            group_cfg: cfg.clone(),
+            index,
+            action,
+            rx: rx.clone(),
+            status,
+            metrics: self.metrics.register_target(t),
+            state_file: self.state_file.clone(),
+            key: self.key.clone(),
+        };
+        reconcilers.vital(
+            format!("the reconciler of target '{}'", crate::text::value(&t.name)),
+            tracing::info_span!("target", target = %crate::text::value(&t.name), watch = %cfg.name),
+            reconciler.run(self.stop.clone()),
+        );
+    }
+}
+
+/// The tasks the daemon could run without, in `tasks`: the mount-table watcher, the end of
+/// resource episodes, rescans on SIGHUP, and readiness once every group of `readies` is ready.
+fn spawn_helpers(
+    tasks: &mut Tasks,
+    config: &Config,
+    hub: &Arc<WatchHub>,
+    board: &Arc<Board>,
+    readies: Vec<oneshot::Receiver<()>>,
+    stop: &watch::Receiver<bool>,
+) {
+    tasks.helper(
+        "the mount-table watcher".into(),
+        crate::watch::remount::watch_mount_table(
+            config.proc_root.join("self/mountinfo"),
+            hub.clone(),
+            stop.clone(),
+        ),
+    );
+    tasks.helper(
+        "the end of resource episodes".into(),
+        crate::report::resources::end_episodes(),
+    );
+    let rescan_hub = hub.clone();
+    tasks.helper("rescans on SIGHUP".into(), async move {
+        loop {
+            signals::rescan_requested().await;
+            rescan_hub.poke_all(std::time::Instant::now());
+        }
+    });
+    let ready_board = board.clone();
+    tasks.helper("readiness".into(), async move {
+        for r in readies {
+            if r.await.is_err() {
+                return;
+            }
+        }
+        ready_board.set_ready();
+        tracing::info!("ready: every watch group scanned and watched");
+    });
 }
