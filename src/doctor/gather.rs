@@ -7,8 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::report::{DaemonView, FileReport, GroupReport, PathReport, Report, ts};
-use crate::assess::{Policy, assess};
+use super::report::{DaemonView, FileReport, GroupReport, PathReport, Report, TargetReport, ts};
+use crate::assess::access::Verdict;
+use crate::assess::{Assessment, Policy, assess};
 use crate::config::{Config, GroupConfig};
 use crate::process::ProcFs;
 use crate::process::identity::{IdentityResolver, Sidecar};
@@ -107,30 +108,7 @@ async fn group(
     if let Some(d) = &a.identity.drift {
         problems.push(format!("watch group '{name}': identity drift: {d}"));
     }
-    let paths: Vec<PathReport> = scan
-        .layouts
-        .iter()
-        .map(|(p, layout)| {
-            let frozen = single_file_mount(own_mounts, p).is_some();
-            if frozen {
-                problems.push(format!(
-                    "{} is a single-file mount (subPath): kubelet never updates it; mount the volume as a \
-                     directory and point the app at the file inside it",
-                    text::path(p)
-                ));
-            }
-            let changed = content_time(p, *layout, &scan);
-            let owner = std::fs::metadata(p).ok().map(|md| (md.uid(), md.gid(), format!("{:04o}", md.mode() & 0o7777)));
-            PathReport {
-                path: text::path(p),
-                layout: *layout,
-                owner,
-                single_file_mount: frozen,
-                content_changed: changed.map(ts),
-                content_age_seconds: changed.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|d| d.as_secs()),
-            }
-        })
-        .collect();
+    let paths = path_reports(&scan, own_mounts, problems);
     problems.extend(
         scan.problems
             .iter()
@@ -141,31 +119,80 @@ async fn group(
             .iter()
             .map(|p| format!("watch group '{name}': {p}")),
     );
+    let files = file_reports(&scan, &a, r);
+    let (targets, app_frozen_mounts) = target_reports(config, g, &scan, procfs, r).await;
+    GroupReport {
+        name: name.clone(),
+        app_identity: a.identity.app.clone(),
+        identity_drift: a.identity.drift.clone(),
+        paths,
+        files,
+        incomplete: scan.problems.iter().map(|p| p.message.clone()).collect(),
+        inconsistent: scan.inconsistent.clone(),
+        app_frozen_mounts,
+        targets,
+    }
+}
+
+/// Each watched path: its layout, owner and mode, when its content changed, and whether it is a
+/// single-file mount of this container (a problem: kubelet never updates it).
+fn path_reports(scan: &Scan, own_mounts: &[Mount], problems: &mut Vec<String>) -> Vec<PathReport> {
+    scan.layouts
+        .iter()
+        .map(|(p, layout)| {
+            let frozen = single_file_mount(own_mounts, p).is_some();
+            if frozen {
+                problems.push(format!(
+                    "{} is a single-file mount (subPath): kubelet never updates it; mount the volume as a \
+                     directory and point the app at the file inside it",
+                    text::path(p)
+                ));
+            }
+            let changed = content_time(p, *layout, scan);
+            let owner = std::fs::metadata(p)
+                .ok()
+                .map(|md| (md.uid(), md.gid(), format!("{:04o}", md.mode() & 0o7777)));
+            PathReport {
+                path: text::path(p),
+                layout: *layout,
+                owner,
+                single_file_mount: frozen,
+                content_changed: changed.map(ts),
+                content_age_seconds: changed
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+            }
+        })
+        .collect()
+}
+
+/// Each file of the version: owner, mode, whether the app can read it (a problem when not),
+/// its certificate's expiry (a problem when past, a warning when near). By path, once: a group
+/// may hold thousands of files.
+fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> {
+    let verdicts: HashMap<&Path, &Verdict> =
+        a.verdicts.iter().map(|(p, v)| (p.as_path(), v)).collect();
+    let expiries: HashMap<&Path, SystemTime> = scan
+        .cert_expiry
+        .iter()
+        .map(|(p, t)| (p.as_path(), *t))
+        .collect();
     let now = SystemTime::now();
-    let files: Vec<FileReport> = scan
-        .files
+    scan.files
         .iter()
         .map(|f| {
-            let access = a
-                .verdicts
-                .iter()
-                .find(|(p, _)| *p == f.path)
-                .map(|(_, v)| v.clone());
+            let access = verdicts.get(f.path.as_path()).map(|v| (*v).clone());
             if let Some(v) = access.as_ref().filter(|v| !v.readable) {
-                problems.push(format!(
+                r.problems.push(format!(
                     "{}: the app cannot read it: {}; {}",
                     text::path(&f.path),
                     v.reason,
                     v.hint.as_deref().unwrap_or("")
                 ));
             }
-            let expiry = scan
-                .cert_expiry
-                .iter()
-                .find(|(p, _)| *p == f.path)
-                .map(|(_, t)| *t);
+            let expiry = expiries.get(f.path.as_path()).copied();
             match expiry {
-                Some(t) if t <= now => problems.push(format!(
+                Some(t) if t <= now => r.problems.push(format!(
                     "{}: the certificate expired at {}",
                     text::path(&f.path),
                     ts(t)
@@ -187,14 +214,25 @@ async fn group(
                 cert_expires: expiry.map(ts),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Each target's checks (a failed one is a problem), and the single-file mounts of the app's
+/// process found for a target (problems too, each said once).
+async fn target_reports(
+    config: &Config,
+    g: &GroupConfig,
+    scan: &Scan,
+    procfs: &ProcFs,
+    r: &mut Report,
+) -> (Vec<TargetReport>, Vec<String>) {
     let mut targets = Vec::new();
     let mut app_frozen_mounts = Vec::new();
     for t in &g.targets {
         let (report, pid) = super::targets::target(
             t,
             g,
-            &scan,
+            scan,
             &r.sidecar,
             &r.daemon,
             procfs,
@@ -221,17 +259,7 @@ async fn group(
         }
         targets.push(report);
     }
-    GroupReport {
-        name: name.clone(),
-        app_identity: a.identity.app.clone(),
-        identity_drift: a.identity.drift.clone(),
-        paths,
-        files,
-        incomplete: scan.problems.iter().map(|p| p.message.clone()).collect(),
-        inconsistent: scan.inconsistent.clone(),
-        app_frozen_mounts,
-        targets,
-    }
+    (targets, app_frozen_mounts)
 }
 
 /// When the content of one watched path last changed.
