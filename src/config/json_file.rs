@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    AccessPolicy, ConsumedAs, Findings, GroupConfig, GroupDefaults, ReloadOnStart, TargetDefaults,
-    TlsClient, flags, parse, target, watch_paths,
+    AccessPolicy, ConsumedAs, Findings, GroupConfig, GroupDefaults, ReloadOnStart, TargetConfig,
+    TargetDefaults, TlsClient, flags, parse, target, watch_paths,
 };
 use crate::action::{ActionConfig, exec, http, signal};
 
@@ -210,129 +210,151 @@ pub(crate) fn parse(
             "--config {shown}: groups is empty: describe at least one watch group"
         ));
     }
-    let mut out = Vec::new();
-    for (gi, g) in file.groups.into_iter().enumerate() {
-        let at = format!("--config {shown}: groups[{gi}]");
-        let mut dur = |field: &str, v: Option<String>, default| match v {
-            None => default,
-            Some(s) => parse::duration(&s).unwrap_or_else(|e| {
-                f.error(format!("{at}.{field}: {e}"));
-                default
-            }),
-        };
-        let debounce = dur("debounce", g.debounce, gd.debounce);
-        let debounce_max = dur("debounce_max", g.debounce_max, gd.debounce_max);
-        let consistency_timeout = dur(
-            "consistency_timeout",
-            g.consistency_timeout,
-            gd.consistency_timeout,
-        );
-        let min_reload_interval = dur(
-            "min_reload_interval",
-            g.min_reload_interval,
-            defaults.min_reload_interval,
-        );
-        if debounce_max < debounce {
-            f.error(format!(
-                "{at}.debounce_max must not be shorter than debounce"
-            ));
-        }
-        if g.max_files == Some(0) {
-            f.error(format!("{at}.max_files must be at least 1"));
-        }
-        if g.watch.is_empty() {
-            f.error(format!(
-                "{at}.watch is empty: list the files or directories to watch"
-            ));
-        }
-        if g.targets.is_empty() {
-            f.error(format!(
-                "{at}.targets is empty: add an http, signal or exec target"
-            ));
-        }
-        let app = if g.app_uid.is_some() || g.app_gid.is_some() || !g.app_groups.is_empty() {
-            flags::declared_identity(
-                g.app_uid,
-                g.app_gid,
-                &g.app_groups,
-                &format!("{at}."),
-                ["app_uid", "app_gid", "app_groups"],
-                f,
-            )
-        } else {
-            gd.app.clone()
-        };
-        let group_defaults = TargetDefaults {
-            min_reload_interval,
-            reload_on_start: g.reload_on_start.unwrap_or(defaults.reload_on_start),
-            retries: g.reload_retries.or(defaults.retries),
-            ..defaults.clone()
-        };
-        let targets = g
-            .targets
-            .into_iter()
-            .enumerate()
-            .filter_map(|(ti, t)| {
-                let at = format!("{at}.targets[{ti}].");
-                let tls = t.tls(group_defaults.tls.as_ref(), &at, f);
-                let verify = match t.verify() {
-                    (None, None) => group_defaults.verify.clone(),
-                    (url, contains) => flags::verify(
-                        url,
-                        contains,
-                        group_defaults.timeout,
-                        [&format!("{at}verify_url"), &format!("{at}verify_contains")],
-                        f,
-                    )
-                    .map(|mut v| {
-                        let at = format!("{at}verify_url");
-                        parse::secure(&mut v.endpoint, tls.as_ref(), &at, f);
-                        v
-                    }),
-                };
-                let served_cert = match t.served_cert() {
-                    None => group_defaults.served_cert.clone(),
-                    Some(e) => parse::served_cert(e, group_defaults.timeout)
-                        .map_err(|e| f.error(format!("{at}verify_served_cert: {e}")))
-                        .ok(),
-                };
-                let own = TargetDefaults {
-                    tls: tls.clone(),
-                    ..group_defaults.clone()
-                };
-                let (name, action) = file_target(t, &at, &own, f)?;
-                if let Some(n) = &name
-                    && (n.is_empty() || n.chars().any(char::is_control))
-                {
-                    f.error(format!(
-                        "{at}name: '{}' is not a target name (not empty, no control characters)",
-                        crate::text::value(n)
-                    ));
-                }
-                let mut t = target(name.unwrap_or_default(), action, &group_defaults);
-                t.verify = verify;
-                t.served_cert = served_cert;
-                Some(t)
-            })
-            .collect();
-        out.push(GroupConfig {
-            name: g.name,
-            paths: watch_paths(&g.watch, &format!("{at}.watch"), f),
-            debounce,
-            debounce_max,
-            app,
-            access_policy: g.access_policy.unwrap_or(gd.access_policy),
-            consistency_check: g.consistency_check.unwrap_or(gd.consistency_check),
-            consistency_timeout,
-            max_files: g.max_files.unwrap_or(gd.max_files),
-            follow_external_symlinks: g
-                .follow_external_symlinks
-                .unwrap_or(gd.follow_external_symlinks),
-            consumed_as: g.consumed_as.unwrap_or(gd.consumed_as),
-            targets,
-        });
+    file.groups
+        .into_iter()
+        .enumerate()
+        .map(|(gi, g)| {
+            let at = format!("--config {shown}: groups[{gi}]");
+            file_group(g, &at, gd, defaults, f)
+        })
+        .collect()
+}
+
+/// A group of the file (`at`: where it is, for messages), over the flags' defaults.
+fn file_group(
+    g: FileGroup,
+    at: &str,
+    gd: &GroupDefaults,
+    defaults: &TargetDefaults,
+    f: &mut Findings,
+) -> GroupConfig {
+    let mut dur = |field: &str, v: Option<String>, default| match v {
+        None => default,
+        Some(s) => parse::duration(&s).unwrap_or_else(|e| {
+            f.error(format!("{at}.{field}: {e}"));
+            default
+        }),
+    };
+    let debounce = dur("debounce", g.debounce, gd.debounce);
+    let debounce_max = dur("debounce_max", g.debounce_max, gd.debounce_max);
+    let consistency_timeout = dur(
+        "consistency_timeout",
+        g.consistency_timeout,
+        gd.consistency_timeout,
+    );
+    let min_reload_interval = dur(
+        "min_reload_interval",
+        g.min_reload_interval,
+        defaults.min_reload_interval,
+    );
+    if debounce_max < debounce {
+        f.error(format!(
+            "{at}.debounce_max must not be shorter than debounce"
+        ));
     }
-    out
+    if g.max_files == Some(0) {
+        f.error(format!("{at}.max_files must be at least 1"));
+    }
+    if g.watch.is_empty() {
+        f.error(format!(
+            "{at}.watch is empty: list the files or directories to watch"
+        ));
+    }
+    if g.targets.is_empty() {
+        f.error(format!(
+            "{at}.targets is empty: add an http, signal or exec target"
+        ));
+    }
+    let app = if g.app_uid.is_some() || g.app_gid.is_some() || !g.app_groups.is_empty() {
+        flags::declared_identity(
+            g.app_uid,
+            g.app_gid,
+            &g.app_groups,
+            &format!("{at}."),
+            ["app_uid", "app_gid", "app_groups"],
+            f,
+        )
+    } else {
+        gd.app.clone()
+    };
+    let group_defaults = TargetDefaults {
+        min_reload_interval,
+        reload_on_start: g.reload_on_start.unwrap_or(defaults.reload_on_start),
+        retries: g.reload_retries.or(defaults.retries),
+        ..defaults.clone()
+    };
+    let targets = g
+        .targets
+        .into_iter()
+        .enumerate()
+        .filter_map(|(ti, t)| {
+            file_target_config(t, &format!("{at}.targets[{ti}]."), &group_defaults, f)
+        })
+        .collect();
+    GroupConfig {
+        name: g.name,
+        paths: watch_paths(&g.watch, &format!("{at}.watch"), f),
+        debounce,
+        debounce_max,
+        app,
+        access_policy: g.access_policy.unwrap_or(gd.access_policy),
+        consistency_check: g.consistency_check.unwrap_or(gd.consistency_check),
+        consistency_timeout,
+        max_files: g.max_files.unwrap_or(gd.max_files),
+        follow_external_symlinks: g
+            .follow_external_symlinks
+            .unwrap_or(gd.follow_external_symlinks),
+        consumed_as: g.consumed_as.unwrap_or(gd.consumed_as),
+        targets,
+    }
+}
+
+/// A target of a group (`at`: its field path, ending in `.`), over the group's defaults.
+fn file_target_config(
+    t: FileTarget,
+    at: &str,
+    group_defaults: &TargetDefaults,
+    f: &mut Findings,
+) -> Option<TargetConfig> {
+    let tls = t.tls(group_defaults.tls.as_ref(), at, f);
+    let verify = match t.verify() {
+        (None, None) => group_defaults.verify.clone(),
+        (url, contains) => flags::verify(
+            url,
+            contains,
+            group_defaults.timeout,
+            [&format!("{at}verify_url"), &format!("{at}verify_contains")],
+            f,
+        )
+        .map(|mut v| {
+            let at = format!("{at}verify_url");
+            parse::secure(&mut v.endpoint, tls.as_ref(), &at, f);
+            v
+        }),
+    };
+    let served_cert = match t.served_cert() {
+        None => group_defaults.served_cert.clone(),
+        Some(e) => parse::served_cert(e, group_defaults.timeout)
+            .map_err(|e| f.error(format!("{at}verify_served_cert: {e}")))
+            .ok(),
+    };
+    let own = TargetDefaults {
+        tls: tls.clone(),
+        ..group_defaults.clone()
+    };
+    let (name, action) = file_target(t, at, &own, f)?;
+    if let Some(n) = &name
+        && (n.is_empty() || n.chars().any(char::is_control))
+    {
+        f.error(format!(
+            "{at}name: '{}' is not a target name (not empty, no control characters)",
+            crate::text::value(n)
+        ));
+    }
+    let mut t = target(name.unwrap_or_default(), action, group_defaults);
+    t.verify = verify;
+    t.served_cert = served_cert;
+    Some(t)
 }
 
 /// The action of a target: its kind's own fields, read by the kind.
