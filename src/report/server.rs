@@ -164,6 +164,48 @@ struct Slot {
     close: Arc<Notify>,
 }
 
+impl Connections {
+    /// Closes the connection idle the longest (never one answering a request); whether there was
+    /// one.
+    fn evict_oldest_idle(&mut self) -> bool {
+        let oldest_idle = self
+            .open
+            .iter()
+            .filter(|(_, slot)| !slot.busy)
+            .min_by_key(|(_, slot)| slot.at)
+            .map(|(&id, _)| id);
+        match oldest_idle.and_then(|id| self.open.remove(&id)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A slot for a new connection (its id, and what closes it): at once below
+    /// [`MAX_CONNECTIONS`], else in place of the longest idle one (counted as dropped for
+    /// capacity); `None` when every slot answers a request right now (the newcomer is closed).
+    fn admit(&mut self, metrics: &Metrics) -> Option<(u64, Arc<Notify>)> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            metrics.admin.dropped(DropReason::Capacity);
+            if !self.evict_oldest_idle() {
+                return None;
+            }
+        }
+        self.next += 1;
+        let id = self.next;
+        let close = Arc::new(Notify::new());
+        let slot = Slot {
+            at: Instant::now(),
+            busy: false,
+            close: close.clone(),
+        };
+        self.open.insert(id, slot);
+        Some((id, close))
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     admin: Admin,
@@ -191,18 +233,8 @@ async fn serve(
                     if !crate::report::resources::check(&e) {
                         tracing::debug!(error = %e, "cannot accept a connection on the admin server");
                     }
-                    {
-                        let mut c = lock(&conns);
-                        let oldest_idle = c
-                            .open
-                            .iter()
-                            .filter(|(_, slot)| !slot.busy)
-                            .min_by_key(|(_, slot)| slot.at)
-                            .map(|(&id, _)| id);
-                        if let Some(slot) = oldest_idle.and_then(|id| c.open.remove(&id)) {
-                            admin.metrics.admin.dropped(DropReason::Capacity);
-                            slot.close.notify_one();
-                        }
+                    if lock(&conns).evict_oldest_idle() {
+                        admin.metrics.admin.dropped(DropReason::Capacity);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -211,85 +243,65 @@ async fn serve(
             _ = &mut stop => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let admitted = {
-            let mut c = lock(&conns);
-            let room = c.open.len() < MAX_CONNECTIONS || {
-                // Full: the longest idle connection makes room, never one answering a request.
-                let oldest_idle = c
-                    .open
-                    .iter()
-                    .filter(|(_, slot)| !slot.busy)
-                    .min_by_key(|(_, slot)| slot.at)
-                    .map(|(&id, _)| id);
-                admin.metrics.admin.dropped(DropReason::Capacity);
-                match oldest_idle.and_then(|id| c.open.remove(&id)) {
-                    Some(slot) => {
-                        slot.close.notify_one();
-                        true
-                    }
-                    // Every slot answers a request right now: the newcomer is closed instead.
-                    None => false,
-                }
-            };
-            room.then(|| {
-                c.next += 1;
-                let id = c.next;
-                let close = Arc::new(Notify::new());
-                let slot = Slot {
-                    at: Instant::now(),
-                    busy: false,
-                    close: close.clone(),
-                };
-                c.open.insert(id, slot);
-                (id, close)
-            })
-        };
+        let admitted = lock(&conns).admit(&admin.metrics);
         let Some((id, close)) = admitted else {
             drop(stream);
             continue;
         };
         admin.metrics.admin.open_delta(1);
-        let (admin2, conns2) = (admin.clone(), conns.clone());
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let (admin, conns) = (admin2.clone(), conns2.clone());
-            async move {
-                if let Some(slot) = lock(&conns).open.get_mut(&id) {
-                    slot.busy = true;
-                }
-                let resp =
-                    respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
-                if let Some(slot) = lock(&conns).open.get_mut(&id) {
-                    slot.busy = false;
-                    slot.at = Instant::now();
-                }
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let (metrics, conns2) = (admin.metrics.clone(), conns.clone());
-        tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = close.notified() => Ok(()),
-            };
-            if let Err(e) = result {
-                let why = if e.is_timeout() {
-                    DropReason::HeaderTimeout
-                } else if e.is_parse_too_large() {
-                    DropReason::HeaderTooLarge
-                } else {
-                    DropReason::Error
-                };
-                metrics.admin.dropped(why);
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-            lock(&conns2).open.remove(&id);
-            metrics.admin.open_delta(-1);
-        });
+        spawn_connection(&builder, stream, peer, (id, close), &admin, &conns);
         // Let the new connection read its request before the next accept may evict it.
         tokio::task::yield_now().await;
     }
+}
+
+/// Serves the connection `stream` from `peer` in its slot (`id`, and what closes it) until it
+/// ends or is closed; its slot is given back then.
+fn spawn_connection(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    (id, close): (u64, Arc<Notify>),
+    admin: &Admin,
+    conns: &Arc<Mutex<Connections>>,
+) {
+    let (admin2, conns2) = (admin.clone(), conns.clone());
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let (admin, conns) = (admin2.clone(), conns2.clone());
+        async move {
+            if let Some(slot) = lock(&conns).open.get_mut(&id) {
+                slot.busy = true;
+            }
+            let resp = respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
+            if let Some(slot) = lock(&conns).open.get_mut(&id) {
+                slot.busy = false;
+                slot.at = Instant::now();
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let (metrics, conns2) = (admin.metrics.clone(), conns.clone());
+    tokio::spawn(async move {
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = close.notified() => Ok(()),
+        };
+        if let Err(e) = result {
+            let why = if e.is_timeout() {
+                DropReason::HeaderTimeout
+            } else if e.is_parse_too_large() {
+                DropReason::HeaderTooLarge
+            } else {
+                DropReason::Error
+            };
+            metrics.admin.dropped(why);
+            tracing::debug!(error = %e, "admin connection ended with an error");
+        }
+        lock(&conns2).open.remove(&id);
+        metrics.admin.open_delta(-1);
+    });
 }
 
 /// The response to one request (the routing, apart from the connection handling).
