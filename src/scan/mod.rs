@@ -14,13 +14,19 @@
 //! dangling symlinks, symlink loops and symlinks leading out of a watched directory are skipped and
 //! reported, never opened.
 //!
-//! - `walk`: walking directories, kubelet's layout, symlinks; `read`: reading one file;
+//! - `scanning`: the state of one scan, and how it ends (the version's fingerprint);
+//! - `walk`: the watched paths and the directories below them; `kubelet`: kubelet's layout
+//!   (`..data`, a swap during the read); `confine`: symlinks kept inside what is watched, loops;
+//!   `read`: reading one file, within the scan's budget and the group's file cap;
 //! - [`fingerprint`]: keyed HMAC fingerprints;
 //! - [`pem`]: the PEM consistency check; [`token`]: the expiry of a JWT held by a file.
 
+mod confine;
 pub mod fingerprint;
+mod kubelet;
 pub mod pem;
 mod read;
+mod scanning;
 pub mod token;
 mod walk;
 
@@ -246,14 +252,14 @@ pub struct Budget {
 
 /// Scans the watched `paths` of one group.
 pub fn scan(paths: &[PathBuf], opts: Options<'_>) -> Scan {
-    walk::Scanning::new(opts, None)
+    scanning::Scanning::new(opts, None)
         .run(paths)
         .expect("a scan without a budget always completes")
 }
 
 /// Scans within `budget`; `None` as soon as the scan would exceed it.
 pub fn scan_within(paths: &[PathBuf], opts: Options<'_>, budget: Budget) -> Option<Scan> {
-    walk::Scanning::new(opts, Some(budget)).run(paths)
+    scanning::Scanning::new(opts, Some(budget)).run(paths)
 }
 
 /// The closest ancestor of `p` that exists, and the name under it that leads towards `p`:

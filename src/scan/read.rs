@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::fingerprint::Fingerprint;
-use super::walk::Scanning;
+use super::scanning::Scanning;
 use super::{FileEntry, ProblemKind};
 use crate::files::{self, ReadError};
 use crate::text::path as shown;

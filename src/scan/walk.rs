@@ -1,21 +1,23 @@
-//! Walking the watched paths of one group and reading their files: the state of one scan.
+//! Walking the watched paths of one group: what each path is (a file, a directory, a kubelet
+//! volume or a file in one, missing, or of another kind than when first seen), the directories
+//! below the watched ones listed and their entries sorted into files to read, subdirectories to
+//! walk and entries to skip, and the directories to watch to see the next change.
+//!
+//! A directory is opened once and listed with `getdents64` into a buffer on the stack; its
+//! regular files are opened relative to it. Nesting is followed to [`MAX_DEPTH`] levels.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, Metadata};
+use std::fs::{self, File};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
 
-use super::pem::PemCheck;
-use super::{
-    Budget, FileEntry, Interest, KUBELET_DATA, Layout, Options, Problem, ProblemKind, Scan,
-    nearest_existing_ancestor,
-};
+use super::scanning::Scanning;
+use super::{Interest, KUBELET_DATA, Layout, Problem, ProblemKind, nearest_existing_ancestor};
 use crate::files::{self, ReadError};
 use crate::text::path as shown;
 use nix::fcntl::{AT_FDCWD, OFlag};
@@ -24,151 +26,8 @@ use rustix::fs::{FileType, RawDir};
 /// Deepest directory nesting followed below a watched directory.
 const MAX_DEPTH: usize = 16;
 
-/// State of one scan in progress.
-pub(super) struct Scanning<'a> {
-    pub(super) opts: Options<'a>,
-    /// `None`: no limit.
-    pub(super) budget: Option<Budget>,
-    /// Work done so far, counted against the budget.
-    pub(super) spent: Budget,
-    /// The budget ran out: the scan stops and reports nothing.
-    pub(super) over: bool,
-    /// Files in the order read; sorted by user-visible path at the end, where a path read twice
-    /// (a file watched itself and inside a watched directory) counts once. A vector, not a map:
-    /// nothing on the fast path allocates a node that the allocator maps and unmaps per scan.
-    pub(super) files: Vec<FileEntry>,
-    pub(super) scan: Scan,
-    /// Directories already walked (device, inode): symlink loops end here.
-    pub(super) visited: HashSet<(u64, u64)>,
-    /// PEM material seen so far.
-    pub(super) pem: PemCheck,
-    /// `--max-files` was reached (reported once).
-    pub(super) capped: bool,
-    /// Directories walked below the watched ones (counted against `--max-files`).
-    pub(super) dirs: usize,
-    /// Skipped entries past those listed.
-    pub(super) skipped_more: usize,
-    /// Each `..data` read, with the directory it named then.
-    pub(super) resolved: Vec<(PathBuf, PathBuf)>,
-    /// Watched paths remain to be walked after the current one (a directory walked now is
-    /// then recorded even when nothing below it needs it, for the later ones).
-    later_paths: bool,
-}
-
-impl<'a> Scanning<'a> {
-    pub(super) fn new(opts: Options<'a>, budget: Option<Budget>) -> Self {
-        Scanning {
-            opts,
-            budget,
-            spent: Budget {
-                bytes: 0,
-                entries: 0,
-            },
-            over: false,
-            files: Vec::new(),
-            scan: Scan {
-                files: Vec::new(),
-                layouts: Vec::new(),
-                problems: Vec::new(),
-                skipped: Vec::new(),
-                fingerprint: None,
-                inconsistent: Vec::new(),
-                not_checked: Vec::new(),
-                cert_expiry: Vec::new(),
-                token_expiry: Vec::new(),
-                certs: Vec::new(),
-                content_time: None,
-                watch: BTreeMap::new(),
-                work: Budget {
-                    bytes: 0,
-                    entries: 0,
-                },
-                torn: false,
-                closing: Default::default(),
-            },
-            visited: HashSet::new(),
-            pem: PemCheck::new(opts.served_certs),
-            capped: false,
-            dirs: 0,
-            skipped_more: 0,
-            resolved: Vec::new(),
-            later_paths: false,
-        }
-    }
-
-    /// Scans `paths`; `None` when the budget ran out.
-    pub(super) fn run(mut self, paths: &[PathBuf]) -> Option<Scan> {
-        for (i, p) in paths.iter().enumerate() {
-            self.later_paths = i + 1 < paths.len();
-            // Each watched path is work too: thousands of them listed one by one go where a
-            // large directory goes.
-            self.spent.entries += 1;
-            if self.budget.is_some_and(|b| self.spent.entries > b.entries) {
-                return None;
-            }
-            let was_dir = self.opts.kinds.get(i).copied().flatten();
-            let layout = self.path(p, was_dir);
-            if self.over {
-                return None;
-            }
-            self.scan.layouts.push((p.clone(), layout));
-        }
-        if self.skipped_more > 0 {
-            let more = format!("… and {} more entries skipped", self.skipped_more);
-            self.scan.skipped.push(more);
-        }
-        let pem = std::mem::take(&mut self.pem).finish();
-        let torn = self.torn(!pem.problems.is_empty());
-        let mut scan = self.scan;
-        scan.torn = torn;
-        scan.work = self.spent;
-        scan.files = by_path(self.files);
-        scan.inconsistent = pem.problems;
-        scan.not_checked = pem.notes;
-        scan.cert_expiry = pem.expiry;
-        scan.certs = pem
-            .leaves
-            .iter()
-            .map(|l| super::CertOnDisk {
-                path: l.path.clone(),
-                fingerprint: self.opts.key.digest(&l.der),
-                serial: l.serial.clone(),
-                not_after: l.not_after,
-            })
-            .collect();
-        if scan.problems.is_empty() {
-            let parts = scan
-                .files
-                .iter()
-                .map(|f| (f.path.as_os_str().as_encoded_bytes(), &f.fingerprint));
-            scan.fingerprint = Some(self.opts.key.digest_parts(parts));
-        }
-        Some(scan)
-    }
-
-    /// Whether a kubelet volume swapped while it was read: two reads of one `..data` named
-    /// different directories, or, when the version looks incomplete or inconsistent (kubelet
-    /// removes the old directory right after the swap), `..data` names another one now.
-    fn torn(&self, inconsistent: bool) -> bool {
-        let mut first: std::collections::HashMap<&PathBuf, &PathBuf> =
-            std::collections::HashMap::with_capacity(self.resolved.len());
-        for (link, target) in &self.resolved {
-            if *first.entry(link).or_insert(target) != target {
-                return true;
-            }
-        }
-        let suspect = inconsistent || !self.scan.problems.is_empty();
-        suspect
-            && self
-                .resolved
-                .iter()
-                .any(|(link, target)| fs::read_link(link).ok().as_ref() != Some(target))
-    }
-
-    pub(super) fn problem(&mut self, kind: ProblemKind, message: String) {
-        self.scan.problems.push(Problem { kind, message });
-    }
-
+impl Scanning<'_> {
+    /// Adds `interest` in `dir` to the watches the scan asks for.
     fn watch(&mut self, dir: &Path, interest: Interest) {
         match self.scan.watch.get_mut(dir) {
             Some(i) => i.merge(interest),
@@ -178,7 +37,7 @@ impl<'a> Scanning<'a> {
         }
     }
 
-    /// Watches the parent of `p` for events on `p`'s name (and `extra`).
+    /// Watches the parent of `p` for events on `p`'s name.
     fn watch_parent(&mut self, p: &Path) {
         let parent = p.parent().unwrap_or(Path::new("/"));
         let names = p
@@ -196,16 +55,9 @@ impl<'a> Scanning<'a> {
         self.watch(parent, Interest::KubeletData);
     }
 
-    pub(super) fn saw_ctime(&mut self, md: &Metadata) {
-        let t = SystemTime::UNIX_EPOCH
-            + Duration::new(
-                md.ctime().max(0) as u64,
-                md.ctime_nsec().clamp(0, 999_999_999) as u32,
-            );
-        self.scan.content_time = Some(self.scan.content_time.map_or(t, |c| c.max(t)));
-    }
-
-    fn path(&mut self, p: &Path, was_dir: Option<bool>) -> Layout {
+    /// Reads the watched path `p` (`was_dir`: whether it was a directory when first seen) and
+    /// says how it is laid out.
+    pub(super) fn path(&mut self, p: &Path, was_dir: Option<bool>) -> Layout {
         // A directory seen before is most likely still a kubelet volume: its `..data` read
         // first says so without a `stat` of the directory (a path through it resolves only when
         // it is one). `Some(Ok(None))`: read, not a volume (or not a directory any more).
@@ -357,64 +209,6 @@ impl<'a> Scanning<'a> {
         layout
     }
 
-    /// Whether `data`, the directory `..data` names in the volume `volume`, is one of the
-    /// volume's own directories and not a symbolic link out of it (reported otherwise).
-    fn own_directory(&mut self, data: &Path, volume: &Path) -> bool {
-        if self.opts.follow_external_symlinks {
-            return true;
-        }
-        match fs::symlink_metadata(data) {
-            Ok(md) if md.file_type().is_symlink() => {
-                self.problem(
-                    ProblemKind::WrongKind,
-                    format!(
-                        "{}/..data names a symbolic link, not a directory of the volume: not \
-                         followed (--follow-external-symlinks follows it)",
-                        shown(volume)
-                    ),
-                );
-                false
-            }
-            _ => true,
-        }
-    }
-
-    /// The resolved `..data` directory of a kubelet volume (`None`: not one), recording the
-    /// swap's time. `..data` must stay inside the volume: kubelet points it at a sibling.
-    fn kubelet_data(&mut self, dir: &Path) -> Result<Option<PathBuf>, Problem> {
-        let link = dir.join(KUBELET_DATA);
-        crate::lane::at(&link);
-        let Some(target) = read_link(&link) else {
-            return Ok(None);
-        };
-        if let Ok(md) = fs::symlink_metadata(&link) {
-            self.saw_ctime(&md);
-        }
-        let mut parts = target.components();
-        let sibling = matches!(
-            (parts.next(), parts.next()),
-            (Some(Component::Normal(_)), None)
-        );
-        let data = (sibling || self.opts.follow_external_symlinks).then(|| dir.join(&target));
-        self.resolved.push((link, target));
-        if data.is_some() {
-            return Ok(data);
-        }
-        let Some((link, _)) = self.resolved.last() else {
-            return Ok(None);
-        };
-        match (fs::canonicalize(link), fs::canonicalize(dir)) {
-            (Ok(real), Ok(root)) if real.starts_with(&root) && real != root => Ok(Some(real)),
-            _ => Err(Problem {
-                kind: ProblemKind::WrongKind,
-                message: format!(
-                    "{} points outside its volume: not followed (--follow-external-symlinks follows it)",
-                    shown(link)
-                ),
-            }),
-        }
-    }
-
     /// Walks `dir` (read from) as `shown_as` (the path the app uses). `watch` adds real
     /// subdirectories to the watch set (not inside kubelet's timestamped directories, whose
     /// content never changes after the swap). Symlinks must stay inside `root`. `id`: the
@@ -434,28 +228,8 @@ impl<'a> Scanning<'a> {
         id: Option<(u64, u64)>,
         data: bool,
     ) {
-        // The directory `..data` names must be one of the volume's own, not a symbolic link
-        // (a second hop out of the volume): opened without following one.
-        crate::lane::at(dir);
-        let flags = if data && !self.opts.follow_external_symlinks {
-            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
-        } else {
-            OFlag::O_DIRECTORY
-        };
-        let listing = match files::open_nonblocking(AT_FDCWD, dir.as_os_str(), flags) {
-            Ok(d) => d,
-            // ELOOP or ENOTDIR: a symbolic link where the volume's directory should be.
-            Err(_) if data && !self.own_directory(dir, root) => return,
-            Err(e) => {
-                return self.problem(
-                    ProblemKind::Unreadable,
-                    format!(
-                        "cannot read directory {}: {}",
-                        shown(shown_as),
-                        ReadError::from(e)
-                    ),
-                );
-            }
+        let Some(listing) = self.open_dir(dir, shown_as, root, data) else {
+            return;
         };
         let dir_fd = listing.as_fd();
         let mut recorded = false;
@@ -498,28 +272,11 @@ impl<'a> Scanning<'a> {
                 self.read_entry(seen, real, dir_fd, name);
                 continue;
             }
-            if is_link && !self.opts.follow_external_symlinks {
-                let root_real = root_real
-                    .get_or_insert_with(|| fs::canonicalize(root).unwrap_or(root.to_path_buf()));
-                match fs::canonicalize(&real) {
-                    Ok(target) if target.starts_with(&*root_real) => {}
-                    Ok(_) => {
-                        self.skip(format!(
-                            "{}: a symlink to a target outside {}, skipped (--follow-external-symlinks \
-                             follows it)",
-                            shown(&seen),
-                            shown(root)
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        self.skip(format!(
-                            "{}: a symlink that does not resolve ({e}), skipped",
-                            shown(&seen)
-                        ));
-                        continue;
-                    }
-                }
+            if is_link
+                && !self.opts.follow_external_symlinks
+                && !self.link_inside(&real, &seen, root, &mut root_real)
+            {
+                continue;
             }
             match fs::metadata(&real) {
                 Ok(md) if md.is_file() => self.read(seen, real, false, true),
@@ -570,58 +327,32 @@ impl<'a> Scanning<'a> {
         self.close_later(listing);
     }
 
-    /// Closes `file` after the action when this scan is on the reload path (within a budget);
-    /// at once otherwise (a scan on the blocking pool, whose descriptors may be many).
-    pub(super) fn close_later(&mut self, file: std::fs::File) {
-        if self.budget.is_some() {
-            self.scan.closing.defer(file);
-        }
-    }
-
-    /// Records a directory about to be walked (its identity `id`, or its descriptor's); false
-    /// (and reported) when it was walked before: a symlink loop.
-    fn enter(&mut self, dir: BorrowedFd<'_>, id: Option<(u64, u64)>, shown_as: &Path) -> bool {
-        let id = match id {
-            Some(id) => id,
-            None => match nix::sys::stat::fstat(dir) {
-                Ok(st) => (st.st_dev, st.st_ino),
-                // Without an identity no loop can be told: the depth limit still ends one.
-                Err(_) => return true,
-            },
+    /// Opens `dir` to list it (`shown_as`: the path the app uses); `None` when it cannot be
+    /// (reported). The directory `..data` names (`data`) must be one of the volume's own, not a
+    /// symbolic link (a second hop out of the volume `root`): opened without following one.
+    fn open_dir(&mut self, dir: &Path, shown_as: &Path, root: &Path, data: bool) -> Option<File> {
+        crate::lane::at(dir);
+        let flags = if data && !self.opts.follow_external_symlinks {
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
+        } else {
+            OFlag::O_DIRECTORY
         };
-        if self.visited.insert(id) {
-            return true;
+        match files::open_nonblocking(AT_FDCWD, dir.as_os_str(), flags) {
+            Ok(d) => Some(d),
+            // ELOOP or ENOTDIR: a symbolic link where the volume's directory should be.
+            Err(_) if data && !self.own_directory(dir, root) => None,
+            Err(e) => {
+                self.problem(
+                    ProblemKind::Unreadable,
+                    format!(
+                        "cannot read directory {}: {}",
+                        shown(shown_as),
+                        ReadError::from(e)
+                    ),
+                );
+                None
+            }
         }
-        self.skip(format!(
-            "{}: directory reached twice (symlink loop), skipped",
-            shown(shown_as)
-        ));
-        false
-    }
-}
-
-/// Files sorted by user-visible path, each path once (the last read of it kept).
-fn by_path(mut files: Vec<FileEntry>) -> Vec<FileEntry> {
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|later, kept| {
-        let same = later.path == kept.path;
-        if same {
-            std::mem::swap(later, kept);
-        }
-        same
-    });
-    files
-}
-
-/// Where the symbolic link `link` points (`None`: not a link, or unreadable), read into a
-/// stack buffer: a kubelet target is short, and std's `read_link` allocates and then shrinks.
-fn read_link(link: &Path) -> Option<PathBuf> {
-    let mut buf = [MaybeUninit::<u8>::uninit(); 256];
-    match rustix::fs::readlinkat_raw(rustix::fs::CWD, link, &mut buf) {
-        Ok((target, rest)) if !rest.is_empty() => Some(PathBuf::from(OsStr::from_bytes(target))),
-        // Possibly cut short: read whole.
-        Ok(_) => fs::read_link(link).ok(),
-        Err(_) => None,
     }
 }
 

@@ -13,10 +13,15 @@
 //!
 //! Without inotify (instances exhausted, or `--poll-interval`), groups poll. Each resync tries
 //! to set inotify up again ([`WatchHub::try_restore`]).
+//!
+//! This file holds the hub and the event reader (which routes events through the set);
+//! `watch_set` keeps the set in line with each group's scan ([`WatchHub::reconcile`]) and says
+//! which events each [`Interest`] subscribes to.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+mod watch_set;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,60 +32,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::Changed;
+use super::Wake;
 use super::debounce::Signal;
 use super::mounts::Mount;
-use super::{Wake, WatchError};
 use crate::lock;
 use crate::report::metrics::{Metrics, WatchErrorKind};
 use crate::scan::{Interest, KUBELET_DATA};
-use crate::text;
 
 /// Index of a group in the hub (given by [`WatchHub::register`]).
 pub type GroupId = usize;
-
-/// Events of a directory whose every entry may matter: those that can change what a scan reads.
-fn full_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_MOVED_FROM
-        | kubelet_mask()
-}
-
-/// Events of a kubelet volume: `..data` renamed over (the swap) or removed, and the directory
-/// itself going away. Kubelet's steps before the swap wake nothing.
-fn kubelet_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_ONLYDIR
-        | AddWatchFlags::from_bits_retain(libc::IN_EXCL_UNLINK)
-}
-
-/// Events of a directory holding one file written whole (a pid file): it appearing, renamed
-/// over or removed, closed after a write, and the directory itself going away; not each write,
-/// so that a file held open next to it (a log) wakes nothing.
-fn file_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_MOVED_FROM
-        | kubelet_mask()
-}
-
-/// The mask a directory needs for what its groups (and files) want of it.
-fn mask_for(wanted: &HashMap<GroupId, Interest>) -> AddWatchFlags {
-    wanted
-        .values()
-        .map(|i| match i {
-            Interest::All | Interest::Names(_) => full_mask(),
-            Interest::KubeletData => kubelet_mask(),
-            Interest::File(_) => file_mask(),
-        })
-        .fold(AddWatchFlags::empty(), |a, b| a | b)
-}
 
 /// The inotify instance, as tokio's reactor takes it.
 pub struct Instance(Inotify);
@@ -142,7 +102,7 @@ struct State {
 enum Listener {
     /// A watch group's task.
     Group(Arc<Wake>),
-    /// A single file's flag (see [`super::file`]).
+    /// A single file's flag (see [`super::pid_file`]).
     File(Arc<Changed>),
 }
 
@@ -284,144 +244,6 @@ impl WatchHub {
         }
     }
 
-    /// Makes `group`'s watched directories exactly `desired`; `Ok(true)` when a new inotify watch
-    /// was added (a change between the scan and the watch may have been missed).
-    ///
-    /// The calls that walk a path (`stat`, `inotify_add_watch`) are made without the hub's lock:
-    /// on a stalled filesystem they may never return, and the event reader takes that lock.
-    /// Another group may change the same directory's watch meanwhile; the mask a watch was
-    /// given is compared with what its groups want once it is recorded, and set again if needed.
-    pub fn reconcile(
-        &self,
-        group: GroupId,
-        desired: &BTreeMap<PathBuf, Interest>,
-    ) -> Result<bool, WatchError> {
-        let fd = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            let Some(fd) = st.inotify.clone() else {
-                return Err(WatchError::Unavailable(
-                    st.unavailable
-                        .clone()
-                        .unwrap_or_else(|| "inotify is not available".into()),
-                ));
-            };
-            let inotify = &fd.get_ref().0;
-            // Only this group's directories are looked at: a daemon of thousands of groups
-            // reconciles each in time linear in its own watches.
-            let mine = st.by_group.remove(&group).unwrap_or_default();
-            let mut drop_paths: Vec<PathBuf> = std::mem::take(&mut st.gone).into_iter().collect();
-            for path in mine.iter().filter(|p| !desired.contains_key(*p)) {
-                if let Some(w) = st.dirs.get_mut(path) {
-                    w.wanted.remove(&group);
-                    if w.wanted.is_empty() {
-                        drop_paths.push(path.clone());
-                    }
-                }
-            }
-            for path in drop_paths {
-                unwatch(st, inotify, &path);
-            }
-            st.by_group.insert(group, desired.keys().cloned().collect());
-            fd
-        };
-        let inotify = &fd.get_ref().0;
-        let mut added = false;
-        for (path, interest) in desired {
-            crate::lane::at(path);
-            let Ok(md) = std::fs::metadata(path) else {
-                continue;
-            };
-            let id = (md.dev(), md.ino());
-            // Recorded first, so that the mask another group computes meanwhile includes it.
-            let mask = {
-                let mut st = lock(&self.state);
-                match st.dirs.get_mut(path) {
-                    Some(w) if w.id == id => {
-                        w.wanted.insert(group, interest.clone());
-                        let mask = mask_for(&w.wanted);
-                        if mask == w.mask {
-                            continue;
-                        }
-                        mask
-                    }
-                    Some(_) => {
-                        // Another inode at this path now: a new watch, for every group that
-                        // wanted the old one.
-                        let mut wanted = st
-                            .dirs
-                            .get(path)
-                            .map(|w| w.wanted.clone())
-                            .unwrap_or_default();
-                        wanted.insert(group, interest.clone());
-                        unwatch(&mut st, inotify, path);
-                        let mask = mask_for(&wanted);
-                        st.pending.insert(path.clone(), wanted);
-                        mask
-                    }
-                    None => {
-                        let wanted = st.pending.entry(path.clone()).or_default();
-                        wanted.insert(group, interest.clone());
-                        mask_for(wanted)
-                    }
-                }
-            };
-            let mut mask = mask;
-            // Bounded: each round records what the others wanted meanwhile.
-            for _ in 0..4 {
-                let result = inotify.add_watch(path.as_path(), mask);
-                let mut st = lock(&self.state);
-                match result {
-                    Ok(wd) => {
-                        let wanted = match st.pending.remove(path) {
-                            Some(p) => p,
-                            None => st
-                                .dirs
-                                .remove(path)
-                                .map(|w| w.wanted)
-                                .unwrap_or_else(|| HashMap::from([(group, interest.clone())])),
-                        };
-                        let want = mask_for(&wanted);
-                        st.by_wd.entry(wd).or_default().insert(path.clone());
-                        st.dirs.insert(
-                            path.clone(),
-                            Watched {
-                                wd,
-                                mask,
-                                id,
-                                wanted,
-                            },
-                        );
-                        added = true;
-                        if want == mask {
-                            break;
-                        }
-                        mask = want;
-                    }
-                    Err(e) => {
-                        st.pending.remove(path);
-                        drop(st);
-                        match e {
-                            Errno::ENOSPC => {
-                                self.metrics.watch_error(WatchErrorKind::WatchLimit);
-                                return Err(WatchError::Limit(text::path(path)));
-                            }
-                            Errno::ENOENT | Errno::ENOTDIR => {}
-                            e => {
-                                // Permission denied and the like: the scan reports the path;
-                                // count it here.
-                                self.metrics.watch_error(WatchErrorKind::Watch);
-                                tracing::warn!(path = %text::path(path), error = %e, "cannot watch directory");
-                            }
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(added)
-    }
-
     /// Reads events until `stop`; runs on the runtime thread.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
@@ -524,18 +346,4 @@ fn init() -> Result<Arc<AsyncFd<Instance>>, String> {
     unsafe { AsyncFd::register_with_interest(Instance(inotify), tokio::io::Interest::READABLE) }
         .map(Arc::new)
         .map_err(|e| explain(&e.to_string()))
-}
-
-/// Removes the watch of `path` (the kernel's watch only when no other path shares it).
-fn unwatch(st: &mut State, inotify: &Inotify, path: &Path) {
-    let Some(w) = st.dirs.remove(path) else {
-        return;
-    };
-    if let Some(paths) = st.by_wd.get_mut(&w.wd) {
-        paths.remove(path);
-        if paths.is_empty() {
-            st.by_wd.remove(&w.wd);
-            let _ = inotify.rm_watch(w.wd);
-        }
-    }
 }
