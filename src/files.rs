@@ -10,7 +10,7 @@
 //! Every open is an `openat(2)`: musl's `open()` follows an `O_CLOEXEC` open with an
 //! `fcntl(F_SETFD)` (for kernels older than 2.6.23), a system call on the reload path for
 //! nothing; `openat` is passed straight to the kernel. A directory walk opens its entries
-//! relative to the directory's descriptor ([`open_known_regular_at`]): one path component to
+//! relative to the directory's descriptor (`open_known_regular_at`): one path component to
 //! resolve instead of the whole path.
 
 use std::ffi::OsStr;
@@ -23,7 +23,7 @@ use std::path::Path;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 
-pub use zeroize::Zeroizing;
+pub(crate) use zeroize::Zeroizing;
 
 /// Descriptors whose `close` waits until the action they led to is taken: a scan on the
 /// reload path keeps the files and directories it read open, and the group closes them once
@@ -34,7 +34,7 @@ pub struct Closing(Vec<File>);
 
 impl Closing {
     /// Keeps `file` open until this is dropped.
-    pub fn defer(&mut self, file: File) {
+    pub(crate) fn defer(&mut self, file: File) {
         self.0.push(file);
     }
 }
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Closing {
 
 /// Why a file was not read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Nothing is there.
     NotFound,
     /// Not a regular file (a FIFO, socket, device or directory): never read.
@@ -111,7 +111,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// What kind of file `md` describes, for messages: `a FIFO`, `a socket`, ...
-pub fn kind_of(md: &Metadata) -> &'static str {
+pub(crate) fn kind_of(md: &Metadata) -> &'static str {
     let t = md.file_type();
     if t.is_file() {
         "a regular file"
@@ -131,7 +131,7 @@ pub fn kind_of(md: &Metadata) -> &'static str {
 /// Opens `path` for reading without any chance of blocking, and only when it is a regular file.
 /// Symlinks are followed (kubelet's volumes are made of them); the file's metadata comes from the
 /// open descriptor.
-pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
     // A stat first: special files are not even opened (opening a device may have effects).
     let md = std::fs::metadata(path)?;
     if !md.is_file() {
@@ -142,13 +142,13 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
 
 /// Opens a path a `stat` has just shown to be a regular file: the open cannot block, and the
 /// file is checked again on the descriptor.
-pub fn open_known_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
+pub(crate) fn open_known_regular(path: &Path) -> Result<(File, Metadata), ReadError> {
     open_known_regular_at(AT_FDCWD, path.as_os_str())
 }
 
 /// Opens `name` relative to the directory `dir` (a directory walk, whose entry said it is a
 /// regular file): the open cannot block, and the file is checked again on the descriptor.
-pub fn open_known_regular_at(
+pub(crate) fn open_known_regular_at(
     dir: BorrowedFd<'_>,
     name: &OsStr,
 ) -> Result<(File, Metadata), ReadError> {
@@ -162,7 +162,11 @@ pub fn open_known_regular_at(
 
 /// `openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | extra)`.
 /// Running out of descriptors is recorded ([`crate::report::resources`]).
-pub fn open_nonblocking(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> io::Result<File> {
+pub(crate) fn open_nonblocking(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    extra: OFlag,
+) -> io::Result<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | extra;
     match openat(dir.as_fd(), name, flags, Mode::empty()) {
         Ok(fd) => Ok(File::from(fd)),
@@ -177,7 +181,7 @@ pub fn open_nonblocking(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> io::
 /// Reads all of an open regular file, at most `limit` bytes; the buffer is wiped when dropped.
 /// A file already larger than the limit is refused, and so is one that grows past it while it is
 /// read.
-pub fn read_open(
+pub(crate) fn read_open(
     mut file: &File,
     md: &Metadata,
     limit: u64,
@@ -212,7 +216,7 @@ pub fn read_open(
 
 /// Opens and reads a regular file of at most `limit` bytes (pid files, token files, key files,
 /// the state file).
-pub fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let (file, md) = open_regular(path)?;
     read_open(&file, &md, limit)
 }
@@ -220,7 +224,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadE
 /// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a
 /// non-blocking open, one `read` per 4 KiB, at most `limit` bytes; longer content is
 /// cut at the limit.
-pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     let file = open_proc(path)?;
     // Most of these files fit a stack buffer: no allocation beyond the result.
     let mut first = [0u8; 4096];
@@ -246,13 +250,13 @@ pub fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
 
 /// Opens a kernel-generated file for reading. Non-blocking all the same: `--proc-root` may
 /// point elsewhere than procfs, and a FIFO there must not hang the daemon.
-pub fn open_proc(path: &Path) -> io::Result<File> {
+pub(crate) fn open_proc(path: &Path) -> io::Result<File> {
     open_nonblocking(AT_FDCWD, path.as_os_str(), OFlag::empty())
 }
 
 /// `read(2)` on a procfs descriptor at offset 0 (the kernel regenerates the content for each
 /// read from the start), retried on EINTR.
-pub fn pread_proc(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+pub(crate) fn pread_proc(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     buf.resize(limit.min(4096), 0);
     loop {

@@ -6,18 +6,18 @@
 //! most often where no signal ends the wait. Whatever thread makes such a call may stop for
 //! good; nothing else may wait on it.
 //!
-//! Where a path lives decides where its calls run ([`Place`], found by [`classify`]): on a
+//! Where a path lives decides where its calls run (`Place`, found by `classify`): on a
 //! memory filesystem (`tmpfs`, `ramfs`: every Secret volume and projected token, as kubelet
 //! mounts them), reached through local filesystems only and with nothing else mounted below it,
 //! a call is a copy from memory, and it runs on the reload thread itself (no thread handoff on
-//! the reload path). Everywhere else it runs on a worker thread of its [`Lane`]: one call in
+//! the reload path). Everywhere else it runs on a worker thread of its `Lane`: one call in
 //! flight per group or target, awaited with a deadline. A call that has not returned after the
 //! deadline is reported (`a call on PATH has not returned for 30 s`) while the lane's owner
 //! holds its group or target; it is awaited on and read again once it returns. Other groups,
 //! the admin server and the shutdown never wait on it. At most 8 lanes' jobs
 //! run at once; one past its deadline gives its turn away.
 //!
-//! Worker threads are the daemon's own ([`reserve`]): when no thread can be started (the pod's
+//! Worker threads are the daemon's own (`reserve`): when no thread can be started (the pod's
 //! pid limit, `RLIMIT_NPROC`) the caller is told before it gives anything away, and retries,
 //! where a thread pool would abort. A job never hands a file descriptor back: descriptors are
 //! closed on the worker.
@@ -35,7 +35,7 @@ use crate::watch::mounts::Mount;
 
 /// Where the files of a group or target live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// A memory filesystem reached through local ones only: calls run inline.
     Memory,
     /// Anywhere else (or not known yet): calls run on the lane's worker.
@@ -56,7 +56,7 @@ const LOCAL: [&str; 13] = [
 /// on a memory filesystem of `mounts`, every mount it is reached through is local, nothing is
 /// mounted below it, and symbolic links out of it are not followed. Makes filesystem calls:
 /// run it where it may stall.
-pub fn classify(paths: &[PathBuf], follow_external: bool, mounts: &[Mount]) -> Place {
+pub(crate) fn classify(paths: &[PathBuf], follow_external: bool, mounts: &[Mount]) -> Place {
     use std::os::unix::fs::MetadataExt;
     if follow_external || mounts.is_empty() {
         return Place::Other;
@@ -135,7 +135,7 @@ impl std::fmt::Display for Stall {
 
 /// What a lane's owner hears while it waits.
 #[derive(Debug)]
-pub enum Heard<'a> {
+pub(crate) enum Heard<'a> {
     /// The call has not returned within the deadline.
     Stalled(&'a Stall),
     /// A call reported stalled returned after `after`.
@@ -147,7 +147,7 @@ pub enum Heard<'a> {
 
 /// How a run ended.
 #[derive(Debug)]
-pub enum Ran<T> {
+pub(crate) enum Ran<T> {
     /// The job returned this.
     Done(T),
     /// The daemon is stopping; the job, if still running, is left to its thread.
@@ -159,7 +159,7 @@ pub enum Ran<T> {
 /// One group's or target's way to the filesystem: one call in flight at a time (its owner
 /// awaits each), on a worker thread, reported when it does not return.
 #[derive(Debug, Clone, Copy)]
-pub struct Lane {
+pub(crate) struct Lane {
     /// After how long a call that has not returned is reported.
     pub deadline: Duration,
 }
@@ -173,7 +173,7 @@ const RUNNING_AT_ONCE: usize = 8;
 static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RUNNING_AT_ONCE);
 
 /// A lane's turn to run a job: a worker thread set aside for it, and the right to run now.
-pub struct Turn {
+pub(crate) struct Turn {
     permit: tokio::sync::SemaphorePermit<'static>,
     worker: Worker,
 }
@@ -247,7 +247,7 @@ impl Lane {
 }
 
 /// A job for a worker thread.
-pub type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// How long an idle worker thread waits for another job before it ends.
 const IDLE: Duration = Duration::from_secs(10);
@@ -259,7 +259,7 @@ static IDLE_WORKERS: Mutex<Vec<(u64, Sender<Job>)>> = Mutex::new(Vec::new());
 static WORKER_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A worker thread set aside for one job: it waits for it. Dropped unused, it is idle again.
-pub struct Worker {
+pub(crate) struct Worker {
     id: u64,
     tx: Option<Sender<Job>>,
 }
@@ -284,7 +284,7 @@ impl Drop for Worker {
 /// An idle worker thread, or a new one, set aside for a job: reserved before the job is made,
 /// so that when no thread can be started (the error says why) the caller still holds what the
 /// job would have taken.
-pub fn reserve() -> Result<Worker, String> {
+pub(crate) fn reserve() -> Result<Worker, String> {
     if let Some((id, tx)) = lock(&IDLE_WORKERS).pop() {
         return Ok(Worker { id, tx: Some(tx) });
     }
@@ -333,7 +333,7 @@ fn work(id: u64, me: Sender<Job>, jobs: Receiver<Job>) {
 
 /// Runs `job` on a worker thread and awaits it without a deadline (a state-file write, a name
 /// lookup: their owners report their own failures); `Err` when no thread could be started.
-pub async fn run_detached<T: Send + 'static>(
+pub(crate) async fn run_detached<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let worker = reserve()?;

@@ -20,17 +20,17 @@
 //!
 //! - [`config`]: flags ([`config::cli`]), environment and the JSON file → a validated
 //!   [`Config`]; the input layer, imported by the stages, importing none of them. The flags of
-//!   configmap-reload and prometheus-config-reloader ([`config::compat_flags`]).
+//!   configmap-reload and prometheus-config-reloader (`config::compat_flags`).
 //! - [`watch`]: inotify events and the mount table → per-group wakeups
 //!   ([`watch::inotify`], [`watch::debounce`], [`watch::mounts`]).
 //! - [`group`]: one task per watch group: when to scan, scanning, publishing what the targets
-//!   must hold ([`group::publish`]).
+//!   must hold (`group::publish`).
 //! - [`scan`]: reading a version: files, kubelet's layout, keyed fingerprints
 //!   ([`scan::fingerprint`]), PEM consistency ([`scan::pem`]), a JWT's expiry ([`scan::token`]).
 //! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
 //!   read it ([`assess::access`]).
-//! - [`reload`]: one reconciler per target ([`reload::reconciler`], decisions in
-//!   [`reload::progress`]), the verification of what its action did ([`reload::verify`],
+//! - [`reload`]: one reconciler per target (`reload::reconciler`, decisions in
+//!   `reload::progress`), the verification of what its action did ([`reload::verify`],
 //!   [`reload::served`]), what each target applied across restarts ([`reload::state_file`]).
 //! - [`action`]: the action kinds, one folder each, owning configuration, run time and doctor
 //!   checks: [`action::http`], [`action::signal`], [`action::exec`], and the environment

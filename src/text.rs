@@ -52,22 +52,13 @@ pub fn time(t: SystemTime) -> String {
 }
 
 /// A time as RFC 3339 with seconds (see [`time`]).
-pub fn time_seconds(t: SystemTime) -> String {
+pub(crate) fn time_seconds(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(clamp(t)).to_string()
 }
 
 fn clamp(t: SystemTime) -> SystemTime {
     let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
     t.clamp(UNIX_EPOCH, last)
-}
-
-/// A [`Path`] wrapper whose `Display` is [`path`], for log fields.
-pub struct Shown<'a>(pub &'a Path);
-
-impl std::fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&path(self.0))
-    }
 }
 
 #[cfg(test)]

@@ -88,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
         },
         &secret_reloader::scan::fingerprint::FingerprintKey::new(b"fuzz".to_vec()),
     );
-    board.register_target(&String::from_utf8_lossy(message), "default", "exec");
+    board.register_target(
+        &String::from_utf8_lossy(message),
+        "default",
+        secret_reloader::action::Kind::Exec,
+    );
 
     let rt = runtime();
     let (liveness, responder) = Liveness::new();

@@ -22,7 +22,7 @@ pub mod restart;
 pub mod runtime;
 pub mod signal;
 
-pub use outcome::{ActionError, Outcome};
+pub(crate) use outcome::{ActionError, Outcome};
 pub use runtime::Action;
 
 use std::sync::Arc;
@@ -44,9 +44,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::Http, Kind::Signal, Kind::Exec];
-
     /// `http`, `signal` or `exec`: the config file's `type`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,7 +82,7 @@ impl ActionConfig {
     }
 
     /// The target's name when none is given.
-    pub fn default_name(&self) -> String {
+    pub(crate) fn default_name(&self) -> String {
         match self {
             ActionConfig::Http(h) => h.default_name(),
             ActionConfig::Signal(s) => s.default_name(),

@@ -61,7 +61,7 @@ impl Action {
 
     /// Where the action's filesystem calls that may stall run (a signal target's pid file),
     /// until `stop`, shown on `status` when one does not return.
-    pub fn on_lane(
+    pub(crate) fn on_lane(
         self,
         lane: crate::lane::Lane,
         stop: tokio::sync::watch::Receiver<bool>,
@@ -76,7 +76,7 @@ impl Action {
 
     /// Whether the action is over as soon as it starts (a signal: nothing awaited), so that
     /// nothing need show it in progress.
-    pub fn is_instant(&self) -> bool {
+    pub(crate) fn is_instant(&self) -> bool {
         match self {
             Action::Signal(_) | Action::Restart(_) => true,
             Action::Http(_) | Action::Exec(_) => false,
@@ -85,7 +85,7 @@ impl Action {
 
     /// Whether the action can tell by itself that the app already holds a version (signal
     /// targets compare the process start time with the content time).
-    pub fn knows_process_age(&self) -> bool {
+    pub(crate) fn knows_process_age(&self) -> bool {
         match self {
             Action::Signal(_) | Action::Restart(_) => true,
             Action::Http(_) | Action::Exec(_) => false,
@@ -104,7 +104,7 @@ impl Action {
 
     /// Whether the app's environment still holds `version`, sending nothing (`None`: not an app
     /// that took it as environment variables, or not readable now).
-    pub async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+    pub(crate) async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
         match self {
             Action::Restart(a) => a.environment_holds(version).await,
             Action::Signal(_) => None,
@@ -122,7 +122,7 @@ impl Action {
     }
 
     /// The target process now (signal targets with one process).
-    pub async fn current_process(&mut self) -> Option<(i32, u64)> {
+    pub(crate) async fn current_process(&mut self) -> Option<(i32, u64)> {
         match self {
             Action::Signal(a) => a.current().await,
             Action::Restart(a) => a.signal_mut().current().await,

@@ -37,7 +37,7 @@ pub struct Verdict {
 }
 
 /// Checks files against one identity; directory lookups are cached for one scan.
-pub struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     /// The app's identity.
     app: &'a Identity,
     /// Owner, group and mode of directories seen, or `None` when they cannot be stat'ed.

@@ -62,7 +62,7 @@ pub struct Policy {
 }
 
 /// What holds `scan` back whoever the app is: incompleteness, inconsistent PEM material.
-pub fn held_back_by_content(scan: &Scan, policy: Policy) -> Vec<Hold> {
+pub(crate) fn held_back_by_content(scan: &Scan, policy: Policy) -> Vec<Hold> {
     let mut held = Vec::new();
     for p in &scan.problems {
         held.push(Hold {
@@ -82,7 +82,7 @@ pub fn held_back_by_content(scan: &Scan, policy: Policy) -> Vec<Hold> {
 }
 
 /// Whether the sidecar itself cannot read part of the content (a `read` watch error).
-pub fn unreadable_by_sidecar(scan: &Scan) -> bool {
+pub(crate) fn unreadable_by_sidecar(scan: &Scan) -> bool {
     scan.problems
         .iter()
         .any(|p| p.kind == ProblemKind::Unreadable)

@@ -181,7 +181,7 @@ pub async fn request(
 
 /// As [`request`], with the whole body up to `limit` bytes: a larger one is an error, never
 /// silently cut (the doctor reads the daemon's status).
-pub async fn request_limited(
+pub(crate) async fn request_limited(
     endpoint: &Endpoint,
     method: Method,
     headers: &[(HeaderName, HeaderValue)],

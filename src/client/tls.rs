@@ -281,7 +281,7 @@ impl ServerCertVerifier for Explaining {
 
 /// A client that accepts any certificate and leaves the end-entity one in `slot`: for reading
 /// what an app serves (compared, not trusted).
-pub fn capturing(slot: Arc<Mutex<Option<Vec<u8>>>>) -> Result<ClientConfig, String> {
+pub(crate) fn capturing(slot: Arc<Mutex<Option<Vec<u8>>>>) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(NoVerification(provider.clone(), Some(slot)));
     Ok(ClientConfig::builder_with_provider(provider)

@@ -1,6 +1,6 @@
 //! The command line: flags, their `SECRET_RELOADER_*` environment variables and the aliases that
 //! make secret-reloader a drop-in for configmap-reload and prometheus-config-reloader (see
-//! [`compat_flags`](super::compat_flags)).
+//! `compat_flags`).
 //!
 //! This module only describes and parses; `config` turns the parsed flags into a validated
 //! [`Config`](crate::config::Config), and every error there names the flag it is about.
@@ -37,7 +37,7 @@ impl Cli {
     }
 
     /// Parses `argv` (the program name first) as [`Cli::from_env`] does.
-    pub fn try_from_argv<I, T>(argv: I) -> Result<Cli, clap::Error>
+    pub(crate) fn try_from_argv<I, T>(argv: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,

@@ -35,10 +35,10 @@ const PROMETHEUS_CONFIG_RELOADER: [&str; 5] = [
 ];
 
 /// prometheus-config-reloader's default reload URL.
-pub const PROMETHEUS_RELOAD_URL: &str = "http://127.0.0.1:9090/-/reload";
+pub(crate) const PROMETHEUS_RELOAD_URL: &str = "http://127.0.0.1:9090/-/reload";
 
 /// prometheus-config-reloader's default `--process-executable-name`.
-pub const PROMETHEUS_PROCESS: &str = "prometheus";
+pub(crate) const PROMETHEUS_PROCESS: &str = "prometheus";
 
 /// Which other tools' flags a command line uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Dialects {
 
 /// prometheus-config-reloader's `--reload-method` values, told apart from HTTP methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadMethod {
+pub(crate) enum ReloadMethod {
     /// `http`: a POST to the reload URL.
     Http,
     /// `signal`: SIGHUP to the process named by `--process-executable-name`.
@@ -88,7 +88,7 @@ pub enum ReloadMethod {
 
 /// `http` or `signal` (any case) as prometheus-config-reloader means them; `None` for an HTTP
 /// method such as `POST`.
-pub fn reload_method(value: &str) -> Option<ReloadMethod> {
+pub(crate) fn reload_method(value: &str) -> Option<ReloadMethod> {
     if value.eq_ignore_ascii_case("http") {
         Some(ReloadMethod::Http)
     } else if value.eq_ignore_ascii_case("signal") {
@@ -120,7 +120,7 @@ pub struct CompatMetrics {
 
 impl CompatMetrics {
     /// What `--compat-metrics` asks for; without it, the series of the tools whose flags are used.
-    pub fn choose(given: Option<&[CompatMetric]>, spoken: Dialects) -> CompatMetrics {
+    pub(crate) fn choose(given: Option<&[CompatMetric]>, spoken: Dialects) -> CompatMetrics {
         match given {
             None => CompatMetrics {
                 prometheus_config_reloader: spoken.prometheus_config_reloader,

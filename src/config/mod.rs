@@ -7,7 +7,7 @@
 
 mod build;
 pub mod cli;
-pub mod compat_flags;
+pub(crate) mod compat_flags;
 mod defaults;
 mod findings;
 mod flags;
@@ -26,7 +26,7 @@ pub(crate) use defaults::{GroupDefaults, TargetDefaults, target};
 pub(crate) use findings::Findings;
 pub(crate) use flags::watch_paths;
 pub use model::*;
-pub use parse::{Endpoint, ServedCert, TlsClient};
+pub(crate) use parse::{Endpoint, ServedCert, TlsClient};
 pub use values::*;
 
 /// Everything wrong with a configuration, one line per problem.
@@ -69,11 +69,11 @@ impl Config {
     }
 
     /// Validates parsed flags (and the `--config` file they name).
-    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+    pub(crate) fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
         Config::load(args).map(|l| l.config)
     }
 
-    /// As [`Config::from_args`], with the warnings the daemon logs at start.
+    /// As `Config::from_args`, with the warnings the daemon logs at start.
     pub fn load(args: &RunArgs) -> Result<Loaded, ConfigError> {
         build(args, true, None)
     }
@@ -85,7 +85,7 @@ impl Config {
         build(&cli.run, true, Some(text)).map(|l| l.config)
     }
 
-    /// As [`Config::from_args`] for the one-shot report, which may look at paths without any
+    /// As `Config::from_args` for the one-shot report, which may look at paths without any
     /// action.
     pub fn for_doctor(args: &RunArgs) -> Result<Config, ConfigError> {
         build(args, false, None).map(|l| l.config)

@@ -15,7 +15,7 @@ use crate::process::identity::Identity;
 use crate::scan::fingerprint::FingerprintKey;
 
 /// Name of the watch group formed by `--watch` and the action flags.
-pub const CLI_GROUP: &str = "default";
+pub(crate) const CLI_GROUP: &str = "default";
 
 /// The whole configuration.
 #[derive(Debug, Clone)]

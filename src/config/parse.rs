@@ -16,9 +16,9 @@ use super::Findings;
 
 /// The longest duration any setting accepts: deadlines computed from it stay far from the
 /// clock's range.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// A duration such as `100ms`, `5s`, `2m` or `0`, at most [`MAX_DURATION`].
+/// A duration such as `100ms`, `5s`, `2m` or `0`, at most `MAX_DURATION`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -116,12 +116,12 @@ impl Endpoint {
     }
 
     /// Whether the URL is `https://`.
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.uri.scheme_str() == Some("https")
     }
 
     /// The `Host` header value.
-    pub fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         format!("{}:{}", self.host_for_url(), self.port)
     }
 
@@ -136,7 +136,7 @@ impl Endpoint {
 
 /// A URL as it may appear in messages: without userinfo, query or fragment, and with control
 /// characters escaped. Works on any text, URL or not.
-pub fn redact_url(s: &str) -> String {
+pub(crate) fn redact_url(s: &str) -> String {
     let s = s.trim();
     let cut = s.find(['?', '#']).unwrap_or(s.len());
     let (head, rest) = s.split_at(cut);
@@ -202,7 +202,7 @@ pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
 
 /// Where an app serves its certificate: `HOST:PORT` (TLS from the first byte) or
 /// `postgres://HOST:PORT` (PostgreSQL's SSLRequest first).
-pub fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<ServedCert, String> {
+pub(crate) fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<ServedCert, String> {
     let shown = raw.escape_debug();
     let (postgres, rest) = match raw.trim().strip_prefix("postgres://") {
         Some(r) => (true, r),
@@ -367,7 +367,7 @@ impl ServedCert {
 
 impl Endpoint {
     /// The TLS options of an https:// endpoint (paths and choices; nothing read from the files).
-    pub fn tls_summary(&self) -> serde_json::Value {
+    pub(crate) fn tls_summary(&self) -> serde_json::Value {
         match (self.is_https(), self.tls.as_deref()) {
             (true, Some(t)) => serde_json::json!({
                 "ca_file": t.ca_file.as_deref().map(crate::text::path),

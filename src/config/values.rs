@@ -2,7 +2,7 @@
 //! block`, ...), shared by the flags' declaration, the config file and the stages that read them.
 
 /// Default of `--max-files`: files one version may have.
-pub const DEFAULT_MAX_FILES: usize = 10_000;
+pub(crate) const DEFAULT_MAX_FILES: usize = 10_000;
 
 /// When to reload a target whose process may hold an older version at start-up.
 #[derive(

@@ -1,6 +1,6 @@
 //! Every signal that could end or stop the daemon: SIGTERM and SIGINT start the orderly shutdown
 //! (Kubernetes sends SIGTERM, Ctrl-C SIGINT: the daemon stops its watches, gives actions in
-//! flight `--shutdown-grace`, and is ended [`WATCHDOG_MARGIN`] later should it hang; a second one
+//! flight `--shutdown-grace`, and is ended `WATCHDOG_MARGIN` later should it hang; a second one
 //! ends it at once), SIGHUP rescans every watch group, and every other one is logged,
 //! counted (`secret_reloader_signals_received_total{signal}`) and otherwise ignored.
 //!
@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 
 /// Time beyond `--shutdown-grace` after the first SIGTERM or SIGINT before the process is ended
 /// regardless (a hang nothing else can end): exit code 1.
-pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
 
 /// The signals that end or stop a process by default and are not faults, by name. The
 /// real-time signals (`SIGRTMIN`..=`SIGRTMAX`, whose first numbers the C library keeps for
@@ -63,7 +63,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 static RESCAN: Notify = Notify::const_new();
 
 /// Completes at the next SIGHUP (one that came while nobody waited counts).
-pub async fn rescan_requested() {
+pub(crate) async fn rescan_requested() {
     RESCAN.notified().await;
 }
 
@@ -93,7 +93,7 @@ fn handled() -> Vec<(c_int, usize)> {
 /// Blocks every handled signal in the calling thread (and so in every thread it starts from
 /// now on), installs the handlers and starts the thread that takes them. Call before any other
 /// thread exists. After the first SIGTERM or SIGINT the daemon has `grace` plus
-/// [`WATCHDOG_MARGIN`] to end; a second one ends it at once.
+/// `WATCHDOG_MARGIN` to end; a second one ends it at once.
 pub fn install(grace: Duration) -> io::Result<Installed> {
     let numbers = handled();
     // SAFETY: sigemptyset and sigaddset only write into the set they are given.

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 /// A set of named tasks.
 #[derive(Default)]
-pub struct Tasks {
+pub(crate) struct Tasks {
     set: JoinSet<()>,
     /// Name of each task, and whether its end is a failure.
     names: HashMap<Id, (String, bool)>,
@@ -18,7 +18,7 @@ pub struct Tasks {
 
 impl Tasks {
     /// Spawns a task that must run until shutdown, in `span`.
-    pub fn vital(
+    pub(crate) fn vital(
         &mut self,
         name: String,
         span: tracing::Span,
@@ -29,7 +29,7 @@ impl Tasks {
     }
 
     /// Spawns a task that may end by itself (only a panic is a failure).
-    pub fn helper(&mut self, name: String, fut: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn helper(&mut self, name: String, fut: impl Future<Output = ()> + Send + 'static) {
         let h = self.set.spawn(fut);
         self.names.insert(h.id(), (name, false));
     }
@@ -62,12 +62,12 @@ impl Tasks {
     }
 
     /// Waits for every task to end.
-    pub async fn join_all(&mut self) {
+    pub(crate) async fn join_all(&mut self) {
         while self.set.join_next().await.is_some() {}
     }
 
     /// Ends every task now.
-    pub fn abort_all(&mut self) {
+    pub(crate) fn abort_all(&mut self) {
         self.set.abort_all();
     }
 }

@@ -21,7 +21,7 @@ use crate::watch::mounts::{Mount, parse_mountinfo, single_file_mount};
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Builds the report; `standalone`: no daemon is asked (and none is expected).
-pub async fn gather(config: &Config, standalone: bool) -> Report {
+pub(crate) async fn gather(config: &Config, standalone: bool) -> Report {
     let procfs = ProcFs::new(&config.proc_root);
     let sidecar = Sidecar::current(&procfs);
     let daemon = if standalone {

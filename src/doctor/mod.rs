@@ -17,8 +17,6 @@ mod targets;
 
 use crate::config::Config;
 
-pub use report::{Check, Report};
-
 /// How the report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -12,7 +12,7 @@ use crate::scan::Layout;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// When it was made.
     pub time: String,
     /// secret-reloader's version.
@@ -31,7 +31,7 @@ pub struct Report {
 
 /// What the running daemon says.
 #[derive(Debug, Serialize)]
-pub struct DaemonView {
+pub(crate) struct DaemonView {
     /// Where it was asked.
     pub address: String,
     /// Whether it answered.
@@ -49,7 +49,7 @@ pub struct DaemonView {
 
 /// A watch group.
 #[derive(Debug, Serialize)]
-pub struct GroupReport {
+pub(crate) struct GroupReport {
     /// Group name.
     pub name: String,
     /// The app's identity as access is checked against; `null` when unknown.
@@ -72,7 +72,7 @@ pub struct GroupReport {
 
 /// A watched path.
 #[derive(Debug, Serialize)]
-pub struct PathReport {
+pub(crate) struct PathReport {
     /// The path.
     pub path: String,
     /// Kubelet volume, plain directory or file, missing.
@@ -89,7 +89,7 @@ pub struct PathReport {
 
 /// A file of the content.
 #[derive(Debug, Serialize)]
-pub struct FileReport {
+pub(crate) struct FileReport {
     /// Path as the app sees it.
     pub path: String,
     /// Owner uid.
@@ -108,7 +108,7 @@ pub struct FileReport {
 
 /// A target and its checks.
 #[derive(Debug, Serialize)]
-pub struct TargetReport {
+pub(crate) struct TargetReport {
     /// Target name.
     pub name: String,
     /// Its action's kind.
@@ -119,7 +119,7 @@ pub struct TargetReport {
 
 /// One check of a target.
 #[derive(Debug, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// What is checked.
     pub what: CheckName,
     /// Whether it passed.
@@ -130,7 +130,7 @@ pub struct Check {
 
 /// What a check of a target looks at, as the report names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum CheckName {
+pub(crate) enum CheckName {
     /// The target's process is found.
     #[serde(rename = "process")]
     Process,

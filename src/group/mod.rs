@@ -20,14 +20,14 @@
 //!
 //! - `look`: where a scan runs (inline within the budget, or on the lane) and what comes back;
 //! - `one_scan`: one scan, from the look to the record (publish, watches, assessment);
-//! - [`publish`]: the publish decision, pure;
+//! - `publish`: the publish decision, pure;
 //! - `version`: what a scan publishes ([`Desired`], [`Version`]);
 //! - `bookkeeping`: status, metrics and log lines of each scan, each change logged once.
 
 mod bookkeeping;
 mod look;
 mod one_scan;
-pub mod publish;
+pub(crate) mod publish;
 mod version;
 
 use std::sync::Arc;
@@ -48,14 +48,14 @@ use crate::watch::inotify::{GroupId, WatchHub};
 pub use version::{Announced, Content, Desired, DesiredRx, Version};
 
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
-pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// After a scan that ran out of a resource (descriptors, threads), the next one comes this soon.
 const RESOURCE_RETRY: Duration = Duration::from_secs(1);
 
 /// Timers of a group.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Safety-net rescan interval.
     pub resync: Option<Duration>,
     /// Polling interval (forced or fallback).
@@ -65,7 +65,7 @@ pub struct Timing {
 }
 
 /// The task of one watch group.
-pub struct GroupTask {
+pub(crate) struct GroupTask {
     /// The group's configuration.
     pub cfg: Arc<GroupConfig>,
     /// Fingerprint key.

@@ -7,7 +7,7 @@ use crate::scan::fingerprint::Fingerprint;
 
 /// What one scan found, as far as the decision goes.
 #[derive(Debug, Clone, Copy)]
-pub struct Scanned {
+pub(crate) struct Scanned {
     /// The version's fingerprint (`None`: incomplete).
     pub fingerprint: Option<Fingerprint>,
     /// Something holds it back (incomplete, inconsistent, unreadable with the block policy).
@@ -21,7 +21,7 @@ pub struct Scanned {
 
 /// What to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Nothing fit to apply: tell the targets the content is held back.
     Held,
     /// The same version as before (republished so that the targets see the scan).
@@ -33,18 +33,18 @@ pub enum Decision {
 /// Whether the scan's version must first be confirmed: no file data written within the
 /// confirmation wait after the scan started (a writer that truncated a file a moment ago, whose
 /// events have not been delivered yet, would otherwise be read as done).
-pub fn needs_confirmation(s: &Scanned, published: Option<Fingerprint>) -> bool {
+pub(crate) fn needs_confirmation(s: &Scanned, published: Option<Fingerprint>) -> bool {
     !s.immutable && !s.first && !s.held && s.fingerprint.is_some() && s.fingerprint != published
 }
 
 /// Whether a version still being written is waited for once more: not past `cap` since the
 /// first time it was found still changing (a writer that never stops is published anyway).
-pub fn keep_waiting(unconfirmed_since: Instant, now: Instant, cap: Duration) -> bool {
+pub(crate) fn keep_waiting(unconfirmed_since: Instant, now: Instant, cap: Duration) -> bool {
     now.saturating_duration_since(unconfirmed_since) < cap
 }
 
 /// The decision for a scan that is not (or no longer) waited for.
-pub fn decide(s: &Scanned, published: Option<Fingerprint>) -> Decision {
+pub(crate) fn decide(s: &Scanned, published: Option<Fingerprint>) -> Decision {
     match s.fingerprint {
         Some(fp) if !s.held => {
             if published == Some(fp) {

@@ -10,7 +10,7 @@ use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 
 /// Largest environment read (the kernel's own limit on exec arguments is larger, but an
 /// environment of more than this is not one Kubernetes made).
-pub const ENVIRON_LIMIT: usize = 1024 * 1024;
+pub(crate) const ENVIRON_LIMIT: usize = 1024 * 1024;
 
 /// The keyed fingerprints of the variables `names` in the NUL-separated `NAME=value` list `raw`,
 /// in the order of `names`; a name that is not set is left out. A variable set twice counts

@@ -90,7 +90,7 @@ pub fn delivery() -> &'static Delivery {
 }
 
 /// Whether a seccomp filter is installed on this process (`Seccomp: 2` in its status).
-pub fn seccomp_filtered() -> bool {
+pub(crate) fn seccomp_filtered() -> bool {
     files::read_proc(std::path::Path::new("/proc/self/status"), STATUS_LIMIT).is_ok_and(|s| {
         String::from_utf8_lossy(&s)
             .lines()
@@ -120,7 +120,7 @@ fn refused(call: &str, e: Errno) -> Delivery {
 
 /// An open handle on one process.
 #[derive(Debug)]
-pub struct ProcessHandle {
+pub(crate) struct ProcessHandle {
     /// What the process was when the handle was opened.
     pub info: ProcInfo,
     /// `None` on kernels without pidfds.
@@ -137,11 +137,11 @@ pub struct ProcessHandle {
 
 /// The process is gone (exited, or its pid names another process now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone;
+pub(crate) struct Gone;
 
 /// Why a handle could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The process is not the one found any more.
     Gone,
     /// The daemon ran out of descriptors or memory (recorded): try again later.
@@ -219,7 +219,7 @@ impl ProcessHandle {
     /// Which signals the process catches and ignores now, for sending `sig`; [`Gone`] once it
     /// has exited. Below 32 from `stat` (less for the kernel to write and for us to parse than
     /// `status`, and its start time checks the handle's identity once more), else from `status`.
-    pub fn dispositions(&mut self, sig: i32) -> Result<Dispositions, Gone> {
+    pub(crate) fn dispositions(&mut self, sig: i32) -> Result<Dispositions, Gone> {
         if sig > STAT_SIGNALS {
             return self.status().map(|s| s.dispositions());
         }
@@ -318,7 +318,7 @@ impl ProcessHandle {
     }
 
     /// Whether the handle still names a live process.
-    pub fn is_alive(&mut self) -> bool {
+    pub(crate) fn is_alive(&mut self) -> bool {
         self.status().is_ok()
     }
 }

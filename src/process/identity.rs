@@ -15,9 +15,9 @@ use super::tracker::{TrackError, Tracker};
 use super::{ProcFs, ProcInfo, ProcStatus};
 
 /// CAP_DAC_OVERRIDE: bypasses file permission checks.
-pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub(crate) const CAP_DAC_OVERRIDE: u32 = 1;
 /// CAP_DAC_READ_SEARCH: bypasses read and search permission checks.
-pub const CAP_DAC_READ_SEARCH: u32 = 2;
+pub(crate) const CAP_DAC_READ_SEARCH: u32 = 2;
 /// CAP_KILL: bypasses permission checks for sending signals.
 pub const CAP_KILL: u32 = 5;
 
@@ -96,7 +96,7 @@ impl Sidecar {
     }
 
     /// Whether this sidecar may signal a process running as `uid`.
-    pub fn may_signal(&self, uid: u32) -> bool {
+    pub(crate) fn may_signal(&self, uid: u32) -> bool {
         self.identity.uid == 0 || self.identity.uid == uid || self.cap_kill
     }
 }
@@ -115,7 +115,7 @@ pub struct Resolved {
 }
 
 /// Finds a group's app identity, scan after scan, cheaply: the process found last time is
-/// followed while it lives (see [`Tracker`]). A lookup that reads the app's pid file (which may
+/// followed while it lives (see `Tracker`). A lookup that reads the app's pid file (which may
 /// live on a filesystem that stalls) runs on a worker thread, and the identity found last is
 /// used until it returns: the group never waits on it.
 pub struct IdentityResolver {
@@ -144,13 +144,8 @@ impl IdentityResolver {
         }
     }
 
-    /// Whether any identity can ever be known.
-    pub fn is_configured(&self) -> bool {
-        self.declared.is_some() || self.tracker.is_some() || self.away.is_some()
-    }
-
     /// The app's identity now.
-    pub fn resolve(&mut self) -> Resolved {
+    pub(crate) fn resolve(&mut self) -> Resolved {
         let Some((p, st)) = self.process() else {
             return Resolved {
                 app: self.declared.clone().map(|identity| AppIdentity {

@@ -3,8 +3,8 @@
 //!
 //! - this file: [`ProcFs`] and the parsers of `/proc/<pid>/stat` and `status` (pure functions);
 //! - [`select`]: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
-//! - [`handle`]: [`ProcessHandle`], a pidfd and an open `status` descriptor of one process;
-//! - [`tracker`]: the app's process followed across reloads, without a `/proc` walk each time;
+//! - [`handle`]: `ProcessHandle`, a pidfd and an open `status` descriptor of one process;
+//! - `tracker`: the app's process followed across reloads, without a `/proc` walk each time;
 //! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
@@ -14,7 +14,7 @@ pub mod environ;
 pub mod handle;
 pub mod identity;
 pub mod select;
-pub mod tracker;
+pub(crate) mod tracker;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,6 @@ use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{SysconfVar, sysconf};
 
 use crate::files;
-pub use handle::ProcessHandle;
 pub use select::{FindError, Selector};
 
 /// Most of a `stat` or `status` file read (they are a few KiB).
@@ -64,7 +63,7 @@ impl ProcInfo {
 
     /// Wall-clock estimate of when it started, exact to a clock tick plus the sampling error of
     /// two clocks (microseconds).
-    pub fn start_time(&self) -> SystemTime {
+    pub(crate) fn start_time(&self) -> SystemTime {
         boot_time()
             + Duration::from_nanos(
                 self.start_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
@@ -74,7 +73,7 @@ impl ProcInfo {
     /// Whether it is still running: not dead, and not a zombie unless other threads of it run
     /// on (a main thread that called `pthread_exit` leaves a zombie leader; the process lives
     /// in its other threads and handles signals).
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         live(u8::try_from(self.state).unwrap_or(b'?'), self.threads)
     }
 }
@@ -114,7 +113,7 @@ impl ProcStatus {
     }
 
     /// Which signals it catches and ignores.
-    pub fn dispositions(&self) -> Dispositions {
+    pub(crate) fn dispositions(&self) -> Dispositions {
         Dispositions {
             caught: self.sig_cgt,
             ignored: self.sig_ign,
@@ -124,7 +123,7 @@ impl ProcStatus {
 
 /// Which signals a process catches with a handler and which it ignores (bit n-1 for signal n).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dispositions {
+pub(crate) struct Dispositions {
     /// Signals with a handler.
     pub caught: u64,
     /// Signals ignored.
@@ -145,12 +144,12 @@ impl Dispositions {
 
 /// The highest signal whose disposition `/proc/<pid>/stat` shows (its `sigignore` and `sigcatch`
 /// fields hold signals 1–31 only; `status` has them all).
-pub const STAT_SIGNALS: i32 = 31;
+pub(crate) const STAT_SIGNALS: i32 = 31;
 
 /// What a reload needs of `/proc/<pid>/stat`: whether the process runs, which one it is, and
 /// what it does with signals 1–31.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatSignals {
+pub(crate) struct StatSignals {
     /// State letter (`b'R'`, `b'S'`, `b'Z'`, ...).
     pub state: u8,
     /// Start time in clock ticks since boot.
@@ -163,7 +162,7 @@ pub struct StatSignals {
 
 impl StatSignals {
     /// Whether it is still running (see [`ProcInfo::is_live`]).
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         live(self.state, self.threads)
     }
 }
@@ -189,7 +188,7 @@ impl ProcFs {
     }
 
     /// `/proc/<pid>/<file>`.
-    pub fn pid_path(&self, pid: i32, file: &str) -> PathBuf {
+    pub(crate) fn pid_path(&self, pid: i32, file: &str) -> PathBuf {
         self.root.join(pid.to_string()).join(file)
     }
 
@@ -271,7 +270,7 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
 
 /// Parses state, start time and signal dispositions out of `/proc/<pid>/stat`, allocating
 /// nothing. Fields are counted from the last `)`, which ends the command name.
-pub fn parse_stat_signals(raw: &[u8]) -> Option<StatSignals> {
+pub(crate) fn parse_stat_signals(raw: &[u8]) -> Option<StatSignals> {
     fn number(field: &[u8]) -> Option<u64> {
         std::str::from_utf8(field).ok()?.parse().ok()
     }

@@ -11,7 +11,7 @@
 //! - A pid file is read like pid-file readers do: its first line is the pid (PostgreSQL's
 //!   `postmaster.pid` carries more lines after it). It outlives its process, and pids are
 //!   reused: it is trusted only while the process it names can be the one that wrote it (that
-//!   process started before the file was last written, give or take [`PID_FILE_SLACK`]) and
+//!   process started before the file was last written, give or take `PID_FILE_SLACK`) and
 //!   matches what is declared (`--app-uid`, and `--process-name` or `--process-cmdline` when
 //!   given beside `--pid-file`). Otherwise the file is stale: reported, nothing is signalled,
 //!   and it is read again when it changes.
@@ -33,7 +33,7 @@ const LISTED: usize = 5;
 /// up to a tick of their own, and the two are compared across the wall clock (a step of it
 /// between the write and now moves the file's time). A process that started later did not write
 /// the file: the pid was reused.
-pub const PID_FILE_SLACK: Duration = Duration::from_secs(1);
+pub(crate) const PID_FILE_SLACK: Duration = Duration::from_secs(1);
 
 /// How the target process is found.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ pub enum FindError {
 impl FindError {
     /// Whether waiting may resolve it (the app not started yet, a pid file not written yet);
     /// otherwise it is a configuration problem.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             FindError::NotFound
@@ -239,7 +239,7 @@ pub fn find(
 
 /// As [`find`], `exclude` never a candidate either (the doctor's daemon, whose command line
 /// holds the selector's text).
-pub fn find_excluding(
+pub(crate) fn find_excluding(
     procfs: &ProcFs,
     selector: &Selector,
     all: bool,
@@ -362,7 +362,7 @@ pub struct PidFile {
 }
 
 /// Reads a pid file: its first line, and its modification time from the same descriptor.
-pub fn read_pid(path: &std::path::Path) -> Result<PidFile, FindError> {
+pub(crate) fn read_pid(path: &std::path::Path) -> Result<PidFile, FindError> {
     let bad = |why: String| FindError::PidFile(path.to_path_buf(), why);
     crate::lane::at(path);
     let (file, md) = files::open_regular(path).map_err(|e| bad(e.to_string()))?;
@@ -387,7 +387,7 @@ pub fn read_pid(path: &std::path::Path) -> Result<PidFile, FindError> {
 }
 
 /// This process's pid (asked once: it is a system call on musl).
-pub fn own_pid() -> i32 {
+pub(crate) fn own_pid() -> i32 {
     static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     *PID.get_or_init(|| std::process::id() as i32)
 }

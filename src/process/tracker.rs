@@ -24,11 +24,11 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
 }
 
 /// A process found, with its status when it was looked at.
-pub type Found = (ProcessHandle, ProcStatus);
+pub(crate) type Found = (ProcessHandle, ProcStatus);
 
 /// Tells when a pid file may have changed, so that a reload need not `stat` it: an inotify
 /// watch of its directory (`crate::watch::pid_file`).
-pub trait PidFileChanges: Send + Sync {
+pub(crate) trait PidFileChanges: Send + Sync {
     /// Watches the file from now on, before it is read; `false` when it cannot be (polling, no
     /// such directory, a directory reached through a symbolic link): it is then looked at each
     /// time.
@@ -41,7 +41,7 @@ pub trait PidFileChanges: Send + Sync {
 
 /// Why processes could not be had: none found, or one found went away before it was opened.
 #[derive(Debug)]
-pub enum TrackError {
+pub(crate) enum TrackError {
     /// The selector found nothing usable.
     Find(FindError),
     /// The process exited while it was looked at.
@@ -51,7 +51,7 @@ pub enum TrackError {
 }
 
 /// The app's process(es), followed across reloads.
-pub struct Tracker {
+pub(crate) struct Tracker {
     procfs: ProcFs,
     selector: Selector,
     /// Every match, not the one top-level match (nothing is cached then).
@@ -88,19 +88,14 @@ impl Tracker {
     }
 
     /// Looks at the pid file only when `changes` says it may have changed.
-    pub fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Tracker {
+    pub(crate) fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Tracker {
         self.pid_file_changes = Some(changes);
         self
     }
 
-    /// The selector.
-    pub fn selector(&self) -> &Selector {
-        &self.selector
-    }
-
     /// Whether the next lookup reads a file (the pid file, its directory's watch): no process
     /// kept, or its pid file may have changed, or is not watched. Such a lookup may stall.
-    pub fn needs_files(&self) -> bool {
+    pub(crate) fn needs_files(&self) -> bool {
         if !matches!(self.selector, Selector::PidFile(..)) {
             return false;
         }
@@ -116,7 +111,7 @@ impl Tracker {
     }
 
     /// The processes now, each with what `read` tells of it (an error: it is gone).
-    pub fn processes_with<T>(
+    pub(crate) fn processes_with<T>(
         &mut self,
         mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone>,
     ) -> Result<Vec<(ProcessHandle, T)>, TrackError> {

@@ -1,13 +1,13 @@
 //! Making targets hold the content on disk: the reconciler that drives a target's action (see
 //! [`crate::action`]), one per target, and the verification of what it did.
 //!
-//! - [`reconciler`]: the task of one target: when to act, what to record;
-//! - [`progress`]: what the reconciler knows and decides, pure and tested with a test clock;
+//! - `reconciler`: the task of one target: when to act, what to record;
+//! - `progress`: what the reconciler knows and decides, pure and tested with a test clock;
 //! - [`verify`]: the probe after a reload; [`served`]: the certificate the app serves;
 //! - [`state_file`]: what each target applied, kept across sidecar restarts.
 
-pub mod progress;
-pub mod reconciler;
+pub(crate) mod progress;
+pub(crate) mod reconciler;
 pub mod served;
 pub mod state_file;
 pub mod verify;

@@ -19,13 +19,13 @@ use crate::report::status::TargetState;
 use crate::scan::fingerprint::Fingerprint;
 
 /// First retry delay; doubles per consecutive failure up to the configured cap.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Cap of the delay between looks while waiting for a process or its handler.
-pub const WAIT_CAP: Duration = Duration::from_secs(5);
+pub(crate) const WAIT_CAP: Duration = Duration::from_secs(5);
 
 /// What the reconciler knows about the target.
 #[derive(Debug, Default, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Version the target holds; `None` when unknown.
     pub applied: Option<Fingerprint>,
     /// Version (and resync round) whose retries were used up.
@@ -48,7 +48,7 @@ pub struct Progress {
 
 /// Limits of a target's retries.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// At most one action per interval.
     pub min_interval: Duration,
     /// Retries per version after the first failure (`None`: until it lands).
@@ -61,7 +61,7 @@ pub struct Limits {
 
 /// What to do about the desired version now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing: the target holds it, or its retries are used up.
     Rest,
     /// Storm protection: act when this instant comes.
@@ -75,7 +75,7 @@ pub enum Step {
 
 /// How an attempt ended, as far as the decision goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The action ran and succeeded (verification included).
     Done,
     /// Nothing had to be done.
@@ -105,14 +105,14 @@ impl Progress {
 
     /// Notes that `v` was published: the first version the target does not hold after a change
     /// (not at start) starts the splay.
-    pub fn published(&mut self, v: &Version) {
+    pub(crate) fn published(&mut self, v: &Version) {
         if self.needs(v) && !v.at_start && self.first_unapplied.is_none() {
             self.first_unapplied = Some(v.seen_at);
         }
     }
 
     /// The step for `v` at `now`.
-    pub fn next_step(&self, v: &Version, limits: &Limits, now: Instant) -> Step {
+    pub(crate) fn next_step(&self, v: &Version, limits: &Limits, now: Instant) -> Step {
         if !self.needs(v) {
             return Step::Rest;
         }
@@ -216,7 +216,7 @@ pub fn backoff(n: u32, cap: Duration, jitter: f64) -> Duration {
 }
 
 /// A random jitter in [0, 1].
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     getrandom::u32().unwrap_or(u32::MAX / 2) as f64 / u32::MAX as f64
 }
 

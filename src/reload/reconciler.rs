@@ -25,7 +25,7 @@ use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::stop::stopped;
 
 /// The reconciler of one target.
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     /// The configuration of its group (shared, not copied).
     pub group_cfg: std::sync::Arc<crate::config::GroupConfig>,
     /// Which of the group's targets it is.

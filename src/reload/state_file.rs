@@ -52,7 +52,7 @@ struct Document {
 
 /// The state file and its content.
 #[derive(Debug)]
-pub struct StateFile {
+pub(crate) struct StateFile {
     /// Where it lives.
     path: PathBuf,
     /// Its content.
@@ -95,7 +95,7 @@ impl StateFile {
     }
 
     /// The key recorded by an earlier run, or `key` (recorded now) when there is none.
-    pub fn key_or(&self, key: &FingerprintKey) -> FingerprintKey {
+    pub(crate) fn key_or(&self, key: &FingerprintKey) -> FingerprintKey {
         let mut doc = lock(&self.doc);
         match doc.key.as_deref().map(unhex) {
             Some(Some(k)) if k.len() >= MIN_KEY_BYTES => return FingerprintKey::new(k),
@@ -119,7 +119,7 @@ impl StateFile {
 
     /// Records that `target` applied `fp` (delivered to `process`, for signal targets); the
     /// file is written on a worker thread, so a slow disk delays no other task.
-    pub async fn remember(
+    pub(crate) async fn remember(
         self: &Arc<Self>,
         target: &str,
         fp: &Fingerprint,
@@ -199,7 +199,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 static STATE_FILE: Mutex<(u64, Option<(std::time::SystemTime, String)>)> = Mutex::new((0, None));
 
 /// Records a state-file write: `Err(why)` when it failed.
-pub fn state_file_written(result: Result<(), String>) {
+pub(crate) fn state_file_written(result: Result<(), String>) {
     let mut s = lock(&STATE_FILE);
     match result {
         Ok(()) => s.1 = None,
@@ -211,7 +211,7 @@ pub fn state_file_written(result: Result<(), String>) {
 }
 
 /// Failed state-file writes so far, and the last one while it is the latest write.
-pub fn state_file_failures() -> (u64, Option<(std::time::SystemTime, String)>) {
+pub(crate) fn state_file_failures() -> (u64, Option<(std::time::SystemTime, String)>) {
     lock(&STATE_FILE).clone()
 }
 

@@ -29,7 +29,7 @@ const SIGNAL_DELIVERY: Family = Family::gauge(
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let text = self.families().buf;
         LAST_LEN.store(text.len(), Relaxed);
         String::from_utf8(text).unwrap_or_default()

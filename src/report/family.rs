@@ -39,7 +39,7 @@ impl Family {
     }
 
     /// A histogram.
-    pub const fn histogram(name: &'static str, help: &'static str) -> Family {
+    pub(crate) const fn histogram(name: &'static str, help: &'static str) -> Family {
         Family {
             name,
             help,

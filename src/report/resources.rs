@@ -5,7 +5,7 @@
 //! filesystem. Each such failure is counted (`secret_reloader_resource_exhausted_total
 //! {resource}`); the first one of an episode is logged as a warning that names the limit and
 //! what to raise; `/status` shows the episode (since when, how many failures, the last one);
-//! and the episode ends, logged, once [`QUIET`] passes without another failure. What failed is
+//! and the episode ends, logged, once `QUIET` passes without another failure. What failed is
 //! retried by its owner (a scan within a second, an action with its backoff), so the daemon
 //! recovers by itself when the resource comes back. Process-wide, like the limits.
 
@@ -66,7 +66,7 @@ impl Resource {
 }
 
 /// No failure for this long ends an episode.
-pub const QUIET: Duration = Duration::from_secs(10);
+pub(crate) const QUIET: Duration = Duration::from_secs(10);
 
 /// Failures so far, by resource.
 static FAILURES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
@@ -136,7 +136,7 @@ pub fn failures() -> u64 {
 
 /// Ends the episodes that had no failure for [`QUIET`], logging each; runs until the daemon
 /// stops, idle while no episode is open.
-pub async fn end_episodes() {
+pub(crate) async fn end_episodes() {
     loop {
         BEGUN.notified().await;
         loop {
@@ -165,14 +165,14 @@ pub async fn end_episodes() {
 
 /// Open descriptors of this process now (`None` when they cannot be counted: counting needs
 /// one).
-pub fn open_files() -> Option<u64> {
+pub(crate) fn open_files() -> Option<u64> {
     std::fs::read_dir("/proc/self/fd")
         .ok()
         .map(|d| d.count().saturating_sub(1) as u64)
 }
 
 /// The soft open-files limit.
-pub fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
         .map(|(soft, _)| soft)

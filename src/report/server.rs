@@ -13,11 +13,11 @@
 //! - `GET /status`  — the JSON status document, served to the pod itself (a loopback peer) or to
 //!   a client with the `--status-token-file` bearer token; 403 otherwise.
 //!
-//! The port is reachable from the pod network, so it is bounded: at most [`MAX_CONNECTIONS`]
+//! The port is reachable from the pod network, so it is bounded: at most `MAX_CONNECTIONS`
 //! connections (a new one closes the longest idle one, never one whose request is being answered:
 //! a probe always gets in and gets its answer, and a slow client cannot hold the port), a request
-//! head must arrive within [`HEADER_TIMEOUT`] (which is also the idle keep-alive timeout) and fit
-//! in [`MAX_HEADER_BYTES`]. Every early close is counted (`admin_connections_dropped_total{reason}`).
+//! head must arrive within `HEADER_TIMEOUT` (which is also the idle keep-alive timeout) and fit
+//! in `MAX_HEADER_BYTES`. Every early close is counted (`admin_connections_dropped_total{reason}`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -39,13 +39,13 @@ use super::status::Board;
 use crate::{files, lock};
 
 /// Most connections open at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Time for a request head to arrive, from the connection's start or the previous response.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head.
-pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Time the daemon's runtime has to answer a liveness probe.
-pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks the daemon's runtime whether it is alive: each probe sends a reply channel that a task
 /// on that runtime answers at once.

@@ -86,7 +86,7 @@ impl FingerprintKey {
 
     /// Fingerprints a list of named parts (a file set: relative path and per-file fingerprint),
     /// framed so that no two different lists give the same input.
-    pub fn digest_parts<'a>(
+    pub(crate) fn digest_parts<'a>(
         &self,
         parts: impl IntoIterator<Item = (&'a [u8], &'a Fingerprint)>,
     ) -> Fingerprint {

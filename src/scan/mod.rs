@@ -38,7 +38,7 @@ use std::time::SystemTime;
 use fingerprint::{Fingerprint, FingerprintKey};
 
 /// Name of kubelet's commit-point symlink.
-pub const KUBELET_DATA: &str = "..data";
+pub(crate) const KUBELET_DATA: &str = "..data";
 
 /// One file of a version.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ impl Interest {
     }
 
     /// Both interests together.
-    pub fn merge(&mut self, other: Interest) {
+    pub(crate) fn merge(&mut self, other: Interest) {
         let mine = std::mem::replace(self, Interest::KubeletData);
         *self = match (mine, other) {
             (Interest::All, _) | (_, Interest::All) => Interest::All,
@@ -217,7 +217,7 @@ pub struct Scan {
 impl Scan {
     /// Whether every watched path is in a kubelet volume (whose swapped-in versions never
     /// change).
-    pub fn all_kubelet(&self) -> bool {
+    pub(crate) fn all_kubelet(&self) -> bool {
         self.layouts
             .iter()
             .all(|(_, l)| matches!(l, Layout::KubeletVolume | Layout::KubeletFile))
@@ -241,7 +241,7 @@ pub struct Options<'a> {
 }
 
 /// A limit on the work of one scan: exceeded, the scan stops and is run again where it may take
-/// its time (see [`scan_within`]).
+/// its time (see `scan_within`).
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     /// Bytes read.
@@ -258,13 +258,13 @@ pub fn scan(paths: &[PathBuf], opts: Options<'_>) -> Scan {
 }
 
 /// Scans within `budget`; `None` as soon as the scan would exceed it.
-pub fn scan_within(paths: &[PathBuf], opts: Options<'_>, budget: Budget) -> Option<Scan> {
+pub(crate) fn scan_within(paths: &[PathBuf], opts: Options<'_>, budget: Budget) -> Option<Scan> {
     scanning::Scanning::new(opts, Some(budget)).run(paths)
 }
 
 /// The closest ancestor of `p` that exists, and the name under it that leads towards `p`:
 /// watched until `p` appears.
-pub fn nearest_existing_ancestor(p: &Path) -> (PathBuf, Option<OsString>) {
+pub(crate) fn nearest_existing_ancestor(p: &Path) -> (PathBuf, Option<OsString>) {
     let mut child = p;
     let mut cur = p.parent();
     while let Some(dir) = cur {

@@ -35,7 +35,7 @@ enum PublicKey {
 
 /// The first certificate of a file.
 #[derive(Debug, Clone)]
-pub struct Leaf {
+pub(crate) struct Leaf {
     /// The file.
     pub path: PathBuf,
     /// The certificate (public material), for comparisons with what an app serves.
@@ -48,7 +48,7 @@ pub struct Leaf {
 
 /// A certificate's serial number in hexadecimal, two digits per byte as openssl prints it
 /// (`openssl x509 -serial`, nginx's `$ssl_client_serial`), without DER's sign byte.
-pub fn serial_hex(cert: &Certificate) -> String {
+pub(crate) fn serial_hex(cert: &Certificate) -> String {
     let bytes = cert.tbs_certificate().serial_number().as_bytes();
     let start = bytes
         .iter()
@@ -59,7 +59,7 @@ pub fn serial_hex(cert: &Certificate) -> String {
 
 /// What the PEM files of one version hold.
 #[derive(Debug, Default)]
-pub struct PemCheck {
+pub(crate) struct PemCheck {
     /// Public keys of the certificates, with their file.
     certs: Vec<(PathBuf, PublicKey)>,
     /// Public parts of the private keys, with their file.
@@ -90,7 +90,7 @@ impl PemCheck {
     }
 
     /// Inspects one file; files without a PEM header are ignored.
-    pub fn add_file(&mut self, path: &Path, content: &[u8]) {
+    pub(crate) fn add_file(&mut self, path: &Path, content: &[u8]) {
         if !contains(content, b"-----BEGIN ") {
             return;
         }

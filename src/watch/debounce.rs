@@ -77,7 +77,7 @@ impl Debounce {
     }
 
     /// When the next scan is due; `None` when nothing is pending.
-    pub fn due(&self) -> Option<Instant> {
+    pub(crate) fn due(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
         if self.commit {
             return Some(first);
@@ -96,7 +96,7 @@ impl Debounce {
     }
 
     /// Whether a commit point is pending (the scan it causes is the fast path).
-    pub fn is_commit(&self) -> bool {
+    pub(crate) fn is_commit(&self) -> bool {
         self.commit
     }
 

@@ -18,7 +18,7 @@ pub mod debounce;
 pub mod inotify;
 pub mod mounts;
 pub mod pid_file;
-pub mod remount;
+pub(crate) mod remount;
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -31,7 +31,7 @@ use debounce::{Debounce, Signal};
 /// A flag the event reader raises when something happened to a watched file (a pid file: see
 /// [`pid_file`]); its reader lowers it.
 #[derive(Debug)]
-pub struct Changed(std::sync::atomic::AtomicBool);
+pub(crate) struct Changed(std::sync::atomic::AtomicBool);
 
 impl Changed {
     /// A flag up: nothing is known of the file yet.
@@ -50,7 +50,7 @@ impl Changed {
     }
 
     /// Whether it is up, leaving it so.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 }
@@ -82,7 +82,7 @@ impl Wake {
 
 /// Why a group cannot be watched with inotify.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     /// inotify is not available (instance limit, forced polling).
     Unavailable(String),
     /// The inotify watch limit (`fs.inotify.max_user_watches`) is reached.

@@ -1,7 +1,7 @@
 //! One file watched outside the watch groups: a pid file. Its directory is watched through the
 //! shared [`WatchHub`] for events on the file's name (creation, a close after writing, a rename
 //! over it, removal), the directory going away, or a queue overflow; any of them raises a flag. Its
-//! reader ([`crate::process::tracker`]) looks at the file again only when the flag is up, so a
+//! reader (`crate::process::tracker`) looks at the file again only when the flag is up, so a
 //! reload of an app whose pid file did not change costs no `stat` of it.
 //!
 //! The kernel queues events in order and the reader routes them before the events that follow,
@@ -22,7 +22,7 @@ use crate::process::tracker::PidFileChanges;
 use crate::scan::Interest;
 
 /// A pid file's directory, watched for the file's name.
-pub struct PidFileWatch {
+pub(crate) struct PidFileWatch {
     hub: Arc<WatchHub>,
     id: GroupId,
     /// The file, and its directory.

@@ -10,7 +10,7 @@ use super::mounts::parse_mountinfo;
 /// `/proc/self/mountinfo` with `POLLPRI`): a volume unmounted and mounted again gets its watches
 /// back at once, where inotify alone says nothing. Returns when `stop` turns true, or at once when
 /// the file cannot be watched (the resync then remains the safety net).
-pub async fn watch_mount_table(
+pub(crate) async fn watch_mount_table(
     path: PathBuf,
     hub: std::sync::Arc<WatchHub>,
     mut stop: tokio::sync::watch::Receiver<bool>,

@@ -22,7 +22,7 @@ pub struct ExecConfig {
 
 impl ExecConfig {
     /// The target's name when none is given: `exec:` and the program's file name.
-    pub fn default_name(&self) -> String {
+    pub(crate) fn default_name(&self) -> String {
         let prog = self.argv.first().map(String::as_str).unwrap_or_default();
         format!("exec:{}", prog.rsplit('/').next().unwrap_or(prog))
     }

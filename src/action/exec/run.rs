@@ -9,14 +9,14 @@
 //!
 //! Its output is text from another program: it never reaches the daemon's log as it is (a line
 //! shaped like the daemon's own would be indistinguishable from it, an escape sequence would
-//! reach the operator's terminal, 100 MB of it would fill the log). The first [`KEPT`] bytes of
+//! reach the operator's terminal, 100 MB of it would fill the log). The first `KEPT` bytes of
 //! each stream are kept, the rest counted and dropped, and what was kept is logged escaped, as
 //! fields of one line of the daemon's own. Reading stops shortly after the command exits: a
 //! process it left behind may hold its output open for good.
 //!
 //! What a command leaves behind becomes the child of PID 1 when it exits. When the daemon is
 //! PID 1 itself (its own container without `shareProcessNamespace`), it reaps them after each
-//! command ([`reap_orphans`]): a zombie per run would otherwise pile up for the pod's life.
+//! command (`reap_orphans`): a zombie per run would otherwise pile up for the pod's life.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -33,7 +33,7 @@ use crate::text;
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Bytes of each output stream kept for the log.
-pub const KEPT: usize = 4096;
+pub(crate) const KEPT: usize = 4096;
 
 /// How long the output is still read once the command has exited (what it started in the
 /// background may hold it open).
@@ -60,7 +60,7 @@ impl Captured {
     }
 }
 
-/// Reads `from` to its end, keeping the first [`KEPT`] bytes into `into`.
+/// Reads `from` to its end, keeping the first `KEPT` bytes into `into`.
 async fn capture(mut from: impl AsyncRead + Unpin, into: &mut Captured) {
     let mut buf = [0u8; 8192];
     loop {
@@ -75,12 +75,12 @@ async fn capture(mut from: impl AsyncRead + Unpin, into: &mut Captured) {
     }
 }
 
-/// Commands running now (their pids): never reaped by [`reap_orphans`], their own waits do.
+/// Commands running now (their pids): never reaped by `reap_orphans`, their own waits do.
 static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// As PID 1, reaps the exited processes that commands left behind (not the commands that run
 /// now: their own waits take their status).
-pub fn reap_orphans() {
+pub(crate) fn reap_orphans() {
     if std::process::id() != 1 {
         return;
     }

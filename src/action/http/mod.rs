@@ -37,7 +37,7 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// The target's name when none is given: the URL without query or userinfo.
-    pub fn default_name(&self) -> String {
+    pub(crate) fn default_name(&self) -> String {
         self.endpoint.label()
     }
 

@@ -67,7 +67,7 @@ impl RestartAction {
 
     /// The same action, its signal action's pid-file lookups on `lane` (see
     /// [`SignalAction::on_lane`]).
-    pub fn on_lane(
+    pub(crate) fn on_lane(
         self,
         lane: crate::lane::Lane,
         stop: tokio::sync::watch::Receiver<bool>,
@@ -85,7 +85,7 @@ impl RestartAction {
     }
 
     /// As [`RestartAction::signal`], to change.
-    pub fn signal_mut(&mut self) -> &mut SignalAction {
+    pub(crate) fn signal_mut(&mut self) -> &mut SignalAction {
         &mut self.signal
     }
 
@@ -96,7 +96,7 @@ impl RestartAction {
 
     /// Whether the app's environment still holds `version` (`None`: not compared, or it cannot
     /// be read now). Sends nothing.
-    pub async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
+    pub(crate) async fn environment_holds(&mut self, version: &Version) -> Option<bool> {
         let mut procs = self.signal.targets().await.ok()?;
         if procs.len() != 1 {
             self.signal.keep(procs);

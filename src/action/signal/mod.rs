@@ -30,7 +30,7 @@ pub struct SignalConfig {
 
 impl SignalConfig {
     /// The target's name when none is given: `signal:` and the process it selects.
-    pub fn default_name(&self) -> String {
+    pub(crate) fn default_name(&self) -> String {
         format!("signal:{}", self.selector.short())
     }
 

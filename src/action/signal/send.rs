@@ -3,7 +3,7 @@
 //! - The process is found by its selector (see [`crate::process::select`]): never the sidecar,
 //!   only the declared app uid when one is declared, and one top-level match (several unrelated
 //!   ones are an ambiguous target: nothing is sent).
-//! - The process found is kept as a [`ProcessHandle`] (a pidfd and open procfs files): while it
+//! - The process found is kept as a `ProcessHandle` (a pidfd and open procfs files): while it
 //!   lives it is the app, with no `/proc` walk at the next reload; once it exits (the app
 //!   restarted) it is looked up again. A recycled pid is never hit.
 //! - Never kill the app by accident: a signal whose default action ends the process is sent only
@@ -34,14 +34,14 @@ use crate::report::status::TargetEntry;
 
 /// A process must have started this much after the content's ctime to be trusted to hold it:
 /// start times count in clock ticks (10 ms) and file times lag by up to a tick.
-pub const START_MARGIN: Duration = Duration::from_millis(20);
+pub(crate) const START_MARGIN: Duration = Duration::from_millis(20);
 
 /// The youngest a process may be to be sent a signal that ends it by default. `SigCgt` cannot
 /// tell an app's own handler from its runtime's: Go's runtime handles every signal from the
 /// first instruction, and a SIGHUP that reaches it before the app's `signal.Notify` ends the
 /// app. A process this young is signalled once it is this old (a rotation within a second of
 /// the app's start waits for the rest of that second).
-pub const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
+pub(crate) const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
 
 /// The signal action of one target.
 pub struct SignalAction {
@@ -79,14 +79,19 @@ impl SignalAction {
     }
 
     /// The same action, looking at its pid file only when `changes` says it may have changed.
-    pub fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Self {
+    pub(crate) fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Self {
         self.tracker = self.tracker.map(|t| t.with_pid_file_changes(changes));
         self
     }
 
     /// The same action, reading its pid file on `lane` until `stop`, and showing a lookup that
     /// does not return on `status`.
-    pub fn on_lane(mut self, lane: Lane, stop: watch::Receiver<bool>, status: TargetEntry) -> Self {
+    pub(crate) fn on_lane(
+        mut self,
+        lane: Lane,
+        stop: watch::Receiver<bool>,
+        status: TargetEntry,
+    ) -> Self {
         self.lane = lane;
         self.stop = stop;
         self.status = Some(status);
@@ -365,7 +370,7 @@ pub(in crate::action) fn gone(p: &ProcInfo) -> ActionError {
 }
 
 /// Signals named to end the process so that Kubernetes restarts the container.
-pub fn is_restart_signal(sig: Signal) -> bool {
+pub(crate) fn is_restart_signal(sig: Signal) -> bool {
     matches!(
         sig,
         Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGKILL

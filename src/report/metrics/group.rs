@@ -87,28 +87,28 @@ impl GroupMetrics {
         self.last_change.set(unix);
     }
     /// Files in the current version.
-    pub fn set_watched_files(&self, n: usize) {
+    pub(crate) fn set_watched_files(&self, n: usize) {
         self.watched_files.store(n as i64, Relaxed);
     }
     /// Polled instead of watched.
-    pub fn set_polling(&self, on: bool) {
+    pub(crate) fn set_polling(&self, on: bool) {
         self.polling.store(on, Relaxed);
     }
     /// Content held back.
-    pub fn set_content_blocked(&self, on: bool) {
+    pub(crate) fn set_content_blocked(&self, on: bool) {
         self.content_blocked.store(on, Relaxed);
     }
     /// A filesystem call of the group has not returned within the deadline.
-    pub fn set_stalled(&self, on: bool) {
+    pub(crate) fn set_stalled(&self, on: bool) {
         self.stalled.store(on, Relaxed);
     }
     /// Declared and real identity differ.
-    pub fn set_identity_drift(&self, on: bool) {
+    pub(crate) fn set_identity_drift(&self, on: bool) {
         self.identity_drift.store(on, Relaxed);
     }
     /// Replaces the access verdicts (path → readable), certificate expiries and token expiries
     /// (path → unix).
-    pub fn set_files(
+    pub(crate) fn set_files(
         &self,
         access: BTreeMap<String, bool>,
         cert_expiry: BTreeMap<String, f64>,

@@ -17,10 +17,10 @@ mod target;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-pub use group::GroupMetrics;
+pub(crate) use group::GroupMetrics;
 pub(in crate::report) use group::families as group_families;
 pub(in crate::report) use target::families as target_families;
-pub use target::{CallFailure, TargetMetrics};
+pub(crate) use target::{CallFailure, TargetMetrics};
 
 use super::family::Family;
 use crate::config::TargetConfig;
@@ -31,7 +31,7 @@ pub(in crate::report) use atomic::Label;
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchErrorKind {
+pub(crate) enum WatchErrorKind {
     /// The inotify queue overflowed: every group was rescanned.
     Overflow,
     /// `fs.inotify.max_user_watches` reached.
@@ -112,7 +112,7 @@ pub struct AdminMetrics {
 
 impl AdminMetrics {
     /// A connection was accepted (`+1`) or ended (`-1`).
-    pub fn open_delta(&self, d: i64) {
+    pub(crate) fn open_delta(&self, d: i64) {
         self.open.fetch_add(d, Relaxed);
     }
     /// A connection was closed before it was done.
@@ -126,7 +126,7 @@ impl AdminMetrics {
 static SIGNALS_RECEIVED: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
 
 /// Counts one signal received.
-pub fn signal_received(name: &'static str) {
+pub(crate) fn signal_received(name: &'static str) {
     let mut all = lock(&SIGNALS_RECEIVED);
     match all.iter_mut().find(|(n, _)| *n == name) {
         Some((_, c)) => *c += 1,
@@ -190,7 +190,7 @@ impl Metrics {
     }
 
     /// No series yet; `compat`: other tools' series exported too.
-    pub fn with_compat(compat: CompatMetrics) -> Metrics {
+    pub(crate) fn with_compat(compat: CompatMetrics) -> Metrics {
         Metrics {
             compat,
             ..Default::default()
@@ -222,23 +222,23 @@ impl Metrics {
     }
 
     /// Counts one watch problem.
-    pub fn watch_error(&self, kind: WatchErrorKind) {
+    pub(crate) fn watch_error(&self, kind: WatchErrorKind) {
         self.watch_errors.add(kind);
     }
 
     /// inotify was set up again after a fallback to polling.
-    pub fn inotify_restored(&self) {
+    pub(crate) fn inotify_restored(&self) {
         self.inotify_restored.fetch_add(1, Relaxed);
     }
 
     /// Versions are fingerprinted with a key other pods share: export which one each target
     /// holds (`applied_version_info`), so that Prometheus can count replicas per version.
-    pub fn share_versions(&self) {
+    pub(crate) fn share_versions(&self) {
         self.shared_versions.store(true, Relaxed);
     }
 
     /// `n` inotify events were read.
-    pub fn watch_events(&self, n: usize) {
+    pub(crate) fn watch_events(&self, n: usize) {
         self.watch_events.fetch_add(n as u64, Relaxed);
     }
 }

@@ -218,7 +218,7 @@ impl TargetMetrics {
     }
 
     /// Whether the target has not applied the current content.
-    pub fn set_stale(&self, on: bool) {
+    pub(crate) fn set_stale(&self, on: bool) {
         self.stale.store(on, Relaxed);
     }
 
@@ -230,12 +230,12 @@ impl TargetMetrics {
     }
 
     /// The version it holds, when known.
-    pub fn set_applied(&self, version: Option<Fingerprint>) {
+    pub(crate) fn set_applied(&self, version: Option<Fingerprint>) {
         *lock(&self.applied) = version;
     }
 
     /// Whether its selector matches several unrelated processes.
-    pub fn set_ambiguous(&self, on: bool) {
+    pub(crate) fn set_ambiguous(&self, on: bool) {
         self.ambiguous.store(on, Relaxed);
     }
 
@@ -268,7 +268,7 @@ impl TargetMetrics {
     }
 
     /// Where its reconciler stands.
-    pub fn set_state(&self, state: TargetState) {
+    pub(crate) fn set_state(&self, state: TargetState) {
         self.state.store(state as u8, Relaxed);
     }
 

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use group::{FileStatus, GroupStatus, LastScan, PathStatus, WatchMode};
 use serde_json::{Value, json};
-pub use shared::Stalled;
-pub use target::{
+pub(crate) use shared::Stalled;
+pub(crate) use target::{
     Attempt, AttemptResult, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus, TargetHead,
     TargetState, TargetStatus,
 };
@@ -31,9 +31,9 @@ use crate::process::identity::Sidecar;
 use crate::text;
 
 /// A group's entry on the board.
-pub type GroupEntry = Arc<Mutex<GroupStatus>>;
+pub(crate) type GroupEntry = Arc<Mutex<GroupStatus>>;
 /// A target's entry on the board.
-pub type TargetEntry = Arc<Mutex<TargetStatus>>;
+pub(crate) type TargetEntry = Arc<Mutex<TargetStatus>>;
 
 /// Shared state of the daemon.
 pub struct Board {
@@ -54,7 +54,7 @@ pub struct Board {
 /// What a reader of `/status` relies on: the head of the document [`Board::render`] writes,
 /// its targets' heads in the same type the board writes them with.
 #[derive(Debug, Clone, Deserialize)]
-pub struct StatusHead {
+pub(crate) struct StatusHead {
     /// The daemon's version.
     pub version: String,
     /// Whether every group has been scanned and watched.
@@ -67,7 +67,7 @@ pub struct StatusHead {
 
 /// The daemon's own pid, as `/status` names it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct SidecarHead {
+pub(crate) struct SidecarHead {
     /// Its pid (absent from what is not the daemon).
     pub pid: Option<i64>,
 }
@@ -149,12 +149,12 @@ impl Board {
     }
 
     /// Marks the daemon ready (a latch).
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
 
     /// Whether every group was scanned and watched once.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
@@ -162,7 +162,7 @@ impl Board {
     /// scan not done, a watched path missing or unreadable, PEM material that does not fit, or a
     /// file the app's identity cannot read (when that identity is known: --app-uid/--app-gid, or
     /// a running target process). `None`: the credentials are there for the app.
-    pub fn startup_blocker(&self) -> Option<String> {
+    pub(crate) fn startup_blocker(&self) -> Option<String> {
         if !self.is_ready() {
             return Some("the first scan or the watches are not done".into());
         }
@@ -189,21 +189,9 @@ impl Board {
         None
     }
 
-    /// How many targets are stale, of how many.
-    pub fn stale_targets(&self) -> (usize, usize) {
-        let targets = lock(&self.targets);
-        let stale = targets.iter().filter(|t| lock(t).head.stale).count();
-        (stale, targets.len())
-    }
-
-    /// The `/status` document.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self.document()).unwrap_or_default()
-    }
-
     /// `/status` as pretty JSON text, written from the board's entries without a JSON tree in
     /// between (a daemon of thousands of groups renders megabytes).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         serde_json::to_string_pretty(&self.document()).unwrap_or_default()
     }
 

@@ -33,7 +33,7 @@ pub enum TargetState {
 
 impl TargetState {
     /// Every state, for the `target_state` metric.
-    pub const ALL: [TargetState; 7] = [
+    pub(crate) const ALL: [TargetState; 7] = [
         TargetState::Idle,
         TargetState::Acting,
         TargetState::Coalescing,
@@ -165,7 +165,7 @@ pub struct ServedDisk {
 
 impl TargetStatus {
     /// Moves to `state` (keeps `state_since` when it does not change).
-    pub fn set_state(&mut self, state: TargetState) {
+    pub(crate) fn set_state(&mut self, state: TargetState) {
         if self.state != state {
             self.state = state;
             self.state_since = SystemTime::now();

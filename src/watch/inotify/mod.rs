@@ -12,10 +12,10 @@
 //! again when they scan.
 //!
 //! Without inotify (instances exhausted, or `--poll-interval`), groups poll. Each resync tries
-//! to set inotify up again ([`WatchHub::try_restore`]).
+//! to set inotify up again (`WatchHub::try_restore`).
 //!
 //! This file holds the hub and the event reader (which routes events through the set);
-//! `watch_set` keeps the set in line with each group's scan ([`WatchHub::reconcile`]) and says
+//! `watch_set` keeps the set in line with each group's scan (`WatchHub::reconcile`) and says
 //! which events each [`Interest`] subscribes to.
 
 mod watch_set;
@@ -40,10 +40,10 @@ use crate::report::metrics::{Metrics, WatchErrorKind};
 use crate::scan::{Interest, KUBELET_DATA};
 
 /// Index of a group in the hub (given by [`WatchHub::register`]).
-pub type GroupId = usize;
+pub(crate) type GroupId = usize;
 
 /// The inotify instance, as tokio's reactor takes it.
-pub struct Instance(Inotify);
+pub(crate) struct Instance(Inotify);
 
 impl std::os::fd::AsRawFd for Instance {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
@@ -53,7 +53,7 @@ impl std::os::fd::AsRawFd for Instance {
 }
 
 /// What an event means for the debouncer.
-pub fn classify(
+pub(crate) fn classify(
     mask: AddWatchFlags,
     name: Option<&OsStr>,
     path: impl FnOnce() -> PathBuf,
@@ -174,7 +174,7 @@ impl WatchHub {
     }
 
     /// A new mount table.
-    pub fn set_mounts(&self, table: Vec<Mount>) {
+    pub(crate) fn set_mounts(&self, table: Vec<Mount>) {
         let mut m = lock(&self.mounts);
         m.0 = Arc::new(table);
         m.1 += 1;
@@ -186,7 +186,7 @@ impl WatchHub {
     }
 
     /// Registers a file's flag: events its directory is watched for raise it.
-    pub fn register_file(&self, changed: Arc<Changed>) -> GroupId {
+    pub(crate) fn register_file(&self, changed: Arc<Changed>) -> GroupId {
         self.listen(Listener::File(changed))
     }
 
@@ -197,7 +197,7 @@ impl WatchHub {
     }
 
     /// Wakes every group and raises every file's flag (mount table changed, read errors).
-    pub fn poke_all(&self, now: Instant) {
+    pub(crate) fn poke_all(&self, now: Instant) {
         for w in lock(&self.groups).iter() {
             w.event(now, Signal::Other);
         }
@@ -214,12 +214,12 @@ impl WatchHub {
     }
 
     /// Whether inotify is in use.
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         lock(&self.state).inotify.is_some()
     }
 
     /// After a fallback to polling: tries to set inotify up again; `true` when it now is.
-    pub fn try_restore(&self) -> bool {
+    pub(crate) fn try_restore(&self) -> bool {
         if self.forced_poll {
             return false;
         }

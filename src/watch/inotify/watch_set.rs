@@ -77,7 +77,7 @@ impl WatchHub {
     /// on a stalled filesystem they may never return, and the event reader takes that lock.
     /// Another group may change the same directory's watch meanwhile; the mask a watch was
     /// given is compared with what its groups want once it is recorded, and set again if needed.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &self,
         group: GroupId,
         desired: &BTreeMap<PathBuf, Interest>,
