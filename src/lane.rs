@@ -99,7 +99,7 @@ thread_local! {
 
 /// Notes that the calling thread is about to use `path` (what a stall report names). Nothing
 /// outside a lane's job.
-pub fn at(path: &Path) {
+pub(crate) fn at(path: &Path) {
     AT.with(|a| {
         if let Some(slot) = &*a.borrow() {
             *lock(slot) = Some(path.to_path_buf());
@@ -109,7 +109,7 @@ pub fn at(path: &Path) {
 
 /// A call that has not returned.
 #[derive(Debug, Clone)]
-pub struct Stall {
+pub(crate) struct Stall {
     /// The path it was using, when the job said.
     pub path: Option<PathBuf>,
     /// When it started.
@@ -181,7 +181,7 @@ pub(crate) struct Turn {
 impl Lane {
     /// Waits for a turn to run a job, and sets a worker thread aside for it; the error says why
     /// no thread could be started (nothing was given away yet: try again later).
-    pub async fn turn(&self) -> Result<Turn, String> {
+    pub(crate) async fn turn(&self) -> Result<Turn, String> {
         let permit = TURNS
             .acquire()
             .await
@@ -194,7 +194,7 @@ impl Lane {
 
     /// Runs `job` in its `turn` and waits for it; `heard` is told when it has not returned after
     /// the deadline, and when it then returns.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         turn: Turn,
         job: impl FnOnce() -> T + Send + 'static,
@@ -266,7 +266,7 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Hands the job over (the worker waits for it: this cannot fail).
-    pub fn give(mut self, job: Job) {
+    pub(crate) fn give(mut self, job: Job) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(job);
         }

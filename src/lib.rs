@@ -22,31 +22,31 @@
 //!   [`Config`]; the input layer, imported by the stages, importing none of them. The flags of
 //!   configmap-reload and prometheus-config-reloader (`config::compat_flags`).
 //! - [`watch`]: inotify events and the mount table → per-group wakeups
-//!   ([`watch::inotify`], [`watch::debounce`], [`watch::mounts`]).
+//!   (`watch::inotify`, `watch::debounce`, [`watch::mounts`]).
 //! - [`group`]: one task per watch group: when to scan, scanning, publishing what the targets
 //!   must hold (`group::publish`).
 //! - [`scan`]: reading a version: files, kubelet's layout, keyed fingerprints
-//!   ([`scan::fingerprint`]), PEM consistency ([`scan::pem`]), a JWT's expiry ([`scan::token`]).
+//!   ([`scan::fingerprint`]), PEM consistency (`scan::pem`), a JWT's expiry (`scan::token`).
 //! - [`assess`]: is a version fit to be reloaded: completeness, consistency, whether the app can
-//!   read it ([`assess::access`]).
+//!   read it (`assess::access`).
 //! - [`reload`]: one reconciler per target (`reload::reconciler`, decisions in
-//!   `reload::progress`), the verification of what its action did ([`reload::verify`],
-//!   [`reload::served`]), what each target applied across restarts ([`reload::state_file`]).
+//!   `reload::progress`), the verification of what its action did (`reload::verify`,
+//!   `reload::served`), what each target applied across restarts (`reload::state_file`).
 //! - [`action`]: the action kinds, one folder each, owning configuration, run time and doctor
-//!   checks: [`action::http`], [`action::signal`], [`action::exec`], and the environment
-//!   restart ([`action::restart`]); [`client`]: the daemon's HTTP(S) client ([`client::tls`]).
-//! - [`process`]: the app's process in `/proc` ([`process::select`]), a handle that cannot be
-//!   confused with another ([`process::handle`]), identities ([`process::identity`]), its
-//!   environment as keyed fingerprints ([`process::environ`], for `--consumed-as env`).
+//!   checks: `action::http`, `action::signal`, `action::exec`, and the environment
+//!   restart (`action::restart`); [`client`]: the daemon's HTTP(S) client (`client::tls`).
+//! - [`process`]: the app's process in `/proc` (`process::select`), a handle that cannot be
+//!   confused with another (`process::handle`), identities ([`process::identity`]), its
+//!   environment as keyed fingerprints (`process::environ`, for `--consumed-as env`).
 //! - [`report`]: the status board ([`report::status`]), metrics ([`report::metrics`]), the admin
 //!   server on its own thread ([`report::server`]), logs ([`report::logging`]); other tools'
 //!   series for `--compat-metrics` are computed at scrape time from the same atomics.
 //! - [`daemon`]: wiring, named tasks, signals and the shutdown: [`daemon::run`] /
-//!   [`daemon::serve`]; nothing imports it ([`stop`]: the stop flag every task holds).
+//!   [`daemon::serve`]; nothing imports it (`stop`: the stop flag every task holds).
 //! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
-//! - [`files`]: opening files that may be hostile (never blocking, size-limited); [`lane`]:
-//!   filesystem calls that may never return, run where they hold no one else; [`text`]: text
+//! - `files`: opening files that may be hostile (never blocking, size-limited); [`lane`]:
+//!   filesystem calls that may never return, run where they hold no one else; `text`: text
 //!   that leaves the process, escaped.
 
 #![warn(missing_docs)]
@@ -58,15 +58,15 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
-pub mod files;
+pub(crate) mod files;
 pub mod group;
 pub mod lane;
 pub mod process;
 pub mod reload;
 pub mod report;
 pub mod scan;
-pub mod stop;
-pub mod text;
+pub(crate) mod stop;
+pub(crate) mod text;
 pub mod watch;
 
 pub use config::Config;

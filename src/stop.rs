@@ -5,6 +5,6 @@
 use tokio::sync::watch;
 
 /// Completes once the stop flag turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }

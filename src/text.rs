@@ -12,12 +12,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A path as shown outside the process.
-pub fn path(p: &Path) -> String {
+pub(crate) fn path(p: &Path) -> String {
     bytes(p.as_os_str().as_bytes())
 }
 
 /// Any bytes as shown outside the process.
-pub fn bytes(b: &[u8]) -> String {
+pub(crate) fn bytes(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len());
     for chunk in b.utf8_chunks() {
         push_escaped(&mut out, chunk.valid());
@@ -29,7 +29,7 @@ pub fn bytes(b: &[u8]) -> String {
 }
 
 /// A string as shown outside the process.
-pub fn value(s: &str) -> String {
+pub(crate) fn value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push_escaped(&mut out, s);
     out
@@ -47,7 +47,7 @@ fn push_escaped(out: &mut String, s: &str) {
 
 /// A time as RFC 3339 with milliseconds, for any time (clamped to 1970..=9999, where the
 /// formatter would otherwise panic).
-pub fn time(t: SystemTime) -> String {
+pub(crate) fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(clamp(t)).to_string()
 }
 

@@ -1,29 +1,29 @@
 //! The action kinds: what a target does to make its app apply a version. Each kind is one
 //! folder that owns all of it:
 //!
-//! - [`http`]: call the app's reload endpoint; [`signal`]: signal its process in the shared PID
-//!   namespace; [`exec`]: run a command; [`restart`]: for an app that took its keys as
+//! - `http`: call the app's reload endpoint; `signal`: signal its process in the shared PID
+//!   namespace; `exec`: run a command; `restart`: for an app that took its keys as
 //!   environment variables, restart it with a signal once its environment differs from the
 //!   files (a mode of the signal kind, kept apart);
 //! - in each: `mod.rs` the validated configuration (built from the flags and from the config
 //!   file's fields, each error naming its flag or field), its name and its `/status` summary;
 //!   the run-time action (`call.rs`, `send.rs`, `run.rs`); `doctor.rs` its checks.
 //!
-//! Everything else knows kinds only through [`Kind`], [`ActionConfig`] and [`Action`], whose
+//! Everything else knows kinds only through [`Kind`], [`ActionConfig`] and `Action`, whose
 //! matches are exhaustive: a new kind is a folder, a variant of each of the three, and its
 //! fields in the two declarations of the input (`config::cli` for flags, `config::json_file` for
 //! the config file); the compiler names every match that must learn it. ARCHITECTURE.md has
 //! the recipe.
 
-pub mod exec;
-pub mod http;
-pub mod outcome;
-pub mod restart;
-pub mod runtime;
-pub mod signal;
+pub(crate) mod exec;
+pub(crate) mod http;
+pub(crate) mod outcome;
+pub(crate) mod restart;
+pub(crate) mod runtime;
+pub(crate) mod signal;
 
 pub(crate) use outcome::{ActionError, Outcome};
-pub use runtime::Action;
+pub(crate) use runtime::Action;
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub enum Kind {
 
 impl Kind {
     /// `http`, `signal` or `exec`: the config file's `type`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Http => "http",
             Kind::Signal => "signal",
@@ -73,7 +73,7 @@ pub enum ActionConfig {
 
 impl ActionConfig {
     /// Its kind.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             ActionConfig::Http(_) => Kind::Http,
             ActionConfig::Signal(_) => Kind::Signal,
@@ -91,7 +91,7 @@ impl ActionConfig {
     }
 
     /// What `/status` shows of it (never a header value, a token or a query).
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         let mut v = match self {
             ActionConfig::Http(h) => h.summary(),
             ActionConfig::Signal(s) => s.summary(),
@@ -104,7 +104,7 @@ impl ActionConfig {
     }
 
     /// The process the action selects, when it has one (a signal target).
-    pub fn selector(&self) -> Option<&Selector> {
+    pub(crate) fn selector(&self) -> Option<&Selector> {
         match self {
             ActionConfig::Signal(s) => Some(&s.selector),
             ActionConfig::Http(_) | ActionConfig::Exec(_) => None,
@@ -112,7 +112,7 @@ impl ActionConfig {
     }
 
     /// The endpoint it calls, when it has one (an HTTP target).
-    pub fn endpoint(&self) -> Option<&crate::config::Endpoint> {
+    pub(crate) fn endpoint(&self) -> Option<&crate::config::Endpoint> {
         match self {
             ActionConfig::Http(h) => Some(&h.endpoint),
             ActionConfig::Signal(_) | ActionConfig::Exec(_) => None,

@@ -2,7 +2,7 @@
 
 /// What a successful attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The action ran; the text says what was done.
     Done(String),
     /// Nothing had to be done (the process started after the content appeared).
@@ -11,7 +11,7 @@ pub enum Outcome {
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActionError {
+pub(crate) enum ActionError {
     /// Nothing was sent: the target is not ready (no process yet, no signal handler yet). Does not
     /// count against `--reload-retries`.
     Waiting(String),
@@ -19,13 +19,4 @@ pub enum ActionError {
     Failed(String),
     /// Several unrelated processes match the selector: nothing was sent. Counts as a failure.
     Ambiguous(String),
-}
-
-impl ActionError {
-    /// The message, whichever kind.
-    pub fn message(&self) -> &str {
-        match self {
-            ActionError::Waiting(m) | ActionError::Failed(m) | ActionError::Ambiguous(m) => m,
-        }
-    }
 }

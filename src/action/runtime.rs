@@ -12,7 +12,7 @@ use crate::watch::inotify::WatchHub;
 use crate::watch::pid_file::PidFileWatch;
 
 /// A target's action, ready to run (the runtime side of [`ActionConfig`]).
-pub enum Action {
+pub(crate) enum Action {
     /// HTTP call.
     Http(http::call::HttpAction),
     /// Signal.
@@ -29,7 +29,7 @@ impl Action {
     /// declared app identity; `env`, for a group the app took as environment variables, the key
     /// its variables are fingerprinted with and the least time between two restarts
     /// ([`restart`]). A pid file is watched through `hub`.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &ActionConfig,
         procfs: &ProcFs,
         app: Option<&Identity>,
@@ -94,7 +94,7 @@ impl Action {
 
     /// What the last comparison of the app's environment with the files found
     /// (`--consumed-as env`).
-    pub fn environment(&self) -> Option<&crate::report::status::EnvironmentStatus> {
+    pub(crate) fn environment(&self) -> Option<&crate::report::status::EnvironmentStatus> {
         match self {
             Action::Restart(a) => a.environment(),
             Action::Signal(_) => None,
@@ -113,7 +113,7 @@ impl Action {
     }
 
     /// The process that holds the version last applied (signal targets with one process).
-    pub fn delivered(&self) -> Option<(i32, u64)> {
+    pub(crate) fn delivered(&self) -> Option<(i32, u64)> {
         match self {
             Action::Signal(a) => a.delivered(),
             Action::Restart(a) => a.signal().delivered(),
@@ -131,7 +131,11 @@ impl Action {
     }
 
     /// Applies `version`. `force` sends even when the process looks newer than the content.
-    pub async fn apply(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
+    pub(crate) async fn apply(
+        &mut self,
+        version: &Version,
+        force: bool,
+    ) -> Result<Outcome, ActionError> {
         // The HTTP exchange and the command are boxed: their state only exists while they run,
         // so a thousand idle targets stay small, and a signal, sent with no await, allocates
         // nothing.

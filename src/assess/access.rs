@@ -86,7 +86,7 @@ impl Class {
 
 impl<'a> Checker<'a> {
     /// A checker for `app`.
-    pub fn new(app: &'a Identity) -> Self {
+    pub(crate) fn new(app: &'a Identity) -> Self {
         Checker {
             app,
             dirs: HashMap::new(),
@@ -94,7 +94,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The verdict for one file of a version.
-    pub fn file(&mut self, f: &FileEntry) -> Verdict {
+    pub(crate) fn file(&mut self, f: &FileEntry) -> Verdict {
         let resolved = fs::canonicalize(&f.real_path).unwrap_or_else(|_| f.real_path.clone());
         let mut ancestors: Vec<&Path> = resolved.ancestors().skip(1).collect();
         ancestors.reverse();

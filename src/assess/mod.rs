@@ -7,9 +7,9 @@
 //!   consistency check is off;
 //! - one the app cannot read, with `--access-policy block`.
 //!
-//! [`access`] decides whether the app can read a file.
+//! `access` decides whether the app can read a file.
 
-pub mod access;
+pub(crate) mod access;
 
 use std::path::PathBuf;
 
@@ -54,7 +54,7 @@ pub struct Assessment {
 
 /// Settings of a group's assessment.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// What to do with files the app cannot read.
     pub access: AccessPolicy,
     /// Hold back inconsistent PEM material.
@@ -89,7 +89,7 @@ pub(crate) fn unreadable_by_sidecar(scan: &Scan) -> bool {
 }
 
 /// Assesses `scan` for the app that `resolver` finds.
-pub fn assess(scan: &Scan, resolver: &mut IdentityResolver, policy: Policy) -> Assessment {
+pub(crate) fn assess(scan: &Scan, resolver: &mut IdentityResolver, policy: Policy) -> Assessment {
     let identity = resolver.resolve();
     let verdicts: Vec<(PathBuf, Verdict)> = match &identity.app {
         Some(app) => {

@@ -1,12 +1,12 @@
-//! The daemon's own HTTP(S) client: a reload call ([`crate::action::http`]), a verify probe
-//! ([`crate::reload::verify`]) and the doctor's question to a running daemon.
+//! The daemon's own HTTP(S) client: a reload call (`crate::action::http`), a verify probe
+//! (`crate::reload::verify`) and the doctor's question to a running daemon.
 //!
 //! HTTP/1.1 with one time limit over all of an exchange (connection, request, response): a
 //! hanging endpoint fails when the limit passes and never blocks a later call. A connection
-//! (`Kept`) can be kept when the endpoint keeps it alive; over TLS ([`tls`]) only while its CA,
+//! (`Kept`) can be kept when the endpoint keeps it alive; over TLS (`tls`) only while its CA,
 //! certificate and key files are unchanged.
 
-pub mod tls;
+pub(crate) mod tls;
 
 use std::time::Duration;
 
@@ -154,7 +154,7 @@ pub(crate) async fn drain(mut body: hyper::body::Incoming) -> Bytes {
 
 /// One HTTP/1.1 request on a new connection with an overall time limit; the status and the first
 /// 64 KiB of the body (verification).
-pub async fn request(
+pub(crate) async fn request(
     endpoint: &Endpoint,
     method: Method,
     headers: &[(HeaderName, HeaderValue)],

@@ -37,7 +37,7 @@ const PEM_LIMIT: u64 = 1024 * 1024;
 pub type Identity = Vec<Option<(u64, u64, u64, i64, i64, i64, i64)>>;
 
 /// The files' identity now (no content read).
-pub fn identity(tls: &TlsClient) -> Identity {
+pub(crate) fn identity(tls: &TlsClient) -> Identity {
     [&tls.ca_file, &tls.client_cert_file, &tls.client_key_file]
         .into_iter()
         .flatten()
@@ -61,7 +61,7 @@ pub fn identity(tls: &TlsClient) -> Identity {
 type Slot = Arc<Mutex<Option<String>>>;
 
 /// A TLS session over `tcp` to `host` (or `--tls-server-name`), with the files read now.
-pub async fn connect(
+pub(crate) async fn connect(
     tls: &TlsClient,
     host: &str,
     tcp: TcpStream,

@@ -52,7 +52,7 @@ pub struct Dialects {
 impl Dialects {
     /// The dialects of `argv` (the program name first). A flag is recognised as `--name` or
     /// `--name=value`, up to a `--` that ends the flags.
-    pub fn of(argv: &[OsString]) -> Dialects {
+    pub(crate) fn of(argv: &[OsString]) -> Dialects {
         let mut d = Dialects::default();
         let mut args = argv.iter().skip(1).filter_map(|a| a.to_str());
         while let Some(arg) = args.next() {

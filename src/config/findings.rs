@@ -10,10 +10,10 @@ pub(crate) struct Findings {
 }
 
 impl Findings {
-    pub fn error(&mut self, e: impl Into<String>) {
+    pub(crate) fn error(&mut self, e: impl Into<String>) {
         self.errors.push(e.into());
     }
-    pub fn warn(&mut self, w: impl Into<String>) {
+    pub(crate) fn warn(&mut self, w: impl Into<String>) {
         self.warnings.push(w.into());
     }
 }

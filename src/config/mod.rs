@@ -13,7 +13,7 @@ mod findings;
 mod flags;
 mod json_file;
 mod model;
-pub mod parse;
+pub(crate) mod parse;
 mod summary;
 mod values;
 

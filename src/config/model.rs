@@ -119,7 +119,7 @@ pub struct Splay {
 
 impl TargetConfig {
     /// Whether an https:// call of the target (reload or verify) accepts any certificate.
-    pub fn tls_insecure_skip_verify(&self) -> bool {
+    pub(crate) fn tls_insecure_skip_verify(&self) -> bool {
         let insecure = |e: &crate::config::Endpoint| {
             e.is_https() && e.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
         };
@@ -128,7 +128,7 @@ impl TargetConfig {
     }
 
     /// Its action's kind.
-    pub fn kind(&self) -> crate::action::Kind {
+    pub(crate) fn kind(&self) -> crate::action::Kind {
         self.action.kind()
     }
 }

@@ -19,7 +19,7 @@ use super::Findings;
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A duration such as `100ms`, `5s`, `2m` or `0`, at most `MAX_DURATION`.
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -39,7 +39,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A signal by name (`HUP`, `SIGHUP`, `hup`) or number (`1`).
-pub fn signal(raw: &str) -> Result<Signal, String> {
+pub(crate) fn signal(raw: &str) -> Result<Signal, String> {
     let t = raw.trim();
     let s = raw.escape_debug();
     if let Ok(n) = t.parse::<i32>() {
@@ -111,7 +111,7 @@ impl Endpoint {
     }
 
     /// `http` or `https`.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.is_https() { "https" } else { "http" }
     }
 
@@ -161,7 +161,7 @@ pub(crate) fn redact_url(s: &str) -> String {
 
 /// An `http://` or `https://` URL of a reload or verify endpoint (an https one gets its TLS
 /// options from the target).
-pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(raw: &str) -> Result<Endpoint, String> {
     let s = redact_url(raw);
     let uri: Uri = raw
         .trim()
@@ -232,14 +232,14 @@ pub(crate) fn served_cert(raw: &str, timeout: std::time::Duration) -> Result<Ser
 }
 
 /// An HTTP method such as `POST` or `GET`.
-pub fn method(raw: &str) -> Result<Method, String> {
+pub(crate) fn method(raw: &str) -> Result<Method, String> {
     let s = raw.escape_debug();
     Method::from_bytes(raw.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("'{s}' is not an HTTP method: use POST, GET or PUT"))
 }
 
 /// An HTTP status code the reload call must answer with.
-pub fn status(code: u16) -> Result<u16, String> {
+pub(crate) fn status(code: u16) -> Result<u16, String> {
     if (100..=599).contains(&code) {
         Ok(code)
     } else {
@@ -279,7 +279,7 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
 }
 
 /// A header `Name: /path/to/file` whose value is read from the file at every call.
-pub fn header_file(s: &str) -> Result<(HeaderName, std::path::PathBuf), String> {
+pub(crate) fn header_file(s: &str) -> Result<(HeaderName, std::path::PathBuf), String> {
     let (name, path) = s
         .split_once(':')
         .ok_or_else(|| format!("'{}' is not 'Name: /path/to/file'", s.escape_debug()))?;
@@ -294,7 +294,7 @@ pub fn header_file(s: &str) -> Result<(HeaderName, std::path::PathBuf), String> 
 }
 
 /// A header `Name: value`.
-pub fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub(crate) fn header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s.split_once(':').ok_or_else(|| {
         format!(
             "'{}' is not a header: write it as 'Name: value'",
@@ -319,7 +319,7 @@ fn redact_header(s: &str) -> String {
 }
 
 /// A listen address: `host:port`, `[v6]:port` or `:port` (all interfaces, as configmap-reload).
-pub fn listen(raw: &str) -> Result<SocketAddr, String> {
+pub(crate) fn listen(raw: &str) -> Result<SocketAddr, String> {
     let t = raw.trim();
     let s = t.escape_debug();
     if let Some(port) = t.strip_prefix(':') {
@@ -354,7 +354,7 @@ pub struct ServedCert {
 
 impl ServedCert {
     /// `HOST:PORT` or `postgres://HOST:PORT`, for messages and labels.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {

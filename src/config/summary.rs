@@ -12,7 +12,7 @@ fn dur(d: std::time::Duration) -> String {
 
 impl Config {
     /// The configuration in force, as shown by `/status`.
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         json!({
             "groups": self.groups.iter().map(|g| g.summary()).collect::<Vec<_>>(),
             "listen": self.listen.to_string(),

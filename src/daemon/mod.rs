@@ -7,13 +7,13 @@
 //!
 //! - [`signals`]: SIGTERM/SIGINT (the shutdown, its watchdog), SIGHUP (rescan), every other
 //!   signal logged and ignored;
-//! - [`tasks`]: named, watched tasks;
+//! - `tasks`: named, watched tasks;
 //!
-//! Nothing imports the daemon: the tasks hold the stop flag ([`crate::stop`]), the reconcilers
-//! the state file ([`crate::reload::state_file`]).
+//! Nothing imports the daemon: the tasks hold the stop flag (`crate::stop`), the reconcilers
+//! the state file (`crate::reload::state_file`).
 
 pub mod signals;
-pub mod tasks;
+pub(crate) mod tasks;
 
 use std::future::Future;
 use std::io;

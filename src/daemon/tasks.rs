@@ -36,7 +36,7 @@ impl Tasks {
 
     /// Waits until a task fails (a vital one ends, or any one panics): what failed. Pending
     /// forever when none does.
-    pub async fn failure(&mut self) -> String {
+    pub(crate) async fn failure(&mut self) -> String {
         loop {
             match self.set.join_next_with_id().await {
                 Some(Ok((id, ()))) => {

@@ -19,7 +19,7 @@ use nix::unistd::{ForkResult, fork};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-pub use crate::monotonic_ns;
+pub(crate) use crate::monotonic_ns;
 
 /// How the app behaves.
 #[derive(Debug, Clone, Default)]

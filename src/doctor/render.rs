@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::report::{GroupReport, Report};
 
 /// Renders the report.
-pub fn text(r: &Report) -> String {
+pub(crate) fn text(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,

@@ -168,7 +168,7 @@ pub(crate) enum CheckName {
 
 impl CheckName {
     /// The name as the report writes it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckName::Process => "process",
             CheckName::Signal => "signal",
@@ -194,7 +194,7 @@ impl std::fmt::Display for CheckName {
 
 impl Check {
     /// A check of `what`, passed or not, with what was found.
-    pub fn new(what: CheckName, ok: bool, detail: impl Into<String>) -> Check {
+    pub(crate) fn new(what: CheckName, ok: bool, detail: impl Into<String>) -> Check {
         Check {
             what,
             ok,
@@ -203,7 +203,7 @@ impl Check {
     }
 
     /// A TCP connection to the endpoint: whether something listens, without calling it.
-    pub async fn reachable(what: CheckName, e: &crate::config::Endpoint) -> Check {
+    pub(crate) async fn reachable(what: CheckName, e: &crate::config::Endpoint) -> Check {
         let addr = format!("{}:{}", e.host, e.port);
         let connect = tokio::net::TcpStream::connect((e.host.as_str(), e.port));
         match tokio::time::timeout(std::time::Duration::from_secs(2), connect).await {

@@ -21,7 +21,7 @@
 //! - `look`: where a scan runs (inline within the budget, or on the lane) and what comes back;
 //! - `one_scan`: one scan, from the look to the record (publish, watches, assessment);
 //! - `publish`: the publish decision, pure;
-//! - `version`: what a scan publishes ([`Desired`], [`Version`]);
+//! - `version`: what a scan publishes (`Desired`, `Version`);
 //! - `bookkeeping`: status, metrics and log lines of each scan, each change logged once.
 
 mod bookkeeping;
@@ -45,7 +45,7 @@ use crate::report::status::GroupEntry;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::watch::Wake;
 use crate::watch::inotify::{GroupId, WatchHub};
-pub use version::{Announced, Content, Desired, DesiredRx, Version};
+pub(crate) use version::{Announced, Content, Desired, DesiredRx, Version};
 
 /// Polling interval when inotify cannot be used and `--poll-interval` was not given.
 pub(crate) const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -124,7 +124,7 @@ struct Memory {
 
 impl GroupTask {
     /// Runs until `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut mem = Memory {
             published: None,
             resync_round: 0,

@@ -10,7 +10,7 @@ use crate::scan::fingerprint::Fingerprint;
 
 /// A complete version of a group's content, as its targets see it.
 #[derive(Debug, Clone)]
-pub struct Version {
+pub(crate) struct Version {
     /// Keyed fingerprint of the whole version.
     pub fingerprint: Fingerprint,
     /// When its newest part appeared on disk.
@@ -32,14 +32,14 @@ pub struct Version {
 
 /// A flag set once, that tasks can wait for: the change of a version has been logged.
 #[derive(Debug, Default)]
-pub struct Announced {
+pub(crate) struct Announced {
     done: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
 }
 
 impl Announced {
     /// A flag, already set when `done`.
-    pub fn new(done: bool) -> Self {
+    pub(crate) fn new(done: bool) -> Self {
         Announced {
             done: done.into(),
             notify: tokio::sync::Notify::new(),
@@ -47,14 +47,14 @@ impl Announced {
     }
 
     /// Sets it.
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         self.done.store(true, std::sync::atomic::Ordering::Release);
         self.notify.notify_waiters();
     }
 
     /// Waits until it is set, at most `limit` (the group may be slow; a log line is not worth
     /// holding a reconciler up).
-    pub async fn wait(&self, limit: Duration) {
+    pub(crate) async fn wait(&self, limit: Duration) {
         let notified = self.notify.notified();
         if self.done.load(std::sync::atomic::Ordering::Acquire) {
             return;
@@ -65,7 +65,7 @@ impl Announced {
 
 /// What the targets of a group must hold, after one scan.
 #[derive(Debug, Clone)]
-pub enum Content {
+pub(crate) enum Content {
     /// This version.
     Version(Arc<Version>),
     /// Nothing fit to apply: the content on disk is held back.
@@ -74,7 +74,7 @@ pub enum Content {
 
 /// The outcome of a scan, published to the group's targets.
 #[derive(Debug, Clone)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// What to hold.
     pub content: Content,
     /// The scan's start, in CLOCK_MONOTONIC nanoseconds.
@@ -82,4 +82,4 @@ pub struct Desired {
 }
 
 /// Receiving end of a group's outcomes: `None` until the first scan.
-pub type DesiredRx = watch::Receiver<Option<Desired>>;
+pub(crate) type DesiredRx = watch::Receiver<Option<Desired>>;

@@ -15,7 +15,7 @@ pub(crate) const ENVIRON_LIMIT: usize = 1024 * 1024;
 /// The keyed fingerprints of the variables `names` in the NUL-separated `NAME=value` list `raw`,
 /// in the order of `names`; a name that is not set is left out. A variable set twice counts
 /// with its first value, as `getenv` reads it.
-pub fn fingerprints(
+pub(crate) fn fingerprints(
     raw: &[u8],
     names: &[&str],
     key: &FingerprintKey,
@@ -55,7 +55,7 @@ pub enum Verdict {
 
 impl Compared {
     /// What the comparison means.
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         if !self.differing.is_empty() {
             Verdict::Differs
         } else if self.holding.is_empty() {
@@ -67,7 +67,7 @@ impl Compared {
 }
 
 /// Why the environment of `shown` (pid `pid`, of uid `uid`) could not be read, and what to do.
-pub fn unreadable(shown: &str, pid: i32, uid: &str, e: &std::io::Error) -> String {
+pub(crate) fn unreadable(shown: &str, pid: i32, uid: &str, e: &std::io::Error) -> String {
     format!(
         "cannot read the environment of {shown} (/proc/{pid}/environ: {e}): the sidecar must run \
          as the app's runAsUser ({uid}) or have CAP_SYS_PTRACE to compare it with the files"
@@ -75,7 +75,11 @@ pub fn unreadable(shown: &str, pid: i32, uid: &str, e: &std::io::Error) -> Strin
 }
 
 /// Compares the environment `raw` with `keys` (name, keyed fingerprint of the file's content).
-pub fn compare(raw: &[u8], keys: &[(String, Fingerprint)], key: &FingerprintKey) -> Compared {
+pub(crate) fn compare(
+    raw: &[u8],
+    keys: &[(String, Fingerprint)],
+    key: &FingerprintKey,
+) -> Compared {
     let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
     let found = fingerprints(raw, &names, key);
     let mut c = Compared::default();

@@ -49,7 +49,7 @@ pub enum Delivery {
 
 impl Delivery {
     /// `pidfd` or `kill`: the metric label.
-    pub fn method(&self) -> &'static str {
+    pub(crate) fn method(&self) -> &'static str {
         match self {
             Delivery::Pidfd => "pidfd",
             Delivery::Kill { .. } => "kill",
@@ -60,7 +60,7 @@ impl Delivery {
 /// How signals are sent in this process: pidfds when the kernel and the seccomp profile allow
 /// them (tried once, on this process itself: `pidfd_open` of its own pid, then the null signal
 /// through it), else `kill(2)`.
-pub fn delivery() -> &'static Delivery {
+pub(crate) fn delivery() -> &'static Delivery {
     static DELIVERY: OnceLock<Delivery> = OnceLock::new();
     DELIVERY.get_or_init(|| {
         let pid = std::process::id() as i32;
@@ -157,7 +157,7 @@ impl From<Gone> for OpenError {
 impl ProcessHandle {
     /// Opens a handle on the process `info` describes; [`Gone`] when it is not that process any
     /// more.
-    pub fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, OpenError> {
+    pub(crate) fn open(procfs: &ProcFs, info: &ProcInfo) -> Result<ProcessHandle, OpenError> {
         let pidfd = if *delivery() == Delivery::Pidfd {
             // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
             let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) };
@@ -204,7 +204,7 @@ impl ProcessHandle {
     }
 
     /// The process's status now; [`Gone`] once it has exited (a zombie counts as exited).
-    pub fn status(&mut self) -> Result<ProcStatus, Gone> {
+    pub(crate) fn status(&mut self) -> Result<ProcStatus, Gone> {
         match files::pread_proc(&self.status, &mut self.buf, STATUS_LIMIT) {
             Ok(_) => {}
             Err(_) => return Err(Gone),
@@ -235,7 +235,7 @@ impl ProcessHandle {
     /// Sends `sig`. ESRCH means the process is gone; EPERM that the sidecar may not signal it.
     /// Without a pidfd, `kill(2)` right after the open `stat` showed the process is still the
     /// one found.
-    pub fn signal(&mut self, sig: Signal) -> Result<(), Errno> {
+    pub(crate) fn signal(&mut self, sig: Signal) -> Result<(), Errno> {
         let Some(fd) = &self.pidfd else {
             return self.kill_checked(sig);
         };
@@ -287,7 +287,7 @@ impl ProcessHandle {
     /// The process's environment (`/proc/<pid>/environ`, NUL-separated `NAME=value`), in a
     /// buffer wiped when dropped. The error is the kernel's: EACCES when the sidecar may not
     /// read it (another uid without CAP_SYS_PTRACE); [`Gone`] shows as ESRCH.
-    pub fn environ(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, io::Error> {
+    pub(crate) fn environ(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, io::Error> {
         use std::io::Read;
         let mut file = files::open_proc(&self.procfs.pid_path(self.info.pid, "environ"))?;
         let mut buf = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);

@@ -19,7 +19,7 @@ pub(crate) const CAP_DAC_OVERRIDE: u32 = 1;
 /// CAP_DAC_READ_SEARCH: bypasses read and search permission checks.
 pub(crate) const CAP_DAC_READ_SEARCH: u32 = 2;
 /// CAP_KILL: bypasses permission checks for sending signals.
-pub const CAP_KILL: u32 = 5;
+pub(crate) const CAP_KILL: u32 = 5;
 
 /// A uid, a gid and supplementary groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,7 +34,7 @@ pub struct Identity {
 
 impl Identity {
     /// Whether `gid` is the primary group or a supplementary one.
-    pub fn in_group(&self, gid: u32) -> bool {
+    pub(crate) fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
 }
@@ -118,7 +118,7 @@ pub struct Resolved {
 /// followed while it lives (see `Tracker`). A lookup that reads the app's pid file (which may
 /// live on a filesystem that stalls) runs on a worker thread, and the identity found last is
 /// used until it returns: the group never waits on it.
-pub struct IdentityResolver {
+pub(crate) struct IdentityResolver {
     /// From `--app-uid`/`--app-gid`/`--app-groups`.
     declared: Option<Identity>,
     /// The process of the group's first signal target; `None` while a lookup has it.
@@ -134,7 +134,11 @@ type Returned = (Box<Tracker>, Option<(ProcInfo, ProcStatus)>);
 
 impl IdentityResolver {
     /// A resolver from the declared identity and the group's process selector (either optional).
-    pub fn new(declared: Option<Identity>, selector: Option<Selector>, procfs: ProcFs) -> Self {
+    pub(crate) fn new(
+        declared: Option<Identity>,
+        selector: Option<Selector>,
+        procfs: ProcFs,
+    ) -> Self {
         let uid = declared.as_ref().map(|d| d.uid);
         IdentityResolver {
             declared,

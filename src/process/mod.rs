@@ -2,18 +2,18 @@
 //! and a handle on one that cannot be confused with another.
 //!
 //! - this file: [`ProcFs`] and the parsers of `/proc/<pid>/stat` and `status` (pure functions);
-//! - [`select`]: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
-//! - [`handle`]: `ProcessHandle`, a pidfd and an open `status` descriptor of one process;
+//! - `select`: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
+//! - `handle`: `ProcessHandle`, a pidfd and an open `status` descriptor of one process;
 //! - `tracker`: the app's process followed across reloads, without a `/proc` walk each time;
 //! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
 //! elsewhere.
 
-pub mod environ;
-pub mod handle;
+pub(crate) mod environ;
+pub(crate) mod handle;
 pub mod identity;
-pub mod select;
+pub(crate) mod select;
 pub(crate) mod tracker;
 
 use std::io;
@@ -57,7 +57,7 @@ pub struct ProcInfo {
 
 impl ProcInfo {
     /// `pid 42 (nginx)`, with the name escaped.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         format!("pid {} ({})", self.pid, crate::text::value(&self.comm))
     }
 
@@ -132,12 +132,12 @@ pub(crate) struct Dispositions {
 
 impl Dispositions {
     /// Whether a handler for `sig` is installed.
-    pub fn catches(&self, sig: i32) -> bool {
+    pub(crate) fn catches(&self, sig: i32) -> bool {
         sig > 0 && sig <= 64 && self.caught & (1u64 << (sig - 1)) != 0
     }
 
     /// Whether `sig` is ignored.
-    pub fn ignores(&self, sig: i32) -> bool {
+    pub(crate) fn ignores(&self, sig: i32) -> bool {
         sig > 0 && sig <= 64 && self.ignored & (1u64 << (sig - 1)) != 0
     }
 }
@@ -183,7 +183,7 @@ impl ProcFs {
     }
 
     /// The mount point.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -200,14 +200,14 @@ impl ProcFs {
     }
 
     /// Identity and signal masks of one process.
-    pub fn status(&self, pid: i32) -> io::Result<ProcStatus> {
+    pub(crate) fn status(&self, pid: i32) -> io::Result<ProcStatus> {
         let raw = files::read_proc(&self.pid_path(pid, "status"), PROC_FILE_LIMIT)?;
         parse_status(&String::from_utf8_lossy(&raw))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable status"))
     }
 
     /// The command line, arguments joined by spaces (at most 64 KiB of it).
-    pub fn cmdline(&self, pid: i32) -> io::Result<String> {
+    pub(crate) fn cmdline(&self, pid: i32) -> io::Result<String> {
         let raw = files::read_proc(&self.pid_path(pid, "cmdline"), CMDLINE_LIMIT)?;
         let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
         Ok(String::from_utf8_lossy(trimmed).replace('\0', " "))
@@ -223,7 +223,7 @@ impl ProcFs {
     }
 
     /// Every live process.
-    pub fn processes(&self) -> io::Result<Vec<ProcInfo>> {
+    pub(crate) fn processes(&self) -> io::Result<Vec<ProcInfo>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let Ok(entry) = entry else { continue };

@@ -49,7 +49,7 @@ pub enum Selector {
 
 impl Selector {
     /// The flag that gives it, for messages: `--process-name nginx`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Selector::Name(n) => format!("--process-name {}", text::value(n)),
             Selector::Cmdline(r) => format!("--process-cmdline '{}'", text::value(r.as_str())),
@@ -61,7 +61,7 @@ impl Selector {
     }
 
     /// A short form for target names: `nginx`, `/regex/`, the pid file's path.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         match self {
             Selector::Name(n) => text::value(n),
             Selector::Cmdline(r) => format!("/{}/", text::value(r.as_str())),
@@ -70,7 +70,7 @@ impl Selector {
     }
 
     /// The selector in the configuration summary of `/status`.
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         match self {
             Selector::Name(n) => json!({"process_name": text::value(n)}),
             Selector::Cmdline(r) => json!({"process_cmdline": text::value(r.as_str())}),
@@ -84,7 +84,7 @@ impl Selector {
     }
 
     /// Whether `info` matches (pid files are resolved by [`find`], never matched).
-    pub fn matches(&self, procfs: &ProcFs, info: &ProcInfo) -> bool {
+    pub(crate) fn matches(&self, procfs: &ProcFs, info: &ProcInfo) -> bool {
         match self {
             // comm is cut at 15 bytes; argv[0] covers longer names and renamed executables.
             Selector::Name(name) => {
@@ -228,7 +228,7 @@ impl std::fmt::Display for FindError {
 }
 
 /// Finds the app's process(es): see the module documentation. `app_uid` is the declared uid.
-pub fn find(
+pub(crate) fn find(
     procfs: &ProcFs,
     selector: &Selector,
     all: bool,
@@ -354,7 +354,7 @@ fn read_pid_file(
 
 /// What a pid file says: the pid on its first line, and when it was last written.
 #[derive(Debug, Clone, Copy)]
-pub struct PidFile {
+pub(crate) struct PidFile {
     /// The pid.
     pub pid: i32,
     /// Its modification time.

@@ -73,7 +73,12 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     /// A tracker for `selector` in `procfs`.
-    pub fn new(procfs: ProcFs, selector: Selector, all: bool, app_uid: Option<u32>) -> Tracker {
+    pub(crate) fn new(
+        procfs: ProcFs,
+        selector: Selector,
+        all: bool,
+        app_uid: Option<u32>,
+    ) -> Tracker {
         Tracker {
             procfs,
             selector,
@@ -106,7 +111,7 @@ impl Tracker {
 
     /// The processes now, each with its status: the cached one while it lives and is still
     /// named, else found again. Give the handles back with [`Tracker::keep`].
-    pub fn processes(&mut self) -> Result<Vec<Found>, TrackError> {
+    pub(crate) fn processes(&mut self) -> Result<Vec<Found>, TrackError> {
         self.processes_with(ProcessHandle::status)
     }
 
@@ -150,7 +155,7 @@ impl Tracker {
     }
 
     /// Handles on `found`, with their status.
-    pub fn open(&mut self, found: &[ProcInfo]) -> Result<Vec<Found>, TrackError> {
+    pub(crate) fn open(&mut self, found: &[ProcInfo]) -> Result<Vec<Found>, TrackError> {
         self.open_with(found, ProcessHandle::status)
     }
 
@@ -175,7 +180,7 @@ impl Tracker {
     }
 
     /// Gives handles back: the one top-level process is kept for next time.
-    pub fn keep(&mut self, mut handles: Vec<ProcessHandle>) {
+    pub(crate) fn keep(&mut self, mut handles: Vec<ProcessHandle>) {
         if !self.all && handles.len() == 1 {
             self.cached = handles.pop();
         }

@@ -3,11 +3,11 @@
 //!
 //! - `reconciler`: the task of one target: when to act, what to record;
 //! - `progress`: what the reconciler knows and decides, pure and tested with a test clock;
-//! - [`verify`]: the probe after a reload; [`served`]: the certificate the app serves;
-//! - [`state_file`]: what each target applied, kept across sidecar restarts.
+//! - `verify`: the probe after a reload; `served`: the certificate the app serves;
+//! - `state_file`: what each target applied, kept across sidecar restarts.
 
 pub(crate) mod progress;
 pub(crate) mod reconciler;
-pub mod served;
-pub mod state_file;
-pub mod verify;
+pub(crate) mod served;
+pub(crate) mod state_file;
+pub(crate) mod verify;

@@ -88,7 +88,7 @@ pub(crate) enum Ended {
 
 /// What follows an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct After {
+pub(crate) struct After {
     /// The target's state now.
     pub state: TargetState,
     /// Wait this long before the next attempt (`None`: look at the desired version again).
@@ -99,7 +99,7 @@ pub struct After {
 
 impl Progress {
     /// Whether the target must still be made to hold `v`.
-    pub fn needs(&self, v: &Version) -> bool {
+    pub(crate) fn needs(&self, v: &Version) -> bool {
         self.applied != Some(v.fingerprint) && self.gave_up != Some((v.fingerprint, v.resync_round))
     }
 
@@ -137,7 +137,7 @@ impl Progress {
 
     /// Records an attempt at `v` that started at `started` and ended as `ended`; `jitter` in
     /// [0, 1] spreads the backoff.
-    pub fn after(
+    pub(crate) fn after(
         &mut self,
         v: &Version,
         started: Instant,
@@ -210,7 +210,7 @@ impl Progress {
 
 /// `BACKOFF_BASE · 2^(n-1)`, capped, scaled into [50 %, 100 %] by `jitter` in [0, 1] so that
 /// sidecars that failed together do not retry together.
-pub fn backoff(n: u32, cap: Duration, jitter: f64) -> Duration {
+pub(crate) fn backoff(n: u32, cap: Duration, jitter: f64) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << n.saturating_sub(1).min(16));
     exp.min(cap).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }

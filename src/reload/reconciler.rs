@@ -51,7 +51,7 @@ impl Reconciler {
     }
 
     /// Runs until `stop` turns true or the group's task goes away.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let limits = Limits {
             min_interval: self.cfg().min_reload_interval,
             retries: self.cfg().retries,

@@ -32,7 +32,7 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
 
 /// What the app served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Served {
+pub(crate) struct Served {
     /// Keyed fingerprint of the certificate (DER).
     pub fingerprint: Fingerprint,
     /// Serial number, hexadecimal.
@@ -44,7 +44,7 @@ pub struct Served {
 }
 
 /// The end-entity certificate served at `sc`, compared with the version's certificates.
-pub async fn look(
+pub(crate) async fn look(
     sc: &ServedCert,
     disk: &[CertOnDisk],
     key: &FingerprintKey,
@@ -74,7 +74,7 @@ pub async fn look(
 }
 
 /// After a reload: looks until the app serves a certificate of `disk` or the looks are used up.
-pub async fn confirm(
+pub(crate) async fn confirm(
     sc: &ServedCert,
     disk: &[CertOnDisk],
     key: &FingerprintKey,
@@ -106,7 +106,7 @@ pub async fn confirm(
 }
 
 /// What differs, for messages.
-pub fn mismatch(sc: &ServedCert, disk: &[CertOnDisk], s: &Served) -> String {
+pub(crate) fn mismatch(sc: &ServedCert, disk: &[CertOnDisk], s: &Served) -> String {
     let disk: Vec<String> = disk
         .iter()
         .map(|c| format!("{} serial {}", crate::text::path(&c.path), c.serial))

@@ -32,7 +32,7 @@ const MIN_KEY_BYTES: usize = 16;
 
 /// What a target applied last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Full keyed fingerprint, hex.
     pub fingerprint: String,
     /// The process it was delivered to (signal targets): pid and start time in clock ticks.
@@ -61,7 +61,7 @@ pub(crate) struct StateFile {
 
 impl StateFile {
     /// Loads `path` (a missing or unreadable file starts empty, with a warning for the latter).
-    pub fn load(path: &Path) -> StateFile {
+    pub(crate) fn load(path: &Path) -> StateFile {
         let doc = match files::open_regular(path).and_then(|(f, md)| {
             let bytes = files::read_open(&f, &md, LIMIT)?;
             Ok((bytes, md))
@@ -113,7 +113,7 @@ impl StateFile {
     }
 
     /// What `target` applied last, per an earlier run.
-    pub fn applied(&self, target: &str) -> Option<Applied> {
+    pub(crate) fn applied(&self, target: &str) -> Option<Applied> {
         lock(&self.doc).targets.get(target).cloned()
     }
 
@@ -176,7 +176,7 @@ impl StateFile {
 }
 
 /// Whether a record says `fp` was applied.
-pub fn same(applied: &Applied, fp: &Fingerprint) -> bool {
+pub(crate) fn same(applied: &Applied, fp: &Fingerprint) -> bool {
     applied.fingerprint == hex(fp.bytes())
 }
 

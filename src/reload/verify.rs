@@ -17,7 +17,7 @@ const PROBES: u32 = 5;
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 
 /// Probes `v` until it passes or the probes are used up; the message says what was seen.
-pub async fn verify(v: &Verify) -> Result<String, String> {
+pub(crate) async fn verify(v: &Verify) -> Result<String, String> {
     let label = v.endpoint.label();
     let mut pause = FIRST_PAUSE;
     let mut last = String::new();

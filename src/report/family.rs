@@ -21,7 +21,7 @@ pub(super) struct Family {
 
 impl Family {
     /// A counter.
-    pub const fn counter(name: &'static str, help: &'static str) -> Family {
+    pub(crate) const fn counter(name: &'static str, help: &'static str) -> Family {
         Family {
             name,
             help,
@@ -30,7 +30,7 @@ impl Family {
     }
 
     /// A gauge.
-    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+    pub(crate) const fn gauge(name: &'static str, help: &'static str) -> Family {
         Family {
             name,
             help,
@@ -48,7 +48,7 @@ impl Family {
     }
 
     /// The family with its samples.
-    pub fn of(&self, metrics: Vec<Metric>) -> MetricFamily {
+    pub(crate) fn of(&self, metrics: Vec<Metric>) -> MetricFamily {
         named(
             format!("secret_reloader_{}", self.name),
             self.help,
@@ -67,7 +67,7 @@ pub(super) struct Emit {
 
 impl Emit {
     /// Encodes `f` (a family without samples is left out).
-    pub fn push(&mut self, f: MetricFamily) {
+    pub(crate) fn push(&mut self, f: MetricFamily) {
         if f.get_metric().is_empty() {
             return;
         }
@@ -77,7 +77,7 @@ impl Emit {
     }
 
     /// Encodes each of `families`.
-    pub fn extend(&mut self, families: Vec<MetricFamily>) {
+    pub(crate) fn extend(&mut self, families: Vec<MetricFamily>) {
         for f in families {
             self.push(f);
         }

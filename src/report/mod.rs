@@ -5,7 +5,7 @@
 //! - [`metrics`]: every metric, registered per component (`compat_series`: the series of
 //!   prometheus-config-reloader and configmap-reload, for `--compat-metrics`);
 //! - [`server`]: the admin server, on its own thread;
-//! - [`resources`]: running out of descriptors, threads or memory, said and counted;
+//! - `resources`: running out of descriptors, threads or memory, said and counted;
 //! - [`logging`]: text or JSON log lines on stderr.
 
 mod compat_series;
@@ -13,6 +13,6 @@ mod exposition;
 mod family;
 pub mod logging;
 pub mod metrics;
-pub mod resources;
+pub(crate) mod resources;
 pub mod server;
 pub mod status;

@@ -19,7 +19,7 @@ use crate::lock;
 
 /// What ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
+pub(crate) enum Resource {
     /// File descriptors (EMFILE: the process's limit; ENFILE: the system's).
     FileDescriptors,
     /// Threads or processes (EAGAIN from `clone`: the pod's pid limit, `RLIMIT_NPROC`).
@@ -36,7 +36,7 @@ impl Resource {
     ];
 
     /// The metric label and `/status` name.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Resource::FileDescriptors => "file_descriptors",
             Resource::Threads => "threads",
@@ -86,7 +86,7 @@ static EPISODES: Mutex<[Option<Episode>; 3]> = Mutex::new([None, None, None]);
 static BEGUN: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Records a failure for want of `r`; `what` says what failed.
-pub fn exhausted(r: Resource, what: &dyn std::fmt::Display) {
+pub(crate) fn exhausted(r: Resource, what: &dyn std::fmt::Display) {
     FAILURES[r.index()].fetch_add(1, Relaxed);
     let mut all = lock(&EPISODES);
     let slot = &mut all[r.index()];
@@ -110,7 +110,7 @@ pub fn exhausted(r: Resource, what: &dyn std::fmt::Display) {
 }
 
 /// Records `e` when it says a resource ran out; whether it did.
-pub fn check(e: &std::io::Error) -> bool {
+pub(crate) fn check(e: &std::io::Error) -> bool {
     match of(e) {
         Some(r) => {
             exhausted(r, e);
@@ -121,7 +121,7 @@ pub fn check(e: &std::io::Error) -> bool {
 }
 
 /// The resource an error says ran out, if any.
-pub fn of(e: &std::io::Error) -> Option<Resource> {
+pub(crate) fn of(e: &std::io::Error) -> Option<Resource> {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE) => Some(Resource::FileDescriptors),
         Some(libc::ENOMEM) => Some(Resource::Memory),
@@ -130,7 +130,7 @@ pub fn of(e: &std::io::Error) -> Option<Resource> {
 }
 
 /// Every failure so far: a scan that saw this grow while it ran is read again soon.
-pub fn failures() -> u64 {
+pub(crate) fn failures() -> u64 {
     FAILURES.iter().map(|f| f.load(Relaxed)).sum()
 }
 
@@ -179,7 +179,7 @@ pub(crate) fn open_files_limit() -> Option<u64> {
 }
 
 /// For `/status`: descriptors in use and their limit, and each open episode.
-pub fn status() -> Value {
+pub(crate) fn status() -> Value {
     let all = lock(&EPISODES).clone();
     let episodes: Vec<Value> = Resource::ALL
         .iter()
@@ -209,7 +209,7 @@ pub(super) const EXHAUSTED: super::family::Family = super::family::Family::count
 );
 
 /// Failures so far, by label, for the metric.
-pub fn counts() -> Vec<(&'static str, u64)> {
+pub(crate) fn counts() -> Vec<(&'static str, u64)> {
     Resource::ALL
         .iter()
         .map(|r| (r.label(), FAILURES[r.index()].load(Relaxed)))

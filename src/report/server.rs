@@ -87,14 +87,14 @@ pub struct Admin {
 }
 
 /// The running admin server.
-pub struct AdminHandle {
+pub(crate) struct AdminHandle {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AdminHandle {
     /// Stops the server and waits (briefly) for its thread.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 
@@ -115,7 +115,7 @@ impl Drop for AdminHandle {
 }
 
 /// Starts the server on its own thread; `ended` is told if it stops by itself.
-pub fn spawn(
+pub(crate) fn spawn(
     listener: std::net::TcpListener,
     admin: Admin,
     ended: oneshot::Sender<String>,

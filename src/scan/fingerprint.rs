@@ -45,14 +45,14 @@ impl FingerprintKey {
     }
 
     /// A fresh random key: fingerprints are then comparable within this process only.
-    pub fn random() -> io::Result<Self> {
+    pub(crate) fn random() -> io::Result<Self> {
         let mut bytes = vec![0u8; 32];
         getrandom::fill(&mut bytes).map_err(io::Error::other)?;
         Ok(FingerprintKey::new(bytes))
     }
 
     /// The raw key (for the state file; never logged).
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
@@ -106,12 +106,12 @@ pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
     /// The full fingerprint (compared in the process, kept in the state file).
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The shortened hex form used in `/status`, logs and the exec environment.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(SHOWN_HEX_DIGITS);
         for b in &self.0[..SHOWN_HEX_DIGITS / 2] {

@@ -19,15 +19,15 @@
 //!   (`..data`, a swap during the read); `confine`: symlinks kept inside what is watched, loops;
 //!   `read`: reading one file, within the scan's budget and the group's file cap;
 //! - [`fingerprint`]: keyed HMAC fingerprints;
-//! - [`pem`]: the PEM consistency check; [`token`]: the expiry of a JWT held by a file.
+//! - `pem`: the PEM consistency check; `token`: the expiry of a JWT held by a file.
 
 mod confine;
 pub mod fingerprint;
 mod kubelet;
-pub mod pem;
+pub(crate) mod pem;
 mod read;
 mod scanning;
-pub mod token;
+pub(crate) mod token;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,7 +90,7 @@ pub enum Layout {
 
 impl Layout {
     /// Whether the path is a directory (`Some(true)`), a file (`Some(false)`), or missing.
-    pub fn is_dir(self) -> Option<bool> {
+    pub(crate) fn is_dir(self) -> Option<bool> {
         match self {
             Layout::KubeletVolume | Layout::Directory => Some(true),
             Layout::KubeletFile | Layout::File => Some(false),
@@ -143,7 +143,7 @@ pub enum Interest {
 
 impl Interest {
     /// Whether an event on `name` (none: the directory itself) matters.
-    pub fn wants(&self, name: Option<&std::ffi::OsStr>) -> bool {
+    pub(crate) fn wants(&self, name: Option<&std::ffi::OsStr>) -> bool {
         match (self, name) {
             (Interest::All, _) | (_, None) => true,
             (Interest::Names(names), Some(n)) => names.contains(n),

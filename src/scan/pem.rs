@@ -82,7 +82,7 @@ pub(crate) struct PemCheck {
 
 impl PemCheck {
     /// A check that keeps the first certificate of each file (`leaves`) when `leaves` is true.
-    pub fn new(leaves: bool) -> Self {
+    pub(crate) fn new(leaves: bool) -> Self {
         PemCheck {
             keep_leaves: leaves,
             ..PemCheck::default()
@@ -205,7 +205,7 @@ impl PemCheck {
     }
 
     /// Finishes the check: keys that match none of the group's certificates are problems.
-    pub fn finish(mut self) -> PemCheck {
+    pub(crate) fn finish(mut self) -> PemCheck {
         if !self.certs.is_empty() {
             let certs: std::collections::HashSet<&PublicKey> =
                 self.certs.iter().map(|(_, c)| c).collect();

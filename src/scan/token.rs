@@ -13,7 +13,7 @@ const TOKEN_LIMIT: usize = 16 * 1024;
 
 /// When the JWT that `content` holds expires (its `exp` claim); `None` when the file is not one
 /// JWT with a header naming its algorithm and a numeric `exp`.
-pub fn expiry(content: &[u8]) -> Option<SystemTime> {
+pub(crate) fn expiry(content: &[u8]) -> Option<SystemTime> {
     let token = content.trim_ascii();
     // A JWT's header is a JSON object: base64url of `{"` starts with `eyJ`.
     if token.len() > TOKEN_LIMIT || !token.starts_with(b"eyJ") {

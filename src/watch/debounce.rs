@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// What an event means for the timing of the next scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Kubelet's `..data` swap: the new version is complete now.
     Commit,
     /// Data written to this file (it may still be open).
@@ -27,7 +27,7 @@ pub enum Signal {
 
 /// Debounce state of one watch group.
 #[derive(Debug)]
-pub struct Debounce {
+pub(crate) struct Debounce {
     /// Quiet period.
     quiet: Duration,
     /// Cap on the total wait from the first pending event.
@@ -46,7 +46,7 @@ pub struct Debounce {
 
 impl Debounce {
     /// A debouncer with the given quiet period and cap.
-    pub fn new(quiet: Duration, max_wait: Duration) -> Self {
+    pub(crate) fn new(quiet: Duration, max_wait: Duration) -> Self {
         Debounce {
             quiet,
             max_wait: max_wait.max(quiet),
@@ -59,7 +59,7 @@ impl Debounce {
     }
 
     /// Records an event seen at `now`.
-    pub fn event(&mut self, now: Instant, signal: Signal) {
+    pub(crate) fn event(&mut self, now: Instant, signal: Signal) {
         self.first.get_or_insert(now);
         self.last = Some(now);
         match signal {
@@ -91,7 +91,7 @@ impl Debounce {
 
     /// Whether file data was written since the last [`Debounce::fire`] (renames, creations and
     /// removals swap whole files: what a scan read then was complete either way).
-    pub fn wrote(&self) -> bool {
+    pub(crate) fn wrote(&self) -> bool {
         self.wrote
     }
 
@@ -101,7 +101,7 @@ impl Debounce {
     }
 
     /// A scan starts now: everything seen so far is covered by it.
-    pub fn fire(&mut self) {
+    pub(crate) fn fire(&mut self) {
         self.first = None;
         self.last = None;
         self.commit = false;

@@ -69,7 +69,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The mount whose mount point is `path`, if `path` is a file mounted on its own.
-pub fn single_file_mount<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+pub(crate) fn single_file_mount<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     if !path.is_file() {
         return None;
     }

@@ -38,7 +38,7 @@ pub(crate) struct PidFileWatch {
 
 impl PidFileWatch {
     /// A watch of `path` through `hub`; `None` for a path without a directory and a name.
-    pub fn new(hub: &Arc<WatchHub>, path: &Path) -> Option<PidFileWatch> {
+    pub(crate) fn new(hub: &Arc<WatchHub>, path: &Path) -> Option<PidFileWatch> {
         let name = OsString::from(path.file_name()?);
         let dir = match path.parent()? {
             d if d.as_os_str().is_empty() => PathBuf::from("."),

@@ -1,8 +1,8 @@
 //! The exec kind: run a command. Its configuration, from the flags (`--exec`, repeatable) and
 //! from a config file's `"type": "exec"` target; [`run`] runs it; [`doctor`] checks it.
 
-pub mod doctor;
-pub mod run;
+pub(crate) mod doctor;
+pub(crate) mod run;
 
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ impl ExecConfig {
     }
 
     /// What `/status` shows: the program, never its arguments (they may carry credentials).
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         json!({
             "command": self.argv.first().map(|c| crate::text::value(c)),
             "timeout": humantime::format_duration(self.timeout).to_string(),

@@ -103,7 +103,7 @@ pub(crate) fn reap_orphans() {
 }
 
 /// The exec action of one target.
-pub struct ExecAction {
+pub(crate) struct ExecAction {
     /// Command and time limit.
     cfg: ExecConfig,
     /// Target name, passed as `SECRET_RELOADER_TARGET`.
@@ -114,7 +114,7 @@ pub struct ExecAction {
 
 impl ExecAction {
     /// An action for `cfg`, of target `target` in watch group `group`.
-    pub fn new(cfg: ExecConfig, target: &str, group: &str) -> Self {
+    pub(crate) fn new(cfg: ExecConfig, target: &str, group: &str) -> Self {
         ExecAction {
             cfg,
             target: target.to_string(),
@@ -123,7 +123,7 @@ impl ExecAction {
     }
 
     /// Runs the command once.
-    pub async fn run(&self, version: &Version) -> Result<Outcome, ActionError> {
+    pub(crate) async fn run(&self, version: &Version) -> Result<Outcome, ActionError> {
         let prog = &self.cfg.argv[0];
         let shown = text::value(prog);
         let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());

@@ -19,7 +19,7 @@ use crate::{files, text};
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
 
 /// The HTTP action of one target.
-pub struct HttpAction {
+pub(crate) struct HttpAction {
     /// Where and how to call.
     cfg: HttpConfig,
     /// The connection of the last call, when the endpoint kept it alive.
@@ -30,7 +30,7 @@ pub struct HttpAction {
 
 impl HttpAction {
     /// An action for `cfg`.
-    pub fn new(cfg: HttpConfig) -> Self {
+    pub(crate) fn new(cfg: HttpConfig) -> Self {
         HttpAction {
             cfg,
             kept: None,
@@ -40,7 +40,7 @@ impl HttpAction {
 
     /// The last call's status (`None`: no answer), and why an attempt that did not succeed
     /// (`ok` false) failed.
-    pub fn answered(&self, ok: bool) -> (Option<u16>, Option<CallFailure>) {
+    pub(crate) fn answered(&self, ok: bool) -> (Option<u16>, Option<CallFailure>) {
         let failure = match self.answered {
             _ if ok => None,
             None => Some(CallFailure::NoAnswer),
@@ -89,7 +89,7 @@ impl HttpAction {
     }
 
     /// Makes the reload call for `version`.
-    pub async fn call(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+    pub(crate) async fn call(&mut self, version: &Version) -> Result<Outcome, ActionError> {
         self.answered = None;
         let headers = self.headers(version)?;
         let (method, label) = (self.cfg.method.clone(), self.cfg.endpoint.label());

@@ -2,8 +2,8 @@
 //! (`--reload-url` and the `--reload-*` options) and from a config file's `"type": "http"`
 //! target; [`call`] runs it; [`doctor`] checks it.
 
-pub mod call;
-pub mod doctor;
+pub(crate) mod call;
+pub(crate) mod doctor;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ impl HttpConfig {
     }
 
     /// What `/status` shows: header names, never their values or the token.
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         json!({
             "url": self.endpoint.label(),
             "tls": self.endpoint.tls_summary(),
@@ -194,7 +194,7 @@ struct HeaderSources<'a> {
 }
 
 impl HeaderSources<'_> {
-    pub fn build(&self, f: &mut Findings) -> (Headers, HeaderFiles) {
+    pub(crate) fn build(&self, f: &mut Findings) -> (Headers, HeaderFiles) {
         let [inline_name, file_name, token_name] = self.names;
         let mut headers = Vec::new();
         for h in self.inline {

@@ -7,7 +7,7 @@
 //! and the new process is compared again before anything else is sent. Its configuration check
 //! (`check_groups`) and its doctor check ([`doctor`]) live here too.
 
-pub mod doctor;
+pub(crate) mod doctor;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,7 +42,7 @@ struct Restart {
 }
 
 /// The restart action of one target: its signal action, whose process is compared.
-pub struct RestartAction {
+pub(crate) struct RestartAction {
     /// Finds the process and sends the restart signal.
     signal: SignalAction,
     /// What the environment is compared with, and what was sent (boxed: a thousand idle signal
@@ -53,7 +53,7 @@ pub struct RestartAction {
 impl RestartAction {
     /// The action for an app that took the keys as environment variables: `signal`'s process
     /// compared with `key`, restarted at most once per `gap`.
-    pub fn new(signal: SignalAction, key: FingerprintKey, gap: Duration) -> Self {
+    pub(crate) fn new(signal: SignalAction, key: FingerprintKey, gap: Duration) -> Self {
         RestartAction {
             signal,
             env: Box::new(EnvMode {
@@ -80,7 +80,7 @@ impl RestartAction {
     }
 
     /// The signal action it restarts with.
-    pub fn signal(&self) -> &SignalAction {
+    pub(crate) fn signal(&self) -> &SignalAction {
         &self.signal
     }
 
@@ -90,7 +90,7 @@ impl RestartAction {
     }
 
     /// What the last comparison of the app's environment found (`--consumed-as env`).
-    pub fn environment(&self) -> Option<&EnvironmentStatus> {
+    pub(crate) fn environment(&self) -> Option<&EnvironmentStatus> {
         self.env.last.as_ref()
     }
 
@@ -143,7 +143,7 @@ impl RestartAction {
 
     /// `--consumed-as env`: restart the app when its environment differs from the files, safely
     /// (see the module's documentation).
-    pub async fn apply(&mut self, version: &Version) -> Result<Outcome, ActionError> {
+    pub(crate) async fn apply(&mut self, version: &Version) -> Result<Outcome, ActionError> {
         let sig = self.signal.signal;
         let mut procs = self.signal.targets().await?;
         if procs.len() != 1 {

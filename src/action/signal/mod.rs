@@ -4,8 +4,8 @@
 //! [`doctor`] checks it. An app that took its keys as environment variables is restarted
 //! instead ([`super::restart`]).
 
-pub mod doctor;
-pub mod send;
+pub(crate) mod doctor;
+pub(crate) mod send;
 
 use std::path::Path;
 
@@ -35,7 +35,7 @@ impl SignalConfig {
     }
 
     /// What `/status` shows.
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         json!({
             "signal": self.signal.as_str(),
             "selector": self.selector.summary(),

@@ -44,7 +44,7 @@ pub(crate) const START_MARGIN: Duration = Duration::from_millis(20);
 pub(crate) const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
 
 /// The signal action of one target.
-pub struct SignalAction {
+pub(crate) struct SignalAction {
     /// What to send.
     pub(in crate::action) signal: Signal,
     /// The app's process(es), followed across reloads; `None` while a lookup that reads the
@@ -64,7 +64,7 @@ pub struct SignalAction {
 
 impl SignalAction {
     /// An action for `cfg`; `app_uid` is the declared app uid.
-    pub fn new(cfg: SignalConfig, procfs: ProcFs, app_uid: Option<u32>) -> Self {
+    pub(crate) fn new(cfg: SignalConfig, procfs: ProcFs, app_uid: Option<u32>) -> Self {
         SignalAction {
             signal: cfg.signal,
             selector: cfg.selector.describe(),
@@ -99,7 +99,11 @@ impl SignalAction {
     }
 
     /// Signals the target process(es) so they load `version`.
-    pub async fn send(&mut self, version: &Version, force: bool) -> Result<Outcome, ActionError> {
+    pub(crate) async fn send(
+        &mut self,
+        version: &Version,
+        force: bool,
+    ) -> Result<Outcome, ActionError> {
         let sig = self.signal;
         // What the processes do with the signal, read now (the safety check of every send), and
         // when they started.
@@ -162,12 +166,12 @@ impl SignalAction {
     }
 
     /// The one process that holds the version last applied, when there is exactly one.
-    pub fn delivered(&self) -> Option<(i32, u64)> {
+    pub(crate) fn delivered(&self) -> Option<(i32, u64)> {
         self.delivered
     }
 
     /// The one target process now, if there is exactly one.
-    pub async fn current(&mut self) -> Option<(i32, u64)> {
+    pub(crate) async fn current(&mut self) -> Option<(i32, u64)> {
         match self.targets().await {
             Ok(p) if p.len() == 1 => {
                 let id = (p[0].0.info.pid, p[0].0.info.start_ticks);

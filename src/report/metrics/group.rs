@@ -13,7 +13,7 @@ use crate::report::family::{Emit, Family, counter, flag, gauge};
 
 /// The series of one watch group.
 #[derive(Debug, Default)]
-pub struct GroupMetrics {
+pub(crate) struct GroupMetrics {
     /// The `watch` label.
     pub(in crate::report) name: String,
     /// [`CHANGES`].
@@ -82,7 +82,7 @@ pub(in crate::report) struct FileSeries {
 
 impl GroupMetrics {
     /// A content change seen at `unix` seconds.
-    pub fn changed(&self, unix: f64) {
+    pub(crate) fn changed(&self, unix: f64) {
         self.changes.fetch_add(1, Relaxed);
         self.last_change.set(unix);
     }

@@ -71,7 +71,7 @@ impl Label for WatchErrorKind {
 /// Why the admin server closed a connection before it was done, for
 /// `admin_connections_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// The connection cap was reached: the longest idle connection made room for a new one (or,
     /// every slot answering a request, the new one was closed).
     Capacity,
@@ -116,7 +116,7 @@ impl AdminMetrics {
         self.open.fetch_add(d, Relaxed);
     }
     /// A connection was closed before it was done.
-    pub fn dropped(&self, why: DropReason) {
+    pub(crate) fn dropped(&self, why: DropReason) {
         self.dropped.add(why);
     }
 }
@@ -198,7 +198,7 @@ impl Metrics {
     }
 
     /// The series of a new watch group that watches `paths` paths.
-    pub fn register_group(&self, name: &str, paths: usize) -> Arc<GroupMetrics> {
+    pub(crate) fn register_group(&self, name: &str, paths: usize) -> Arc<GroupMetrics> {
         let g = Arc::new(GroupMetrics {
             name: name.to_string(),
             ..Default::default()
@@ -209,7 +209,7 @@ impl Metrics {
     }
 
     /// The series of a new target.
-    pub fn register_target(&self, cfg: &TargetConfig) -> Arc<TargetMetrics> {
+    pub(crate) fn register_target(&self, cfg: &TargetConfig) -> Arc<TargetMetrics> {
         let t = Arc::new(TargetMetrics::new(
             cfg.name.clone(),
             cfg.verify.is_some(),

@@ -20,7 +20,7 @@ const BUCKETS: [f64; 15] = [
 
 /// The series of one target.
 #[derive(Debug)]
-pub struct TargetMetrics {
+pub(crate) struct TargetMetrics {
     /// The `target` label.
     pub(in crate::report) name: String,
     /// Successful actions: [`RELOADS`] `result="success"`.
@@ -133,7 +133,7 @@ pub(in crate::report) struct Verified {
 
 /// Why an HTTP reload call failed, as configmap-reload's `request_errors_total` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallFailure {
+pub(crate) enum CallFailure {
     /// No answer: the connection failed or timed out, or the request could not be made.
     NoAnswer,
     /// An answer with another status than the expected one.
@@ -201,7 +201,7 @@ impl TargetMetrics {
     }
 
     /// A reload action that took `took`; `ok` when it succeeded, at `unix` seconds.
-    pub fn action(&self, ok: bool, took: Duration, unix: f64) {
+    pub(crate) fn action(&self, ok: bool, took: Duration, unix: f64) {
         let secs = took.as_secs_f64();
         if ok {
             self.successes.fetch_add(1, Relaxed);
@@ -224,7 +224,7 @@ impl TargetMetrics {
 
     /// The app's environment was compared with the files: `differs` when some key holds another
     /// value.
-    pub fn environment(&self, differs: bool) {
+    pub(crate) fn environment(&self, differs: bool) {
         self.environment.differs.store(differs, Relaxed);
         self.environment.compared.store(true, Relaxed);
     }
@@ -241,7 +241,7 @@ impl TargetMetrics {
 
     /// The app served a certificate that is (`matches`) or is not the one on disk, expiring at
     /// `not_after` (Unix seconds).
-    pub fn served(&self, matches: bool, not_after: f64) {
+    pub(crate) fn served(&self, matches: bool, not_after: f64) {
         if let Some(s) = &self.served {
             s.matches.store(matches, Relaxed);
             s.expiry.set(not_after);
@@ -251,7 +251,7 @@ impl TargetMetrics {
 
     /// An HTTP call answered `status` (`None`: no answer); `failure`: why the attempt failed, if
     /// it did.
-    pub fn call(&self, status: Option<u16>, failure: Option<CallFailure>) {
+    pub(crate) fn call(&self, status: Option<u16>, failure: Option<CallFailure>) {
         let Some(calls) = &self.calls else {
             return;
         };
@@ -273,7 +273,7 @@ impl TargetMetrics {
     }
 
     /// A verification outcome.
-    pub fn verified(&self, ok: bool) {
+    pub(crate) fn verified(&self, ok: bool) {
         if let Some(v) = &self.verify {
             if ok { &v.successes } else { &v.failures }.fetch_add(1, Relaxed);
         }

@@ -5,7 +5,7 @@
 //! for a copy and never across an await; the admin server reads a copy of each. Metrics are kept
 //! apart in [`super::metrics`]; this is the detail an operator reads when a metric says something
 //! is wrong. Nothing here carries secret content or a file's exact size; paths and messages are
-//! escaped (see [`crate::text`]).
+//! escaped (see `crate::text`).
 
 mod group;
 mod shared;

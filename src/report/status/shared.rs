@@ -22,7 +22,7 @@ pub struct Stalled {
 
 impl Stalled {
     /// The status of `stall`.
-    pub fn of(stall: &crate::lane::Stall) -> Stalled {
+    pub(crate) fn of(stall: &crate::lane::Stall) -> Stalled {
         Stalled {
             path: stall.path.as_deref().map(text::path),
             since: stall.since,

@@ -44,7 +44,7 @@ impl TargetState {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TargetState::Idle => "idle",
             TargetState::Acting => "acting",

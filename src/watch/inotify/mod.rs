@@ -116,7 +116,7 @@ impl Listener {
 }
 
 /// The inotify watcher and the directories it watches, shared by all groups.
-pub struct WatchHub {
+pub(crate) struct WatchHub {
     state: Mutex<State>,
     /// Every group's wakeup (and every watched file's flag), by [`GroupId`].
     groups: Mutex<Vec<Listener>>,
@@ -133,7 +133,11 @@ pub struct WatchHub {
 impl WatchHub {
     /// Sets up inotify; with `force_poll`, or when inotify cannot be set up, groups poll. Call
     /// inside the runtime. `mounts`: the mount table now.
-    pub fn new(metrics: Arc<Metrics>, force_poll: bool, mounts: Vec<Mount>) -> Arc<WatchHub> {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        force_poll: bool,
+        mounts: Vec<Mount>,
+    ) -> Arc<WatchHub> {
         let (inotify, unavailable) = if force_poll {
             (
                 None,
@@ -168,7 +172,7 @@ impl WatchHub {
     }
 
     /// The mount table, and its generation (it grows at each change).
-    pub fn mounts(&self) -> (Arc<Vec<Mount>>, u64) {
+    pub(crate) fn mounts(&self) -> (Arc<Vec<Mount>>, u64) {
         let m = lock(&self.mounts);
         (m.0.clone(), m.1)
     }
@@ -181,7 +185,7 @@ impl WatchHub {
     }
 
     /// Registers a group's wakeup; events for the directories it wants wake it.
-    pub fn register(&self, wake: Arc<Wake>) -> GroupId {
+    pub(crate) fn register(&self, wake: Arc<Wake>) -> GroupId {
         self.listen(Listener::Group(wake))
     }
 
@@ -204,7 +208,7 @@ impl WatchHub {
     }
 
     /// Whether `dir` is watched for `group` now.
-    pub fn watching(&self, group: GroupId, dir: &Path) -> bool {
+    pub(crate) fn watching(&self, group: GroupId, dir: &Path) -> bool {
         let st = lock(&self.state);
         st.inotify.is_some()
             && st
@@ -245,7 +249,7 @@ impl WatchHub {
     }
 
     /// Reads events until `stop`; runs on the runtime thread.
-    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let fd = lock(&self.state).inotify.clone();
             let Some(fd) = fd else {
