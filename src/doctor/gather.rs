@@ -84,7 +84,7 @@ async fn group(
             key: &config.fingerprint_key,
             max_files: g.max_files,
             follow_external_symlinks: g.follow_external_symlinks,
-            kinds: &[],
+            was_dir: &Default::default(),
             served_certs: g.targets.iter().any(|t| t.served_cert.is_some()),
         },
     );

@@ -39,7 +39,8 @@ impl GroupTask {
     ) -> Option<Look> {
         let (mounts, generation) = self.hub.mounts();
         if mem.place == (Place::Memory, Some(generation)) && !mem.large {
-            if let Some(scan) = read_settled(&self.cfg, &self.key, &mem.kinds, Some(INLINE_BUDGET))
+            if let Some(scan) =
+                read_settled(&self.cfg, &self.key, &mem.was_dir, Some(INLINE_BUDGET))
             {
                 return Some(Look {
                     scan,
@@ -59,17 +60,17 @@ impl GroupTask {
             }
         };
         let mut identity = self.identity.take();
-        let (cfg, key, kinds, hub, id) = (
+        let (cfg, key, was_dir, hub, id) = (
             self.cfg.clone(),
             self.key.clone(),
-            mem.kinds.clone(),
+            mem.was_dir.clone(),
             self.hub.clone(),
             self.id,
         );
         let policy = self.policy();
         let mounts = (mem.place.1 != Some(generation)).then_some(mounts);
         let job = move || {
-            let scan = read_settled(&cfg, &key, &kinds, None).expect("no budget");
+            let scan = read_settled(&cfg, &key, &was_dir, None).expect("no budget");
             // Found again only when the mount table changed since it was last found.
             let place =
                 mounts.map(|m| crate::lane::classify(&cfg.paths, cfg.follow_external_symlinks, &m));
@@ -160,16 +161,16 @@ pub(super) struct OffThread {
 fn read_settled(
     cfg: &GroupConfig,
     key: &FingerprintKey,
-    kinds: &[Option<bool>],
+    was_dir: &std::collections::HashMap<std::path::PathBuf, bool>,
     budget: Option<Budget>,
 ) -> Option<Scan> {
-    let mut scan = read_content(cfg, key, kinds, budget)?;
+    let mut scan = read_content(cfg, key, was_dir, budget)?;
     for _ in 0..TORN_RETRIES {
         if !scan.torn {
             break;
         }
         tracing::debug!("a kubelet volume swapped during the scan: reading it again");
-        scan = read_content(cfg, key, kinds, budget)?;
+        scan = read_content(cfg, key, was_dir, budget)?;
     }
     Some(scan)
 }
@@ -178,14 +179,14 @@ fn read_settled(
 fn read_content(
     cfg: &GroupConfig,
     key: &FingerprintKey,
-    kinds: &[Option<bool>],
+    was_dir: &std::collections::HashMap<std::path::PathBuf, bool>,
     budget: Option<Budget>,
 ) -> Option<Scan> {
     let opts = scan::Options {
         key,
         max_files: cfg.max_files,
         follow_external_symlinks: cfg.follow_external_symlinks,
-        kinds,
+        was_dir,
         served_certs: cfg.targets.iter().any(|t| t.served_cert.is_some()),
     };
     match budget {

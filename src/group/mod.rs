@@ -101,8 +101,8 @@ struct Memory {
     resync_round: u64,
     polling: bool,
     scanned_once: bool,
-    /// Whether each watched path was a directory when first seen.
-    kinds: Vec<Option<bool>>,
+    /// Whether each watched path was a directory when first seen, by path.
+    was_dir: std::collections::HashMap<std::path::PathBuf, bool>,
     /// The last scan exceeded the inline budget: the next one goes to the lane at once.
     large: bool,
     /// Where the group's files live, and the mount table's generation when that was found.
@@ -130,7 +130,7 @@ impl GroupTask {
             resync_round: 0,
             polling: false,
             scanned_once: false,
-            kinds: vec![None; self.cfg.paths.len()],
+            was_dir: std::collections::HashMap::new(),
             large: false,
             place: (Place::Other, None),
             retry_at: None,

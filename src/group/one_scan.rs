@@ -210,9 +210,11 @@ impl Memory {
         // Back on the runtime thread once the content is small again.
         self.large =
             scan.work.bytes > INLINE_BUDGET.bytes || scan.work.entries > INLINE_BUDGET.entries;
-        for (kind, (_, layout)) in self.kinds.iter_mut().zip(&scan.layouts) {
-            if kind.is_none() {
-                *kind = layout.is_dir();
+        for (path, layout) in &scan.layouts {
+            if let Some(dir) = layout.is_dir()
+                && !self.was_dir.contains_key(path)
+            {
+                self.was_dir.insert(path.clone(), dir);
             }
         }
         let first = !self.scanned_once;

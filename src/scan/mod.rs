@@ -233,8 +233,9 @@ pub struct Options<'a> {
     pub max_files: usize,
     /// Follow symlinks out of a watched directory.
     pub follow_external_symlinks: bool,
-    /// Whether each watched path was a directory when first seen (`None`: not seen yet).
-    pub kinds: &'a [Option<bool>],
+    /// Whether each watched path was a directory when first seen, by path (absent: not seen
+    /// yet).
+    pub was_dir: &'a std::collections::HashMap<PathBuf, bool>,
     /// Record the first certificate of each file ([`Scan::certs`]): a target of the group
     /// compares it with the one its app serves. Off, the scan does no work for it.
     pub served_certs: bool,

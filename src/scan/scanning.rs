@@ -99,7 +99,7 @@ impl<'a> Scanning<'a> {
             if self.budget.is_some_and(|b| self.spent.entries > b.entries) {
                 return None;
             }
-            let was_dir = self.opts.kinds.get(i).copied().flatten();
+            let was_dir = self.opts.was_dir.get(p).copied();
             let layout = self.path(p, was_dir);
             if self.over {
                 return None;

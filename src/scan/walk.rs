@@ -364,14 +364,14 @@ mod tests {
     use super::super::fingerprint::FingerprintKey;
     use super::super::{Layout, Options, Scan, scan};
 
-    fn scan_of(paths: &[PathBuf], kinds: &[Option<bool>]) -> Scan {
+    fn scan_of(paths: &[PathBuf], was_dir: &std::collections::HashMap<PathBuf, bool>) -> Scan {
         scan(
             paths,
             Options {
                 key: &FingerprintKey::new(b"test".to_vec()),
                 max_files: 100,
                 follow_external_symlinks: false,
-                kinds,
+                was_dir,
                 served_certs: false,
             },
         )
@@ -403,11 +403,12 @@ mod tests {
         symlink("..2026_01_01_00_00_00.1", vol.join("..data")).unwrap();
         for (path, layout) in [(&plain, Layout::Directory), (&vol, Layout::KubeletVolume)] {
             // The first scan, and a later one (the path known to be a directory).
-            for kinds in [[None], [Some(true)]] {
-                let s = scan_of(std::slice::from_ref(path), &kinds);
+            let known = std::collections::HashMap::from([(path.clone(), true)]);
+            for was_dir in [Default::default(), known] {
+                let s = scan_of(std::slice::from_ref(path), &was_dir);
                 assert_eq!(s.layouts[0].1, layout, "{path:?}");
                 assert!(s.problems.is_empty(), "{:?}", s.problems);
-                assert_eq!(names(&s), ["a", "b"], "{path:?} {kinds:?}");
+                assert_eq!(names(&s), ["a", "b"], "{path:?} {was_dir:?}");
                 assert!(
                     s.skipped.iter().any(|m| m.contains("reached twice")),
                     "{:?}",
@@ -417,7 +418,7 @@ mod tests {
             }
         }
         // Two watched paths naming one directory: walked once.
-        let s = scan_of(&[plain.clone(), plain.join("sub/up")], &[None, None]);
+        let s = scan_of(&[plain.clone(), plain.join("sub/up")], &Default::default());
         assert!(
             s.skipped.iter().any(|m| m.contains("reached twice")),
             "{:?}",

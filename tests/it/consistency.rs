@@ -19,7 +19,7 @@ fn scan_dir(dir: &Path) -> Scan {
             key: &FingerprintKey::new(b"test".to_vec()),
             max_files: 100,
             follow_external_symlinks: false,
-            kinds: &[],
+            was_dir: &Default::default(),
             served_certs: false,
         },
     )
