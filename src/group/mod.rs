@@ -124,91 +124,100 @@ struct Memory {
 
 impl GroupTask {
     /// Runs until `stop` turns true.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut mem = Memory {
-            published: None,
-            resync_round: 0,
-            polling: false,
-            scanned_once: false,
-            was_dir: std::collections::HashMap::new(),
-            large: false,
-            place: (Place::Other, None),
-            retry_at: None,
-            books: bookkeeping::Books::default(),
-            unconfirmed_since: None,
-            rescan: false,
-            no_certs: Arc::new([]),
-            no_keys: Arc::new([]),
-        };
-        let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
-        let mut last_scan = Instant::now();
-        // One timer for the loop, moved only when its deadline changes: an event that ends a wait
-        // leaves the timer wheel alone on its way to the scan.
-        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-        tokio::pin!(timer);
-        let mut timer_at = None;
-        if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
-            return;
-        }
-        loop {
-            if std::mem::take(&mut mem.rescan) {
-                if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
-                    return;
-                }
-                continue;
+    // An async block, not an `async fn`: an `async fn` keeps its moved-in `self` twice in its
+    // state (the argument and its binding), and this state is every target's and group's
+    // task, held for the daemon's life.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        async move {
+            let mut mem = Memory {
+                published: None,
+                resync_round: 0,
+                polling: false,
+                scanned_once: false,
+                was_dir: std::collections::HashMap::new(),
+                large: false,
+                place: (Place::Other, None),
+                retry_at: None,
+                books: bookkeeping::Books::default(),
+                unconfirmed_since: None,
+                rescan: false,
+                no_certs: Arc::new([]),
+                no_keys: Arc::new([]),
+            };
+            let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
+            let mut last_scan = Instant::now();
+            // One timer for the loop, moved only when its deadline changes: an event that ends a wait
+            // leaves the timer wheel alone on its way to the scan.
+            let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+            tokio::pin!(timer);
+            let mut timer_at = None;
+            if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
+                return;
             }
-            let events_due = lock(&self.wake.debounce).due();
-            let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
-            // A hold that lasts past the timeout is reported when it does, not at the next event.
-            let escalation = mem.books.escalation_due(self.cfg.consistency_timeout);
-            let due = [events_due, escalation, mem.retry_at]
-                .into_iter()
-                .flatten()
-                .min();
-            let next = [due, next_resync, poll_due].into_iter().flatten().min();
-            // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
-            // would add up to a millisecond.
-            if next.is_none_or(|t| t > Instant::now()) {
-                if let Some(t) = next
-                    && timer_at != Some(t)
-                {
-                    timer.as_mut().reset(t.into());
-                    timer_at = Some(t);
-                }
-                tokio::select! {
-                    _ = self.wake.notify.notified() => continue,
-                    _ = &mut timer, if next.is_some() => {}
-                    _ = crate::stop::stopped(&mut stop) => return,
-                }
-            }
-            let now = Instant::now();
-            let resync_now = next_resync.is_some_and(|t| t <= now);
-            let due_now = due.is_some_and(|t| t <= now) || poll_due.is_some_and(|t| t <= now);
-            if !resync_now && !due_now {
-                continue;
-            }
-            if resync_now {
-                mem.resync_round += 1;
-                next_resync = self.timing.resync.map(|d| now + d);
-                if mem.polling && !self.timing.forced_poll {
-                    self.hub.try_restore();
-                }
-                // Events are pending (a writer may be half-way): their own scan, when their quiet
-                // period ends, serves as the resync (it carries the new round).
-                if !due_now && events_due.is_some() {
+            loop {
+                if std::mem::take(&mut mem.rescan) {
+                    if !Box::pin(self.scan(&mut mem, false, &mut stop)).await {
+                        return;
+                    }
                     continue;
                 }
-            }
-            let commit = {
-                let mut d = lock(&self.wake.debounce);
-                let commit = d.is_commit();
-                d.fire();
-                commit
-            };
-            last_scan = now;
-            // Boxed: idle groups keep only their loop state.
-            if !Box::pin(self.scan(&mut mem, commit, &mut stop)).await {
-                return;
+                let events_due = lock(&self.wake.debounce).due();
+                let poll_due = mem.polling.then(|| last_scan + self.timing.poll_interval);
+                // A hold that lasts past the timeout is reported when it does, not at the next event.
+                let escalation = mem.books.escalation_due(self.cfg.consistency_timeout);
+                let due = [events_due, escalation, mem.retry_at]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let next = [due, next_resync, poll_due].into_iter().flatten().min();
+                // A deadline already passed (kubelet's commit point) is acted on now: tokio's timer
+                // would add up to a millisecond.
+                if next.is_none_or(|t| t > Instant::now()) {
+                    if let Some(t) = next
+                        && timer_at != Some(t)
+                    {
+                        timer.as_mut().reset(t.into());
+                        timer_at = Some(t);
+                    }
+                    tokio::select! {
+                        _ = self.wake.notify.notified() => continue,
+                        _ = &mut timer, if next.is_some() => {}
+                        _ = crate::stop::stopped(&mut stop) => return,
+                    }
+                }
+                let now = Instant::now();
+                let resync_now = next_resync.is_some_and(|t| t <= now);
+                let due_now = due.is_some_and(|t| t <= now) || poll_due.is_some_and(|t| t <= now);
+                if !resync_now && !due_now {
+                    continue;
+                }
+                if resync_now {
+                    mem.resync_round += 1;
+                    next_resync = self.timing.resync.map(|d| now + d);
+                    if mem.polling && !self.timing.forced_poll {
+                        self.hub.try_restore();
+                    }
+                    // Events are pending (a writer may be half-way): their own scan, when their quiet
+                    // period ends, serves as the resync (it carries the new round).
+                    if !due_now && events_due.is_some() {
+                        continue;
+                    }
+                }
+                let commit = {
+                    let mut d = lock(&self.wake.debounce);
+                    let commit = d.is_commit();
+                    d.fire();
+                    commit
+                };
+                last_scan = now;
+                // Boxed: idle groups keep only their loop state.
+                if !Box::pin(self.scan(&mut mem, commit, &mut stop)).await {
+                    return;
+                }
             }
         }
     }

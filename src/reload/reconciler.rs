@@ -51,99 +51,110 @@ impl Reconciler {
     }
 
     /// Runs until `stop` turns true or the group's task goes away.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let limits = Limits {
-            min_interval: self.cfg().min_reload_interval,
-            retries: self.cfg().retries,
-            backoff_max: self.cfg().retry_backoff_max,
-            splay: self.cfg().splay_offset,
-        };
-        let mut progress: Option<Progress> = None;
-        // The last message of a wait, logged once.
-        let mut last_wait: Option<String> = None;
-        // The resync round whose served certificate was looked at (`--verify-served-cert`), and
-        // when to look again after a look that could not read it (the app not listening yet).
-        let mut served_round: Option<u64> = None;
-        let mut look_again: Option<(Instant, Duration)> = None;
-        // The resync round whose app environment was compared (`--consumed-as env`).
-        let mut env_round: Option<u64> = None;
-        loop {
-            let desired = self.rx.borrow_and_update().clone();
-            let Some(desired) = desired else {
-                tokio::select! {
-                    r = self.rx.changed() => if r.is_err() { return },
-                    _ = stopped(&mut stop) => return,
-                }
-                continue;
+    // An async block, not an `async fn`: an `async fn` keeps its moved-in `self` twice in its
+    // state (the argument and its binding), and this state is every target's and group's
+    // task, held for the daemon's life.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        async move {
+            let limits = Limits {
+                min_interval: self.cfg().min_reload_interval,
+                retries: self.cfg().retries,
+                backoff_max: self.cfg().retry_backoff_max,
+                splay: self.cfg().splay_offset,
             };
-            let v = match desired.content {
-                Content::Held => {
-                    self.show_held(desired.scan_ns);
+            let mut progress: Option<Progress> = None;
+            // The last message of a wait, logged once.
+            let mut last_wait: Option<String> = None;
+            // The resync round whose served certificate was looked at (`--verify-served-cert`), and
+            // when to look again after a look that could not read it (the app not listening yet).
+            let mut served_round: Option<u64> = None;
+            let mut look_again: Option<(Instant, Duration)> = None;
+            // The resync round whose app environment was compared (`--consumed-as env`).
+            let mut env_round: Option<u64> = None;
+            loop {
+                let desired = self.rx.borrow_and_update().clone();
+                let Some(desired) = desired else {
                     tokio::select! {
                         r = self.rx.changed() => if r.is_err() { return },
                         _ = stopped(&mut stop) => return,
                     }
                     continue;
-                }
-                Content::Version(v) => v,
-            };
-            let p = match &mut progress {
-                Some(p) => p,
-                None => progress.insert(self.start(&v).await),
-            };
-            if p.applied == Some(v.fingerprint) && env_round != Some(v.resync_round) {
-                // An app that took the keys as environment variables may have been restarted
-                // with other values since: compared again at each resync.
-                env_round = Some(v.resync_round);
-                if self.action.environment_holds(&v).await == Some(false) {
-                    tracing::warn!(version = %v.fingerprint,
-                        "the app's environment no longer holds the content on disk; restarting it");
-                    p.applied = None;
-                }
-                self.saw_environment();
-            }
-            let due = look_again.is_some_and(|(at, _)| Instant::now() >= at);
-            if p.applied == Some(v.fingerprint) && (served_round != Some(v.resync_round) || due) {
-                served_round = Some(v.resync_round);
-                look_again = if self.recheck_served(&v, p).await {
-                    None
-                } else {
-                    // Unreadable: looked at again with a growing pause (1 s … 30 s).
-                    let pause =
-                        look_again.map_or(LOOK_AGAIN_FIRST, |(_, d)| (d * 2).min(LOOK_AGAIN_MAX));
-                    Some((Instant::now() + pause, pause))
                 };
-            }
-            self.show_desired(&v, p);
-            p.published(&v);
-            match p.next_step(&v, &limits, Instant::now()) {
-                Step::Rest => {
-                    self.settle(p, &v, desired.scan_ns);
-                    let again = look_again.map(|(at, _)| at);
-                    tokio::select! {
-                        r = self.rx.changed() => if r.is_err() { return },
-                        _ = stopped(&mut stop) => return,
-                        _ = sleep_until_some(again) => {}
-                    }
-                }
-                Step::CoalesceUntil(ready) => {
-                    self.set_state(TargetState::Coalescing);
-                    // Storm protection: whatever arrives meanwhile coalesces into one action.
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(ready.into()) => {}
-                        _ = stopped(&mut stop) => return,
-                    }
-                }
-                Step::Act { force } => {
-                    // Not boxed: what is large in an attempt (an HTTP exchange, a command, a
-                    // verification) is boxed where it runs.
-                    let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
-                    served_round = Some(v.resync_round);
-                    look_again = None;
-                    if let Some(delay) = after.delay {
+                let v = match desired.content {
+                    Content::Held => {
+                        self.show_held(desired.scan_ns);
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
+                            r = self.rx.changed() => if r.is_err() { return },
                             _ = stopped(&mut stop) => return,
+                        }
+                        continue;
+                    }
+                    Content::Version(v) => v,
+                };
+                let p = match &mut progress {
+                    Some(p) => p,
+                    // Boxed: it runs once, and inline it would size the task for its life.
+                    None => progress.insert(Box::pin(self.start(&v)).await),
+                };
+                if p.applied == Some(v.fingerprint) && env_round != Some(v.resync_round) {
+                    // An app that took the keys as environment variables may have been restarted
+                    // with other values since: compared again at each resync.
+                    env_round = Some(v.resync_round);
+                    if self.action.environment_holds(&v).await == Some(false) {
+                        tracing::warn!(version = %v.fingerprint,
+                            "the app's environment no longer holds the content on disk; restarting it");
+                        p.applied = None;
+                    }
+                    self.saw_environment();
+                }
+                let due = look_again.is_some_and(|(at, _)| Instant::now() >= at);
+                if p.applied == Some(v.fingerprint) && (served_round != Some(v.resync_round) || due)
+                {
+                    served_round = Some(v.resync_round);
+                    look_again = if self.recheck_served(&v, p).await {
+                        None
+                    } else {
+                        // Unreadable: looked at again with a growing pause (1 s … 30 s).
+                        let pause = look_again
+                            .map_or(LOOK_AGAIN_FIRST, |(_, d)| (d * 2).min(LOOK_AGAIN_MAX));
+                        Some((Instant::now() + pause, pause))
+                    };
+                }
+                self.show_desired(&v, p);
+                p.published(&v);
+                match p.next_step(&v, &limits, Instant::now()) {
+                    Step::Rest => {
+                        self.settle(p, &v, desired.scan_ns);
+                        let again = look_again.map(|(at, _)| at);
+                        tokio::select! {
+                            r = self.rx.changed() => if r.is_err() { return },
+                            _ = stopped(&mut stop) => return,
+                            _ = sleep_until_some(again) => {}
+                        }
+                    }
+                    Step::CoalesceUntil(ready) => {
+                        self.set_state(TargetState::Coalescing);
+                        // Storm protection: whatever arrives meanwhile coalesces into one action.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(ready.into()) => {}
+                            _ = stopped(&mut stop) => return,
+                        }
+                    }
+                    Step::Act { force } => {
+                        // Not boxed: what is large in an attempt (an HTTP exchange, a command, a
+                        // verification) is boxed where it runs.
+                        let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
+                        served_round = Some(v.resync_round);
+                        look_again = None;
+                        if let Some(delay) = after.delay {
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = stopped(&mut stop) => return,
+                            }
                         }
                     }
                 }

@@ -18,9 +18,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// Number of hex digits shown outside the process: 64 bits tell versions apart and reveal nothing.
 const SHOWN_HEX_DIGITS: usize = 16;
 
-/// The HMAC key every fingerprint of this process is computed under.
+/// The HMAC key every fingerprint of this process is computed under. Shared, not copied:
+/// every group's task and target's reconciler holds one.
 #[derive(Clone)]
-pub struct FingerprintKey {
+pub struct FingerprintKey(std::sync::Arc<Keyed>);
+
+/// The key and the HMAC it keys.
+struct Keyed {
     /// Raw key bytes; never printed (see the `Debug` impl).
     bytes: Zeroizing<Vec<u8>>,
     /// The HMAC with the key taken in (its two padded key blocks hashed once, not per digest).
@@ -38,10 +42,10 @@ impl FingerprintKey {
     pub fn new(bytes: Vec<u8>) -> Self {
         // HMAC accepts keys of any length, so this cannot fail.
         let keyed = HmacSha256::new_from_slice(&bytes).expect("HMAC takes keys of any length");
-        FingerprintKey {
+        FingerprintKey(std::sync::Arc::new(Keyed {
             bytes: Zeroizing::new(bytes),
             keyed,
-        }
+        }))
     }
 
     /// A fresh random key: fingerprints are then comparable within this process only.
@@ -53,11 +57,11 @@ impl FingerprintKey {
 
     /// The raw key (for the state file; never logged).
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.0.bytes
     }
 
     fn mac(&self) -> HmacSha256 {
-        self.keyed.clone()
+        self.0.keyed.clone()
     }
 
     /// Fingerprints bytes held in memory.

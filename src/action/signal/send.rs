@@ -49,7 +49,8 @@ pub(crate) struct SignalAction {
     pub(in crate::action) signal: Signal,
     /// The app's process(es), followed across reloads; `None` while a lookup that reads the
     /// pid file has not returned.
-    tracker: Option<Tracker>,
+    /// Boxed: a signal target's tracker would otherwise size every target's action.
+    tracker: Option<Box<Tracker>>,
     /// The selector, described for messages.
     pub(in crate::action) selector: String,
     /// Where a lookup that reads the pid file runs (its filesystem may stall).
@@ -68,7 +69,12 @@ impl SignalAction {
         SignalAction {
             signal: cfg.signal,
             selector: cfg.selector.describe(),
-            tracker: Some(Tracker::new(procfs, cfg.selector, cfg.all, app_uid)),
+            tracker: Some(Box::new(Tracker::new(
+                procfs,
+                cfg.selector,
+                cfg.all,
+                app_uid,
+            ))),
             lane: Lane {
                 deadline: Duration::from_secs(30),
             },
@@ -80,7 +86,9 @@ impl SignalAction {
 
     /// The same action, looking at its pid file only when `changes` says it may have changed.
     pub(crate) fn with_pid_file_changes(mut self, changes: Box<dyn PidFileChanges>) -> Self {
-        self.tracker = self.tracker.map(|t| t.with_pid_file_changes(changes));
+        self.tracker = self
+            .tracker
+            .map(|t| Box::new(t.with_pid_file_changes(changes)));
         self
     }
 
@@ -201,7 +209,7 @@ impl SignalAction {
         &mut self,
         mut read: impl FnMut(&mut ProcessHandle) -> Result<T, Gone> + Send + 'static,
     ) -> Result<Vec<(ProcessHandle, T)>, ActionError> {
-        let needs_files = self.tracker.as_ref().is_some_and(Tracker::needs_files);
+        let needs_files = self.tracker.as_ref().is_some_and(|t| t.needs_files());
         let worker = if needs_files {
             match self.lane.turn().await {
                 Err(why) => return Err(ActionError::Waiting(why)),
@@ -219,17 +227,18 @@ impl SignalAction {
             let lane = self.lane;
             let mut stop = self.stop.clone();
             let status = self.status.clone();
-            let ran = lane
-                .run(
-                    worker,
-                    move || {
-                        let found = tracker.processes_with(&mut read);
-                        (tracker, found)
-                    },
-                    &mut stop,
-                    |heard| stall_heard(status.as_ref(), heard),
-                )
-                .await;
+            // Boxed: the lane's wait exists only while a pid file is read (rarely, off the
+            // memory fast path); inline, it would size every target's task for it.
+            let ran = Box::pin(lane.run(
+                worker,
+                move || {
+                    let found = tracker.processes_with(&mut read);
+                    (tracker, found)
+                },
+                &mut stop,
+                |heard| stall_heard(status.as_ref(), heard),
+            ))
+            .await;
             match ran {
                 Ran::Done((t, found)) => {
                     self.tracker = Some(t);
