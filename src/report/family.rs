@@ -10,7 +10,7 @@ use prometheus::{Encoder, TextEncoder};
 
 /// A family of the daemon's own series: its name after `secret_reloader_`, its help and its
 /// type. Each is a constant beside the atomic it is read from.
-pub(super) struct Family {
+pub(crate) struct Family {
     /// The name after `secret_reloader_`.
     pub name: &'static str,
     /// What it means.
@@ -85,7 +85,7 @@ impl Emit {
 }
 
 /// A flag as a gauge's value.
-pub(super) fn flag(b: &AtomicBool) -> f64 {
+pub(crate) fn flag(b: &AtomicBool) -> f64 {
     if b.load(Relaxed) { 1.0 } else { 0.0 }
 }
 
@@ -124,7 +124,7 @@ pub(super) fn labelled(labels: &[(&str, &str)]) -> Metric {
 }
 
 /// A gauge sample.
-pub(super) fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+pub(crate) fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
     let mut m = labelled(labels);
     let mut g = Gauge::default();
     g.set_value(v);

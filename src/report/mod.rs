@@ -10,7 +10,7 @@
 
 mod compat_series;
 mod exposition;
-mod family;
+pub(crate) mod family;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod resources;

@@ -9,10 +9,10 @@
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::HttpConfig;
+use super::metrics::CallFailure;
 use crate::action::{ActionError, Outcome};
 use crate::client::{Kept, build, connect, drain, tls_identity};
 use crate::group::Version;
-use crate::report::metrics::CallFailure;
 use crate::{files, text};
 
 /// Largest token or header file read.

@@ -4,6 +4,7 @@
 
 pub(crate) mod call;
 pub(crate) mod doctor;
+pub(crate) mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //! (`check_groups`) and its doctor check ([`doctor`]) live here too.
 
 pub(crate) mod doctor;
+pub(crate) mod metrics;
 
 use std::time::{Duration, Instant, SystemTime};
 

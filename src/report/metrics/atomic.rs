@@ -28,7 +28,7 @@ impl AtomicF64 {
 
 /// A label's values, all known in advance (exported from the start, so that `rate()` works at
 /// once), and its text.
-pub(in crate::report) trait Label: Copy + PartialEq + 'static {
+pub(crate) trait Label: Copy + PartialEq + 'static {
     /// Every value, in the order the series are written.
     const ALL: &'static [Self];
     /// The label's value as exported.
@@ -37,7 +37,7 @@ pub(in crate::report) trait Label: Copy + PartialEq + 'static {
 
 /// A counter per value of the label `L`.
 #[derive(Debug)]
-pub(in crate::report) struct Counters<L: 'static> {
+pub(crate) struct Counters<L: 'static> {
     by: Vec<(L, AtomicU64)>,
 }
 
@@ -51,14 +51,14 @@ impl<L: Label> Default for Counters<L> {
 
 impl<L: Label> Counters<L> {
     /// Counts one of `label`.
-    pub(in crate::report) fn add(&self, label: L) {
+    pub(crate) fn add(&self, label: L) {
         if let Some((_, n)) = self.by.iter().find(|(l, _)| *l == label) {
             n.fetch_add(1, Relaxed);
         }
     }
 
     /// Every value with its count, in the label's order.
-    pub(in crate::report) fn counts(&self) -> impl Iterator<Item = (L, u64)> + '_ {
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (L, u64)> + '_ {
         self.by.iter().map(|(l, n)| (*l, n.load(Relaxed)))
     }
 

@@ -19,15 +19,14 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) use group::GroupMetrics;
 pub(in crate::report) use group::families as group_families;
+pub(crate) use target::TargetMetrics;
 pub(in crate::report) use target::families as target_families;
-pub(crate) use target::{CallFailure, TargetMetrics};
 
 use super::family::Family;
 use crate::config::TargetConfig;
 use crate::config::compat_flags::CompatMetrics;
 use crate::lock;
-use atomic::Counters;
-pub(in crate::report) use atomic::Label;
+pub(crate) use atomic::{Counters, Label};
 
 /// Kinds of `watch_errors_total`, all exported from the start so that `rate()` works at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +291,10 @@ mod tests {
         );
 
         t.action(false, Duration::from_millis(2), 1.7e9);
-        t.call(Some(500), Some(CallFailure::Status));
+        t.call(
+            Some(500),
+            Some(crate::action::http::metrics::CallFailure::Status),
+        );
         let text = m.encode();
         assert!(
             text.contains("\nreloader_last_reload_successful 0\n"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prometheus::proto::{Bucket, Histogram, Metric};
 
-use super::atomic::{AtomicF64, Counters, Label};
+use super::atomic::AtomicF64;
 use crate::lock;
 use crate::report::family::{Emit, Family, counter, flag, gauge, labelled};
 use crate::report::status::TargetState;
@@ -36,10 +36,10 @@ pub(crate) struct TargetMetrics {
     /// [`APPLIED_VERSION`]: the version it holds, when known (shown as its short keyed
     /// fingerprint at a scrape).
     pub(in crate::report) applied: Mutex<Option<Fingerprint>>,
-    /// [`ENVIRONMENT_STALE`] (`--consumed-as env`).
-    pub(in crate::report) environment: Environment,
+    /// The environment restart's series (`--consumed-as env`).
+    pub(in crate::report) environment: crate::action::restart::metrics::EnvironmentSeries,
     /// The answers of an HTTP target's calls (configmap-reload's series).
-    pub(in crate::report) calls: Option<CallSeries>,
+    pub(in crate::report) calls: Option<crate::action::http::metrics::CallSeries>,
     /// [`STALE`].
     pub(in crate::report) stale: AtomicBool,
     /// [`AMBIGUOUS`].
@@ -77,10 +77,6 @@ const STATE: Family = Family::gauge(
     "target_state",
     "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
 );
-const ENVIRONMENT_STALE: Family = Family::gauge(
-    "environment_stale",
-    "1 while the app's environment holds another value of a key than the file (--consumed-as env): only a restart applies it.",
-);
 const AMBIGUOUS: Family = Family::gauge(
     "signal_target_ambiguous",
     "1 while several unrelated processes match a signal target's selector (nothing is signalled).",
@@ -102,15 +98,6 @@ const VERIFY: Family = Family::counter(
     "Verification probes after reloads, by target and result.",
 );
 
-/// `--consumed-as env`: what the last comparison of the app's environment found.
-#[derive(Debug, Default)]
-pub(in crate::report) struct Environment {
-    /// Compared at least once.
-    pub compared: AtomicBool,
-    /// The app's environment differs from the files.
-    pub differs: AtomicBool,
-}
-
 /// `--verify-served-cert`: what the last look at the served certificate found.
 #[derive(Debug, Default)]
 pub(in crate::report) struct Served {
@@ -129,43 +116,6 @@ pub(in crate::report) struct Verified {
     pub successes: AtomicU64,
     /// Probes that failed.
     pub failures: AtomicU64,
-}
-
-/// Why an HTTP reload call failed, as configmap-reload's `request_errors_total` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallFailure {
-    /// No answer: the connection failed or timed out, or the request could not be made.
-    NoAnswer,
-    /// An answer with another status than the expected one.
-    Status,
-    /// The expected status, but the verification after it failed.
-    Verification,
-}
-
-impl Label for CallFailure {
-    const ALL: &'static [CallFailure] = &[
-        CallFailure::NoAnswer,
-        CallFailure::Status,
-        CallFailure::Verification,
-    ];
-
-    /// configmap-reload's `reason` label (`verification` is this daemon's own).
-    fn as_str(self) -> &'static str {
-        match self {
-            CallFailure::NoAnswer => "client_request_do",
-            CallFailure::Status => "client_response",
-            CallFailure::Verification => "verification",
-        }
-    }
-}
-
-/// What the HTTP calls of a target answered, for configmap-reload's series.
-#[derive(Debug, Default)]
-pub(in crate::report) struct CallSeries {
-    /// (status, calls answered with it), in the order first seen.
-    pub statuses: Mutex<Vec<(u16, u64)>>,
-    /// Failures by why.
-    pub failures: Counters<CallFailure>,
 }
 
 impl TargetMetrics {
@@ -187,8 +137,8 @@ impl TargetMetrics {
             last_failed: AtomicBool::new(false),
             last_success_duration: AtomicF64::default(),
             applied: Mutex::new(None),
-            environment: Environment::default(),
-            calls: calls.then(CallSeries::default),
+            environment: Default::default(),
+            calls: calls.then(Default::default),
             stale: AtomicBool::new(false),
             ambiguous: AtomicBool::new(false),
             tls_insecure: AtomicBool::new(tls_insecure),
@@ -225,8 +175,7 @@ impl TargetMetrics {
     /// The app's environment was compared with the files: `differs` when some key holds another
     /// value.
     pub(crate) fn environment(&self, differs: bool) {
-        self.environment.differs.store(differs, Relaxed);
-        self.environment.compared.store(true, Relaxed);
+        self.environment.compared(differs);
     }
 
     /// The version it holds, when known.
@@ -251,19 +200,13 @@ impl TargetMetrics {
 
     /// An HTTP call answered `status` (`None`: no answer); `failure`: why the attempt failed, if
     /// it did.
-    pub(crate) fn call(&self, status: Option<u16>, failure: Option<CallFailure>) {
-        let Some(calls) = &self.calls else {
-            return;
-        };
-        if let Some(status) = status {
-            let mut seen = lock(&calls.statuses);
-            match seen.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, n)) => *n += 1,
-                None => seen.push((status, 1)),
-            }
-        }
-        if let Some(f) = failure {
-            calls.failures.add(f);
+    pub(crate) fn call(
+        &self,
+        status: Option<u16>,
+        failure: Option<crate::action::http::metrics::CallFailure>,
+    ) {
+        if let Some(calls) = &self.calls {
+            calls.record(status, failure);
         }
     }
 
@@ -354,10 +297,10 @@ pub(in crate::report) fn families(t: &[Arc<TargetMetrics>], shared_versions: boo
             })
             .collect()),
     );
-    out.push(ENVIRONMENT_STALE.of(each(&|t| {
-        let e = &t.environment;
-        (flag(&e.compared) > 0.0).then(|| gauge(&[("target", &t.name)], flag(&e.differs)))
-    })));
+    out.push(
+        crate::action::restart::metrics::ENVIRONMENT_STALE
+            .of(each(&|t| t.environment.sample(&t.name))),
+    );
     out.push(AMBIGUOUS.of(each(&|t| {
         Some(gauge(&[("target", &t.name)], flag(&t.ambiguous)))
     })));
