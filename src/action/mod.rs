@@ -44,8 +44,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Http, Kind::Signal, Kind::Exec];
+
+    /// The JSON Schema of a config file's target of this kind: its folder's `schema.json`.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Kind::Http => http::SCHEMA,
+            Kind::Signal => signal::SCHEMA,
+            Kind::Exec => exec::SCHEMA,
+        }
+    }
+
     /// `http`, `signal` or `exec`: the config file's `type`.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Http => "http",
             Kind::Signal => "signal",

@@ -201,6 +201,29 @@ fn schema() -> Value {
 }
 
 #[test]
+fn the_config_schema_holds_each_action_kinds_own_fragment() {
+    use secret_reloader::action::Kind;
+    let schema = schema();
+    let refs: Vec<Value> = Kind::ALL
+        .iter()
+        .map(|k| json!({ "$ref": format!("#/$defs/{}_target", k.as_str()) }))
+        .collect();
+    assert_eq!(
+        schema["$defs"]["target"]["oneOf"],
+        Value::Array(refs),
+        "a target is one of the kinds, each by its own definition"
+    );
+    for kind in Kind::ALL {
+        let own: Value = serde_json::from_str(kind.schema()).expect("the kind's schema.json");
+        let name = format!("{}_target", kind.as_str());
+        assert_eq!(
+            schema["$defs"][&name], own,
+            "deploy/config.schema.json's $defs.{name} must be src/action/{kind}/schema.json as it is"
+        );
+    }
+}
+
+#[test]
 fn the_config_schema_names_exactly_the_fields_the_parser_accepts() {
     let schema = schema();
     assert_eq!(

@@ -4,6 +4,10 @@
 pub(crate) mod doctor;
 pub(crate) mod run;
 
+/// The JSON Schema of a config file's `"type": "exec"` target (`$defs.exec_target` of
+/// `deploy/config.schema.json`, which a test holds to it).
+pub(crate) const SCHEMA: &str = include_str!("schema.json");
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -6,6 +6,10 @@ pub(crate) mod call;
 pub(crate) mod doctor;
 pub(crate) mod metrics;
 
+/// The JSON Schema of a config file's `"type": "http"` target (`$defs.http_target` of
+/// `deploy/config.schema.json`, which a test holds to it).
+pub(crate) const SCHEMA: &str = include_str!("schema.json");
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

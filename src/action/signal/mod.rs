@@ -7,6 +7,10 @@
 pub(crate) mod doctor;
 pub(crate) mod send;
 
+/// The JSON Schema of a config file's `"type": "signal"` target (`$defs.signal_target` of
+/// `deploy/config.schema.json`, which a test holds to it).
+pub(crate) const SCHEMA: &str = include_str!("schema.json");
+
 use std::path::Path;
 
 use nix::sys::signal::Signal;
