@@ -47,6 +47,15 @@ impl Kind {
     /// Every kind.
     pub const ALL: [Kind; 3] = [Kind::Http, Kind::Signal, Kind::Exec];
 
+    /// Its flags and config file fields as a Markdown table: its folder's `doc.md`.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Kind::Http => http::DOC,
+            Kind::Signal => signal::DOC,
+            Kind::Exec => exec::DOC,
+        }
+    }
+
     /// The JSON Schema of a config file's target of this kind: its folder's `schema.json`.
     pub fn schema(self) -> &'static str {
         match self {

@@ -224,6 +224,60 @@ fn the_config_schema_holds_each_action_kinds_own_fragment() {
 }
 
 #[test]
+fn each_action_kinds_docs_table_is_in_the_reference_and_names_its_flags_and_fields() {
+    use secret_reloader::action::Kind;
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md"))
+            .unwrap();
+    let help = Command::new(crate::support::bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let common = [
+        "type",
+        "name",
+        "verify_url",
+        "verify_contains",
+        "verify_served_cert",
+        "tls",
+    ];
+    for kind in Kind::ALL {
+        let doc = kind.doc();
+        assert!(
+            reference.contains(doc),
+            "docs/reference.md must hold src/action/{kind}/doc.md as it is"
+        );
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .skip(2)
+            .map(|l| l.trim_matches('|').split(" | ").collect())
+            .collect();
+        let first_code = |cell: &str| cell.split('`').nth(1).unwrap_or("").to_string();
+        // The fields: exactly the kind's own in its schema.
+        let fields: BTreeSet<String> = rows.iter().map(|r| first_code(r[1])).collect();
+        let own: Value = serde_json::from_str(kind.schema()).unwrap();
+        let schema: BTreeSet<String> = own["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !common.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        assert_eq!(
+            fields, schema,
+            "{kind}: the table's fields against its schema"
+        );
+        // The flags: each one the binary has.
+        for row in &rows {
+            let flag = first_code(row[0]);
+            let flag = flag.split([' ', '=']).next().unwrap();
+            assert!(help.contains(flag), "{kind}: {flag} is not in --help");
+        }
+    }
+}
+
+#[test]
 fn the_config_schema_names_exactly_the_fields_the_parser_accepts() {
     let schema = schema();
     assert_eq!(

@@ -10,6 +10,10 @@ pub(crate) mod metrics;
 /// `deploy/config.schema.json`, which a test holds to it).
 pub(crate) const SCHEMA: &str = include_str!("schema.json");
 
+/// Its flags and config file fields, as `docs/reference.md` shows them (a test holds the page to
+/// it).
+pub(crate) const DOC: &str = include_str!("doc.md");
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,10 @@ pub(crate) mod send;
 /// `deploy/config.schema.json`, which a test holds to it).
 pub(crate) const SCHEMA: &str = include_str!("schema.json");
 
+/// Its flags and config file fields, as `docs/reference.md` shows them (a test holds the page to
+/// it).
+pub(crate) const DOC: &str = include_str!("doc.md");
+
 use std::path::Path;
 
 use nix::sys::signal::Signal;
