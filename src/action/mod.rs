@@ -150,13 +150,17 @@ pub(crate) fn from_flags(
     tls: Option<&Arc<crate::config::TlsClient>>,
     f: &mut crate::config::Findings,
 ) -> Vec<ActionConfig> {
-    let mut out: Vec<ActionConfig> = http::from_flags(args, reload_urls, tls, f)
+    let timeout = args.reload_timeout;
+    // prometheus-config-reloader's `--reload-method=signal`: SIGHUP to `prometheus` by default.
+    let signal_method = crate::config::compat_flags::reload_method(&args.http.reload_method)
+        == Some(crate::config::compat_flags::ReloadMethod::Signal);
+    let mut out: Vec<ActionConfig> = http::from_flags(&args.http, reload_urls, timeout, tls, f)
         .into_iter()
         .map(ActionConfig::Http)
         .collect();
-    out.extend(signal::from_flags(args, f).map(ActionConfig::Signal));
+    out.extend(signal::from_flags(&args.signal, signal_method, f).map(ActionConfig::Signal));
     out.extend(
-        exec::from_flags(args, f)
+        exec::from_flags(&args.exec, timeout, f)
             .into_iter()
             .map(ActionConfig::Exec),
     );

@@ -28,7 +28,7 @@ pub(super) fn build(
 ) -> Result<Loaded, ConfigError> {
     let mut f = Findings::default();
     let mut reload_urls = flags::text_list(
-        &args.reload_url,
+        &args.http.reload_url,
         "SECRET_RELOADER_RELOAD_URL",
         "--reload-url",
         &mut f,

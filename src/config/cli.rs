@@ -123,53 +123,9 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_MIN_RELOAD_INTERVAL")]
     pub min_reload_interval: Duration,
 
-    /// Endpoint to call on change (repeatable). SECRET_RELOADER_RELOAD_URL holds a
-    /// comma-separated list (`\,` for a comma in a URL).
-    #[arg(long = "reload-url", visible_alias = "webhook-url", value_name = "URL")]
-    pub reload_url: Vec<OsString>,
-
-    /// HTTP method of the reload call; `http` and `signal` mean what prometheus-config-reloader's
-    /// --reload-method means (a POST to the reload URL; SIGHUP to --process-name, `prometheus`
-    /// by default).
-    #[arg(
-        long,
-        visible_alias = "webhook-method",
-        value_name = "METHOD",
-        default_value = "POST",
-        env = "SECRET_RELOADER_RELOAD_METHOD"
-    )]
-    pub reload_method: String,
-
-    /// HTTP status that means the reload succeeded.
-    #[arg(
-        long,
-        visible_alias = "webhook-status-code",
-        value_name = "CODE",
-        default_value_t = 200,
-        env = "SECRET_RELOADER_RELOAD_EXPECTED_STATUS"
-    )]
-    pub reload_expected_status: u16,
-
-    /// Extra header of the reload call, 'Name: value' (repeatable). Visible to every process of
-    /// the pod: use --reload-header-file for credentials.
-    #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER")]
-    pub reload_header: Vec<String>,
-
-    /// Extra header whose value is read from a file at every call, 'Name: /path' (repeatable).
-    #[arg(
-        long,
-        value_name = "HEADER",
-        env = "SECRET_RELOADER_RELOAD_HEADER_FILE"
-    )]
-    pub reload_header_file: Vec<String>,
-
-    /// File holding a bearer token for the reload call; read at every call (it rotates too).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "SECRET_RELOADER_RELOAD_BEARER_TOKEN_FILE"
-    )]
-    pub reload_bearer_token_file: Option<PathBuf>,
+    /// The http kind's flags.
+    #[command(flatten)]
+    pub http: crate::action::http::HttpFlags,
 
     /// Time limit of one reload action (HTTP call or command), connection included.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration,
@@ -207,36 +163,13 @@ pub struct RunArgs {
           env = "SECRET_RELOADER_RETRY_BACKOFF_MAX")]
     pub retry_backoff_max: Duration,
 
-    /// Signal sent to the target process (HUP, USR1, TERM, ... or a number).
-    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_SIGNAL")]
-    pub signal: Option<String>,
+    /// The signal kind's flags.
+    #[command(flatten)]
+    pub signal: crate::action::signal::SignalFlags,
 
-    /// Target process by name (comm or `argv[0]` basename) in the shared PID namespace.
-    #[arg(
-        long,
-        visible_alias = "process-executable-name",
-        value_name = "NAME",
-        env = "SECRET_RELOADER_PROCESS_NAME"
-    )]
-    pub process_name: Option<String>,
-
-    /// Target process by a regular expression on its command line.
-    #[arg(long, value_name = "REGEX", env = "SECRET_RELOADER_PROCESS_CMDLINE")]
-    pub process_cmdline: Option<String>,
-
-    /// Target process by the pid written in this file. Trusted only while the process it names
-    /// started before the file was last written and is of --app-uid; with --process-name or
-    /// --process-cmdline beside it, that process must match them too
-    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_PID_FILE")]
-    pub pid_file: Option<PathBuf>,
-
-    /// Signal every matching process, not only the oldest one whose parent does not match.
-    #[arg(long, env = "SECRET_RELOADER_SIGNAL_ALL")]
-    pub signal_all: bool,
-
-    /// Command run on change, 'CMD ARGS' (shell-style quoting, no shell); success is exit 0.
-    #[arg(long, value_name = "COMMAND", env = "SECRET_RELOADER_EXEC")]
-    pub exec: Vec<String>,
+    /// The exec kind's flags.
+    #[command(flatten)]
+    pub exec: crate::action::exec::ExecFlags,
 
     /// URL probed after each reload (2xx expected); the target counts as reloaded only when it
     /// passes.

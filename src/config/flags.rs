@@ -101,7 +101,7 @@ pub(crate) fn prometheus_config_reloader(
              from 250ms up to --retry-backoff-max",
         );
     }
-    let method = compat_flags::reload_method(&args.reload_method);
+    let method = compat_flags::reload_method(&args.http.reload_method);
     if method == Some(compat_flags::ReloadMethod::Signal) {
         if !reload_urls.is_empty() {
             f.warn("--reload-url is not used with --reload-method=signal");
@@ -123,13 +123,14 @@ pub(crate) fn prometheus_config_reloader(
 
 /// Whether any flag that makes an action was given (valid or not).
 pub(crate) fn any_action_flag(args: &RunArgs, reload_urls: &[String]) -> bool {
-    compat_flags::reload_method(&args.reload_method) == Some(compat_flags::ReloadMethod::Signal)
+    compat_flags::reload_method(&args.http.reload_method)
+        == Some(compat_flags::ReloadMethod::Signal)
         || !reload_urls.is_empty()
-        || !args.exec.is_empty()
-        || args.signal.is_some()
-        || args.process_name.is_some()
-        || args.process_cmdline.is_some()
-        || args.pid_file.is_some()
+        || !args.exec.exec.is_empty()
+        || args.signal.signal.is_some()
+        || args.signal.process_name.is_some()
+        || args.signal.process_cmdline.is_some()
+        || args.signal.pid_file.is_some()
 }
 
 /// Absolute, lexically cleaned watch paths (symlinks are left alone: they matter here).

@@ -4,6 +4,12 @@
 pub(crate) mod doctor;
 pub(crate) mod run;
 
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::Findings;
+
 /// The JSON Schema of a config file's `"type": "exec"` target (`$defs.exec_target` of
 /// `deploy/config.schema.json`, which a test holds to it).
 pub(crate) const SCHEMA: &str = include_str!("schema.json");
@@ -12,12 +18,13 @@ pub(crate) const SCHEMA: &str = include_str!("schema.json");
 /// it).
 pub(crate) const DOC: &str = include_str!("doc.md");
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
-
-use crate::config::Findings;
-use crate::config::cli::RunArgs;
+/// The exec kind's flags.
+#[derive(Debug, clap::Args)]
+pub struct ExecFlags {
+    /// Command run on change, 'CMD ARGS' (shell-style quoting, no shell); success is exit 0.
+    #[arg(long, value_name = "COMMAND", env = "SECRET_RELOADER_EXEC")]
+    pub exec: Vec<String>,
+}
 
 /// A command run on change.
 #[derive(Debug, Clone)]
@@ -45,14 +52,11 @@ impl ExecConfig {
 }
 
 /// The command targets of the command line, one per `--exec`.
-pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Vec<ExecConfig> {
+pub(crate) fn from_flags(args: &ExecFlags, timeout: Duration, f: &mut Findings) -> Vec<ExecConfig> {
     let mut out = Vec::new();
     for cmd in &args.exec {
         match exec_argv(cmd) {
-            Ok(argv) => out.push(ExecConfig {
-                argv,
-                timeout: args.reload_timeout,
-            }),
+            Ok(argv) => out.push(ExecConfig { argv, timeout }),
             Err(e) => f.error(format!("--exec: {e}")),
         }
     }

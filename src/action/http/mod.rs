@@ -6,14 +6,7 @@ pub(crate) mod call;
 pub(crate) mod doctor;
 pub(crate) mod metrics;
 
-/// The JSON Schema of a config file's `"type": "http"` target (`$defs.http_target` of
-/// `deploy/config.schema.json`, which a test holds to it).
-pub(crate) const SCHEMA: &str = include_str!("schema.json");
-
-/// Its flags and config file fields, as `docs/reference.md` shows them (a test holds the page to
-/// it).
-pub(crate) const DOC: &str = include_str!("doc.md");
-
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +15,67 @@ use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, PROXY_AUTHORIZATION};
 use serde_json::{Value, json};
 
-use crate::config::cli::RunArgs;
 use crate::config::{Endpoint, Findings, TlsClient, parse};
+
+/// The JSON Schema of a config file's `"type": "http"` target (`$defs.http_target` of
+/// `deploy/config.schema.json`, which a test holds to it).
+pub(crate) const SCHEMA: &str = include_str!("schema.json");
+
+/// Its flags and config file fields, as `docs/reference.md` shows them (a test holds the page to
+/// it).
+pub(crate) const DOC: &str = include_str!("doc.md");
+
+/// The HTTP kind's flags (their config file fields are those of a `"type": "http"` target).
+#[derive(Debug, clap::Args)]
+pub struct HttpFlags {
+    /// Endpoint to call on change (repeatable). SECRET_RELOADER_RELOAD_URL holds a
+    /// comma-separated list (`\,` for a comma in a URL).
+    #[arg(long = "reload-url", visible_alias = "webhook-url", value_name = "URL")]
+    pub reload_url: Vec<OsString>,
+
+    /// HTTP method of the reload call; `http` and `signal` mean what prometheus-config-reloader's
+    /// --reload-method means (a POST to the reload URL; SIGHUP to --process-name, `prometheus`
+    /// by default).
+    #[arg(
+        long,
+        visible_alias = "webhook-method",
+        value_name = "METHOD",
+        default_value = "POST",
+        env = "SECRET_RELOADER_RELOAD_METHOD"
+    )]
+    pub reload_method: String,
+
+    /// HTTP status that means the reload succeeded.
+    #[arg(
+        long,
+        visible_alias = "webhook-status-code",
+        value_name = "CODE",
+        default_value_t = 200,
+        env = "SECRET_RELOADER_RELOAD_EXPECTED_STATUS"
+    )]
+    pub reload_expected_status: u16,
+
+    /// Extra header of the reload call, 'Name: value' (repeatable). Visible to every process of
+    /// the pod: use --reload-header-file for credentials.
+    #[arg(long, value_name = "HEADER", env = "SECRET_RELOADER_RELOAD_HEADER")]
+    pub reload_header: Vec<String>,
+
+    /// Extra header whose value is read from a file at every call, 'Name: /path' (repeatable).
+    #[arg(
+        long,
+        value_name = "HEADER",
+        env = "SECRET_RELOADER_RELOAD_HEADER_FILE"
+    )]
+    pub reload_header_file: Vec<String>,
+
+    /// File holding a bearer token for the reload call; read at every call (it rotates too).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SECRET_RELOADER_RELOAD_BEARER_TOKEN_FILE"
+    )]
+    pub reload_bearer_token_file: Option<PathBuf>,
+}
 
 /// An HTTP reload call.
 #[derive(Debug, Clone)]
@@ -67,10 +119,12 @@ impl HttpConfig {
 }
 
 /// The HTTP targets of the command line: one per reload URL (`reload_urls`: the flag's values or
-/// its environment variable's, after the other tools' defaults), with the `--tls-*` options.
+/// its environment variable's, after the other tools' defaults), with `--reload-timeout` and the
+/// `--tls-*` options.
 pub(crate) fn from_flags(
-    args: &RunArgs,
+    args: &HttpFlags,
     reload_urls: &[String],
+    timeout: Duration,
     tls: Option<&Arc<TlsClient>>,
     f: &mut Findings,
 ) -> Vec<HttpConfig> {
@@ -116,7 +170,7 @@ pub(crate) fn from_flags(
                         headers: headers.clone(),
                         header_files: header_files.clone(),
                         bearer_token_file: args.reload_bearer_token_file.clone(),
-                        timeout: args.reload_timeout,
+                        timeout,
                     });
                 }
             }

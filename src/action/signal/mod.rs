@@ -7,6 +7,15 @@
 pub(crate) mod doctor;
 pub(crate) mod send;
 
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::config::compat_flags;
+use crate::config::{Findings, parse};
+use crate::process::Selector;
+
 /// The JSON Schema of a config file's `"type": "signal"` target (`$defs.signal_target` of
 /// `deploy/config.schema.json`, which a test holds to it).
 pub(crate) const SCHEMA: &str = include_str!("schema.json");
@@ -15,15 +24,36 @@ pub(crate) const SCHEMA: &str = include_str!("schema.json");
 /// it).
 pub(crate) const DOC: &str = include_str!("doc.md");
 
-use std::path::Path;
+/// The signal kind's flags.
+#[derive(Debug, clap::Args)]
+pub struct SignalFlags {
+    /// Signal sent to the target process (HUP, USR1, TERM, ... or a number).
+    #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_SIGNAL")]
+    pub signal: Option<String>,
 
-use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+    /// Target process by name (comm or `argv[0]` basename) in the shared PID namespace.
+    #[arg(
+        long,
+        visible_alias = "process-executable-name",
+        value_name = "NAME",
+        env = "SECRET_RELOADER_PROCESS_NAME"
+    )]
+    pub process_name: Option<String>,
 
-use crate::config::cli::RunArgs;
-use crate::config::compat_flags;
-use crate::config::{Findings, parse};
-use crate::process::Selector;
+    /// Target process by a regular expression on its command line.
+    #[arg(long, value_name = "REGEX", env = "SECRET_RELOADER_PROCESS_CMDLINE")]
+    pub process_cmdline: Option<String>,
+
+    /// Target process by the pid written in this file. Trusted only while the process it names
+    /// started before the file was last written and is of --app-uid; with --process-name or
+    /// --process-cmdline beside it, that process must match them too
+    #[arg(long, value_name = "PATH", env = "SECRET_RELOADER_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Signal every matching process, not only the oldest one whose parent does not match.
+    #[arg(long, env = "SECRET_RELOADER_SIGNAL_ALL")]
+    pub signal_all: bool,
+}
 
 /// A signal to the target process.
 #[derive(Debug, Clone)]
@@ -53,9 +83,13 @@ impl SignalConfig {
 }
 
 /// The signal target of the command line, if its flags name a process.
-pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Option<SignalConfig> {
+pub(crate) fn from_flags(
+    args: &SignalFlags,
+    signal_method: bool,
+    f: &mut Findings,
+) -> Option<SignalConfig> {
     let selector = selector(
-        process_name(args),
+        process_name(args, signal_method),
         args.process_cmdline.as_deref(),
         args.pid_file.as_deref(),
         "--",
@@ -87,10 +121,8 @@ pub(crate) fn from_flags(args: &RunArgs, f: &mut Findings) -> Option<SignalConfi
 }
 
 /// The process a signal target selects: the flags', or prometheus-config-reloader's default
-/// with `--reload-method=signal`.
-fn process_name(args: &RunArgs) -> Option<&str> {
-    let signal_method = compat_flags::reload_method(&args.reload_method)
-        == Some(compat_flags::ReloadMethod::Signal);
+/// with `--reload-method=signal` (`signal_method`).
+fn process_name(args: &SignalFlags, signal_method: bool) -> Option<&str> {
     match &args.process_name {
         Some(n) => Some(n),
         None if signal_method && args.process_cmdline.is_none() && args.pid_file.is_none() => {
