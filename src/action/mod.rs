@@ -5,15 +5,15 @@
 //!   namespace; `exec`: run a command; `restart`: for an app that took its keys as
 //!   environment variables, restart it with a signal once its environment differs from the
 //!   files (a mode of the signal kind, kept apart);
-//! - in each: `mod.rs` the validated configuration (built from the flags and from the config
-//!   file's fields, each error naming its flag or field), its name and its `/status` summary;
-//!   the run-time action (`call.rs`, `send.rs`, `run.rs`); `doctor.rs` its checks.
+//! - in each: `mod.rs` its flags and its config file target as declared, the validated
+//!   configuration built from either (each error naming its flag or field), its name and its
+//!   `/status` summary; the run-time action (`call.rs`, `send.rs`, `run.rs`); `doctor.rs` its
+//!   checks; `metrics.rs` its own series; `schema.json` and `doc.md`.
 //!
 //! Everything else knows kinds only through [`Kind`], [`ActionConfig`] and `Action`, whose
-//! matches are exhaustive: a new kind is a folder, a variant of each of the three, and its
-//! fields in the two declarations of the input (`config::cli` for flags, `config::json_file` for
-//! the config file); the compiler names every match that must learn it. ARCHITECTURE.md has
-//! the recipe.
+//! matches are exhaustive: a new kind is a folder, a variant of each of the three, one flatten
+//! line in `config::cli` and one variant of `config::json_file`'s target enum; the compiler
+//! names every match that must learn it. ARCHITECTURE.md has the recipe.
 
 pub(crate) mod exec;
 pub(crate) mod http;

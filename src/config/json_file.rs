@@ -14,7 +14,6 @@
 //! Unknown fields are errors (a typo must not silently turn a setting off), and every message
 //! names the file and the field path, like `groups[1].targets[0].url`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -54,62 +53,48 @@ struct FileGroup {
     targets: Vec<FileTarget>,
 }
 
+/// A target: its kind's own declaration of its fields (each denies unknown ones), chosen by
+/// `type`.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 enum FileTarget {
-    Http {
-        name: Option<String>,
-        url: String,
-        method: Option<String>,
-        expected_status: Option<u16>,
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        #[serde(default)]
-        header_files: BTreeMap<String, PathBuf>,
-        bearer_token_file: Option<PathBuf>,
-        timeout: Option<String>,
-        verify_url: Option<String>,
-        verify_contains: Option<String>,
-        verify_served_cert: Option<String>,
-        tls: Option<FileTls>,
-    },
-    Signal {
-        name: Option<String>,
-        signal: Option<String>,
-        process_name: Option<String>,
-        process_cmdline: Option<String>,
-        pid_file: Option<PathBuf>,
-        #[serde(default)]
-        signal_all: bool,
-        verify_url: Option<String>,
-        verify_contains: Option<String>,
-        verify_served_cert: Option<String>,
-        tls: Option<FileTls>,
-    },
-    Exec {
-        name: Option<String>,
-        command: Command,
-        timeout: Option<String>,
-        verify_url: Option<String>,
-        verify_contains: Option<String>,
-        verify_served_cert: Option<String>,
-        tls: Option<FileTls>,
-    },
+    Http(http::FileTarget),
+    Signal(signal::FileTarget),
+    Exec(exec::FileTarget),
 }
 
-/// A target's TLS options for its https:// URLs (the `--tls-*` flags' fields).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTls {
-    ca_file: Option<PathBuf>,
-    client_cert_file: Option<PathBuf>,
-    client_key_file: Option<PathBuf>,
-    server_name: Option<String>,
-    #[serde(default)]
-    insecure_skip_verify: bool,
+/// The fields every kind of target has.
+struct Common<'a> {
+    name: &'a Option<String>,
+    verify_url: Option<&'a str>,
+    verify_contains: Option<&'a str>,
+    verify_served_cert: Option<&'a str>,
+    tls: Option<&'a parse::FileTls>,
+}
+
+/// The fields every kind's declaration repeats, read the same way for each.
+macro_rules! common {
+    ($t:expr) => {
+        Common {
+            name: &$t.name,
+            verify_url: $t.verify_url.as_deref(),
+            verify_contains: $t.verify_contains.as_deref(),
+            verify_served_cert: $t.verify_served_cert.as_deref(),
+            tls: $t.tls.as_ref(),
+        }
+    };
 }
 
 impl FileTarget {
+    /// The fields every kind has.
+    fn common(&self) -> Common<'_> {
+        match self {
+            FileTarget::Http(t) => common!(t),
+            FileTarget::Signal(t) => common!(t),
+            FileTarget::Exec(t) => common!(t),
+        }
+    }
+
     /// The target's own TLS options, or the flags' (`at`: where it is, for messages).
     fn tls(
         &self,
@@ -117,69 +102,22 @@ impl FileTarget {
         at: &str,
         f: &mut Findings,
     ) -> Option<std::sync::Arc<TlsClient>> {
-        let (FileTarget::Http { tls, .. }
-        | FileTarget::Signal { tls, .. }
-        | FileTarget::Exec { tls, .. }) = self;
-        let Some(t) = tls else {
-            return defaults.cloned();
-        };
-        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
-            f.error(format!(
-                "{at}tls: client_cert_file and client_key_file go together (mTLS needs both)"
-            ));
+        match self.common().tls {
+            None => defaults.cloned(),
+            Some(t) => Some(t.client(at, f)),
         }
-        Some(std::sync::Arc::new(TlsClient {
-            ca_file: t.ca_file.clone(),
-            client_cert_file: t.client_cert_file.clone(),
-            client_key_file: t.client_key_file.clone(),
-            server_name: t.server_name.clone(),
-            insecure_skip_verify: t.insecure_skip_verify,
-        }))
     }
 
     /// `verify_served_cert`, which every kind of target has.
     fn served_cert(&self) -> Option<&str> {
-        match self {
-            FileTarget::Http {
-                verify_served_cert, ..
-            }
-            | FileTarget::Signal {
-                verify_served_cert, ..
-            }
-            | FileTarget::Exec {
-                verify_served_cert, ..
-            } => verify_served_cert.as_deref(),
-        }
+        self.common().verify_served_cert
     }
 
     /// The verification fields every kind of target has.
     fn verify(&self) -> (Option<&str>, Option<&str>) {
-        match self {
-            FileTarget::Http {
-                verify_url,
-                verify_contains,
-                ..
-            }
-            | FileTarget::Signal {
-                verify_url,
-                verify_contains,
-                ..
-            }
-            | FileTarget::Exec {
-                verify_url,
-                verify_contains,
-                ..
-            } => (verify_url.as_deref(), verify_contains.as_deref()),
-        }
+        let c = self.common();
+        (c.verify_url, c.verify_contains)
     }
-}
-
-/// A command as one shell-style string or as an argument list.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Command {
-    Line(String),
-    Argv(Vec<String>),
 }
 
 /// Validates the text of a config file shown as `shown` in messages.
@@ -357,74 +295,30 @@ fn file_target_config(
     Some(t)
 }
 
-/// The action of a target: its kind's own fields, read by the kind.
+/// The action of a target: its kind's own fields, read by the kind; and its name.
 fn file_target(
     t: FileTarget,
     at: &str,
     d: &TargetDefaults,
     f: &mut Findings,
 ) -> Option<(Option<String>, ActionConfig)> {
-    let timeout = |v: Option<String>, f: &mut Findings| match v {
+    let timeout = |v: &Option<String>, f: &mut Findings| match v {
         None => Some(d.timeout),
-        Some(s) => parse::duration(&s)
+        Some(s) => parse::duration(s)
             .map_err(|e| f.error(format!("{at}timeout: {e}")))
             .ok(),
     };
-    match t {
-        FileTarget::Http {
-            name,
-            url,
-            method,
-            expected_status,
-            headers,
-            header_files,
-            bearer_token_file,
-            timeout: to,
-            ..
-        } => {
-            let fields = http::FileFields {
-                url,
-                method,
-                expected_status,
-                headers,
-                header_files,
-                bearer_token_file,
-                timeout: timeout(to, f),
-            };
-            let action = http::from_file(fields, at, d.tls.as_ref(), f)?;
-            Some((name, ActionConfig::Http(action)))
+    let name = t.common().name.clone();
+    let action = match t {
+        FileTarget::Http(t) => {
+            let timeout = timeout(&t.timeout, f);
+            ActionConfig::Http(http::from_file(t, timeout, at, d.tls.as_ref(), f)?)
         }
-        FileTarget::Signal {
-            name,
-            signal,
-            process_name,
-            process_cmdline,
-            pid_file,
-            signal_all,
-            ..
-        } => {
-            let fields = signal::FileFields {
-                signal: signal.as_deref(),
-                process_name: process_name.as_deref(),
-                process_cmdline: process_cmdline.as_deref(),
-                pid_file: pid_file.as_deref(),
-                signal_all,
-            };
-            let action = signal::from_file(fields, at, f)?;
-            Some((name, ActionConfig::Signal(action)))
+        FileTarget::Signal(t) => ActionConfig::Signal(signal::from_file(&t, at, f)?),
+        FileTarget::Exec(t) => {
+            let timeout = timeout(&t.timeout, f);
+            ActionConfig::Exec(exec::from_file(t.command, timeout, at, f)?)
         }
-        FileTarget::Exec {
-            name,
-            command,
-            timeout: to,
-            ..
-        } => {
-            let command = match command {
-                Command::Line(l) => exec::FileCommand::Line(l),
-                Command::Argv(a) => exec::FileCommand::Argv(a),
-            };
-            let action = exec::from_file(command, timeout(to, f), at, f)?;
-            Some((name, ActionConfig::Exec(action)))
-        }
-    }
+    };
+    Some((name, action))
 }

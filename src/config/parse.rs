@@ -433,6 +433,36 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
         .collect()
 }
 
+/// A config file target's TLS options for its https:// URLs (the `--tls-*` flags' fields).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTls {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+impl FileTls {
+    /// The client these options describe (`at`: where they are, for messages).
+    pub(crate) fn client(&self, at: &str, f: &mut Findings) -> Arc<TlsClient> {
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            f.error(format!(
+                "{at}tls: client_cert_file and client_key_file go together (mTLS needs both)"
+            ));
+        }
+        Arc::new(TlsClient {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+            server_name: self.server_name.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

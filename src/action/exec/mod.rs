@@ -63,8 +63,30 @@ pub(crate) fn from_flags(args: &ExecFlags, timeout: Duration, f: &mut Findings) 
     out
 }
 
+/// A config file's `"type": "exec"` target: its own fields and those every target has.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTarget {
+    /// The command.
+    pub command: Command,
+    /// Its time limit.
+    pub timeout: Option<String>,
+    /// The target's name (its `target` label).
+    pub name: Option<String>,
+    /// Probed after each reload.
+    pub verify_url: Option<String>,
+    /// Text the probe's answer must contain.
+    pub verify_contains: Option<String>,
+    /// Where the app serves the watched certificate.
+    pub verify_served_cert: Option<String>,
+    /// TLS options of its https:// URLs.
+    pub tls: Option<crate::config::parse::FileTls>,
+}
+
 /// A config file's command: one shell-style string or an argument list.
-pub(crate) enum FileCommand {
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Command {
     /// `"command": "nginx -s reload"`.
     Line(String),
     /// `"command": ["nginx", "-s", "reload"]`.
@@ -74,15 +96,15 @@ pub(crate) enum FileCommand {
 /// The command target of a config file's fields (`at`: the target's field path; `timeout`: the
 /// field's or the group's, already parsed).
 pub(crate) fn from_file(
-    command: FileCommand,
+    command: Command,
     timeout: Option<Duration>,
     at: &str,
     f: &mut Findings,
 ) -> Option<ExecConfig> {
     let argv = match command {
-        FileCommand::Line(line) => exec_argv(&line),
-        FileCommand::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
-        FileCommand::Argv(argv) => Ok(argv),
+        Command::Line(line) => exec_argv(&line),
+        Command::Argv(argv) if argv.is_empty() => Err("the command is empty".to_string()),
+        Command::Argv(argv) => Ok(argv),
     }
     .map_err(|e| f.error(format!("{at}command: {e}")))
     .ok();

@@ -180,22 +180,43 @@ pub(crate) fn from_flags(
     out
 }
 
-/// A config file's `"type": "http"` target's own fields.
-pub(crate) struct FileFields {
+/// A config file's `"type": "http"` target: its own fields and those every target has.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTarget {
+    /// Where to call.
     pub url: String,
+    /// The request's method.
     pub method: Option<String>,
+    /// The status that means success.
     pub expected_status: Option<u16>,
+    /// Extra headers.
+    #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Headers whose values are read from files at every call.
+    #[serde(default)]
     pub header_files: std::collections::BTreeMap<String, PathBuf>,
+    /// A bearer token read at every call.
     pub bearer_token_file: Option<PathBuf>,
-    /// Already parsed: the field's or the group's.
-    pub timeout: Option<Duration>,
+    /// Limit of one call.
+    pub timeout: Option<String>,
+    /// The target's name (its `target` label).
+    pub name: Option<String>,
+    /// Probed after each reload.
+    pub verify_url: Option<String>,
+    /// Text the probe's answer must contain.
+    pub verify_contains: Option<String>,
+    /// Where the app serves the watched certificate.
+    pub verify_served_cert: Option<String>,
+    /// TLS options of its https:// URLs.
+    pub tls: Option<crate::config::parse::FileTls>,
 }
 
-/// The HTTP target of a config file's fields (`at`: the target's field path, for messages;
-/// `tls`: its TLS options).
+/// The HTTP target of a config file's fields (`timeout`: the field's or the group's, already
+/// parsed; `at`: the target's field path, for messages; `tls`: its TLS options).
 pub(crate) fn from_file(
-    t: FileFields,
+    t: FileTarget,
+    timeout: Option<Duration>,
     at: &str,
     tls: Option<&Arc<TlsClient>>,
     f: &mut Findings,
@@ -237,7 +258,7 @@ pub(crate) fn from_file(
         headers,
         header_files,
         bearer_token_file: t.bearer_token_file,
-        timeout: t.timeout?,
+        timeout: timeout?,
     })
 }
 

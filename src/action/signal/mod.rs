@@ -132,18 +132,37 @@ fn process_name(args: &SignalFlags, signal_method: bool) -> Option<&str> {
     }
 }
 
-/// A config file's `"type": "signal"` target's own fields.
-pub(crate) struct FileFields<'a> {
-    pub signal: Option<&'a str>,
-    pub process_name: Option<&'a str>,
-    pub process_cmdline: Option<&'a str>,
-    pub pid_file: Option<&'a Path>,
+/// A config file's `"type": "signal"` target: its own fields and those every target has.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTarget {
+    /// The signal.
+    pub signal: Option<String>,
+    /// The app's process by name.
+    pub process_name: Option<String>,
+    /// The app's process by command line.
+    pub process_cmdline: Option<String>,
+    /// The app's process by pid file.
+    pub pid_file: Option<PathBuf>,
+    /// Every match.
+    #[serde(default)]
     pub signal_all: bool,
+    /// The target's name (its `target` label).
+    pub name: Option<String>,
+    /// Probed after each reload.
+    pub verify_url: Option<String>,
+    /// Text the probe's answer must contain.
+    pub verify_contains: Option<String>,
+    /// Where the app serves the watched certificate.
+    pub verify_served_cert: Option<String>,
+    /// TLS options of its https:// URLs.
+    pub tls: Option<crate::config::parse::FileTls>,
 }
 
 /// The signal target of a config file's fields (`at`: the target's field path, for messages).
-pub(crate) fn from_file(t: FileFields<'_>, at: &str, f: &mut Findings) -> Option<SignalConfig> {
-    let sel = selector(t.process_name, t.process_cmdline, t.pid_file, at, f);
+pub(crate) fn from_file(t: &FileTarget, at: &str, f: &mut Findings) -> Option<SignalConfig> {
+    let (name, cmdline) = (t.process_name.as_deref(), t.process_cmdline.as_deref());
+    let sel = selector(name, cmdline, t.pid_file.as_deref(), at, f);
     if sel.is_none()
         && t.process_name.is_none()
         && t.process_cmdline.is_none()
@@ -153,7 +172,7 @@ pub(crate) fn from_file(t: FileFields<'_>, at: &str, f: &mut Findings) -> Option
             "{at}: a signal target needs process_name, process_cmdline or pid_file"
         ));
     }
-    let signal = parse::signal(t.signal.unwrap_or("HUP"))
+    let signal = parse::signal(t.signal.as_deref().unwrap_or("HUP"))
         .map_err(|e| f.error(format!("{at}signal: {e}")))
         .ok();
     Some(SignalConfig {
