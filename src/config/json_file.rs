@@ -69,7 +69,7 @@ struct Common<'a> {
     verify_url: Option<&'a str>,
     verify_contains: Option<&'a str>,
     verify_served_cert: Option<&'a str>,
-    tls: Option<&'a parse::FileTls>,
+    tls: Option<&'a super::tls::FileTls>,
 }
 
 /// The fields every kind's declaration repeats, read the same way for each.

@@ -15,6 +15,7 @@ mod json_file;
 mod model;
 pub(crate) mod parse;
 mod summary;
+pub(crate) mod tls;
 mod values;
 
 use clap::Parser;

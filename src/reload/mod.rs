@@ -9,5 +9,6 @@
 pub(crate) mod progress;
 pub(crate) mod reconciler;
 pub(crate) mod served;
+mod shown;
 pub(crate) mod state_file;
 pub(crate) mod verify;

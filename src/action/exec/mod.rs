@@ -80,7 +80,7 @@ pub(crate) struct FileTarget {
     /// Where the app serves the watched certificate.
     pub verify_served_cert: Option<String>,
     /// TLS options of its https:// URLs.
-    pub tls: Option<crate::config::parse::FileTls>,
+    pub tls: Option<crate::config::tls::FileTls>,
 }
 
 /// A config file's command: one shell-style string or an argument list.

@@ -209,7 +209,7 @@ pub(crate) struct FileTarget {
     /// Where the app serves the watched certificate.
     pub verify_served_cert: Option<String>,
     /// TLS options of its https:// URLs.
-    pub tls: Option<crate::config::parse::FileTls>,
+    pub tls: Option<crate::config::tls::FileTls>,
 }
 
 /// The HTTP target of a config file's fields (`timeout`: the field's or the group's, already

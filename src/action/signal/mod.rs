@@ -156,7 +156,7 @@ pub(crate) struct FileTarget {
     /// Where the app serves the watched certificate.
     pub verify_served_cert: Option<String>,
     /// TLS options of its https:// URLs.
-    pub tls: Option<crate::config::parse::FileTls>,
+    pub tls: Option<crate::config::tls::FileTls>,
 }
 
 /// The signal target of a config file's fields (`at`: the target's field path, for messages).
