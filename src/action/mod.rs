@@ -132,6 +132,14 @@ impl ActionConfig {
         }
     }
 
+    /// Whether its attempts are HTTP calls, whose answers have series of their own.
+    pub(crate) fn makes_calls(&self) -> bool {
+        match self {
+            ActionConfig::Http(_) => true,
+            ActionConfig::Signal(_) | ActionConfig::Exec(_) => false,
+        }
+    }
+
     /// The endpoint it calls, when it has one (an HTTP target).
     pub(crate) fn endpoint(&self) -> Option<&crate::config::Endpoint> {
         match self {

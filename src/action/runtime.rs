@@ -130,6 +130,18 @@ impl Action {
         }
     }
 
+    /// Records in the target's series what only this kind knows of the attempt that just ended
+    /// (`ok`: whether it counted, verification included): an HTTP call's answer.
+    pub(crate) fn record(&self, ok: bool, metrics: &crate::report::metrics::TargetMetrics) {
+        match self {
+            Action::Http(a) => {
+                let (status, failure) = a.answered(ok);
+                metrics.call(status, failure);
+            }
+            Action::Signal(_) | Action::Restart(_) | Action::Exec(_) => {}
+        }
+    }
+
     /// Applies `version`. `force` sends even when the process looks newer than the content.
     pub(crate) async fn apply(
         &mut self,

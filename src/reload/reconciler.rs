@@ -232,10 +232,7 @@ impl Reconciler {
         self.metrics
             .set_ambiguous(matches!(result, Err(ActionError::Ambiguous(_))));
         self.saw_environment();
-        if let Action::Http(a) = &self.action {
-            let (status, failure) = a.answered(result.is_ok());
-            self.metrics.call(status, failure);
-        }
+        self.action.record(result.is_ok(), &self.metrics);
         let fp = v.fingerprint;
         let ended = match &result {
             Ok(Outcome::Done(_)) => Ended::Done,

@@ -213,7 +213,7 @@ impl Metrics {
             cfg.name.clone(),
             cfg.verify.is_some(),
             cfg.served_cert.is_some(),
-            cfg.kind() == crate::action::Kind::Http,
+            cfg.action.makes_calls(),
             cfg.tls_insecure_skip_verify(),
         ));
         lock(&self.targets).push(t.clone());
