@@ -81,28 +81,19 @@ impl GroupTask {
         let mut assessed = off_thread
             .as_mut()
             .map(|o| std::mem::take(&mut o.assessment));
-        let before = match (&assessed, blocking) {
-            (Some(a), _) => Assessment {
-                held_back: a.held_back.clone(),
-                ..Assessment::default()
-            },
+        let held = match (&assessed, blocking) {
+            (Some(a), _) => !a.held_back.is_empty(),
             (None, true) => {
                 let a = self.assess_inline(&scan, policy);
-                let held_back = a.held_back.clone();
+                let held = !a.held_back.is_empty();
                 assessed = Some(a);
-                Assessment {
-                    held_back,
-                    ..Assessment::default()
-                }
+                held
             }
-            (None, false) => Assessment {
-                held_back: held_back_by_content(&scan, policy),
-                ..Assessment::default()
-            },
+            (None, false) => !held_back_by_content(&scan, policy).is_empty(),
         };
         let scanned = Scanned {
             fingerprint: scan.fingerprint,
-            held: !before.held_back.is_empty(),
+            held,
             first,
             immutable: commit && scan.all_kubelet(),
         };
