@@ -160,23 +160,10 @@ pub(crate) async fn request(
     headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
-    let exchange = async {
-        let mut kept = connect(endpoint).await?;
-        let req = build(endpoint, &method, headers)?;
-        let resp = kept
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = resp.status().as_u16();
-        Ok((status, drain(resp.into_body()).await))
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-        format!(
-            "no answer within {} (the time limit); the endpoint hangs or is overloaded",
-            humantime::format_duration(timeout)
-        )
-    })?
+    exchange(endpoint, method, headers, timeout, |body| async {
+        Ok(drain(body).await)
+    })
+    .await
 }
 
 /// As [`request`], with the whole body up to `limit` bytes: a larger one is an error, never
@@ -188,16 +175,7 @@ pub(crate) async fn request_limited(
     timeout: Duration,
     limit: usize,
 ) -> Result<(u16, Bytes), String> {
-    let exchange = async {
-        let mut kept = connect(endpoint).await?;
-        let req = build(endpoint, &method, headers)?;
-        let resp = kept
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
+    exchange(endpoint, method, headers, timeout, |mut body| async move {
         let mut buf = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("the answer broke off: {e}"))?;
@@ -208,7 +186,33 @@ pub(crate) async fn request_limited(
                 buf.extend_from_slice(data);
             }
         }
-        Ok((status, Bytes::from(buf)))
+        Ok(Bytes::from(buf))
+    })
+    .await
+}
+
+/// One request on a new connection, its body read by `read`, all within `timeout`.
+async fn exchange<F, Fut>(
+    endpoint: &Endpoint,
+    method: Method,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+    read: F,
+) -> Result<(u16, Bytes), String>
+where
+    F: FnOnce(hyper::body::Incoming) -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes, String>>,
+{
+    let exchange = async {
+        let mut kept = connect(endpoint).await?;
+        let req = build(endpoint, &method, headers)?;
+        let resp = kept
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, read(resp.into_body()).await?))
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| {
         format!(

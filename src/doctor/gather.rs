@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::report::{DaemonView, FileReport, GroupReport, PathReport, Report, TargetReport, ts};
-use crate::assess::access::Verdict;
 use crate::assess::{Assessment, Policy, assess};
 use crate::config::{Config, GroupConfig};
 use crate::process::ProcFs;
@@ -170,13 +169,8 @@ fn path_reports(scan: &Scan, own_mounts: &[Mount], problems: &mut Vec<String>) -
 /// its certificate's expiry (a problem when past, a warning when near). By path, once: a group
 /// may hold thousands of files.
 fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> {
-    let verdicts: HashMap<&Path, &Verdict> =
-        a.verdicts.iter().map(|(p, v)| (p.as_path(), v)).collect();
-    let expiries: HashMap<&Path, SystemTime> = scan
-        .cert_expiry
-        .iter()
-        .map(|(p, t)| (p.as_path(), *t))
-        .collect();
+    let verdicts = scan::index_by_path(&a.verdicts);
+    let expiries = scan::index_by_path(&scan.cert_expiry);
     let now = SystemTime::now();
     scan.files
         .iter()
@@ -190,7 +184,7 @@ fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> 
                     v.hint.as_deref().unwrap_or("")
                 ));
             }
-            let expiry = expiries.get(f.path.as_path()).copied();
+            let expiry = expiries.get(f.path.as_path()).map(|t| **t);
             match expiry {
                 Some(t) if t <= now => r.problems.push(format!(
                     "{}: the certificate expired at {}",

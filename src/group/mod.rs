@@ -124,9 +124,8 @@ struct Memory {
 
 impl GroupTask {
     /// Runs until `stop` turns true.
-    // An async block, not an `async fn`: an `async fn` keeps its moved-in `self` twice in its
-    // state (the argument and its binding), and this state is every target's and group's
-    // task, held for the daemon's life.
+    // An async block: an `async fn` would keep `self` twice in the task's state (ARCHITECTURE.md,
+    // "A task's state is sized for its idle life").
     #[allow(clippy::manual_async_fn)]
     pub(crate) fn run(
         mut self,

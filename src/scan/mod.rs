@@ -277,3 +277,9 @@ pub(crate) fn nearest_existing_ancestor(p: &Path) -> (PathBuf, Option<OsString>)
     }
     (PathBuf::from("/"), None)
 }
+
+/// `pairs` looked up by path: built once, where a group of thousands of files would otherwise
+/// search the list for each file.
+pub(crate) fn index_by_path<T>(pairs: &[(PathBuf, T)]) -> std::collections::HashMap<&Path, &T> {
+    pairs.iter().map(|(p, v)| (p.as_path(), v)).collect()
+}

@@ -1,8 +1,6 @@
 //! A watch group's entry: what its last scan found (paths, files, owners and modes, keyed
 //! fingerprints, problems, what was skipped), and whether the app can read it.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -12,7 +10,7 @@ use crate::assess::access::Verdict;
 use crate::assess::{Assessment, Hold};
 use crate::process::identity::AppIdentity;
 use crate::scan::fingerprint::FingerprintKey;
-use crate::scan::{Layout, Problem, Scan};
+use crate::scan::{Layout, Problem, Scan, index_by_path};
 use crate::text;
 
 /// How a group notices changes.
@@ -143,18 +141,9 @@ impl GroupStatus {
             })
             .collect();
         // By path, once: a group may hold thousands of files.
-        let verdicts: HashMap<&Path, &Verdict> =
-            a.verdicts.iter().map(|(p, v)| (p.as_path(), v)).collect();
-        let certs: HashMap<&Path, SystemTime> = scan
-            .cert_expiry
-            .iter()
-            .map(|(p, t)| (p.as_path(), *t))
-            .collect();
-        let tokens: HashMap<&Path, SystemTime> = scan
-            .token_expiry
-            .iter()
-            .map(|(p, t)| (p.as_path(), *t))
-            .collect();
+        let verdicts = index_by_path(&a.verdicts);
+        let certs = index_by_path(&scan.cert_expiry);
+        let tokens = index_by_path(&scan.token_expiry);
         self.files = scan
             .files
             .iter()
@@ -170,8 +159,8 @@ impl GroupStatus {
                     .digest_parts([(f.path.as_os_str().as_encoded_bytes(), &f.fingerprint)])
                     .short(),
                 access: verdicts.get(f.path.as_path()).map(|v| (*v).clone()),
-                cert_expires: certs.get(f.path.as_path()).copied(),
-                token_expires: tokens.get(f.path.as_path()).copied(),
+                cert_expires: certs.get(f.path.as_path()).map(|t| **t),
+                token_expires: tokens.get(f.path.as_path()).map(|t| **t),
             })
             .collect();
         self.problems = scan.problems.clone();
