@@ -60,6 +60,7 @@ pub mod demo;
 pub mod doctor;
 pub(crate) mod files;
 pub mod group;
+pub mod inject;
 pub mod lane;
 pub mod process;
 pub mod reload;
@@ -68,6 +69,7 @@ pub mod scan;
 pub(crate) mod stop;
 pub(crate) mod text;
 pub mod watch;
+pub mod webhook;
 
 pub use config::Config;
 pub use daemon::{run, serve};

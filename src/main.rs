@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use secret_reloader::config::cli::{Cli, Command, DemoAppArgs, DemoArgs, DoctorArgs, Output};
 use secret_reloader::daemon::{self, signals};
 use secret_reloader::report::logging;
-use secret_reloader::{Config, demo, doctor};
+use secret_reloader::{Config, demo, doctor, inject, webhook};
 
 /// dlmalloc rather than musl's allocator: musl's returns a size class's memory to the kernel as
 /// soon as its last object is freed, so a daemon whose every scan allocates and frees the same
@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => return code(demo::run(demo_of(args))),
         Some(Command::DemoApp(args)) => return code(demo::app::run(app_of(args))),
         Some(Command::Doctor(args)) => return code(run_doctor(*args)),
+        Some(Command::Inject(args)) => return code(inject::run(*args)),
+        Some(Command::Webhook(args)) => return code(webhook::run(*args)),
         Some(Command::KubeletWrite(a)) => {
             let write = demo::kubelet_write::Write {
                 dir: a.dir,
