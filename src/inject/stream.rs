@@ -22,30 +22,35 @@ pub enum Format {
 /// must be an object.
 pub fn parse(text: &str) -> Result<(Format, Vec<Value>), String> {
     let first = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
-    let (format, docs) = if first.starts_with('{') {
-        let mut docs = Vec::new();
-        for (i, v) in serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .enumerate()
-        {
-            docs.push(v.map_err(|e| format!("not JSON: object {}: {e}", i + 1))?);
+    // JSON is YAML, but read as JSON it keeps every number exactly; a stream that starts like
+    // JSON but is not (YAML documents written in flow style) is read as YAML.
+    let json = first
+        .starts_with('{')
+        .then(|| {
+            serde_json::Deserializer::from_str(text)
+                .into_iter::<Value>()
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+        })
+        .flatten();
+    let (format, docs) = match json {
+        Some(docs) => (Format::Json, docs),
+        None => {
+            let options = serde_saphyr::options! {
+                budget: serde_saphyr::budget! {
+                    max_documents: 100_000,
+                    max_nodes: 20_000_000,
+                    max_events: 40_000_000,
+                },
+                legacy_octal_numbers: true,
+            };
+            let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+                .map_err(|e| format!("not YAML or JSON: {}", one_line(&e.to_string())))?;
+            (
+                Format::Yaml,
+                docs.into_iter().filter(|d| !d.is_null()).collect(),
+            )
         }
-        (Format::Json, docs)
-    } else {
-        let options = serde_saphyr::options! {
-            budget: serde_saphyr::budget! {
-                max_documents: 100_000,
-                max_nodes: 20_000_000,
-                max_events: 40_000_000,
-            },
-            legacy_octal_numbers: true,
-        };
-        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-            .map_err(|e| format!("not YAML or JSON: {}", one_line(&e.to_string())))?;
-        (
-            Format::Yaml,
-            docs.into_iter().filter(|d| !d.is_null()).collect(),
-        )
     };
     for (i, d) in docs.iter().enumerate() {
         if !d.is_object() {
