@@ -194,16 +194,19 @@ fn container(plan: &Plan, layout: Layout, image: &str) -> Value {
         mounts.push(json!({"name": g.volume, "mountPath": g.path(), "readOnly": true}));
     }
     mounts.push(json!({"name": STATE_VOLUME, "mountPath": STATE_DIR}));
-    let mut security = json!({
-        "runAsUser": plan.uid,
+    let mut security = Map::new();
+    security.insert("runAsUser".into(), plan.uid.into());
+    if let Some(gid) = plan.gid {
+        security.insert("runAsGroup".into(), gid.into());
+    }
+    if let Value::Object(rest) = json!({
         "runAsNonRoot": true,
         "readOnlyRootFilesystem": true,
         "allowPrivilegeEscalation": false,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
-    });
-    if let (Some(gid), Value::Object(m)) = (plan.gid, &mut security) {
-        m.insert("runAsGroup".into(), gid.into());
+    }) {
+        security.extend(rest);
     }
     let probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": "reloader"}, "periodSeconds": period, "failureThreshold": failures});
     let mut c = json!({
@@ -211,7 +214,7 @@ fn container(plan: &Plan, layout: Layout, image: &str) -> Value {
         "image": image,
         "args": args,
         "ports": [{"name": "reloader", "containerPort": 9533}],
-        "securityContext": security,
+        "securityContext": Value::Object(security),
         "startupProbe": probe("/startupz", 1, 120),
         "livenessProbe": probe("/healthz", 10, 3),
         "readinessProbe": probe("/readyz", 5, 3),
