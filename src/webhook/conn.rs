@@ -37,7 +37,11 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a connection stands, for its timers.
 #[derive(Debug)]
-pub(crate) struct Clock(Mutex<Stand>);
+pub(crate) struct Clock {
+    stand: Mutex<Stand>,
+    /// Told when a head starts: its deadline is sooner than the idle one being waited for.
+    head_started: Notify,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Stand {
@@ -51,37 +55,41 @@ struct Stand {
 
 impl Clock {
     pub(crate) fn new() -> Clock {
-        Clock(Mutex::new(Stand {
-            busy: false,
-            since: Instant::now(),
-            head_from: None,
-        }))
+        Clock {
+            stand: Mutex::new(Stand {
+                busy: false,
+                since: Instant::now(),
+                head_from: None,
+            }),
+            head_started: Notify::new(),
+        }
     }
 
     /// A request's head was read: its answer starts.
     pub(crate) fn answering(&self) {
-        let mut s = lock(&self.0);
+        let mut s = lock(&self.stand);
         s.busy = true;
         s.head_from = None;
     }
 
     /// The answer was given.
     pub(crate) fn answered(&self) {
-        let mut s = lock(&self.0);
+        let mut s = lock(&self.stand);
         s.busy = false;
         s.since = Instant::now();
     }
 
     fn bytes_arrived(&self) {
-        let mut s = lock(&self.0);
+        let mut s = lock(&self.stand);
         if !s.busy && s.head_from.is_none() {
             s.head_from = Some(Instant::now());
+            self.head_started.notify_one();
         }
     }
 
     /// When the connection is to be closed unless something happens (none while answering).
     fn deadline(&self) -> Option<Instant> {
-        let s = *lock(&self.0);
+        let s = *lock(&self.stand);
         match (s.busy, s.head_from) {
             (true, _) => None,
             (false, Some(from)) => Some(from + HEAD_TIMEOUT),
@@ -217,6 +225,7 @@ impl Guard {
                     return;
                 }
                 _ = close.notified() => return,
+                _ = clock.head_started.notified() => {}
                 _ = stopped(&mut self.stop), if !stopping => {
                     stopping = true;
                     conn.as_mut().graceful();
@@ -253,5 +262,29 @@ where
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_head_and_answer_have_their_own_deadlines() {
+        let clock = Clock::new();
+        let idle = clock.deadline().unwrap();
+        assert!(idle >= Instant::now() + IDLE_TIMEOUT - Duration::from_secs(1));
+        clock.bytes_arrived();
+        let head = clock.deadline().unwrap();
+        assert!(head <= Instant::now() + HEAD_TIMEOUT && head < idle);
+        // More bytes of the same head do not move it.
+        clock.bytes_arrived();
+        assert_eq!(clock.deadline(), Some(head));
+        clock.answering();
+        clock.bytes_arrived(); // the body: the review's own time bounds it
+        assert_eq!(clock.deadline(), None);
+        clock.answered();
+        let next = clock.deadline().unwrap();
+        assert!(next >= Instant::now() + IDLE_TIMEOUT - Duration::from_secs(1));
     }
 }

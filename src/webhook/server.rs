@@ -215,10 +215,11 @@ async fn mutate(
     shared: &Shared,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let refuse = |result: ReviewResult, status: StatusCode, why: &'static str| {
+    let refuse = |result: ReviewResult, status: StatusCode, why: &str| {
         shared.metrics.review(result, started.elapsed());
         tracing::warn!(%peer, result = result_str(result), "review refused: {why}");
-        closing(text(status, why))
+        let body = format!("{why} (the API server applies the webhook's failurePolicy)\n");
+        closing(reply(status, "text/plain; charset=utf-8", body))
     };
     let declared = req
         .headers()
@@ -268,6 +269,9 @@ async fn mutate(
         ReviewResult::Unchanged => tracing::debug!(
             namespace = %a.namespace, name = %a.name, dry_run = a.dry_run, "pod not to be injected"
         ),
+        ReviewResult::Malformed => tracing::warn!(
+            %peer, result, "review refused: {}", answer.why.as_deref().unwrap_or("")
+        ),
         _ => tracing::warn!(
             %peer, result, kind = %a.kind, namespace = %a.namespace, name = %a.name,
             dry_run = a.dry_run, why = answer.why.as_deref().unwrap_or(""),
@@ -281,11 +285,10 @@ async fn mutate(
     }
 }
 
-const TOO_LARGE: &str =
-    "AdmissionReview larger than 3 MiB (the API server applies the webhook's failurePolicy)\n";
-const BUSY: &str = "too many reviews being read at once; try again\n";
-const BROKEN: &str = "the request body could not be read\n";
-const SLOW: &str = "the request body did not arrive within 10 s\n";
+const TOO_LARGE: &str = "AdmissionReview larger than 3 MiB";
+const BUSY: &str = "too many review bodies being read at once";
+const BROKEN: &str = "the request body could not be read";
+const SLOW: &str = "the request body did not arrive within 10 s";
 
 fn result_str(r: ReviewResult) -> &'static str {
     use crate::report::metrics::Label;

@@ -34,3 +34,4 @@ mod support;
 mod tokens;
 mod verify;
 mod volumes;
+mod webhook;
