@@ -236,5 +236,4 @@ fn cut(s: &str, chars: usize) -> String {
 }
 
 #[cfg(test)]
-#[path = "review_tests.rs"]
 mod tests;
