@@ -318,6 +318,27 @@ fn config_file_errors_name_the_field() {
 }
 
 #[test]
+fn config_json_errors_exit_2_for_the_daemon_and_the_doctor() {
+    let bad = r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"http","url":"gopher://x"}]}]}"#;
+    for pre in [&[][..], &["doctor", "--standalone"][..]] {
+        let args = [pre, &["--config-json", bad]].concat();
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("--config-json: groups[0].targets[0].url"),
+            "{args:?}: {err}"
+        );
+        let args = [pre, &["--config-json", bad, "--config", "/etc/c.json"]].concat();
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("--config and --config-json"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn help_and_version() {
     let out = Command::new(bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
@@ -406,6 +427,11 @@ fn every_malformed_environment_value_exits_2_naming_its_flag() {
             "SECRET_RELOADER_CONFIG",
             "/nonexistent/config.json",
             "--config",
+        ),
+        (
+            "SECRET_RELOADER_CONFIG_JSON",
+            "{\"groups\": [",
+            "--config-json: ",
         ),
         (
             "SECRET_RELOADER_FINGERPRINT_KEY_FILE",
