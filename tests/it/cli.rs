@@ -59,6 +59,15 @@ fn bad_flags_exit_2_and_name_the_flag() {
             &["--signal", "stops the process"],
         ),
         (
+            &["--watch", w, "--signal", "none", "--process-name", "a"],
+            &[
+                "--signal none",
+                "sends nothing",
+                "--signal HUP",
+                "--consumed-as env",
+            ],
+        ),
+        (
             &["--watch", w, "--signal", "HUP"],
             &["--signal needs a target process"],
         ),
@@ -285,6 +294,17 @@ fn config_file_errors_name_the_field() {
                 r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal","signal":"BOOM","process_name":"x"}]}]}"#,
             ),
             vec!["groups[0].targets[0].signal", "BOOM"],
+        ),
+        (
+            write(
+                "reportonly.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal","signal":"none","process_name":"x"}]}]}"#,
+            ),
+            vec![
+                "watch group 'a'",
+                "\"signal\": \"none\"",
+                "consumed_as: env",
+            ],
         ),
         (
             write(
