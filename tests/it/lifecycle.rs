@@ -50,11 +50,13 @@ fn sigint_exits_0_and_json_logs_carry_no_secret() {
 
 #[test]
 fn demo_runs_rotations_and_cleans_up() {
+    // Rotations a second apart: the daemon never signals an app younger than a second (a WARN,
+    // and a wait), and a newcomer's demo (every 3 s) shows none.
     let out = Command::new(bin())
         .args([
             "demo",
             "--interval",
-            "300ms",
+            "1s",
             "--rotations",
             "3",
             "--listen",
@@ -79,6 +81,30 @@ fn demo_runs_rotations_and_cleans_up() {
         );
     }
     assert!(!stdout.contains("rotation 4"), "{stdout}");
+    // A clean start: the app started after its content, so the daemon knows it holds it (no
+    // reload, no warning), and then exactly one reload per rotation.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().collect();
+    let warned: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warned.is_empty(), "warnings in the demo:\n{log}");
+    let first = |text: &str| lines.iter().position(|l| l.contains(text));
+    let (held, changed) = (first("no reload needed"), first("content changed"));
+    assert!(
+        held.is_some() && held < changed,
+        "the daemon's first word on the app must be that it holds the content:\n{log}"
+    );
+    assert!(
+        first("reloaded: ") > changed,
+        "a reload before the first rotation:\n{log}"
+    );
+    assert_eq!(
+        log.matches("reloaded: SIGHUP sent").count(),
+        3,
+        "one reload per rotation:\n{log}"
+    );
     assert!(stdout.contains("3 rotations: median"), "{stdout}");
     let dir = stdout
         .lines()
