@@ -96,8 +96,13 @@ impl Daemon {
                     .parse()
                     .map_err(|e| format!("address after {key:?}: {e}\n{text}"));
             }
-            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
-                return Err(format!("not listening:\n{text}"));
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                return Err(format!(
+                    "exited ({status}) before listening; its log:\n{text}"
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {key:?} in its log within 60 s:\n{text}"));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -344,10 +344,12 @@ pub fn webhook(out: &mut String, o: &Opts, f: &mut Figures) {
     let m = match measure(o) {
         Ok(m) => m,
         Err(e) => {
+            // One line, bounded: the error may carry the webhook's log.
+            let e: String = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            let e: String = e.chars().take(600).collect();
             let _ = writeln!(
                 out,
-                "`secret-reloader webhook` under load: not measured ({}).\n",
-                e.trim()
+                "`secret-reloader webhook` under load: not measured ({e}).\n"
             );
             return;
         }
