@@ -17,6 +17,7 @@ mod floor;
 mod footprint;
 mod injection;
 mod latency;
+mod load;
 mod peer;
 mod probe;
 mod scale;
@@ -78,6 +79,14 @@ pub struct Figures {
     pub served: Option<Stats>,
     /// `inject` of a 1,000-document stream, median.
     pub inject_1000: Option<Duration>,
+    /// The webhook at 200 reviews/s of a 20-container, 30-volume pod: p99 (ms), from each
+    /// review's scheduled send time to its answer's last byte.
+    pub webhook_p99: Option<f64>,
+    /// Reviews of that load not answered with a patch.
+    pub webhook_failed: Option<usize>,
+    /// The webhook's RSS: max under that load, and after start (KiB).
+    pub webhook_rss_kib: Option<u64>,
+    pub webhook_rss_start_kib: Option<u64>,
 }
 
 fn main() {
@@ -140,6 +149,7 @@ fn main() {
     }
     if wanted("injection") {
         injection::inject(&mut out, &o, &mut f);
+        injection::webhook(&mut out, &o, &mut f);
     }
     if [
         "latency",
@@ -246,6 +256,34 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
         f.inject_1000
             .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
         f.inject_1000.map(|d| d <= Duration::from_secs(1)),
+    );
+    let failed = |n: usize| {
+        if n > 0 {
+            format!(" ({n} reviews failed)")
+        } else {
+            String::new()
+        }
+    };
+    add(
+        "webhook: p99 of a 20-container, 30-volume review at 200/s within 5 ms",
+        f.webhook_p99
+            .zip(f.webhook_failed)
+            .map(|(p, n)| format!("{p:.2} ms{}", failed(n))),
+        f.webhook_p99
+            .zip(f.webhook_failed)
+            .map(|(p, n)| p <= 5.0 && n == 0),
+    );
+    add(
+        "webhook: RSS under load at most 16 MiB",
+        f.webhook_rss_kib.map(|k| {
+            format!(
+                "{:.2} MiB (after start {})",
+                mib(k),
+                f.webhook_rss_start_kib
+                    .map_or("-".into(), |s| format!("{:.2} MiB", mib(s)))
+            )
+        }),
+        f.webhook_rss_kib.map(|k| k <= 16 * 1024),
     );
     add(
         "idle RSS under 4 MiB",
