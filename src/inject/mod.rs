@@ -94,7 +94,8 @@ enum Done {
 
 /// Injects the sidecar into `tpl` (an object with `metadata` and `spec`), or takes it out
 /// (`remove`). `object` is the annotations of the object that holds the template, when that is
-/// not the template itself. The warnings, or every error (the template is then unchanged).
+/// not the template itself. The warnings, or every error (the template may then be half changed:
+/// a caller that keeps it keeps a copy).
 fn template(
     tpl: &mut Value,
     object: Option<&Map<String, Value>>,
@@ -123,11 +124,10 @@ fn template(
         return Ok((Done::Untouched, Vec::new()));
     }
     let wishes = annotations::read(annotations)?;
-    let mut t = tpl.clone();
-    sidecar::take_out(&mut t).map_err(|e| vec![e])?;
-    let spec = t.get("spec").cloned().unwrap_or(Value::Null);
+    sidecar::take_out(tpl).map_err(|e| vec![e])?;
+    let spec = tpl.get("spec").unwrap_or(&Value::Null);
     for field in ["initContainers", "containers"] {
-        if derive::list(&spec, field)
+        if derive::list(spec, field)
             .iter()
             .any(|c| derive::str_at(c, "/name") == Some(derive::SIDECAR))
         {
@@ -138,12 +138,11 @@ fn template(
             )]);
         }
     }
-    let plan = derive::plan(&spec, &wishes)?;
+    let plan = derive::plan(spec, &wishes)?;
     let layout = wishes.layout.unwrap_or(flags.layout);
-    if sidecar::put(&mut t, &plan, layout, &flags.image).is_none() {
+    if sidecar::put(tpl, &plan, layout, &flags.image).is_none() {
         return Err(vec!["the pod template is not an object".into()]);
     }
-    *tpl = t;
     Ok((Done::Injected, plan.warnings))
 }
 
@@ -182,7 +181,12 @@ pub fn run(args: InjectArgs) -> i32 {
             let Some(tpl) = doc.pointer_mut(&found.pointer) else {
                 continue;
             };
-            match template(tpl, object.as_ref(), &args.flags, args.remove) {
+            let before = tpl.clone();
+            let done = template(tpl, object.as_ref(), &args.flags, args.remove);
+            if done.is_err() {
+                *tpl = before;
+            }
+            match done {
                 Ok((done, warnings)) => {
                     for w in warnings {
                         eprintln!("warning: {}: {w}", found.shown);
