@@ -58,7 +58,7 @@ impl Daemon {
         Ok(d)
     }
 
-    /// `secret-reloader webhook` with `args` (which name its `--listen` and `--admin-listen`):
+    /// `secret-reloader-inject webhook` with `args` (which name its `--listen` and `--admin-listen`):
     /// the process, its `addr` the HTTPS listener, and the admin address, once `/readyz` answers
     /// there; an error when it is not ready within 60 s.
     pub fn try_start_webhook(bin: &str, args: &[&str]) -> Result<(Daemon, SocketAddr), String> {

@@ -1,4 +1,4 @@
-//! Injection: `secret-reloader inject` over a 1,000-document stream (the binary measured, as a
+//! Injection: `secret-reloader-inject` over a 1,000-document stream (the binary measured, as a
 //! pipeline runs it), and the admission webhook under a steady load of reviews.
 
 use std::fmt::Write as _;
@@ -69,7 +69,6 @@ spec:
 fn inject_once(bin: &str, input: &str) -> (Duration, bool) {
     let started = Instant::now();
     let child = Command::new(bin)
-        .arg("inject")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -94,7 +93,7 @@ pub fn inject(out: &mut String, o: &Opts, f: &mut Figures) {
     let mut times = Vec::new();
     let mut failed = 0;
     for _ in 0..runs {
-        let (took, ok) = inject_once(&o.bin, &input);
+        let (took, ok) = inject_once(&o.inject_bin, &input);
         if ok {
             times.push(took);
         } else {
@@ -106,7 +105,7 @@ pub fn inject(out: &mut String, o: &Opts, f: &mut Figures) {
     f.inject_1000 = median;
     let _ = writeln!(
         out,
-        "`secret-reloader inject` of a stream of 1,000 Deployments ({:.0} KiB of YAML; two \
+        "`secret-reloader-inject` of a stream of 1,000 Deployments ({:.0} KiB of YAML; two \
          containers, three volumes and an `envFrom` each), the process started, fed on stdin and \
          waited for, {runs} runs: median {}, fastest {}{}.\n",
         input.len() as f64 / 1024.0,
@@ -275,7 +274,7 @@ fn measure(o: &Opts) -> Result<Measured, String> {
         "--tls-key-file",
         &key,
     ];
-    let (hook, admin) = Daemon::try_start_webhook(&o.bin, &args)?;
+    let (hook, admin) = Daemon::try_start_webhook(&o.inject_bin, &args)?;
     let rss_start = hook.rss_kib();
     let ca = std::fs::read(path("ca.crt")).map_err(|e| format!("ca.crt: {e}"))?;
     let client = Client::new(&ca, hook.addr)?;
@@ -339,7 +338,7 @@ fn measure(o: &Opts) -> Result<Measured, String> {
     })
 }
 
-/// `secret-reloader webhook` under a steady load of reviews of a large pod: latency and RSS.
+/// `secret-reloader-inject webhook` under a steady load of reviews of a large pod: latency and RSS.
 pub fn webhook(out: &mut String, o: &Opts, f: &mut Figures) {
     let m = match measure(o) {
         Ok(m) => m,
@@ -349,7 +348,7 @@ pub fn webhook(out: &mut String, o: &Opts, f: &mut Figures) {
             let e: String = e.chars().take(600).collect();
             let _ = writeln!(
                 out,
-                "`secret-reloader webhook` under load: not measured ({e}).\n"
+                "`secret-reloader-inject webhook` under load: not measured ({e}).\n"
             );
             return;
         }
@@ -357,7 +356,7 @@ pub fn webhook(out: &mut String, o: &Opts, f: &mut Figures) {
     let secs = m.total as u32 / RATE;
     let _ = writeln!(
         out,
-        "`secret-reloader webhook` (HTTPS, a CA-signed pair for 127.0.0.1) answering {RATE} \
+        "`secret-reloader-inject webhook` (HTTPS, a CA-signed pair for 127.0.0.1) answering {RATE} \
          reviews/s for {secs} s, sent on a fixed schedule (open loop) over {CONNECTIONS} kept-alive \
          connections of this process's rustls client (one thread each; a review waits for a free \
          connection, and that wait counts). Each review is a Pod CREATE of 20 containers and 30 \

@@ -37,6 +37,9 @@ use util::{Stats, mib};
 /// What to measure and how long.
 pub struct Opts {
     pub bin: String,
+    /// `secret-reloader-inject` (inject and the webhook): `SECRET_RELOADER_INJECT_BIN`, else the
+    /// file of that name beside `bin`.
+    pub inject_bin: String,
     pub quick: bool,
     pub iterations: usize,
     pub updates: usize,
@@ -100,9 +103,17 @@ fn main() {
             .cloned()
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let bin = std::env::var("SECRET_RELOADER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string());
+    let inject_bin = std::env::var("SECRET_RELOADER_INJECT_BIN").unwrap_or_else(|_| {
+        Path::new(&bin)
+            .with_file_name("secret-reloader-inject")
+            .display()
+            .to_string()
+    });
     let o = Opts {
-        bin: std::env::var("SECRET_RELOADER_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string()),
+        bin,
+        inject_bin,
         quick,
         iterations: if quick { 40 } else { 200 },
         updates: if quick { 1000 } else { 10_000 },
@@ -212,6 +223,20 @@ fn header(out: &mut String, o: &Opts) {
         } else {
             "dynamically linked"
         }
+    );
+    let inject_size = std::fs::metadata(&o.inject_bin).map_or(0, |m| m.len());
+    let _ = writeln!(
+        out,
+        "- injector: `{}`, {:.2} MiB (`secret-reloader-inject`: inject and the webhook, never in a pod)",
+        o.inject_bin,
+        inject_size as f64 / 1048576.0
+    );
+    let inject_size = std::fs::metadata(&o.inject_bin).map_or(0, |m| m.len());
+    let _ = writeln!(
+        out,
+        "- injector: `{}`, {:.2} MiB (`secret-reloader-inject`: inject and the webhook, never in a pod)",
+        o.inject_bin,
+        inject_size as f64 / 1048576.0
     );
     let _ = writeln!(out, "- run: {}\n", if o.quick { "quick" } else { "full" });
 }

@@ -1,4 +1,4 @@
-//! `secret-reloader inject`: adds the sidecar to the pods and pod templates of a YAML or JSON
+//! `secret-reloader-inject`: adds the sidecar to the pods and pod templates of a YAML or JSON
 //! stream, derived from the pod's own spec (which Secrets and ConfigMaps the app mounts or takes as
 //! environment variables, the app's uid and groups), so the two can never disagree. The admission
 //! webhook ([`crate::webhook`]) applies the same [`pod`] to each pod the API server admits.
@@ -43,7 +43,7 @@ pub enum Layout {
     Classic,
 }
 
-/// `secret-reloader inject`'s flags.
+/// `secret-reloader-inject`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct InjectArgs {
     /// YAML or JSON files (`-` for stdin, the default): multi-document streams and `kind: List`.
@@ -146,7 +146,7 @@ fn template(
     Ok((Done::Injected, plan.warnings))
 }
 
-/// `secret-reloader inject`: the exit code (0; 1 when an input cannot be read or an object cannot
+/// `secret-reloader-inject`: the exit code (0; 1 when an input cannot be read or an object cannot
 /// be injected; 2 usage, from clap).
 pub fn run(args: InjectArgs) -> i32 {
     let files = if args.files.is_empty() {
@@ -204,7 +204,7 @@ pub fn run(args: InjectArgs) -> i32 {
     }
     if failed > 0 && !args.keep_going {
         eprintln!(
-            "secret-reloader inject: {failed} pod template(s) could not be {}; nothing written \
+            "secret-reloader-inject: {failed} pod template(s) could not be {}; nothing written \
              (--keep-going writes the rest)",
             if args.remove { "restored" } else { "injected" }
         );
@@ -227,7 +227,7 @@ pub fn run(args: InjectArgs) -> i32 {
     }
     let [injected, removed, untouched] = count;
     eprintln!(
-        "secret-reloader inject: {} pod template(s) {}, {untouched} left as they were{}",
+        "secret-reloader-inject: {} pod template(s) {}, {untouched} left as they were{}",
         if args.remove { removed } else { injected },
         if args.remove { "restored" } else { "injected" },
         if failed > 0 {
