@@ -43,6 +43,9 @@
 //!   series for `--compat-metrics` are computed at scrape time from the same atomics.
 //! - [`daemon`]: wiring, named tasks, signals and the shutdown: [`daemon::run`] /
 //!   [`daemon::serve`]; nothing imports it (`stop`: the stop flag every task holds).
+//! - [`inject`]: the sidecar derived from a pod's own spec, added to the pod templates of
+//!   manifests; [`webhook`]: the admission webhook that applies it to each pod created (both
+//!   run by the second binary, `secret-reloader-inject`, never by the sidecar).
 //! - [`doctor`]: the one-shot report. [`demo`]: the local demonstration, its app, and kubelet's
 //!   atomic writer (also used by the tests and the benchmark).
 //! - `files`: opening files that may be hostile (never blocking, size-limited); [`lane`]:
