@@ -4,7 +4,7 @@ field by field against the pod spec it was derived from, compares documents, and
 accept the injected command lines. Input documents are kubectl's JSON output (`kubectl patch
 --local -o json`): what kubectl parsed, not what this script's own parser would read.
 
-    check.py strip IN.json OUT.json          the example with its sidecar taken out, annotated
+    check.py strip IN.json OUT.json|OUT.yaml the example with its sidecar taken out, annotated
     check.py validate OUT.json VERSION       kubernetes-validate --strict, every object
     check.py fields IN.json OUT.json LAYOUT  the sidecar of every injected template, field by field
     check.py same A.json B.json              the same documents (as JSON values)
@@ -110,8 +110,9 @@ def strip(src, dst):
                             f'annotated {PREFIX}inject: "true"' + ''.join(f', {k}' for k in kept))
     if not stripped:
         fail(f'{src}: no hand-written sidecar to take out')
+    # DST.yaml: a YAML stream (each document a line of JSON, which is YAML), as kustomize reads one.
     with open(dst, 'w') as f:
-        f.write('\n'.join(json.dumps(d) for d in docs) + '\n')
+        f.write(('---\n' if dst.endswith('.yaml') else '').join(json.dumps(d) + '\n' for d in docs))
     for s in stripped:
         print(f'    {s}')
 
