@@ -2,7 +2,7 @@
 //!
 //! `scripts/bench` measures the static release binary that ships and writes BENCHMARKS.md;
 //! `cargo bench --bench bench -- [--quick] [--write FILE] [--only a,b] [--soak N]` runs it by hand.
-//! Sections: latency, footprint, scale, storm, throughput, admin, stalls, soak. Prints Markdown;
+//! Sections: latency, footprint, scale, storm, throughput, admin, stalls, injection, soak. Prints Markdown;
 //! no pass/fail
 //! assertions (this machine is shared and noisy: compare ratios within one run), but the goals are
 //! listed with the figure beside each.
@@ -15,6 +15,7 @@ mod admin;
 mod daemon;
 mod floor;
 mod footprint;
+mod injection;
 mod latency;
 mod peer;
 mod probe;
@@ -75,6 +76,8 @@ pub struct Figures {
     pub tls: Option<(Stats, Stats)>,
     /// Swap → nginx's new certificate confirmed served.
     pub served: Option<Stats>,
+    /// `inject` of a 1,000-document stream, median.
+    pub inject_1000: Option<Duration>,
 }
 
 fn main() {
@@ -135,6 +138,9 @@ fn main() {
     if wanted("stalls") {
         stalls::run(&mut out, &o, &mut f);
     }
+    if wanted("injection") {
+        injection::inject(&mut out, &o, &mut f);
+    }
     if [
         "latency",
         "footprint",
@@ -143,6 +149,7 @@ fn main() {
         "tls",
         "admin",
         "stalls",
+        "injection",
     ]
     .iter()
     .any(|s| wanted(s))
@@ -229,6 +236,17 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
             met,
         ));
     };
+    add(
+        "static binary at most 4.5 MiB",
+        Some(format!("{:.2} MiB", size as f64 / 1048576.0)),
+        Some(size <= 4608 * 1024),
+    );
+    add(
+        "inject of a 1,000-document stream within 1 s",
+        f.inject_1000
+            .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
+        f.inject_1000.map(|d| d <= Duration::from_secs(1)),
+    );
     add(
         "idle RSS under 4 MiB",
         f.rss_start_kib.map(|k| format!("{:.2} MiB", mib(k))),

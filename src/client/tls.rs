@@ -33,27 +33,35 @@ use crate::{files, text};
 /// Largest CA bundle, certificate chain or key file read.
 const PEM_LIMIT: u64 = 1024 * 1024;
 
+/// What a file is, without reading it (symbolic links followed): device, inode, size,
+/// modification and change times. A file replaced, rewritten or swapped in through a kubelet
+/// `..data` link has another one.
+pub type FileIdentity = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
 /// What the TLS files were when read: a kept connection is used again only while it is the same.
-pub type Identity = Vec<Option<(u64, u64, u64, i64, i64, i64, i64)>>;
+pub type Identity = Vec<FileIdentity>;
+
+/// The identity of the file at `path` now (`None`: it cannot be looked at).
+pub(crate) fn file_identity(path: &Path) -> FileIdentity {
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
 
 /// The files' identity now (no content read).
 pub(crate) fn identity(tls: &TlsClient) -> Identity {
     [&tls.ca_file, &tls.client_cert_file, &tls.client_key_file]
         .into_iter()
         .flatten()
-        .map(|p| {
-            std::fs::metadata(p).ok().map(|m| {
-                (
-                    m.dev(),
-                    m.ino(),
-                    m.size(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.ctime(),
-                    m.ctime_nsec(),
-                )
-            })
-        })
+        .map(|p| file_identity(p))
         .collect()
 }
 
@@ -87,13 +95,17 @@ pub(crate) async fn connect(
         })
 }
 
-fn read_pem(path: &Path, flag: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+/// The PEM file `path`, given as `flag`, read within the size limit (wiped when dropped).
+pub(crate) fn read_pem(path: &Path, flag: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     files::read_limited(path, PEM_LIMIT)
         .map_err(|e| format!("cannot read {flag} {}: {e}", text::path(path)))
 }
 
 /// The certificates (PEM) of `path`, given as `flag`: at least one.
-fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certificates(
+    path: &Path,
+    flag: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = text::path(path);
     let certs = CertificateDer::pem_slice_iter(&read_pem(path, flag)?)
         .collect::<Result<Vec<_>, _>>()

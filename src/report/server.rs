@@ -146,9 +146,11 @@ pub(crate) fn spawn(
     })
 }
 
-/// Open connections: when to close which.
-#[derive(Default)]
-struct Connections {
+/// Open connections of a listener bounded to `limit`: when to close which. Shared with the
+/// webhook's listeners (`crate::webhook`).
+pub(crate) struct Connections {
+    /// Most connections open at once.
+    limit: usize,
     next: u64,
     /// By id.
     open: BTreeMap<u64, Slot>,
@@ -165,9 +167,18 @@ struct Slot {
 }
 
 impl Connections {
+    /// None open yet; at most `limit` at once.
+    pub(crate) fn new(limit: usize) -> Connections {
+        Connections {
+            limit,
+            next: 0,
+            open: BTreeMap::new(),
+        }
+    }
+
     /// Closes the connection idle the longest (never one answering a request); whether there was
     /// one.
-    fn evict_oldest_idle(&mut self) -> bool {
+    pub(crate) fn evict_oldest_idle(&mut self) -> bool {
         let oldest_idle = self
             .open
             .iter()
@@ -183,12 +194,12 @@ impl Connections {
         }
     }
 
-    /// A slot for a new connection (its id, and what closes it): at once below
-    /// [`MAX_CONNECTIONS`], else in place of the longest idle one (counted as dropped for
-    /// capacity); `None` when every slot answers a request right now (the newcomer is closed).
-    fn admit(&mut self, metrics: &Metrics) -> Option<(u64, Arc<Notify>)> {
-        if self.open.len() >= MAX_CONNECTIONS {
-            metrics.admin.dropped(DropReason::Capacity);
+    /// A slot for a new connection (its id, and what closes it): at once below the limit, else
+    /// in place of the longest idle one (`at_capacity` is called: a connection is dropped);
+    /// `None` when every slot answers a request right now (the newcomer is closed).
+    pub(crate) fn admit(&mut self, at_capacity: impl FnOnce()) -> Option<(u64, Arc<Notify>)> {
+        if self.open.len() >= self.limit {
+            at_capacity();
             if !self.evict_oldest_idle() {
                 return None;
             }
@@ -204,6 +215,21 @@ impl Connections {
         self.open.insert(id, slot);
         Some((id, close))
     }
+
+    /// The connection `id` starts (`true`) or ends (`false`) answering a request.
+    pub(crate) fn set_busy(&mut self, id: u64, busy: bool) {
+        if let Some(slot) = self.open.get_mut(&id) {
+            slot.busy = busy;
+            if !busy {
+                slot.at = Instant::now();
+            }
+        }
+    }
+
+    /// The connection `id` ended: its slot is free.
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.open.remove(&id);
+    }
 }
 
 async fn serve(
@@ -213,7 +239,7 @@ async fn serve(
 ) -> Result<(), String> {
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("the admin listener cannot be used: {e}"))?;
-    let conns = Arc::new(Mutex::new(Connections::default()));
+    let conns = Arc::new(Mutex::new(Connections::new(MAX_CONNECTIONS)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -243,7 +269,7 @@ async fn serve(
             _ = &mut stop => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let admitted = lock(&conns).admit(&admin.metrics);
+        let admitted = lock(&conns).admit(|| admin.metrics.admin.dropped(DropReason::Capacity));
         let Some((id, close)) = admitted else {
             drop(stream);
             continue;
@@ -269,14 +295,9 @@ fn spawn_connection(
     let svc = service_fn(move |req: Request<Incoming>| {
         let (admin, conns) = (admin2.clone(), conns2.clone());
         async move {
-            if let Some(slot) = lock(&conns).open.get_mut(&id) {
-                slot.busy = true;
-            }
+            lock(&conns).set_busy(id, true);
             let resp = respond(&admin, req.method(), req.uri().path(), req.headers(), peer).await;
-            if let Some(slot) = lock(&conns).open.get_mut(&id) {
-                slot.busy = false;
-                slot.at = Instant::now();
-            }
+            lock(&conns).set_busy(id, false);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -299,7 +320,7 @@ fn spawn_connection(
             metrics.admin.dropped(why);
             tracing::debug!(error = %e, "admin connection ended with an error");
         }
-        lock(&conns2).open.remove(&id);
+        lock(&conns2).remove(id);
         metrics.admin.open_delta(-1);
     });
 }
@@ -396,11 +417,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     reply(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+/// An answer of `content_type`.
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -35,3 +35,4 @@ mod support;
 mod tokens;
 mod verify;
 mod volumes;
+mod webhook;

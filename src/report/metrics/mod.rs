@@ -13,6 +13,7 @@
 mod atomic;
 mod group;
 mod target;
+mod webhook;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ pub(crate) use group::GroupMetrics;
 pub(in crate::report) use group::families as group_families;
 pub(crate) use target::TargetMetrics;
 pub(in crate::report) use target::families as target_families;
+pub(crate) use webhook::{ReloadResult, ReviewResult, WebhookMetrics};
 
 use super::family::Family;
 use crate::config::TargetConfig;

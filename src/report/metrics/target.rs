@@ -5,18 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::proto::{Bucket, Histogram, Metric};
+use prometheus::proto::Metric;
 
-use super::atomic::AtomicF64;
+use super::atomic::{AtomicF64, Durations};
 use crate::lock;
-use crate::report::family::{Emit, Family, counter, flag, gauge, labelled};
+use crate::report::family::{Emit, Family, counter, flag, gauge};
 use crate::report::status::TargetState;
 use crate::scan::fingerprint::Fingerprint;
-
-/// Upper bounds of `reload_duration_seconds`.
-const BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 /// The series of one target.
 #[derive(Debug)]
@@ -52,10 +47,8 @@ pub(crate) struct TargetMetrics {
     pub(in crate::report) state: AtomicU8,
     /// [`VERIFY`], for targets that verify.
     pub(in crate::report) verify: Option<Verified>,
-    /// [`DURATION`]: actions per bucket of [`BUCKETS`], and their sum.
-    pub(in crate::report) buckets: [AtomicU64; BUCKETS.len()],
-    /// [`DURATION`]'s sum, seconds.
-    pub(in crate::report) duration_sum: AtomicF64,
+    /// [`DURATION`].
+    pub(in crate::report) durations: Durations,
 }
 
 const RELOADS: Family = Family::counter("reloads_total", "Reload actions by target and result.");
@@ -145,8 +138,7 @@ impl TargetMetrics {
             served: served.then(Served::default),
             state: AtomicU8::new(TargetState::Idle as u8),
             verify: verify.then(Verified::default),
-            buckets: Default::default(),
-            duration_sum: AtomicF64::default(),
+            durations: Durations::default(),
         }
     }
 
@@ -161,10 +153,7 @@ impl TargetMetrics {
             self.failures.fetch_add(1, Relaxed);
         }
         self.last_failed.store(!ok, Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.duration_sum.add(secs);
+        self.durations.observe(took);
     }
 
     /// Whether the target has not applied the current content.
@@ -221,26 +210,6 @@ impl TargetMetrics {
             if ok { &v.successes } else { &v.failures }.fetch_add(1, Relaxed);
         }
     }
-
-    /// The histogram sample of [`DURATION`].
-    fn histogram(&self) -> Metric {
-        let mut m = labelled(&[("target", &self.name)]);
-        let mut h = Histogram::default();
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(BUCKETS.len());
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let mut b = Bucket::default();
-            b.set_upper_bound(*bound);
-            b.set_cumulative_count(cumulative);
-            buckets.push(b);
-        }
-        h.set_bucket(buckets);
-        h.set_sample_count(self.successes.load(Relaxed) + self.failures.load(Relaxed));
-        h.set_sample_sum(self.duration_sum.get());
-        m.set_histogram(h);
-        m
-    }
 }
 
 /// Every target's families; `shared_versions`: whether versions compare across pods (only then
@@ -267,7 +236,7 @@ pub(in crate::report) fn families(t: &[Arc<TargetMetrics>], shared_versions: boo
             .flat_map(|t| by_result(t, &t.successes, &t.failures))
             .collect()),
     );
-    out.push(DURATION.of(each(&|t| Some(t.histogram()))));
+    out.push(DURATION.of(each(&|t| Some(t.durations.sample(&[("target", &t.name)])))));
     out.push(LAST_SUCCESS.of(each(&|t| {
         (t.successes.load(Relaxed) > 0).then(|| gauge(&[("target", &t.name)], t.last_success.get()))
     })));

@@ -390,9 +390,14 @@ impl Daemon {
     /// Sends `sig` and waits (with the deadline) for the exit status.
     pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+        self.exited(&format!("{sig}"))
+    }
+
+    /// Waits (with the deadline) for the exit status of a daemon told to end `how`.
+    pub fn exited(&mut self, how: &str) -> ExitStatus {
         assert!(
             native::exited_within(&mut self.child, DEADLINE),
-            "daemon did not exit after {sig}; log:\n{}",
+            "daemon did not exit after {how}; log:\n{}",
             self.log()
         );
         self.child
