@@ -8,8 +8,8 @@ accept the injected command lines. Input documents are kubectl's JSON output (`k
     check.py validate OUT.json VERSION       kubernetes-validate --strict, every object
     check.py fields IN.json OUT.json LAYOUT  the sidecar of every injected template, field by field
     check.py same A.json B.json              the same documents (as JSON values)
-    check.py args OUT.json DIR               each sidecar's arguments, one file per sidecar, in DIR
-    check.py starts BIN ARGS...              the daemon accepts those arguments (it listens)
+    check.py args OUT.json DIR CASE          each sidecar's arguments, one file per sidecar, in DIR
+    check.py starts BIN ARGS...              the daemon accepts those arguments (it listens), or exit 1
 """
 import json
 import os
@@ -314,21 +314,20 @@ def same(x, y):
         fail(f'{y} is not {x} ({len(b)} documents, {len(a)} expected)')
 
 
-def args(src, outdir):
-    os.makedirs(outdir)
-    n = 0
+def args(src, outdir, case):
+    """Each sidecar's arguments, a line each, in a file of OUTDIR named after the case and the object."""
     for d in flat(load(src)):
-        for _, t in templates(d):
+        for where, t in templates(d):
             for c in t['spec'].get('initContainers', []) + t['spec'].get('containers', []):
                 if c['name'] == SIDECAR:
-                    n += 1
-                    with open(f'{outdir}/{n}', 'w') as f:
+                    with open(f'{outdir}/{case} {where.replace("/", "_")}', 'w') as f:
                         f.write(''.join(a + '\n' for a in c['args']))
 
 
 def starts(binary, argv):
     """As scripts/ci-packaging: the daemon in its own PID namespace (a --process-name reaches no
-    process of this machine) listens on 127.0.0.1, or exits because it refused its arguments."""
+    process of this machine) listens on 127.0.0.1, or exits because it refused its arguments
+    (said on stdout, exit 1)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('SECRET_RELOADER_')}
     env['SECRET_RELOADER_LISTEN'] = '127.0.0.1:0'
     p = subprocess.Popen(['unshare', '--pid', '--fork', '--kill-child', '--mount-proc', binary] + argv, env=env,
@@ -339,7 +338,9 @@ def starts(binary, argv):
             if select.select([fd], [], [], 0.2)[0]:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    fail(f'the daemon refused the injected arguments {argv}:\n{log.decode(errors="replace")}')
+                    print(f'the daemon refused {" ".join(argv)}:')
+                    print(''.join(f'  | {line}\n' for line in log.decode(errors='replace').splitlines()), end='')
+                    sys.exit(1)
                 log += chunk
                 if re.search(rb'listening:[^\n]* addr=\S+', log):
                     return
