@@ -18,14 +18,15 @@ use crate::scan::fingerprint::FingerprintKey;
 const SMALL_FILE_LIMIT: u64 = 64 * 1024;
 /// Largest config file read.
 const CONFIG_FILE_LIMIT: u64 = 4 * 1024 * 1024;
+/// Largest `--config-json` text: what Linux lets one argument or environment variable hold
+/// (`MAX_ARG_STRLEN`, 32 pages). A longer text cannot have come through `exec`; a caller of the
+/// library gets the same bound.
+const CONFIG_JSON_LIMIT: usize = 128 * 1024;
 
-/// Builds the configuration from `args` (and the `--config` file they name, or `inline`, its
-/// text); `require_action`: the daemon's flags must name an action (the doctor's need not).
-pub(super) fn build(
-    args: &RunArgs,
-    require_action: bool,
-    inline: Option<&str>,
-) -> Result<Loaded, ConfigError> {
+/// Builds the configuration from `args` (and the `--config` file they name, or the
+/// `--config-json` text they hold); `require_action`: the daemon's flags must name an action (the
+/// doctor's need not).
+pub(super) fn build(args: &RunArgs, require_action: bool) -> Result<Loaded, ConfigError> {
     let mut f = Findings::default();
     let mut reload_urls = flags::text_list(
         &args.http.reload_url,
@@ -49,19 +50,14 @@ pub(super) fn build(
         (&defaults, &group_defaults),
         &mut f,
     ));
-    if let Some(path) = &args.config {
-        groups.extend(file_groups(
-            path,
-            inline,
-            &group_defaults,
-            &defaults,
-            &mut f,
-        ));
-    }
+    groups.extend(file_groups(args, &group_defaults, &defaults, &mut f));
     check_access_policy(&groups, &mut f);
     crate::action::restart::check_groups(&groups, &mut f);
     if groups.is_empty() && f.errors.is_empty() {
-        f.error("nothing to watch: give --watch PATH with an action, or --config FILE");
+        f.error(
+            "nothing to watch: give --watch PATH with an action, or --config FILE (or \
+             --config-json TEXT)",
+        );
     }
     check_limits(args, &mut f);
     check_names(&mut groups, &mut f);
@@ -203,30 +199,59 @@ fn cli_group(
     })
 }
 
-/// The groups of the config file at `path` (or of `inline`, its text).
+/// The groups of the config file `--config` names, or of the text `--config-json` holds: the
+/// same parser, whose messages name the file or `--config-json`.
 fn file_groups(
+    args: &RunArgs,
+    group_defaults: &GroupDefaults,
+    defaults: &TargetDefaults,
+    f: &mut Findings,
+) -> Vec<GroupConfig> {
+    match (&args.config, &args.config_json) {
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => {
+            f.error(
+                "--config and --config-json both describe the watch groups: give only one \
+                 (--config FILE for a file, --config-json TEXT for its content inline)",
+            );
+            Vec::new()
+        }
+        (None, Some(text)) if text.len() > CONFIG_JSON_LIMIT => {
+            f.error(format!(
+                "--config-json holds more than {} KiB, the most one argument or environment \
+                 variable can hold: put the groups into a file (a ConfigMap) and give --config FILE",
+                CONFIG_JSON_LIMIT / 1024
+            ));
+            Vec::new()
+        }
+        (None, Some(text)) => json_file::parse("--config-json", text, group_defaults, defaults, f),
+        (Some(path), None) => config_file(path, group_defaults, defaults, f),
+    }
+}
+
+/// The groups of the config file at `path`.
+fn config_file(
     path: &Path,
-    inline: Option<&str>,
     group_defaults: &GroupDefaults,
     defaults: &TargetDefaults,
     f: &mut Findings,
 ) -> Vec<GroupConfig> {
     let shown = path.display().to_string();
-    match inline {
-        Some(text) => json_file::parse(&shown, text, group_defaults, defaults, f),
-        None => match files::read_limited(path, CONFIG_FILE_LIMIT) {
-            Ok(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => json_file::parse(&shown, text, group_defaults, defaults, f),
-                Err(_) => {
-                    f.error(format!("--config: {shown} is not UTF-8 text"));
-                    Vec::new()
-                }
-            },
-            Err(e) => {
-                f.error(format!("--config: cannot read {shown}: {e}"));
+    match files::read_limited(path, CONFIG_FILE_LIMIT) {
+        Ok(bytes) => match std::str::from_utf8(&bytes) {
+            Ok(text) => {
+                let source = format!("--config {shown}");
+                json_file::parse(&source, text, group_defaults, defaults, f)
+            }
+            Err(_) => {
+                f.error(format!("--config: {shown} is not UTF-8 text"));
                 Vec::new()
             }
         },
+        Err(e) => {
+            f.error(format!("--config: cannot read {shown}: {e}"));
+            Vec::new()
+        }
     }
 }
 
@@ -367,5 +392,138 @@ fn check_names(groups: &mut [GroupConfig], f: &mut Findings) {
         if *n > 1 {
             t.name = format!("{}#{}", t.name, n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cli::Cli;
+
+    /// Two groups, a signal target and an exec target, as an injected sidecar's argument.
+    const TWO_GROUPS: &str = r#"{"groups": [
+        {"name": "tls", "watch": ["/etc/tls"],
+         "targets": [{"type": "signal", "process_name": "nginx"}]},
+        {"name": "creds", "watch": ["/etc/creds"], "debounce": "200ms",
+         "targets": [{"type": "exec", "command": ["/bin/true"]}]}
+    ]}"#;
+
+    fn load(argv: &[&str]) -> Result<Config, Vec<String>> {
+        let cli =
+            Cli::try_from_argv(std::iter::once("secret-reloader").chain(argv.iter().copied()))
+                .map_err(|e| vec![e.to_string()])?;
+        Config::from_args(&cli.run).map_err(|e| e.0)
+    }
+
+    fn shape(c: &Config) -> Vec<(String, Vec<String>, Duration)> {
+        c.groups
+            .iter()
+            .map(|g| {
+                let targets = g.targets.iter().map(|t| t.name.clone()).collect();
+                (g.name.clone(), targets, g.debounce)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn config_json_is_the_config_file_given_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, TWO_GROUPS).unwrap();
+        let from_file = load(&["--config", file.to_str().unwrap()]).unwrap();
+        let inline = load(&["--config-json", TWO_GROUPS]).unwrap();
+        assert_eq!(shape(&inline), shape(&from_file));
+        assert_eq!(
+            shape(&inline),
+            [
+                (
+                    "tls".into(),
+                    vec!["signal:nginx".into()],
+                    Duration::from_millis(100)
+                ),
+                (
+                    "creds".into(),
+                    vec!["exec:true".into()],
+                    Duration::from_millis(200)
+                ),
+            ]
+        );
+        // Flags beside it form one more group, as beside a file.
+        let both = load(&[
+            "--config-json",
+            TWO_GROUPS,
+            "--watch",
+            "/x",
+            "--exec",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(both.groups.len(), 3);
+        // The doctor takes it as the daemon does.
+        let cli = Cli::try_from_argv(["secret-reloader", "--config-json", TWO_GROUPS]).unwrap();
+        assert_eq!(
+            shape(&Config::for_doctor(&cli.run).unwrap()),
+            shape(&inline)
+        );
+    }
+
+    #[test]
+    fn config_json_errors_are_the_files_naming_config_json() {
+        let bad = r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"exec","command":"true"},{"type":"http","url":"gopher://x"}]}]}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.json");
+        std::fs::write(&file, bad).unwrap();
+        let shown = file.display().to_string();
+        let from_file = load(&["--config", &shown]).unwrap_err();
+        let inline = load(&["--config-json", bad]).unwrap_err();
+        assert!(
+            inline[0].starts_with("--config-json: groups[0].targets[1].url"),
+            "{inline:?}"
+        );
+        let renamed: Vec<String> = from_file
+            .iter()
+            .map(|e| e.replace(&format!("--config {shown}"), "--config-json"))
+            .collect();
+        assert_eq!(inline, renamed);
+        for (text, want) in [
+            ("{ \"groups\": [ }", "--config-json: "),
+            ("{\"groups\": []}", "--config-json: groups is empty"),
+            (
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"http","urll":"x"}]}]}"#,
+                "unknown field `urll`",
+            ),
+        ] {
+            let e = load(&["--config-json", text]).unwrap_err();
+            assert!(e.iter().any(|e| e.contains(want)), "{text}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn config_json_and_config_are_exclusive_and_config_json_is_bounded() {
+        let e = load(&["--config", "/etc/x.json", "--config-json", TWO_GROUPS]).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("--config and --config-json") && e[0].contains("only one"),
+            "{e:?}"
+        );
+        // Valid JSON past the bound: refused before it is parsed.
+        let padded = format!("{}{}", TWO_GROUPS, " ".repeat(CONFIG_JSON_LIMIT));
+        let e = load(&["--config-json", &padded]).unwrap_err();
+        assert!(
+            e[0].contains("--config-json holds more than 128 KiB")
+                && e[0].contains("--config FILE"),
+            "{e:?}"
+        );
+        let at_the_bound = format!(
+            "{TWO_GROUPS}{}",
+            " ".repeat(CONFIG_JSON_LIMIT - TWO_GROUPS.len())
+        );
+        assert_eq!(
+            load(&["--config-json", &at_the_bound])
+                .unwrap()
+                .groups
+                .len(),
+            2
+        );
     }
 }

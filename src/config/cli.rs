@@ -323,6 +323,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", env = "SECRET_RELOADER_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// The content of a --config file, given inline (a sidecar whose watch groups are in its
+    /// arguments, with no file to read them from); at most 128 KiB, not beside --config.
+    #[arg(long, value_name = "JSON", env = "SECRET_RELOADER_CONFIG_JSON")]
+    pub config_json: Option<String>,
+
     /// Key for the HMAC fingerprints, shared by pods so their fingerprints compare (random per
     /// process otherwise).
     #[arg(

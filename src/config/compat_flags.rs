@@ -204,7 +204,7 @@ mod tests {
         match &l.config.groups[0].targets[..] {
             [t] => match &t.action {
                 ActionConfig::Signal(s) => {
-                    assert_eq!(s.signal.as_str(), "SIGHUP");
+                    assert_eq!(s.signal, Some(nix::sys::signal::Signal::SIGHUP));
                     assert_eq!(s.selector.short(), "prometheus");
                 }
                 other => panic!("{other:?}"),

@@ -11,8 +11,9 @@
 //! }
 //! ```
 //!
+//! The same text may come inline (`--config-json`, a sidecar whose groups are in its arguments).
 //! Unknown fields are errors (a typo must not silently turn a setting off), and every message
-//! names the file and the field path, like `groups[1].targets[0].url`.
+//! names the file (or `--config-json`) and the field path, like `groups[1].targets[0].url`.
 
 use std::path::PathBuf;
 
@@ -120,9 +121,10 @@ impl FileTarget {
     }
 }
 
-/// Validates the text of a config file shown as `shown` in messages.
+/// Validates the text of a config file; `source` (`--config FILE` or `--config-json`) begins
+/// every message.
 pub(crate) fn parse(
-    shown: &str,
+    source: &str,
     text: &str,
     gd: &GroupDefaults,
     defaults: &TargetDefaults,
@@ -139,20 +141,20 @@ pub(crate) fn parse(
                 } else {
                     format!("{at}: ")
                 };
-                f.error(format!("--config {shown}: {field}{}", e.into_inner()));
+                f.error(format!("{source}: {field}{}", e.into_inner()));
                 return Vec::new();
             }
         };
     if file.groups.is_empty() {
         f.error(format!(
-            "--config {shown}: groups is empty: describe at least one watch group"
+            "{source}: groups is empty: describe at least one watch group"
         ));
     }
     file.groups
         .into_iter()
         .enumerate()
         .map(|(gi, g)| {
-            let at = format!("--config {shown}: groups[{gi}]");
+            let at = format!("{source}: groups[{gi}]");
             file_group(g, &at, gd, defaults, f)
         })
         .collect()

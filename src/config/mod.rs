@@ -69,26 +69,29 @@ impl Config {
         Config::from_args(&cli.run)
     }
 
-    /// Validates parsed flags (and the `--config` file they name).
+    /// Validates parsed flags (and the `--config` file they name, or `--config-json`).
     pub(crate) fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
         Config::load(args).map(|l| l.config)
     }
 
     /// As `Config::from_args`, with the warnings the daemon logs at start.
     pub fn load(args: &RunArgs) -> Result<Loaded, ConfigError> {
-        build(args, true, None)
+        build(args, true)
     }
 
-    /// Validates the text of a config file with default flags (fuzzing, tools).
+    /// Validates the text of a config file with default flags, as `--config-json` gives it
+    /// (fuzzing, tools).
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(["secret-reloader", "--config", "(inline)"])
+        let mut cli = Cli::try_parse_from(["secret-reloader"])
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
-        build(&cli.run, true, Some(text)).map(|l| l.config)
+        cli.run.config = None;
+        cli.run.config_json = Some(text.to_string());
+        build(&cli.run, true).map(|l| l.config)
     }
 
     /// As `Config::from_args` for the one-shot report, which may look at paths without any
     /// action.
     pub fn for_doctor(args: &RunArgs) -> Result<Config, ConfigError> {
-        build(args, false, None).map(|l| l.config)
+        build(args, false).map(|l| l.config)
     }
 }

@@ -16,6 +16,7 @@ pub mod app;
 pub mod atomic_writer;
 pub mod kubelet_write;
 
+use crate::action::signal::send::START_MARGIN;
 use crate::config::{Config, LogFormat, LogLevel};
 use crate::monotonic_ns;
 use atomic_writer::AtomicWriter;
@@ -84,6 +85,20 @@ fn demo(args: Demo) -> Result<(), String> {
     writer
         .write(&[("token", credential(1))])
         .map_err(|e| format!("cannot write the volume: {e}"))?;
+    // Kubelet mounts a Secret's volume before it starts the pod's containers: an app starts
+    // after its content. The daemon trusts a process to hold the content on disk only when it
+    // started more than START_MARGIN after the content's change time (start times count in
+    // clock ticks, file times lag); an app started within that margin of its content (this
+    // demo's, started right after the write, was) may hold either version, so the daemon
+    // signals it at start, and first waits for it to be a second old (a Go runtime handles every
+    // signal before the app does): warnings and a reload that no pod would show. So the demo
+    // keeps kubelet's order, and the daemon's rule is untouched: the app starts once the
+    // content is provably older than the guard. Every change time the write made is at most
+    // now (the kernel's file times come from a clock that only lags), and the start time the
+    // daemon will read is at most one tick before the real start: after START_MARGIN, one tick
+    // and a millisecond, the app's start time is past the content's by more than the margin.
+    let tick = Duration::from_nanos(1_000_000_000 / crate::process::clock_ticks_per_sec());
+    std::thread::sleep(START_MARGIN + tick + Duration::from_millis(1));
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let pid_file = dir.join("app.pid");

@@ -356,7 +356,8 @@ fn real_and_fs(value: &str) -> Option<(u32, u32)> {
     Some((real, ids.next_back().unwrap_or(real)))
 }
 
-fn clock_ticks_per_sec() -> u64 {
+/// Clock ticks per second: the resolution of a process's start time in `/proc/<pid>/stat`.
+pub(crate) fn clock_ticks_per_sec() -> u64 {
     match sysconf(SysconfVar::CLK_TCK) {
         Ok(Some(hz)) if hz > 0 => hz as u64,
         _ => 100,

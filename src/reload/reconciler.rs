@@ -102,8 +102,11 @@ impl Reconciler {
                     // with other values since: compared again at each resync.
                     env_round = Some(v.resync_round);
                     if self.action.environment_holds(&v).await == Some(false) {
+                        // The attempt that follows says what is done about it (a restart, or,
+                        // with --signal none, nothing).
                         tracing::warn!(version = %v.fingerprint,
-                            "the app's environment no longer holds the content on disk; restarting it");
+                            "the app's environment no longer holds the content on disk (its container \
+                             restarted with other values)");
                         p.applied = None;
                     }
                     self.saw_environment();

@@ -59,6 +59,15 @@ fn bad_flags_exit_2_and_name_the_flag() {
             &["--signal", "stops the process"],
         ),
         (
+            &["--watch", w, "--signal", "none", "--process-name", "a"],
+            &[
+                "--signal none",
+                "sends nothing",
+                "--signal HUP",
+                "--consumed-as env",
+            ],
+        ),
+        (
             &["--watch", w, "--signal", "HUP"],
             &["--signal needs a target process"],
         ),
@@ -288,6 +297,17 @@ fn config_file_errors_name_the_field() {
         ),
         (
             write(
+                "reportonly.json",
+                r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal","signal":"none","process_name":"x"}]}]}"#,
+            ),
+            vec![
+                "watch group 'a'",
+                "\"signal\": \"none\"",
+                "consumed_as: env",
+            ],
+        ),
+        (
+            write(
                 "nosel.json",
                 r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"signal"}]}]}"#,
             ),
@@ -314,6 +334,27 @@ fn config_file_errors_name_the_field() {
         for want in wants {
             assert!(err.contains(want), "{path}: expected {want:?} in:\n{err}");
         }
+    }
+}
+
+#[test]
+fn config_json_errors_exit_2_for_the_daemon_and_the_doctor() {
+    let bad = r#"{"groups":[{"name":"a","watch":["/x"],"targets":[{"type":"http","url":"gopher://x"}]}]}"#;
+    for pre in [&[][..], &["doctor", "--standalone"][..]] {
+        let args = [pre, &["--config-json", bad]].concat();
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("--config-json: groups[0].targets[0].url"),
+            "{args:?}: {err}"
+        );
+        let args = [pre, &["--config-json", bad, "--config", "/etc/c.json"]].concat();
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("--config and --config-json"),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -406,6 +447,11 @@ fn every_malformed_environment_value_exits_2_naming_its_flag() {
             "SECRET_RELOADER_CONFIG",
             "/nonexistent/config.json",
             "--config",
+        ),
+        (
+            "SECRET_RELOADER_CONFIG_JSON",
+            "{\"groups\": [",
+            "--config-json: ",
         ),
         (
             "SECRET_RELOADER_FINGERPRINT_KEY_FILE",

@@ -95,6 +95,17 @@ impl Setup {
     }
 
     fn daemon(&self, stale: bool, app_uid: Option<u32>, daemon_uid: Option<u32>) -> Daemon {
+        self.daemon_sending("TERM", stale, app_uid, daemon_uid)
+    }
+
+    /// As [`Setup::daemon`], the target's `--signal` being `signal`.
+    fn daemon_sending(
+        &self,
+        signal: &str,
+        stale: bool,
+        app_uid: Option<u32>,
+        daemon_uid: Option<u32>,
+    ) -> Daemon {
         let name = self.name();
         let d = daemon_beside_as(
             &supervisor(&self.app, &self.vol, &self.starts, stale, app_uid),
@@ -107,7 +118,7 @@ impl Setup {
                 "--process-name",
                 &name,
                 "--signal",
-                "TERM",
+                signal,
                 "--min-reload-interval",
                 "0",
                 "--retry-backoff-max",
@@ -123,6 +134,11 @@ impl Setup {
 /// `secret-reloader doctor` with the daemon's flags, in the daemon's PID namespace (where the app
 /// is): whether it found no problem, and its report.
 fn doctor(d: &Daemon, s: &Setup) -> (bool, String) {
+    doctor_sending(d, s, "TERM")
+}
+
+/// As [`doctor`], the target's `--signal` being `signal`.
+fn doctor_sending(d: &Daemon, s: &Setup, signal: &str) -> (bool, String) {
     // The namespace's first process (the shell that became the daemon) is unshare's child.
     let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", d.pid())).unwrap();
     let inner: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
@@ -138,7 +154,7 @@ fn doctor(d: &Daemon, s: &Setup) -> (bool, String) {
             "--process-name",
             &name,
             "--signal",
-            "TERM",
+            signal,
         ],
     );
     (code == 0, report)
@@ -284,4 +300,127 @@ fn an_environment_the_sidecar_cannot_read_is_explained_and_nothing_is_sent() {
         |n| *n >= 2,
     );
     assert_eq!(s.starts(), 1, "nothing was sent");
+}
+
+/// The pids, as this test sees them, of the processes named `name` (the app runs in the daemon's
+/// PID namespace, where its pid is another).
+fn host_pids(name: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
+#[test]
+fn a_report_only_target_waits_for_a_restart_by_someone_else_and_sends_nothing() {
+    let s = Setup::new();
+    let d = s.daemon_sending("none", false, None, None);
+    compared(&d);
+    let target = |st: &serde_json::Value| st["targets"][0].clone();
+    let st = eventually(
+        "the app's environment to count as applied",
+        || d.status(),
+        |st| target(st)["stale"] == false && target(st)["state"] == "idle",
+    );
+    assert_eq!(
+        st["config"]["groups"][0]["targets"][0]["action"]["signal"],
+        "none"
+    );
+
+    s.writer
+        .write(&[("TOKEN", "token-2"), ("PASSWORD", "password-1")])
+        .unwrap();
+    let st = eventually(
+        "the differing environment reported",
+        || d.status(),
+        |st| {
+            let t = target(st);
+            t["stale"] == true
+                && t["state"] == "waiting"
+                && t["environment"]["differing"] == serde_json::json!(["TOKEN"])
+        },
+    );
+    let t = target(&st);
+    let message = t["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("holds another value of TOKEN; --signal none: restart its container")
+            && message.contains("or set --signal TERM"),
+        "{message}"
+    );
+    let app = t["environment"]["pid"].as_u64().unwrap();
+    let seen = t["environment"]["comparisons"].as_u64().unwrap();
+    // Nothing is sent, however often it looks: two comparisons later, the same process, never
+    // restarted, no attempt counted as failed.
+    let st = eventually(
+        "two more comparisons",
+        || d.status(),
+        |st| target(st)["environment"]["comparisons"].as_u64().unwrap() >= seen + 2,
+    );
+    let t = target(&st);
+    assert_eq!(t["environment"]["pid"].as_u64(), Some(app), "{st}");
+    assert_eq!(t["state"], "waiting", "{st}");
+    assert_eq!(t["failed_attempts"], 0, "{st}");
+    assert_eq!(s.starts(), 1, "nothing was sent: {st}");
+    assert_eq!(d.metric("environment_stale", &[]), Some(1.0));
+    assert_eq!(d.metric("stale", &[]), Some(1.0));
+    assert_eq!(
+        d.metric("reloads_total", &[("result", "failure")])
+            .unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(d.metric("target_state", &[("state", "waiting")]), Some(1.0));
+    assert_eq!(
+        d.log()
+            .matches("--signal none: restart its container")
+            .count(),
+        1,
+        "said once, not at every look:\n{}",
+        d.log()
+    );
+    let (ok, report) = doctor_sending(&d, &s, "none");
+    assert!(
+        !ok && report.contains("holds another value of TOKEN")
+            && report.contains("--signal none: nothing is sent"),
+        "{report}"
+    );
+
+    // A restart by someone else (a rollout, an operator): the new process holds the files.
+    let pids = host_pids(&s.name());
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let st = eventually(
+        "the restarted app's environment to count as applied",
+        || d.status(),
+        |st| {
+            let t = target(st);
+            t["stale"] == false
+                && t["state"] == "idle"
+                && t["environment"]["holding"]
+                    .as_array()
+                    .is_some_and(|h| h.len() == 2)
+        },
+    );
+    assert_ne!(
+        target(&st)["environment"]["pid"].as_u64(),
+        Some(app),
+        "{st}"
+    );
+    assert_eq!(s.starts(), 2, "the one restart was the test's: {st}");
+    assert_eq!(d.metric("environment_stale", &[]), Some(0.0));
+    assert_eq!(
+        d.metric("reloads_total", &[("result", "failure")])
+            .unwrap_or(0.0),
+        0.0
+    );
+    let everything = format!("{}{}{}", d.metrics(), d.status(), d.log());
+    for value in ["token-1", "token-2", "password-1"] {
+        assert!(!everything.contains(value), "{value} leaked");
+    }
 }

@@ -426,3 +426,56 @@ fn a_thousand_document_stream_is_injected() {
     // The debug binary on a shared machine: a generous bound (the benchmark measures the release).
     assert!(took < std::time::Duration::from_secs(20), "{took:?}");
 }
+
+/// The sidecar `inject` writes, run with its own arguments beside a real app: the pod's mount
+/// paths are this test's directories, the app runs as the pod's runAsUser (through setpriv, as
+/// the kubelet would run it), and a kubelet-style rotation of the mounted Secret reaches it.
+#[test]
+fn the_injected_sidecars_own_arguments_reload_the_app() {
+    use crate::support::{App, Daemon, credential, eventually, open_dir};
+    use secret_reloader::demo::atomic_writer::AtomicWriter;
+    let dir = open_dir();
+    let tls = dir.path().join("tls");
+    let writer = AtomicWriter::new(&tls);
+    writer.write(&[("token", credential("1"))]).unwrap();
+    let app = App::start_as(
+        dir.path(),
+        &tls.join("token"),
+        &[],
+        Some((1001, 1001, &[2000])),
+    );
+    app.wait_up();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "e2e", "annotations": {"secret-reloader.io/inject": "true"}},
+        "spec": {
+            "securityContext": {"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 2000},
+            "containers": [{"name": "app", "image": "x", "command": [format!("/app/bin/{}", app.name)],
+                "volumeMounts": [{"name": "tls", "mountPath": tls, "readOnly": true}]}],
+            "volumes": [{"name": "tls", "secret": {"secretName": "tls"}}]
+        }
+    });
+    let (code, out, err) = inject(&[], &pod.to_string());
+    assert_eq!(code, 0, "{err}");
+    let injected = &docs(&out)[0];
+    let state = dir.path().join("state.json");
+    let args: Vec<String> = args_of(sidecar(&injected["spec"]))
+        .into_iter()
+        .map(|a| match a.strip_prefix("--state-file=") {
+            Some(_) => format!("--state-file={}", state.display()),
+            None => a,
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(&args);
+    d.wait_ready();
+    let status = d.status();
+    assert_eq!(status["watches"][0]["name"], "tls", "{status}");
+    writer.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "the app holds version 2",
+        || app.state().map(|s| s.version),
+        |v| v.as_deref() == Some("2"),
+    );
+    assert_eq!(app.reloads(), 1, "{}", d.log());
+}

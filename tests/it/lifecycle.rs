@@ -1,9 +1,10 @@
-//! The process as a whole: SIGINT, JSON logs without secrets, and the README's demo command.
+//! The process as a whole: SIGINT, JSON logs without secrets, the README's demo command, and
+//! watch groups given inline (`--config-json`).
 
 use std::process::{Command, Stdio};
 
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, bin, credential, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, bin, credential, eventually, now_ns, tempdir};
 
 #[test]
 fn sigint_exits_0_and_json_logs_carry_no_secret() {
@@ -49,11 +50,13 @@ fn sigint_exits_0_and_json_logs_carry_no_secret() {
 
 #[test]
 fn demo_runs_rotations_and_cleans_up() {
+    // Rotations a second apart: the daemon never signals an app younger than a second (a WARN,
+    // and a wait), and a newcomer's demo (every 3 s) shows none.
     let out = Command::new(bin())
         .args([
             "demo",
             "--interval",
-            "300ms",
+            "1s",
             "--rotations",
             "3",
             "--listen",
@@ -78,6 +81,30 @@ fn demo_runs_rotations_and_cleans_up() {
         );
     }
     assert!(!stdout.contains("rotation 4"), "{stdout}");
+    // A clean start: the app started after its content, so the daemon knows it holds it (no
+    // reload, no warning), and then exactly one reload per rotation.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().collect();
+    let warned: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warned.is_empty(), "warnings in the demo:\n{log}");
+    let first = |text: &str| lines.iter().position(|l| l.contains(text));
+    let (held, changed) = (first("no reload needed"), first("content changed"));
+    assert!(
+        held.is_some() && held < changed,
+        "the daemon's first word on the app must be that it holds the content:\n{log}"
+    );
+    assert!(
+        first("reloaded: ") > changed,
+        "a reload before the first rotation:\n{log}"
+    );
+    assert_eq!(
+        log.matches("reloaded: SIGHUP sent").count(),
+        3,
+        "one reload per rotation:\n{log}"
+    );
     assert!(stdout.contains("3 rotations: median"), "{stdout}");
     let dir = stdout
         .lines()
@@ -141,4 +168,69 @@ fn every_thread_of_the_daemon_asks_for_a_short_slice_where_the_kernel_has_them()
     for tid in tids {
         assert_eq!(slice_ns(tid), expected, "thread {tid}");
     }
+}
+
+#[test]
+fn config_json_runs_two_groups_given_inline() {
+    let dir = tempdir();
+    let (tls, creds) = (dir.path().join("tls"), dir.path().join("creds"));
+    let (w_tls, w_creds) = (AtomicWriter::new(&tls), AtomicWriter::new(&creds));
+    w_tls.write(&[("token", credential("1"))]).unwrap();
+    w_creds.write(&[("token", credential("1"))]).unwrap();
+    // Each endpoint loads its own group's token when called.
+    let sink_tls = Sink::start_with_probe(Some(tls.join("token")));
+    let sink_creds = Sink::start_with_probe(Some(creds.join("token")));
+    let group = |name: &str, vol: &std::path::Path, sink: &Sink| {
+        serde_json::json!({
+            "name": name,
+            "watch": [vol],
+            "min_reload_interval": "0s",
+            "targets": [{"type": "http", "name": format!("{name}-reload"), "url": sink.url("/-/reload")}]
+        })
+    };
+    let inline = serde_json::json!({"groups": [
+        group("tls", &tls, &sink_tls),
+        group("creds", &creds, &sink_creds),
+    ]})
+    .to_string();
+    // The resync scans the creds group again after the last change: the barrier of the final
+    // count.
+    let d = Daemon::start(&["--config-json", &inline, "--resync-interval", "1s"]);
+    d.wait_ready();
+    let st = d.status();
+    let names = |key: &str| -> Vec<String> {
+        st[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("watches"), ["tls", "creds"], "{st}");
+    assert_eq!(names("targets"), ["tls-reload", "creds-reload"], "{st}");
+    assert_eq!(st["targets"][0]["group"], "tls", "{st}");
+    assert_eq!(st["targets"][1]["group"], "creds", "{st}");
+
+    // Each group reloads its own target, and only its own.
+    w_creds.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "the creds endpoint to load version 2",
+        || sink_creds.delivered(),
+        |c| c.iter().any(|c| c.version.as_deref() == Some("2")),
+    );
+    let since = now_ns();
+    w_tls.write(&[("token", credential("2"))]).unwrap();
+    eventually(
+        "the tls endpoint to load version 2",
+        || sink_tls.delivered(),
+        |c| c.iter().any(|c| c.version.as_deref() == Some("2")),
+    );
+    let st = d.passed(since);
+    for t in st["targets"].as_array().unwrap() {
+        assert!(
+            t["stale"] == false && t["last_attempt"]["result"] == "success",
+            "{st}"
+        );
+    }
+    assert_eq!((sink_tls.count(), sink_creds.count()), (1, 1), "{st}");
 }

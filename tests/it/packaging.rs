@@ -63,7 +63,7 @@ fn the_example_config_parses_into_its_groups_and_targets() {
     let nginx = target(&c, "tls", "nginx");
     match &nginx.action {
         Action::Signal(s) => {
-            assert_eq!(s.signal, nix::sys::signal::Signal::SIGHUP);
+            assert_eq!(s.signal, Some(nix::sys::signal::Signal::SIGHUP));
             assert!(matches!(&s.selector, Selector::Name(n) if n == "nginx"));
             assert!(!s.all);
         }
@@ -85,7 +85,11 @@ fn the_example_config_parses_into_its_groups_and_targets() {
     assert_eq!(pgb.debounce_max, Duration::from_secs(5));
     match &target(&c, "pgbouncer", "pgbouncer").action {
         Action::Signal(s) => {
-            assert_eq!(s.signal, nix::sys::signal::Signal::SIGHUP, "the default");
+            assert_eq!(
+                s.signal,
+                Some(nix::sys::signal::Signal::SIGHUP),
+                "the default"
+            );
             assert!(
                 matches!(&s.selector, Selector::PidFile(p, None) if p == Path::new("/run/pgbouncer/pgbouncer.pid"))
             );

@@ -6,11 +6,19 @@
 //! `--retry-backoff-max` across versions, never when none of the keys is in its environment,
 //! and the new process is compared again before anything else is sent. Its configuration check
 //! (`check_groups`) and its doctor check ([`doctor`]) live here too.
+//!
+//! A target with `--signal none` (`"signal": "none"`) reports only: its process is compared
+//! exactly so, and nothing is ever sent. While the environment differs the target is `waiting`
+//! (stale, with why and what to do), for a restart of the container by someone else (a rollout,
+//! an operator); it looks again with the wait's backoff (every 5 s at most), counts no failure,
+//! and is applied as soon as the environment holds the content on disk.
 
 pub(crate) mod doctor;
 pub(crate) mod metrics;
 
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
 
 use super::signal::send::{SignalAction, gone, send_error};
 use super::{ActionConfig, ActionError, Outcome};
@@ -31,11 +39,15 @@ struct EnvMode {
     restart: Option<Restart>,
     /// What the last comparison found.
     last: Option<EnvironmentStatus>,
+    /// Comparisons made (shown with the last one: a reader sees that they go on).
+    comparisons: u64,
 }
 
 /// A restart signal sent for a version.
 #[derive(Debug, Clone, Copy)]
 struct Restart {
+    /// The signal sent.
+    signal: Signal,
     version: Fingerprint,
     at: Instant,
     /// The process it was sent to (pid, start ticks).
@@ -62,6 +74,7 @@ impl RestartAction {
                 gap,
                 restart: None,
                 last: None,
+                comparisons: 0,
             }),
         }
     }
@@ -115,9 +128,11 @@ impl RestartAction {
         version: &Version,
     ) -> Result<Verdict, ActionError> {
         let env = &mut self.env;
+        env.comparisons += 1;
         let mut status = EnvironmentStatus {
             pid: h.info.pid,
             checked_at: SystemTime::now(),
+            comparisons: env.comparisons,
             keys: environ::Compared::default(),
             error: None,
         };
@@ -143,9 +158,8 @@ impl RestartAction {
     }
 
     /// `--consumed-as env`: restart the app when its environment differs from the files, safely
-    /// (see the module's documentation).
+    /// (see the module's documentation); with `--signal none`, only say so.
     pub(crate) async fn apply(&mut self, version: &Version) -> Result<Outcome, ActionError> {
-        let sig = self.signal.signal;
         let mut procs = self.signal.targets().await?;
         if procs.len() != 1 {
             let n = procs.len();
@@ -180,7 +194,7 @@ impl RestartAction {
                 Ok(match this_version {
                     Some(r) if r.process != me => Outcome::Done(format!(
                         "{shown}, started after {} to pid {}, holds the content on disk in its environment",
-                        sig.as_str(),
+                        r.signal.as_str(),
                         r.process.0
                     )),
                     _ => Outcome::Skipped(format!(
@@ -193,17 +207,27 @@ impl RestartAction {
                     .environment()
                     .map(|e| e.keys.differing.join(", "))
                     .unwrap_or_default();
+                let Some(sig) = self.signal.signal else {
+                    // Report only: nothing is sent, and nothing failed. Waiting (stale, no
+                    // failure counted, looked at again with the wait's backoff) for the
+                    // container's restart by someone else.
+                    self.signal.keep(procs);
+                    return Err(ActionError::Waiting(format!(
+                        "the environment of {shown} holds another value of {keys}; --signal none: \
+                         restart its container to apply it, or set --signal TERM"
+                    )));
+                };
                 match (this_version, restart) {
                     (Some(r), _) if r.process == me => Err(ActionError::Waiting(format!(
                         "{} was sent to {shown} {} ago: waiting for it to exit and its container to restart",
-                        sig.as_str(),
+                        r.signal.as_str(),
                         humantime::format_duration(Duration::from_secs(r.at.elapsed().as_secs()))
                     ))),
                     (Some(r), _) => Err(ActionError::Failed(format!(
                         "{shown}, started after {} to pid {}, still holds another value of {keys}: its \
                          container took an older Secret (kubelet's copy lags, or the Secret changed back); \
                          not restarting it again for this version",
-                        sig.as_str(),
+                        r.signal.as_str(),
                         r.process.0
                     ))),
                     (None, Some(r)) if r.at.elapsed() < self.env.gap => {
@@ -218,6 +242,7 @@ impl RestartAction {
                     _ => match h.signal(sig) {
                         Ok(()) => {
                             self.env.restart = Some(Restart {
+                                signal: sig,
                                 version: version.fingerprint,
                                 at: Instant::now(),
                                 process: me,
@@ -239,31 +264,91 @@ impl RestartAction {
 }
 
 /// An app that took its keys as environment variables is restarted, never reloaded: every target
-/// of such a group must be a signal target (the process whose environment is compared).
+/// of such a group must be a signal target (the process whose environment is compared). A target
+/// that sends nothing (`--signal none`) only reports such an environment: anywhere else it
+/// would do nothing at all.
 pub(crate) fn check_groups(groups: &[GroupConfig], f: &mut Findings) {
-    for g in groups.iter().filter(|g| g.consumed_as == ConsumedAs::Env) {
+    for g in groups {
+        let env = g.consumed_as == ConsumedAs::Env;
         for t in &g.targets {
+            let name = crate::text::value(&t.name);
             match &t.action {
+                ActionConfig::Signal(s) if s.signal.is_none() && !env => f.error(format!(
+                    "watch group '{}', target '{name}': --signal none (\"signal\": \"none\") sends \
+                     nothing; it only reports an app that took the keys as environment variables. \
+                     Give the signal the app reloads on (--signal HUP), or, if the app was given the \
+                     keys with envFrom, declare the group --consumed-as env (consumed_as: env)",
+                    g.name
+                )),
+                ActionConfig::Signal(_) if !env => {}
                 ActionConfig::Signal(s) => {
-                    let sig = s.signal.as_str();
+                    let Some(sig) = s.signal.map(|s| s.as_str()) else {
+                        continue;
+                    };
                     if !matches!(sig, "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGKILL") {
                         f.warn(format!(
-                            "watch group '{}' is consumed as env, and target '{}' sends {sig}: a signal \
-                             cannot change a process's environment; --signal TERM restarts the container, \
-                             which takes the Secret anew",
+                            "watch group '{}' is consumed as env, and target '{name}' sends {sig}: a \
+                             signal cannot change a process's environment; --signal TERM restarts the \
+                             container, which takes the Secret anew (--signal none only reports it)",
                             g.name,
-                            crate::text::value(&t.name)
                         ));
                     }
                 }
-                ActionConfig::Http(_) | ActionConfig::Exec(_) => f.error(format!(
-                    "watch group '{}' is consumed as env (--consumed-as env, consumed_as), but target '{}' \
+                ActionConfig::Http(_) | ActionConfig::Exec(_) if env => f.error(format!(
+                    "watch group '{}' is consumed as env (--consumed-as env, consumed_as), but target '{name}' \
                      is not a signal target: only a restart applies an environment. Give the app's process \
-                     (--process-name, --process-cmdline or --pid-file) with --signal TERM",
+                     (--process-name, --process-cmdline or --pid-file) with --signal TERM (or --signal \
+                     none to report only)",
                     g.name,
-                    crate::text::value(&t.name)
                 )),
+                ActionConfig::Http(_) | ActionConfig::Exec(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(argv: &[&str]) -> Result<Config, Vec<String>> {
+        Config::from_argv(std::iter::once("secret-reloader").chain(argv.iter().copied()))
+            .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn signal_none_reports_an_environment_and_is_refused_elsewhere() {
+        let flags = ["--watch", "/x", "--process-name", "app", "--signal", "none"];
+        let c = load(&[&flags[..], &["--consumed-as", "env"]].concat()).unwrap();
+        let action = c.groups[0].targets[0].action.summary();
+        assert_eq!(action["signal"], "none", "{action}");
+        // The same target where the app reads files would do nothing at all.
+        let e = load(&flags).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("--signal none") && e[0].contains("--signal HUP"),
+            "{e:?}"
+        );
+        // In a config file: the field, and the same rule.
+        let group = |consumed_as: &str| {
+            format!(
+                r#"{{"groups":[{{"name":"g","watch":["/x"],"consumed_as":"{consumed_as}",
+                "targets":[{{"type":"signal","signal":"NONE","process_name":"app"}}]}}]}}"#
+            )
+        };
+        assert!(Config::from_json(&group("env")).is_ok());
+        let e = Config::from_json(&group("files")).unwrap_err().0;
+        assert!(
+            e[0].contains("watch group 'g'") && e[0].contains(r#""signal": "none""#),
+            "{e:?}"
+        );
+        // Not a warning about a signal that cannot change an environment: it sends none.
+        let cli = crate::config::cli::Cli::try_from_argv(
+            std::iter::once("secret-reloader")
+                .chain(flags)
+                .chain(["--consumed-as", "env"]),
+        )
+        .unwrap();
+        assert!(Config::load(&cli.run).unwrap().warnings.is_empty());
     }
 }

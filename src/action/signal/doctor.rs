@@ -60,63 +60,89 @@ pub(crate) fn checks(
                 ts(started)
             ),
         ));
-        let n = sig as i32;
-        let handled = if is_restart_signal(sig) {
-            Check::new(
+        match sig {
+            Some(sig) => checks.extend(sending(sig, p, &st, sidecar)),
+            None => checks.push(Check::new(
                 CheckName::Signal,
                 true,
-                format!(
-                    "{} is sent to end the process (Kubernetes restarts the container)",
-                    sig.as_str()
-                ),
-            )
-        } else if st.ignores(n) {
-            Check::new(
-                CheckName::Signal,
-                false,
-                format!(
-                    "pid {} ignores {}: it will never reload on it; check --signal",
-                    p.pid,
-                    sig.as_str()
-                ),
-            )
-        } else if !st.catches(n) {
-            Check::new(
-                CheckName::Signal,
-                false,
-                format!(
-                    "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
-                    p.pid,
-                    sig.as_str(),
-                    sig.as_str()
-                ),
-            )
-        } else {
-            Check::new(
-                CheckName::Signal,
-                true,
-                format!("{} is handled", sig.as_str()),
-            )
-        };
-        checks.push(handled);
-        let why = if sidecar.identity.uid == 0 {
-            "the sidecar runs as root"
-        } else if sidecar.identity.uid == st.uid {
-            "same uid"
-        } else {
-            "CAP_KILL"
-        };
-        checks.push(if sidecar.may_signal(st.uid) {
-            Check::new(CheckName::Permission, true, format!("may signal it ({why})"))
-        } else {
-            Check::new(CheckName::Permission, false, format!(
-                "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
-                sidecar.identity.uid, st.uid, st.uid
-            ))
-        });
+                "--signal none: nothing is sent; the app's environment is compared with the \
+                 files (the environment check)",
+            )),
+        }
         checks.push(freshness(name, started, scan.content_time, daemon));
     }
     (checks, procs.first().map(|p| p.pid))
+}
+
+/// Whether `sig` may be sent to `p` (whose status is `st`): handled, and permitted.
+fn sending(
+    sig: nix::sys::signal::Signal,
+    p: &ProcInfo,
+    st: &crate::process::ProcStatus,
+    sidecar: &Sidecar,
+) -> [Check; 2] {
+    let n = sig as i32;
+    let handled = if is_restart_signal(sig) {
+        Check::new(
+            CheckName::Signal,
+            true,
+            format!(
+                "{} is sent to end the process (Kubernetes restarts the container)",
+                sig.as_str()
+            ),
+        )
+    } else if st.ignores(n) {
+        Check::new(
+            CheckName::Signal,
+            false,
+            format!(
+                "pid {} ignores {}: it will never reload on it; check --signal",
+                p.pid,
+                sig.as_str()
+            ),
+        )
+    } else if !st.catches(n) {
+        Check::new(
+            CheckName::Signal,
+            false,
+            format!(
+                "pid {} has no {} handler: the signal would end it (the daemon waits instead); check that the app reloads on {}",
+                p.pid,
+                sig.as_str(),
+                sig.as_str()
+            ),
+        )
+    } else {
+        Check::new(
+            CheckName::Signal,
+            true,
+            format!("{} is handled", sig.as_str()),
+        )
+    };
+    let why = if sidecar.identity.uid == 0 {
+        "the sidecar runs as root"
+    } else if sidecar.identity.uid == st.uid {
+        "same uid"
+    } else {
+        "CAP_KILL"
+    };
+    let permitted = if sidecar.may_signal(st.uid) {
+        Check::new(
+            CheckName::Permission,
+            true,
+            format!("may signal it ({why})"),
+        )
+    } else {
+        Check::new(
+            CheckName::Permission,
+            false,
+            format!(
+                "the sidecar (uid {}) may not signal uid {}: run it as the app's runAsUser ({}) or add the KILL capability",
+                sidecar.identity.uid, st.uid, st.uid
+            ),
+        )
+    };
+    [handled, permitted]
 }
 
 /// Whether the process that started at `started` holds the content of `content`.

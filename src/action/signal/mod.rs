@@ -27,7 +27,9 @@ pub(crate) const DOC: &str = include_str!("doc.md");
 /// The signal kind's flags.
 #[derive(Debug, clap::Args)]
 pub struct SignalFlags {
-    /// Signal sent to the target process (HUP, USR1, TERM, ... or a number).
+    /// Signal sent to the target process (HUP, USR1, TERM, ... or a number); `none` for an app
+    /// that took the keys as environment variables (--consumed-as env): its environment is
+    /// compared and reported, nothing is sent.
     #[arg(long, value_name = "NAME", env = "SECRET_RELOADER_SIGNAL")]
     pub signal: Option<String>,
 
@@ -58,8 +60,10 @@ pub struct SignalFlags {
 /// A signal to the target process.
 #[derive(Debug, Clone)]
 pub struct SignalConfig {
-    /// The signal.
-    pub signal: Signal,
+    /// The signal; `None` for `--signal none` (`"signal": "none"`): nothing is ever sent, the
+    /// process's environment is only compared and reported (a group consumed as env only, see
+    /// [`crate::action::restart`]).
+    pub signal: Option<Signal>,
     /// How the process is found at every reload.
     pub selector: Selector,
     /// Signal every match instead of the one top-level match.
@@ -75,7 +79,7 @@ impl SignalConfig {
     /// What `/status` shows.
     pub(crate) fn summary(&self) -> Value {
         json!({
-            "signal": self.signal.as_str(),
+            "signal": self.signal.map_or("none", |s| s.as_str()),
             "selector": self.selector.summary(),
             "signal_all": self.all,
         })
@@ -98,7 +102,7 @@ pub(crate) fn from_flags(
     match (selector, &args.signal) {
         (Some(selector), sig) => {
             let sig = sig.as_deref().unwrap_or("HUP");
-            match parse::signal(sig) {
+            match signal_or_none(sig) {
                 Ok(signal) => {
                     return Some(SignalConfig {
                         signal,
@@ -119,6 +123,17 @@ pub(crate) fn from_flags(
     }
     None
 }
+
+/// A signal by name or number, or `none` (`None`: nothing is sent, see [`SignalConfig`]).
+fn signal_or_none(raw: &str) -> Result<Option<Signal>, String> {
+    if raw.trim().eq_ignore_ascii_case(NONE) {
+        return Ok(None);
+    }
+    parse::signal(raw).map(Some)
+}
+
+/// The `--signal` value of a target that sends nothing.
+pub(crate) const NONE: &str = "none";
 
 /// The process a signal target selects: the flags', or prometheus-config-reloader's default
 /// with `--reload-method=signal` (`signal_method`).
@@ -172,7 +187,7 @@ pub(crate) fn from_file(t: &FileTarget, at: &str, f: &mut Findings) -> Option<Si
             "{at}: a signal target needs process_name, process_cmdline or pid_file"
         ));
     }
-    let signal = parse::signal(t.signal.as_deref().unwrap_or("HUP"))
+    let signal = signal_or_none(t.signal.as_deref().unwrap_or("HUP"))
         .map_err(|e| f.error(format!("{at}signal: {e}")))
         .ok();
     Some(SignalConfig {

@@ -45,8 +45,9 @@ pub(crate) const YOUNGEST_SIGNALLED: Duration = Duration::from_secs(1);
 
 /// The signal action of one target.
 pub(crate) struct SignalAction {
-    /// What to send.
-    pub(in crate::action) signal: Signal,
+    /// What to send; `None`: nothing (`--signal none`, whose process's environment is only
+    /// compared, by [`crate::action::restart`]).
+    pub(in crate::action) signal: Option<Signal>,
     /// The app's process(es), followed across reloads; `None` while a lookup that reads the
     /// pid file has not returned.
     /// Boxed: a signal target's tracker would otherwise size every target's action.
@@ -112,7 +113,14 @@ impl SignalAction {
         version: &Version,
         force: bool,
     ) -> Result<Outcome, ActionError> {
-        let sig = self.signal;
+        let Some(sig) = self.signal else {
+            // The configuration allows it only where the environment is compared instead.
+            return Err(ActionError::Failed(
+                "--signal none sends nothing: it is for a group consumed as env (--consumed-as \
+                 env), whose app's environment is compared and reported"
+                    .into(),
+            ));
+        };
         // What the processes do with the signal, read now (the safety check of every send), and
         // when they started.
         let mut procs = self

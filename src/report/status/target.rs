@@ -19,7 +19,9 @@ pub enum TargetState {
     Acting,
     /// Storm protection: the next action waits for `--min-reload-interval`.
     Coalescing,
-    /// Nothing sent: no process yet, or no signal handler yet.
+    /// Nothing sent: no process yet, no signal handler yet, or a restart awaited (the app's
+    /// environment differs: after the daemon's restart signal, or, with `--signal none`, from
+    /// someone else). Counts no failure.
     Waiting,
     /// An action failed; retried after a backoff.
     Retrying,
@@ -123,6 +125,8 @@ pub struct EnvironmentStatus {
     /// When.
     #[serde(serialize_with = "rfc3339_required")]
     pub checked_at: SystemTime,
+    /// Comparisons made since the daemon started (this one included).
+    pub comparisons: u64,
     /// Keys holding the file's content, holding another value (the app runs on an older
     /// version), and not in its environment.
     #[serde(flatten)]
