@@ -48,9 +48,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       arm64) RUST_TARGET=aarch64-unknown-linux-musl ;; \
       *) echo "no Rust target for TARGETARCH=$TARGETARCH" >&2; exit 1 ;; \
     esac \
-    && cargo auditable build --release --locked --target "$RUST_TARGET" --bin secret-reloader \
+    && cargo auditable build --release --locked --target "$RUST_TARGET" --bin secret-reloader --bin secret-reloader-inject \
     && mkdir /out \
     && cp "target/$RUST_TARGET/release/secret-reloader" /out/secret-reloader \
+    && cp "target/$RUST_TARGET/release/secret-reloader-inject" /out/secret-reloader-inject \
     && auditable2cdx /out/secret-reloader >/out/sbom.cdx.json
 
 FROM scratch AS runtime
@@ -67,6 +68,10 @@ LABEL org.opencontainers.image.title="secret-reloader" \
       org.opencontainers.image.licenses="Apache-2.0" \
       secret-reloader.sbom="/usr/share/doc/secret-reloader/sbom.cdx.json"
 COPY --from=build /out/secret-reloader /usr/local/bin/secret-reloader
+# The injector and admission webhook (the Helm chart's webhook runs it): a binary of its own, so
+# that the sidecar's carries no YAML reader and no HTTPS server. The SBOM below covers both: cargo
+# auditable records the package's whole dependency tree in each binary.
+COPY --from=build /out/secret-reloader-inject /usr/local/bin/secret-reloader-inject
 COPY --from=build /out/sbom.cdx.json /usr/share/doc/secret-reloader/sbom.cdx.json
 USER 65532:65532
 EXPOSE 9533

@@ -168,7 +168,7 @@ MUSL=x86_64-unknown-linux-musl
 # The build command of the Dockerfile's build stage, whose TARGETARCH amd64 maps to $MUSL and arm64
 # to aarch64-unknown-linux-musl (scripts/ci-packaging and ci-multiarch check that it says so).
 # shellcheck disable=SC2016 # the Dockerfile's own text, expanded by its shell
-DOCKERFILE_BUILD_CMD='cargo auditable build --release --locked --target "$RUST_TARGET" --bin secret-reloader'
+DOCKERFILE_BUILD_CMD='cargo auditable build --release --locked --target "$RUST_TARGET" --bin secret-reloader --bin secret-reloader-inject'
 build_cmd() { printf '%s' "${DOCKERFILE_BUILD_CMD/\"\$RUST_TARGET\"/$1}"; } # RUST_TARGET
 # The cargo target directory: CI_PACKAGING_TARGET_DIR (as .ci/run sets it, so that the binary is
 # built once for all the scripts), else the repository's target/.
@@ -176,6 +176,9 @@ TARGET_DIR=${CI_PACKAGING_TARGET_DIR:-$ROOT/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 # The x86_64 musl release binary, once built: what runs on this machine (kubelet_write too).
 BIN=$TARGET_DIR/$MUSL/release/secret-reloader
+# Beside it, the injector and admission webhook (`secret-reloader-inject`, never in a pod).
+# shellcheck disable=SC2034 # used by the scripts that run it (ci-chart, ci-inject)
+INJECT_BIN=$TARGET_DIR/$MUSL/release/secret-reloader-inject
 build_release() { # RUST_TARGET [SOURCE_DIR]: the build stage's command into TARGET_DIR
   local cmd log=$WORK/build-$1.log
   read -ra cmd <<<"$(build_cmd "$1")"
@@ -186,9 +189,10 @@ build_release() { # RUST_TARGET [SOURCE_DIR]: the build stage's command into TAR
   fi
   tail -n 1 "$log" | sed 's/^ */    /'
 }
-stage_binary() { # RUST_TARGET DIR: DIR/out holds the binary and its SBOM, as the build stage's /out
+stage_binary() { # RUST_TARGET DIR: DIR/out holds the binaries and the SBOM, as the build stage's /out
   mkdir -p "$2/out"
   cp "$TARGET_DIR/$1/release/secret-reloader" "$2/out/secret-reloader"
+  cp "$TARGET_DIR/$1/release/secret-reloader-inject" "$2/out/secret-reloader-inject"
   auditable2cdx "$2/out/secret-reloader" >"$2/out/sbom.cdx.json" ||
     fail "$1: auditable2cdx could not read the binary's dependency list"
 }

@@ -4,10 +4,9 @@
 use std::process::ExitCode;
 
 use secret_reloader::config::cli::{Cli, Command, DemoAppArgs, DemoArgs, DoctorArgs, Output};
-use secret_reloader::config::{LogFormat, LogLevel};
 use secret_reloader::daemon::{self, signals};
 use secret_reloader::report::logging;
-use secret_reloader::{Config, demo, doctor, inject, webhook};
+use secret_reloader::{Config, demo, doctor};
 
 /// dlmalloc rather than musl's allocator: musl's returns a size class's memory to the kernel as
 /// soon as its last object is freed, so a daemon whose every scan allocates and frees the same
@@ -23,8 +22,6 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => return code(demo::run(demo_of(args))),
         Some(Command::DemoApp(args)) => return code(demo::app::run(app_of(args))),
         Some(Command::Doctor(args)) => return code(run_doctor(*args)),
-        Some(Command::Inject(args)) => return code(inject::run(*args)),
-        Some(Command::Webhook(args)) => return code(run_webhook(*args)),
         Some(Command::KubeletWrite(a)) => {
             let write = demo::kubelet_write::Write {
                 dir: a.dir,
@@ -110,21 +107,6 @@ fn run_doctor(args: DoctorArgs) -> i32 {
         Output::Json => doctor::Format::Json,
     };
     doctor::run(&config, args.standalone, format)
-}
-
-/// `secret-reloader webhook`: text logs, the signals taken (SIGTERM or SIGINT end it; the
-/// watchdog ends it 2 s after the reviews' grace should it hang), then the webhook.
-fn run_webhook(args: webhook::WebhookArgs) -> i32 {
-    logging::init(LogFormat::Text, LogLevel::Info);
-    daemon::raise_fd_limit();
-    let signals = match signals::install(webhook::SHUTDOWN_GRACE) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot install the signal handlers: {e}");
-            return 1;
-        }
-    };
-    webhook::run(args, signals.terminated())
 }
 
 /// What `secret-reloader demo`'s flags ask of the demonstration.

@@ -53,28 +53,70 @@ impl Daemon {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        d.addr = loop {
-            let text = d.log_text();
-            if let Some(a) = text.split("addr=").nth(1) {
-                break a
+        d.addr = d.logged("addr=", deadline)?;
+        d.ready(d.addr, deadline)?;
+        Ok(d)
+    }
+
+    /// `secret-reloader-inject webhook` with `args` (which name its `--listen` and `--admin-listen`):
+    /// the process, its `addr` the HTTPS listener, and the admin address, once `/readyz` answers
+    /// there; an error when it is not ready within 60 s.
+    pub fn try_start_webhook(bin: &str, args: &[&str]) -> Result<(Daemon, SocketAddr), String> {
+        let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
+        let stderr = log.reopen().map_err(|e| format!("log file: {e}"))?;
+        let child = Command::new(bin)
+            .arg("webhook")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("start the webhook: {e}"))?;
+        let mut d = Daemon {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        d.addr = d.logged("addr=", deadline)?;
+        let admin = d.logged(" admin=", deadline)?;
+        d.ready(admin, deadline)?;
+        Ok((d, admin))
+    }
+
+    /// The address its log gives after `key` (the first such), waited for until `deadline`.
+    fn logged(&mut self, key: &str, deadline: Instant) -> Result<SocketAddr, String> {
+        loop {
+            let text = self.log_text();
+            if let Some(a) = text.split(key).nth(1) {
+                return a
                     .split_whitespace()
                     .next()
                     .unwrap_or("")
                     .parse()
-                    .map_err(|e| format!("daemon address: {e}\n{text}"))?;
+                    .map_err(|e| format!("address after {key:?}: {e}\n{text}"));
             }
-            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                return Err(format!("daemon not listening:\n{text}"));
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                return Err(format!(
+                    "exited ({status}) before listening; its log:\n{text}"
+                ));
             }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        while get(d.addr, "/readyz") != Some(200) {
-            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                return Err(format!("daemon not ready within 60 s:\n{}", d.log_text()));
+            if Instant::now() > deadline {
+                return Err(format!("no {key:?} in its log within 60 s:\n{text}"));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(d)
+    }
+
+    /// Waits until `/readyz` on `at` answers 200, or `deadline`.
+    fn ready(&mut self, at: SocketAddr, deadline: Instant) -> Result<(), String> {
+        while get(at, "/readyz") != Some(200) {
+            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                return Err(format!("not ready within 60 s:\n{}", self.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -17,6 +17,7 @@ mod floor;
 mod footprint;
 mod injection;
 mod latency;
+mod load;
 mod peer;
 mod probe;
 mod scale;
@@ -36,6 +37,9 @@ use util::{Stats, mib};
 /// What to measure and how long.
 pub struct Opts {
     pub bin: String,
+    /// `secret-reloader-inject` (inject and the webhook): `SECRET_RELOADER_INJECT_BIN`, else the
+    /// file of that name beside `bin`.
+    pub inject_bin: String,
     pub quick: bool,
     pub iterations: usize,
     pub updates: usize,
@@ -78,6 +82,14 @@ pub struct Figures {
     pub served: Option<Stats>,
     /// `inject` of a 1,000-document stream, median.
     pub inject_1000: Option<Duration>,
+    /// The webhook at 200 reviews/s of a 20-container, 30-volume pod: p99 (ms), from each
+    /// review's scheduled send time to its answer's last byte.
+    pub webhook_p99: Option<f64>,
+    /// Reviews of that load not answered with a patch.
+    pub webhook_failed: Option<usize>,
+    /// The webhook's RSS: max under that load, and after start (KiB).
+    pub webhook_rss_kib: Option<u64>,
+    pub webhook_rss_start_kib: Option<u64>,
 }
 
 fn main() {
@@ -91,9 +103,17 @@ fn main() {
             .cloned()
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let bin = std::env::var("SECRET_RELOADER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string());
+    let inject_bin = std::env::var("SECRET_RELOADER_INJECT_BIN").unwrap_or_else(|_| {
+        Path::new(&bin)
+            .with_file_name("secret-reloader-inject")
+            .display()
+            .to_string()
+    });
     let o = Opts {
-        bin: std::env::var("SECRET_RELOADER_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-reloader").to_string()),
+        bin,
+        inject_bin,
         quick,
         iterations: if quick { 40 } else { 200 },
         updates: if quick { 1000 } else { 10_000 },
@@ -140,6 +160,7 @@ fn main() {
     }
     if wanted("injection") {
         injection::inject(&mut out, &o, &mut f);
+        injection::webhook(&mut out, &o, &mut f);
     }
     if [
         "latency",
@@ -203,6 +224,20 @@ fn header(out: &mut String, o: &Opts) {
             "dynamically linked"
         }
     );
+    let inject_size = std::fs::metadata(&o.inject_bin).map_or(0, |m| m.len());
+    let _ = writeln!(
+        out,
+        "- injector: `{}`, {:.2} MiB (`secret-reloader-inject`: inject and the webhook, never in a pod)",
+        o.inject_bin,
+        inject_size as f64 / 1048576.0
+    );
+    let inject_size = std::fs::metadata(&o.inject_bin).map_or(0, |m| m.len());
+    let _ = writeln!(
+        out,
+        "- injector: `{}`, {:.2} MiB (`secret-reloader-inject`: inject and the webhook, never in a pod)",
+        o.inject_bin,
+        inject_size as f64 / 1048576.0
+    );
     let _ = writeln!(out, "- run: {}\n", if o.quick { "quick" } else { "full" });
 }
 
@@ -246,6 +281,34 @@ fn goals(out: &mut String, o: &Opts, f: &Figures) {
         f.inject_1000
             .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
         f.inject_1000.map(|d| d <= Duration::from_secs(1)),
+    );
+    let failed = |n: usize| {
+        if n > 0 {
+            format!(" ({n} reviews failed)")
+        } else {
+            String::new()
+        }
+    };
+    add(
+        "webhook: p99 of a 20-container, 30-volume review at 200/s within 5 ms",
+        f.webhook_p99
+            .zip(f.webhook_failed)
+            .map(|(p, n)| format!("{p:.2} ms{}", failed(n))),
+        f.webhook_p99
+            .zip(f.webhook_failed)
+            .map(|(p, n)| p <= 5.0 && n == 0),
+    );
+    add(
+        "webhook: RSS under load at most 16 MiB",
+        f.webhook_rss_kib.map(|k| {
+            format!(
+                "{:.2} MiB (after start {})",
+                mib(k),
+                f.webhook_rss_start_kib
+                    .map_or("-".into(), |s| format!("{:.2} MiB", mib(s)))
+            )
+        }),
+        f.webhook_rss_kib.map(|k| k <= 16 * 1024),
     );
     add(
         "idle RSS under 4 MiB",

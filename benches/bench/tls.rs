@@ -21,21 +21,23 @@ use crate::{Figures, Opts};
 const DEADLINE: Duration = Duration::from_secs(3);
 const PAUSE: Duration = Duration::from_millis(20);
 
-fn openssl(dir: &Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`: ca.crt, srv.crt, srv.key.
-fn certificates(dir: &Path) {
+pub(crate) fn certificates(dir: &Path) -> Result<(), String> {
     let ec = [
         "-newkey",
         "ec",
@@ -55,7 +57,7 @@ fn certificates(dir: &Path) {
         "-out",
         "ca.crt",
     ]);
-    openssl(dir, &a);
+    openssl(dir, &a)?;
     let mut a = vec!["req", "-new"];
     a.extend(ec);
     a.extend([
@@ -65,7 +67,7 @@ fn certificates(dir: &Path) {
         "subjectAltName=IP:127.0.0.1",
     ]);
     a.extend(["-keyout", "srv.key", "-out", "srv.csr"]);
-    openssl(dir, &a);
+    openssl(dir, &a)?;
     openssl(
         dir,
         &[
@@ -86,7 +88,7 @@ fn certificates(dir: &Path) {
             "-out",
             "srv.crt",
         ],
-    );
+    )
 }
 
 pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
@@ -95,7 +97,7 @@ pub fn run(out: &mut String, o: &Opts, f: &mut Figures) {
         .prefix("sr-bench-tls-")
         .tempdir()
         .unwrap();
-    certificates(dir.path());
+    certificates(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
     let plain = HttpProbe::start();
     let secure = HttpProbe::start_tls(&read("srv.crt"), &read("srv.key"));
@@ -220,7 +222,8 @@ fn served_nginx(out: &mut String, o: &Opts) -> Option<Stats> {
                     "-out",
                     &c,
                 ],
-            );
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             (
                 std::fs::read_to_string(p.join(c)).unwrap(),
                 std::fs::read_to_string(p.join(k)).unwrap(),

@@ -73,12 +73,6 @@ pub enum Command {
     /// the CI scripts): every KEY=FILE into a new timestamped directory, `..data` renamed to it.
     #[command(hide = true)]
     KubeletWrite(KubeletWriteArgs),
-    /// Adds the sidecar to the annotated pods and pod templates of YAML or JSON manifests,
-    /// derived from each pod's own spec; writes the result to stdout.
-    Inject(Box<crate::inject::InjectArgs>),
-    /// The mutating admission webhook: injects the sidecar into annotated pods as they are
-    /// created (AdmissionReview v1 over HTTPS).
-    Webhook(Box<crate::webhook::WebhookArgs>),
 }
 
 /// Flags of the daemon (and of the one-shot reports built on the same configuration).

@@ -1,4 +1,4 @@
-//! `secret-reloader inject`: adds the sidecar to the pods and pod templates of a YAML or JSON
+//! `secret-reloader-inject`: adds the sidecar to the pods and pod templates of a YAML or JSON
 //! stream, derived from the pod's own spec (which Secrets and ConfigMaps the app mounts or takes as
 //! environment variables, the app's uid and groups), so the two can never disagree. The admission
 //! webhook ([`crate::webhook`]) applies the same [`pod`] to each pod the API server admits.
@@ -43,7 +43,7 @@ pub enum Layout {
     Classic,
 }
 
-/// `secret-reloader inject`'s flags.
+/// `secret-reloader-inject`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct InjectArgs {
     /// YAML or JSON files (`-` for stdin, the default): multi-document streams and `kind: List`.
@@ -94,7 +94,8 @@ enum Done {
 
 /// Injects the sidecar into `tpl` (an object with `metadata` and `spec`), or takes it out
 /// (`remove`). `object` is the annotations of the object that holds the template, when that is
-/// not the template itself. The warnings, or every error (the template is then unchanged).
+/// not the template itself. The warnings, or every error (the template may then be half changed:
+/// a caller that keeps it keeps a copy).
 fn template(
     tpl: &mut Value,
     object: Option<&Map<String, Value>>,
@@ -123,11 +124,10 @@ fn template(
         return Ok((Done::Untouched, Vec::new()));
     }
     let wishes = annotations::read(annotations)?;
-    let mut t = tpl.clone();
-    sidecar::take_out(&mut t).map_err(|e| vec![e])?;
-    let spec = t.get("spec").cloned().unwrap_or(Value::Null);
+    sidecar::take_out(tpl).map_err(|e| vec![e])?;
+    let spec = tpl.get("spec").unwrap_or(&Value::Null);
     for field in ["initContainers", "containers"] {
-        if derive::list(&spec, field)
+        if derive::list(spec, field)
             .iter()
             .any(|c| derive::str_at(c, "/name") == Some(derive::SIDECAR))
         {
@@ -138,16 +138,15 @@ fn template(
             )]);
         }
     }
-    let plan = derive::plan(&spec, &wishes)?;
+    let plan = derive::plan(spec, &wishes)?;
     let layout = wishes.layout.unwrap_or(flags.layout);
-    if sidecar::put(&mut t, &plan, layout, &flags.image).is_none() {
+    if sidecar::put(tpl, &plan, layout, &flags.image).is_none() {
         return Err(vec!["the pod template is not an object".into()]);
     }
-    *tpl = t;
     Ok((Done::Injected, plan.warnings))
 }
 
-/// `secret-reloader inject`: the exit code (0; 1 when an input cannot be read or an object cannot
+/// `secret-reloader-inject`: the exit code (0; 1 when an input cannot be read or an object cannot
 /// be injected; 2 usage, from clap).
 pub fn run(args: InjectArgs) -> i32 {
     let files = if args.files.is_empty() {
@@ -182,7 +181,12 @@ pub fn run(args: InjectArgs) -> i32 {
             let Some(tpl) = doc.pointer_mut(&found.pointer) else {
                 continue;
             };
-            match template(tpl, object.as_ref(), &args.flags, args.remove) {
+            let before = tpl.clone();
+            let done = template(tpl, object.as_ref(), &args.flags, args.remove);
+            if done.is_err() {
+                *tpl = before;
+            }
+            match done {
                 Ok((done, warnings)) => {
                     for w in warnings {
                         eprintln!("warning: {}: {w}", found.shown);
@@ -200,7 +204,7 @@ pub fn run(args: InjectArgs) -> i32 {
     }
     if failed > 0 && !args.keep_going {
         eprintln!(
-            "secret-reloader inject: {failed} pod template(s) could not be {}; nothing written \
+            "secret-reloader-inject: {failed} pod template(s) could not be {}; nothing written \
              (--keep-going writes the rest)",
             if args.remove { "restored" } else { "injected" }
         );
@@ -223,7 +227,7 @@ pub fn run(args: InjectArgs) -> i32 {
     }
     let [injected, removed, untouched] = count;
     eprintln!(
-        "secret-reloader inject: {} pod template(s) {}, {untouched} left as they were{}",
+        "secret-reloader-inject: {} pod template(s) {}, {untouched} left as they were{}",
         if args.remove { removed } else { injected },
         if args.remove { "restored" } else { "injected" },
         if failed > 0 {

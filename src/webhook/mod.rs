@@ -1,6 +1,6 @@
-//! `secret-reloader webhook`: the mutating admission webhook. `POST /mutate` answers an
+//! `secret-reloader-inject webhook`: the mutating admission webhook. `POST /mutate` answers an
 //! AdmissionReview (`admission.k8s.io/v1`) with a JSONPatch that is exactly what
-//! `secret-reloader inject` ([`crate::inject::pod`]) does to that pod.
+//! `secret-reloader-inject` ([`crate::inject::pod`]) does to that pod.
 //!
 //! - `review`: one review in, one answer out (pure): what is allowed, patched, warned about;
 //! - `patch`: the RFC 6902 patch from the pod received to the injected one;
@@ -38,7 +38,7 @@ use crate::report::metrics::WebhookMetrics;
 /// Time in-flight reviews have to end after SIGTERM or SIGINT.
 pub const SHUTDOWN_GRACE: std::time::Duration = server::SHUTDOWN_GRACE;
 
-/// `secret-reloader webhook`'s flags.
+/// `secret-reloader-inject webhook`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
     /// Address of the HTTPS listener (`/mutate`, and `/healthz`, `/readyz`, `/metrics`).
@@ -67,7 +67,7 @@ pub struct WebhookArgs {
 /// logging set up and the signals taken.
 pub fn run(args: WebhookArgs, shutdown: impl Future<Output = ()>) -> i32 {
     let usage = |flag: &str, e: String| {
-        eprintln!("error: {flag}: {e}\nsee secret-reloader webhook --help");
+        eprintln!("error: {flag}: {e}\nsee secret-reloader-inject webhook --help");
         2
     };
     let listen = match crate::config::parse::listen(&args.listen) {

@@ -1,4 +1,4 @@
-//! `secret-reloader inject`, the real binary on real manifests: what it derives from which field,
+//! `secret-reloader-inject`, the real binary on real manifests: what it derives from which field,
 //! that it is idempotent and reversible, that every other object and field is left meaning-equal,
 //! and that bad input gets an error naming the object, the field and the fix, with nothing on
 //! stdout. (kubectl, kubernetes-validate and podman run the output in scripts/ci-inject.)
@@ -8,12 +8,11 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::bin;
+use crate::support::inject_bin;
 
-/// Runs `inject ARGS` with `input` on stdin: (exit code, stdout, stderr).
+/// Runs `secret-reloader-inject ARGS` with `input` on stdin: (exit code, stdout, stderr).
 fn inject(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(bin())
-        .arg("inject")
+    let mut child = Command::new(inject_bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,4 +1,4 @@
-//! `secret-reloader webhook`, the real binary on 127.0.0.1 with a CA and serving certificates
+//! `secret-reloader-inject webhook`, the real binary on 127.0.0.1 with a CA and serving certificates
 //! made by openssl in a kubelet-style volume, reviewed over real HTTPS (a rustls client, the
 //! CA trusted, the name `webhook.test`): pods allowed with or without a patch, everything it
 //! cannot handle allowed with a warning or refused with 400/413/408 and counted while it keeps
@@ -17,9 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
-use crate::support::process::{os, run_bin};
+use crate::support::process::{os, run_inject_bin};
 use crate::support::tls::{ca, leaf, serial};
-use crate::support::{AtomicWriter, Daemon, bin, eventually, http_get, metric, tempdir};
+use crate::support::{AtomicWriter, Daemon, eventually, http_get, inject_bin, metric, tempdir};
 
 /// The name the serving certificates carry.
 const NAME: &str = "webhook.test";
@@ -50,7 +50,7 @@ impl Hook {
         volume
             .write(&[("tls.crt", &pair.0), ("tls.key", &pair.1)])
             .unwrap();
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(inject_bin());
         cmd.arg("webhook")
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--tls-cert-file")
@@ -554,7 +554,7 @@ fn a_bad_pair_at_start_is_an_error_and_bad_flags_are_usage_errors() {
         args.extend(["--tls-cert-file", crt.to_str().unwrap()]);
         args.extend(["--tls-key-file", key.to_str().unwrap()]);
         args.extend(extra);
-        run_bin(&os(&args))
+        run_inject_bin(&os(&args))
     };
     let e = run(&[]);
     assert_eq!(e.code, 1, "{}", e.stderr);

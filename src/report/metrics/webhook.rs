@@ -1,4 +1,4 @@
-//! The series of `secret-reloader webhook` (a process of its own, apart from the daemon's
+//! The series of `secret-reloader-inject webhook` (a process of its own, apart from the daemon's
 //! [`Metrics`](super::Metrics)): its reviews by result and their duration, its certificate's
 //! reloads and expiry, its connections, each family declared once beside the atomic it reads.
 

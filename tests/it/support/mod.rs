@@ -44,6 +44,11 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_secret-reloader")
 }
 
+/// The built injector (`secret-reloader-inject`, with its `webhook`).
+pub fn inject_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secret-reloader-inject")
+}
+
 /// A fresh temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

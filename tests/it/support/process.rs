@@ -66,6 +66,13 @@ pub fn run_bin(args: &[&OsStr]) -> Exit {
     run_to_end(cmd, Duration::from_secs(10))
 }
 
+/// The injector (`secret-reloader-inject`) with `args`, run to its end within 10 s.
+pub fn run_inject_bin(args: &[&OsStr]) -> Exit {
+    let mut cmd = Command::new(super::inject_bin());
+    cmd.args(args);
+    run_to_end(cmd, Duration::from_secs(10))
+}
+
 /// `args` as `OsStr`s.
 pub fn os<'a>(args: &'a [&'a str]) -> Vec<&'a OsStr> {
     args.iter().map(OsStr::new).collect()
