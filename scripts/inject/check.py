@@ -1,5 +1,5 @@
 """The Python half of scripts/ci-inject: takes a hand-written sidecar out of a rendered example,
-validates what `secret-reloader inject` wrote with kubernetes-validate, checks the injected sidecar
+validates what `secret-reloader-inject` wrote with kubernetes-validate, checks the injected sidecar
 field by field against the pod spec it was derived from, compares documents, and has the daemon
 accept the injected command lines. Input documents are kubectl's JSON output (`kubectl patch
 --local -o json`): what kubectl parsed, not what this script's own parser would read.
