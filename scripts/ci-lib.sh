@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# What the CI scripts (scripts/ci-packaging, ci-pods, ci-dashboard, ci-multiarch, ci-chart) share; each
-# sources it first, after `set -euo pipefail`. It gives them:
+# What the CI scripts (scripts/ci-packaging, ci-pods, ci-inject, ci-dashboard, ci-multiarch,
+# ci-chart) share; each sources it first, after `set -euo pipefail`. It gives them:
 #   - the repository as working directory (ROOT), the script's name (CI_NAME), its start (T0);
 #   - the report: step, say, pass, not_checked, fail, and summary (what passed, what could not be
 #     checked and why; CI_<NAME>_STRICT=1, e.g. CI_PODS_STRICT=1, makes the latter a failure);
