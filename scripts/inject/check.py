@@ -193,10 +193,13 @@ def check_template(where, t, flag_layout):
         k, _, v = a.partition('=')
         need(k not in flags, f'{k} given once')
         flags[k] = v
-    need(flags.get('--app-uid') == str(uid), f'--app-uid={flags.get("--app-uid")}, the app runs as {uid}')
-    need(flags.get('--app-gid') == (None if gid is None else str(gid)), f'--app-gid={flags.get("--app-gid")}, the app runs with {gid}')
-    need(flags.get('--app-groups') == (','.join(map(str, groups)) if groups else None),
-         f'--app-groups={flags.get("--app-groups")}, the pod gives {groups}')
+    # The daemon takes a declared identity whole: with the gid undeclared, none of the three is
+    # given (it learns the identity from the app's process).
+    whole = gid is not None
+    need(flags.get('--app-uid') == (str(uid) if whole else None), f'--app-uid={flags.get("--app-uid")}, the app runs as {uid}, gid {gid}')
+    need(flags.get('--app-gid') == (str(gid) if whole else None), f'--app-gid={flags.get("--app-gid")}, the app runs with {gid}')
+    need(flags.get('--app-groups') == (','.join(map(str, groups)) if groups and whole else None),
+         f'--app-groups={flags.get("--app-groups")}, the pod gives {groups}, gid {gid}')
     config = json.loads(args[0].partition('=')[2])
     watched = {p: g for g in config['groups'] for p in g['watch']}
 

@@ -227,10 +227,10 @@ fn identity(spec: &Value, app: &Value, wishes: &Wishes, plan: &mut Plan) -> Resu
         (Some(d), _) | (None, Some(d)) => Some(d),
         (None, None) => {
             plan.warnings.push(format!(
-                "the gid of container '{name}' is not declared (runAsGroup): the sidecar learns it \
-                 from the app's process, so its start-up check cannot tell before the app runs \
-                 whether the app's group may read the files; declare runAsGroup or add \
-                 secret-reloader.io/app-gid"
+                "the gid of container '{name}' is not declared (runAsGroup): the sidecar runs as \
+                 its uid and learns the app's identity from its process, so its start-up check \
+                 cannot tell before the app runs whether the app may read the files; declare \
+                 runAsGroup or add secret-reloader.io/app-gid"
             ));
             None
         }

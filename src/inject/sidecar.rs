@@ -169,16 +169,16 @@ pub(crate) fn take_out(template: &mut Value) -> Result<bool, String> {
 
 /// The sidecar container.
 fn container(plan: &Plan, layout: Layout, image: &str) -> Value {
-    let mut args = vec![
-        format!("--config-json={}", config(plan)),
-        format!("--app-uid={}", plan.uid),
-    ];
+    let mut args = vec![format!("--config-json={}", config(plan))];
+    // The daemon takes a declared identity whole (uid and gid, and the groups): without the gid it
+    // learns all of it from the app's process.
     if let Some(gid) = plan.gid {
+        args.push(format!("--app-uid={}", plan.uid));
         args.push(format!("--app-gid={gid}"));
-    }
-    if !plan.groups.is_empty() {
-        let g: Vec<String> = plan.groups.iter().map(u64::to_string).collect();
-        args.push(format!("--app-groups={}", g.join(",")));
+        if !plan.groups.is_empty() {
+            let g: Vec<String> = plan.groups.iter().map(u64::to_string).collect();
+            args.push(format!("--app-groups={}", g.join(",")));
+        }
     }
     if let Some(s) = &plan.splay {
         args.push(format!("--splay={s}"));

@@ -431,6 +431,17 @@ fn a_thousand_document_stream_is_injected() {
 /// the kubelet would run it), and a kubelet-style rotation of the mounted Secret reaches it.
 #[test]
 fn the_injected_sidecars_own_arguments_reload_the_app() {
+    injected_sidecar_reloads(true);
+}
+
+/// Without runAsGroup the injected sidecar declares no identity (the daemon takes one whole) and
+/// learns it from the app's process: its arguments still run.
+#[test]
+fn without_run_as_group_the_injected_sidecar_learns_the_identity_and_reloads() {
+    injected_sidecar_reloads(false);
+}
+
+fn injected_sidecar_reloads(declare_gid: bool) {
     use crate::support::{App, Daemon, credential, eventually, open_dir};
     use secret_reloader::demo::atomic_writer::AtomicWriter;
     let dir = open_dir();
@@ -444,11 +455,15 @@ fn the_injected_sidecars_own_arguments_reload_the_app() {
         Some((1001, 1001, &[2000])),
     );
     app.wait_up();
+    let mut security = json!({"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 2000});
+    if !declare_gid {
+        security = json!({"runAsUser": 1001});
+    }
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "e2e", "annotations": {"secret-reloader.io/inject": "true"}},
         "spec": {
-            "securityContext": {"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 2000},
+            "securityContext": security,
             "containers": [{"name": "app", "image": "x", "command": [format!("/app/bin/{}", app.name)],
                 "volumeMounts": [{"name": "tls", "mountPath": tls, "readOnly": true}]}],
             "volumes": [{"name": "tls", "secret": {"secretName": "tls"}}]
@@ -465,6 +480,11 @@ fn the_injected_sidecars_own_arguments_reload_the_app() {
             None => a,
         })
         .collect();
+    assert_eq!(
+        args.iter().any(|a| a.starts_with("--app-uid=")),
+        declare_gid,
+        "a declared identity is whole: {args:?}"
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Daemon::start(&args);
     d.wait_ready();
