@@ -47,15 +47,21 @@ impl Daemon {
             }
         }
         let child = cmd.spawn().map_err(|e| format!("start the daemon: {e}"))?;
-        let mut d = Daemon {
+        let (mut d, deadline) = Daemon::started(child, log);
+        d.addr = d.logged("addr=", deadline)?;
+        d.ready(d.addr, deadline)?;
+        Ok(d)
+    }
+
+    /// A process just started, its stderr in `log`, its address not known yet; and the deadline
+    /// for it to say it (60 s).
+    fn started(child: std::process::Child, log: tempfile::NamedTempFile) -> (Daemon, Instant) {
+        let d = Daemon {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        d.addr = d.logged("addr=", deadline)?;
-        d.ready(d.addr, deadline)?;
-        Ok(d)
+        (d, Instant::now() + Duration::from_secs(60))
     }
 
     /// `secret-reloader-inject webhook` with `args` (which name its `--listen` and `--admin-listen`):
@@ -72,12 +78,7 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("start the webhook: {e}"))?;
-        let mut d = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut d, deadline) = Daemon::started(child, log);
         d.addr = d.logged("addr=", deadline)?;
         let admin = d.logged(" admin=", deadline)?;
         d.ready(admin, deadline)?;

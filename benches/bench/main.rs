@@ -231,13 +231,6 @@ fn header(out: &mut String, o: &Opts) {
         o.inject_bin,
         inject_size as f64 / 1048576.0
     );
-    let inject_size = std::fs::metadata(&o.inject_bin).map_or(0, |m| m.len());
-    let _ = writeln!(
-        out,
-        "- injector: `{}`, {:.2} MiB (`secret-reloader-inject`: inject and the webhook, never in a pod)",
-        o.inject_bin,
-        inject_size as f64 / 1048576.0
-    );
     let _ = writeln!(out, "- run: {}\n", if o.quick { "quick" } else { "full" });
 }
 

@@ -27,16 +27,23 @@ pub(crate) struct Wishes {
     pub(crate) app_uid: Option<u32>,
     pub(crate) app_gid: Option<u32>,
     pub(crate) process_name: Option<String>,
-    /// As written (validated by the daemon's parser).
+    /// How the app is told, and what is checked after.
+    pub(crate) action: ActionWishes,
+    /// Group name → volume names (`groups`).
+    pub(crate) groups: BTreeMap<String, Vec<String>>,
+    pub(crate) layout: Option<Layout>,
+}
+
+/// The annotations about the action, each as written (validated by the daemon's parser), passed
+/// to the sidecar's configuration as they are.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ActionWishes {
     pub(crate) signal: Option<String>,
     pub(crate) reload_url: Option<String>,
     pub(crate) verify_url: Option<String>,
     pub(crate) verify_served_cert: Option<String>,
     pub(crate) splay: Option<String>,
     pub(crate) restart_on_env_change: bool,
-    /// Group name → volume names (`groups`).
-    pub(crate) groups: BTreeMap<String, Vec<String>>,
-    pub(crate) layout: Option<Layout>,
 }
 
 /// The annotations a user writes, with what each takes (the `--help` of the annotations).
@@ -142,26 +149,26 @@ fn one(w: &mut Wishes, name: &str, v: &str) -> Result<(), String> {
         }
         "signal" => {
             parse::signal(v)?;
-            w.signal = text();
+            w.action.signal = text();
         }
         "reload-url" => {
             parse::endpoint(v)?;
-            w.reload_url = text();
+            w.action.reload_url = text();
         }
         "verify-url" => {
             parse::endpoint(v)?;
-            w.verify_url = text();
+            w.action.verify_url = text();
         }
         "verify-served-cert" => {
             parse::served_cert(v, std::time::Duration::from_secs(1))?;
-            w.verify_served_cert = text();
+            w.action.verify_served_cert = text();
         }
         "splay" => {
             parse::duration(v)?;
-            w.splay = text();
+            w.action.splay = text();
         }
         "restart-on-env-change" => {
-            w.restart_on_env_change = match v {
+            w.action.restart_on_env_change = match v {
                 "true" => true,
                 "false" => false,
                 _ => {

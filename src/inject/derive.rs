@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::annotations::Wishes;
+use super::annotations::{ActionWishes, Wishes};
 
 /// The sidecar container's name.
 pub const SIDECAR: &str = "secret-reloader";
@@ -33,12 +33,7 @@ pub(crate) struct Plan {
     /// The process to signal (`None` with a reload URL and no environment group).
     pub(crate) process: Option<String>,
     /// The annotations' action settings, validated.
-    pub(crate) signal: Option<String>,
-    pub(crate) reload_url: Option<String>,
-    pub(crate) verify_url: Option<String>,
-    pub(crate) verify_served_cert: Option<String>,
-    pub(crate) splay: Option<String>,
-    pub(crate) restart_on_env_change: bool,
+    pub(crate) action: ActionWishes,
     /// Said on stderr.
     pub(crate) warnings: Vec<String>,
     /// Mounts kubelet never updates (`subPath`): not watched, written into an annotation.
@@ -72,12 +67,7 @@ impl EnvGroup {
 pub(crate) fn plan(spec: &Value, wishes: &Wishes) -> Result<Plan, Vec<String>> {
     let mut errors = Vec::new();
     let mut plan = Plan {
-        signal: wishes.signal.clone(),
-        reload_url: wishes.reload_url.clone(),
-        verify_url: wishes.verify_url.clone(),
-        verify_served_cert: wishes.verify_served_cert.clone(),
-        splay: wishes.splay.clone(),
-        restart_on_env_change: wishes.restart_on_env_change,
+        action: wishes.action.clone(),
         ..Plan::default()
     };
     if spec.get("hostPID").and_then(Value::as_bool) == Some(true) {
@@ -114,8 +104,9 @@ pub(crate) fn plan(spec: &Value, wishes: &Wishes) -> Result<Plan, Vec<String>> {
             crate::text::value(&plan.app)
         ));
     }
-    let signals = wishes.reload_url.is_none() && !plan.files.is_empty() || !plan.env.is_empty();
-    if wishes.reload_url.is_some() && wishes.signal.is_some() {
+    let signals =
+        wishes.action.reload_url.is_none() && !plan.files.is_empty() || !plan.env.is_empty();
+    if wishes.action.reload_url.is_some() && wishes.action.signal.is_some() {
         errors.push(
             "annotations reload-url and signal both given: the app is either called or signalled; \
              keep one"

@@ -180,7 +180,7 @@ fn container(plan: &Plan, layout: Layout, image: &str) -> Value {
             args.push(format!("--app-groups={}", g.join(",")));
         }
     }
-    if let Some(s) = &plan.splay {
+    if let Some(s) = &plan.action.splay {
         args.push(format!("--splay={s}"));
     }
     args.push(format!("--state-file={STATE_DIR}/state.json"));
@@ -232,28 +232,28 @@ fn config(plan: &Plan) -> String {
     let mut groups = Vec::new();
     for f in &plan.files {
         let watch: Vec<&str> = f.mounts.iter().map(|(_, p)| p.as_str()).collect();
-        let mut target = match &plan.reload_url {
+        let mut target = match &plan.action.reload_url {
             Some(url) => json!({"type": "http", "url": url}),
             None => {
                 let mut t = json!({"type": "signal", "process_name": plan.process});
-                if let (Some(s), Value::Object(m)) = (&plan.signal, &mut t) {
+                if let (Some(s), Value::Object(m)) = (&plan.action.signal, &mut t) {
                     m.insert("signal".into(), s.clone().into());
                 }
                 t
             }
         };
         if let Value::Object(m) = &mut target {
-            if let Some(u) = &plan.verify_url {
+            if let Some(u) = &plan.action.verify_url {
                 m.insert("verify_url".into(), u.clone().into());
             }
-            if let Some(e) = &plan.verify_served_cert {
+            if let Some(e) = &plan.action.verify_served_cert {
                 m.insert("verify_served_cert".into(), e.clone().into());
             }
         }
         groups.push(json!({"name": f.name, "watch": watch, "targets": [target]}));
     }
     for g in &plan.env {
-        let signal = if plan.restart_on_env_change {
+        let signal = if plan.action.restart_on_env_change {
             "TERM"
         } else {
             "none"

@@ -253,16 +253,7 @@ async fn serve(
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    // Out of descriptors: an idle connection makes room, so that a probe gets
-                    // in; back off briefly instead of spinning. Recorded (and logged once per
-                    // episode) as the daemon running out.
-                    if !crate::report::resources::check(&e) {
-                        tracing::debug!(error = %e, "cannot accept a connection on the admin server");
-                    }
-                    if lock(&conns).evict_oldest_idle() {
-                        admin.metrics.admin.dropped(DropReason::Capacity);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failed_accept(&e, &conns, || admin.metrics.admin.dropped(DropReason::Capacity)).await;
                     continue;
                 }
             },
@@ -279,6 +270,23 @@ async fn serve(
         // Let the new connection read its request before the next accept may evict it.
         tokio::task::yield_now().await;
     }
+}
+
+/// After an accept that failed: out of descriptors, an idle connection makes room (so that a
+/// probe gets in; `dropped` counts it), and the loop backs off briefly instead of spinning.
+/// Recorded (and logged once per episode) as the process running out.
+pub(crate) async fn failed_accept(
+    e: &std::io::Error,
+    conns: &Mutex<Connections>,
+    dropped: impl FnOnce(),
+) {
+    if !crate::report::resources::check(e) {
+        tracing::debug!(error = %e, "cannot accept a connection");
+    }
+    if lock(conns).evict_oldest_idle() {
+        dropped();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Serves the connection `stream` from `peer` in its slot (`id`, and what closes it) until it

@@ -37,7 +37,7 @@ use super::review;
 use crate::inject::InjectFlags;
 use crate::lock;
 use crate::report::metrics::{DropReason, ReviewResult, WebhookMetrics};
-use crate::report::server::{Connections, MAX_HEADER_BYTES, reply, text};
+use crate::report::server::{Connections, MAX_HEADER_BYTES, failed_accept, reply, text};
 
 /// Most connections open at once on the HTTPS listener.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -88,14 +88,7 @@ pub(crate) async fn serve(
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    // Out of descriptors: an idle connection makes room; back off briefly.
-                    if !crate::report::resources::check(&e) {
-                        tracing::debug!(error = %e, "cannot accept a connection");
-                    }
-                    if lock(&conns).evict_oldest_idle() {
-                        shared.metrics.dropped(DropReason::Capacity);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failed_accept(&e, &conns, || shared.metrics.dropped(DropReason::Capacity)).await;
                     continue;
                 }
             },
