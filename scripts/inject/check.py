@@ -11,6 +11,7 @@ accept the injected command lines. Input documents are kubectl's JSON output (`k
     check.py args OUT.json DIR CASE          each sidecar's arguments, one file per sidecar, in DIR
     check.py starts BIN ARGS...              the daemon accepts those arguments (it listens), or exit 1
 """
+import base64
 import json
 import os
 import posixpath
@@ -361,7 +362,55 @@ def starts(binary, argv):
         p.wait()
 
 
+def pods(src, outdir):
+    """Each annotated pod template of SRC (kubectl's JSON) as the Pod the API server would admit
+    from it (what a controller creates: generateName, the namespace), one file each in OUTDIR."""
+    n = 0
+    for d in flat(load(src)):
+        for where, t in templates(d):
+            if annotations(t).get(PREFIX + 'inject') != 'true':
+                continue
+            meta = dict(t.get('metadata') or {})
+            meta.setdefault('generateName', 'ci-')
+            meta.setdefault('namespace', d.get('metadata', {}).get('namespace', 'default'))
+            pod = {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': meta, 'spec': t['spec']}
+            n += 1
+            with open(f'{outdir}/{n:02d}.json', 'w') as f:
+                json.dump(pod, f)
+    print(n)
+
+
+def review(pod_file, out):
+    """The AdmissionReview (admission.k8s.io/v1) the API server sends for a Pod CREATE of POD."""
+    pod = load(pod_file)[0]
+    uid = f'ci-{os.path.basename(pod_file)}'
+    json.dump({'apiVersion': 'admission.k8s.io/v1', 'kind': 'AdmissionReview', 'request': {
+        'uid': uid, 'kind': {'group': '', 'version': 'v1', 'kind': 'Pod'},
+        'resource': {'group': '', 'version': 'v1', 'resource': 'pods'},
+        'requestKind': {'group': '', 'version': 'v1', 'kind': 'Pod'},
+        'namespace': pod['metadata'].get('namespace', 'default'), 'operation': 'CREATE',
+        'userInfo': {'username': 'system:serviceaccount:kube-system:replicaset-controller'},
+        'object': pod, 'oldObject': None, 'dryRun': False,
+        'options': {'apiVersion': 'meta.k8s.io/v1', 'kind': 'CreateOptions'}}}, open(out, 'w'))
+
+
+def patch_of(answer_file, review_file, out):
+    """The JSONPatch of the webhook's answer to REVIEW, into OUT; fails unless the answer is
+    allowed, for this review's uid, with a JSONPatch."""
+    answer, uid = json.load(open(answer_file)), json.load(open(review_file))['request']['uid']
+    r = answer.get('response') or {}
+    if answer.get('apiVersion') != 'admission.k8s.io/v1' or answer.get('kind') != 'AdmissionReview':
+        fail(f'{answer_file}: not an admission.k8s.io/v1 AdmissionReview')
+    if r.get('uid') != uid or r.get('allowed') is not True:
+        fail(f'{answer_file}: want allowed, uid {uid}: {r}')
+    if r.get('patchType') != 'JSONPatch' or 'patch' not in r:
+        fail(f'{answer_file}: no JSONPatch (warnings: {r.get("warnings")})')
+    ops = json.loads(base64.b64decode(r['patch']))
+    json.dump(ops, open(out, 'w'))
+    print(len(ops))
+
+
 if __name__ == '__main__':
     cmd, rest = sys.argv[1], sys.argv[2:]
     {'strip': strip, 'validate': validate, 'fields': fields, 'same': same, 'args': args,
-     'starts': lambda b, *a: starts(b, list(a))}[cmd](*rest)
+     'starts': lambda b, *a: starts(b, list(a)), 'pods': pods, 'review': review, 'patch': patch_of}[cmd](*rest)
