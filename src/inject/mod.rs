@@ -138,6 +138,16 @@ fn template(
             )]);
         }
     }
+    if derive::list(spec, "volumes")
+        .iter()
+        .any(|v| derive::str_at(v, "/name") == Some(sidecar::STATE_VOLUME))
+    {
+        return Err(vec![format!(
+            "spec.volumes already has a volume named {} that the injector did not put there: \
+             rename it, or remove the annotation",
+            sidecar::STATE_VOLUME
+        )]);
+    }
     let plan = derive::plan(spec, &wishes)?;
     let layout = wishes.layout.unwrap_or(flags.layout);
     if sidecar::put(tpl, &plan, layout, &flags.image).is_none() {

@@ -13,7 +13,7 @@ use super::derive::{Plan, SIDECAR};
 /// The label the PodMonitor of deploy/base selects.
 pub const MONITOR_LABEL: &str = "secret-reloader/sidecar";
 /// The sidecar's state volume (what was delivered, kept across the sidecar's restarts).
-const STATE_VOLUME: &str = "secret-reloader-state";
+pub(crate) const STATE_VOLUME: &str = "secret-reloader-state";
 const STATE_DIR: &str = "/run/secret-reloader";
 
 /// What injecting changed besides the container, as the annotation records it.
@@ -83,6 +83,8 @@ pub(crate) fn put(template: &mut Value, plan: &Plan, layout: Layout, image: &str
         "/metadata/annotations",
         &mut rec.created,
     )?;
+    // The injector's own output: whatever stood there is replaced (or removed).
+    annotations.remove(UNWATCHED);
     if !plan.unwatched.is_empty() {
         annotations.insert(UNWATCHED.into(), plan.unwatched.join("\n").into());
     }

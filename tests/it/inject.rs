@@ -498,3 +498,39 @@ fn injected_sidecar_reloads(declare_gid: bool) {
     );
     assert_eq!(app.reloads(), 1, "{}", d.log());
 }
+
+/// Found by the fuzzer (fuzz/corpus/inject/regression-*): a volume of the sidecar's name that the
+/// injector did not put there would be doubled, and a stale `unwatched` annotation would survive
+/// one injection but not the next; both broke "injecting again changes nothing".
+#[test]
+fn names_the_injector_owns_are_never_doubled_and_its_output_annotation_is_its_own() {
+    let taken = SEED.replace(
+        "    - name: conf\n      configMap: {name: app-conf}\n",
+        "    - name: conf\n      configMap: {name: app-conf}\n    - name: secret-reloader-state\n      emptyDir: {}\n",
+    );
+    let (code, out, err) = inject(&[], &taken);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("already has a volume named secret-reloader-state"),
+        "{err}"
+    );
+    let stale = SEED
+        .replace(
+            "        - {name: conf, mountPath: /etc/app/conf.yaml, subPath: conf.yaml}\n",
+            "",
+        )
+        .replace(
+            "    secret-reloader.io/inject: \"true\"\n",
+            "    secret-reloader.io/inject: \"true\"\n    secret-reloader.io/unwatched: left from before\n",
+        );
+    let (code, once, err) = inject(&[], &stale);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        docs(&once)[0]["metadata"]["annotations"]
+            .get("secret-reloader.io/unwatched")
+            .is_none()
+    );
+    let (_, twice, _) = inject(&[], &once);
+    assert_eq!(once, twice);
+}
