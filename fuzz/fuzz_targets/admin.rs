@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         inconsistent: Vec::new(),
         not_checked: Vec::new(),
         cert_expiry: vec![(file_path, SystemTime::UNIX_EPOCH)],
-        token_expiry: Vec::new(),
+        tokens: Vec::new(),
         certs: Vec::new(),
         content_time: None,
         watch: Default::default(),

@@ -166,11 +166,13 @@ fn path_reports(scan: &Scan, own_mounts: &[Mount], problems: &mut Vec<String>) -
 }
 
 /// Each file of the version: owner, mode, whether the app can read it (a problem when not),
-/// its certificate's expiry (a problem when past, a warning when near). By path, once: a group
-/// may hold thousands of files.
+/// its certificate's expiry (a problem when past, a warning when near), the claims of the JWT
+/// it holds (a problem when expired or not valid yet). By path, once: a group may hold thousands
+/// of files.
 fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> {
     let verdicts = scan::index_by_path(&a.verdicts);
     let expiries = scan::index_by_path(&scan.cert_expiry);
+    let tokens = scan::index_by_path(&scan.tokens);
     let now = SystemTime::now();
     scan.files
         .iter()
@@ -198,6 +200,13 @@ fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> 
                 )),
                 _ => {}
             }
+            let token = tokens.get(f.path.as_path()).map(|c| (*c).clone());
+            if let Some(p) = token
+                .as_ref()
+                .and_then(|c| c.problem(&text::path(&f.path), now))
+            {
+                r.problems.push(p.message);
+            }
             FileReport {
                 path: text::path(&f.path),
                 uid: f.uid,
@@ -206,6 +215,7 @@ fn file_reports(scan: &Scan, a: &Assessment, r: &mut Report) -> Vec<FileReport> 
                 empty: f.empty,
                 access,
                 cert_expires: expiry.map(ts),
+                token,
             }
         })
         .collect()

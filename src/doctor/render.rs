@@ -122,6 +122,9 @@ fn group(o: &mut String, g: &GroupReport) {
             "    {}  {}:{} {}{empty}  {access}{cert}",
             f.path, f.uid, f.gid, f.mode
         );
+        if let Some(t) = &f.token {
+            let _ = writeln!(o, "      token {}", token(t));
+        }
     }
     let content = match (g.incomplete.is_empty(), g.inconsistent.is_empty()) {
         (true, true) => "complete and consistent".to_string(),
@@ -139,5 +142,30 @@ fn group(o: &mut String, g: &GroupReport) {
             let mark = if c.ok { "ok  " } else { "FAIL" };
             let _ = writeln!(o, "    {mark} {:<13} {}", c.what, c.detail);
         }
+    }
+}
+
+/// A token's claims on one line: each claim present, as `name=value` (lists joined by spaces,
+/// quoted when they hold several), times in RFC 3339.
+fn token(t: &crate::scan::token::TokenClaims) -> String {
+    use crate::scan::token::Claim;
+    let mut parts = Vec::new();
+    let one = |name: &str, v: &Option<String>| v.as_ref().map(|v| format!("{name}={v}"));
+    let list = |name: &str, l: &[String]| match l {
+        [] => None,
+        [one] => Some(format!("{name}={one}")),
+        _ => Some(format!("{name}=\"{}\"", l.join(" "))),
+    };
+    parts.extend(one("iss", &t.iss));
+    parts.extend(list(Claim::Audience.as_str(), &t.aud));
+    parts.extend(one("sub", &t.sub));
+    parts.extend(list(Claim::Scope.as_str(), &t.scope));
+    for (name, at) in [("iat", t.iat), ("nbf", t.nbf), ("exp", t.exp)] {
+        parts.extend(at.map(|at| format!("{name}={}", super::report::ts(at))));
+    }
+    if parts.is_empty() {
+        "without any of the claims shown".into()
+    } else {
+        parts.join(" ")
     }
 }

@@ -104,6 +104,8 @@ pub(crate) struct FileReport {
     pub access: Option<Verdict>,
     /// When its earliest certificate expires.
     pub cert_expires: Option<String>,
+    /// The claims of the JWT it holds (bounded and escaped; never the token or its signature).
+    pub token: Option<crate::scan::token::TokenClaims>,
 }
 
 /// A target and its checks.

@@ -156,11 +156,17 @@ impl GroupTask {
         }
         let current: HashSet<&PathBuf> = a.verdicts.iter().map(|(p, _)| p).collect();
         j.readable.retain(|p, _| current.contains(p));
-        let times = |of: &[(std::path::PathBuf, std::time::SystemTime)]| {
-            of.iter().map(|(p, t)| (text::path(p), unix(*t))).collect()
-        };
-        self.metrics
-            .set_files(access, times(&scan.cert_expiry), times(&scan.token_expiry));
+        let certs = scan
+            .cert_expiry
+            .iter()
+            .map(|(p, t)| (text::path(p), unix(*t)))
+            .collect();
+        let tokens = scan
+            .tokens
+            .iter()
+            .filter_map(|(p, c)| Some((text::path(p), unix(c.exp?))))
+            .collect();
+        self.metrics.set_files(access, certs, tokens);
     }
 
     pub(super) fn report_watch_mode(&self, mem: &mut Memory, watched: Result<(), WatchError>) {

@@ -19,7 +19,7 @@
 //!   (`..data`, a swap during the read); `confine`: symlinks kept inside what is watched, loops;
 //!   `read`: reading one file, within the scan's budget and the group's file cap;
 //! - [`fingerprint`]: keyed HMAC fingerprints;
-//! - `pem`: the PEM consistency check; `token`: the expiry of a JWT held by a file.
+//! - `pem`: the PEM consistency check; [`token`]: the claims of a JWT held by a file.
 
 mod confine;
 pub mod fingerprint;
@@ -27,7 +27,7 @@ mod kubelet;
 pub(crate) mod pem;
 mod read;
 mod scanning;
-pub(crate) mod token;
+pub mod token;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,6 +111,22 @@ pub enum ProblemKind {
     WrongKind,
     /// More files than `--max-files`.
     TooManyFiles,
+    /// A token on disk is past its `exp`: whoever writes it failed to refresh it. Does not
+    /// make the version incomplete (never in [`Scan::problems`]; see [`token::TokenClaims::problem`]).
+    TokenExpired,
+    /// A token on disk is not valid yet (`nbf` ahead of the clock beyond a small skew). Does not
+    /// make the version incomplete.
+    TokenNotYetValid,
+}
+
+impl ProblemKind {
+    /// Whether the problem makes the version incomplete (the token kinds are said, not held).
+    pub(crate) fn incomplete(self) -> bool {
+        !matches!(
+            self,
+            ProblemKind::TokenExpired | ProblemKind::TokenNotYetValid
+        )
+    }
 }
 
 /// One reason a version is incomplete.
@@ -196,8 +212,8 @@ pub struct Scan {
     pub not_checked: Vec<String>,
     /// Earliest certificate expiry of each file holding certificates.
     pub cert_expiry: Vec<(PathBuf, SystemTime)>,
-    /// Expiry (`exp`) of each file holding a JWT.
-    pub token_expiry: Vec<(PathBuf, SystemTime)>,
+    /// The claims of each file holding a JWT (bounded and escaped; see [`token`]).
+    pub tokens: Vec<(PathBuf, token::TokenClaims)>,
     /// The first certificate of each file, as an app serving it presents it.
     pub certs: Vec<CertOnDisk>,
     /// When the newest part of the content appeared on disk (latest ctime).

@@ -145,8 +145,8 @@ impl Scanning<'_> {
         } else {
             files::read_open(&file, &md, INSPECT_LIMIT).map(|content| {
                 self.pem.add_file(&shown_as, &content);
-                if let Some(exp) = super::token::expiry(&content) {
-                    self.scan.token_expiry.push((shown_as.to_path_buf(), exp));
+                if let Some(claims) = super::token::claims(&content) {
+                    self.scan.tokens.push((shown_as.to_path_buf(), claims));
                 }
                 self.opts.key.digest(&content)
             })

@@ -68,7 +68,7 @@ impl<'a> Scanning<'a> {
                 inconsistent: Vec::new(),
                 not_checked: Vec::new(),
                 cert_expiry: Vec::new(),
-                token_expiry: Vec::new(),
+                tokens: Vec::new(),
                 certs: Vec::new(),
                 content_time: None,
                 watch: BTreeMap::new(),

@@ -10,6 +10,7 @@ use crate::assess::access::Verdict;
 use crate::assess::{Assessment, Hold};
 use crate::process::identity::AppIdentity;
 use crate::scan::fingerprint::FingerprintKey;
+use crate::scan::token::TokenClaims;
 use crate::scan::{Layout, Problem, Scan, index_by_path};
 use crate::text;
 
@@ -55,7 +56,9 @@ pub struct GroupStatus {
     pub paths: Vec<PathStatus>,
     /// Files of the current version.
     pub files: Vec<FileStatus>,
-    /// Why the version is incomplete.
+    /// What is wrong with the content on disk: why the version is incomplete, and tokens that
+    /// expired or are not valid yet (`token_expired`, `token_not_yet_valid`: said, the version
+    /// is not held back for them; looked at again each time `/status` is read).
     pub problems: Vec<Problem>,
     /// Why its PEM material is not usable.
     pub inconsistent: Vec<String>,
@@ -118,9 +121,11 @@ pub struct FileStatus {
     /// When its earliest certificate expires.
     #[serde(serialize_with = "rfc3339")]
     pub cert_expires: Option<SystemTime>,
-    /// When the JWT it holds expires (`exp`).
+    /// When the JWT it holds expires (`exp`; also in `token`, kept for readers of this field).
     #[serde(serialize_with = "rfc3339")]
     pub token_expires: Option<SystemTime>,
+    /// The claims of the JWT it holds (bounded and escaped; never the token or its signature).
+    pub token: Option<TokenClaims>,
 }
 
 impl GroupStatus {
@@ -143,7 +148,7 @@ impl GroupStatus {
         // By path, once: a group may hold thousands of files.
         let verdicts = index_by_path(&a.verdicts);
         let certs = index_by_path(&scan.cert_expiry);
-        let tokens = index_by_path(&scan.token_expiry);
+        let tokens = index_by_path(&scan.tokens);
         self.files = scan
             .files
             .iter()
@@ -160,10 +165,12 @@ impl GroupStatus {
                     .short(),
                 access: verdicts.get(f.path.as_path()).map(|v| (*v).clone()),
                 cert_expires: certs.get(f.path.as_path()).map(|t| **t),
-                token_expires: tokens.get(f.path.as_path()).map(|t| **t),
+                token_expires: tokens.get(f.path.as_path()).and_then(|t| t.exp),
+                token: tokens.get(f.path.as_path()).map(|t| (*t).clone()),
             })
             .collect();
         self.problems = scan.problems.clone();
+        self.check_tokens(SystemTime::now());
         self.inconsistent = scan.inconsistent.clone();
         self.not_checked = scan.not_checked.clone();
         if a.held_back.is_empty() {
@@ -176,5 +183,18 @@ impl GroupStatus {
         self.identity_drift = a.identity.drift.clone();
         self.skipped = scan.skipped.clone();
         self.content_time = scan.content_time;
+    }
+}
+
+impl GroupStatus {
+    /// Replaces the token problems with what the files' tokens are at `now`: a token expires
+    /// between two scans, and `/status` says so when it is read.
+    pub(crate) fn check_tokens(&mut self, now: SystemTime) {
+        self.problems.retain(|p| p.kind.incomplete());
+        let found = self
+            .files
+            .iter()
+            .filter_map(|f| f.token.as_ref()?.problem(&f.path, now));
+        self.problems.extend(found);
     }
 }

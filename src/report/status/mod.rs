@@ -169,7 +169,8 @@ impl Board {
         for g in lock(&self.groups).iter() {
             let g = lock(g);
             let name = &g.name;
-            if let Some(p) = g.problems.first() {
+            // A token that expired is said, not a reason to keep the app from starting.
+            if let Some(p) = g.problems.iter().find(|p| p.kind.incomplete()) {
                 return Some(format!("watch group '{name}': {}", p.message));
             }
             if let Some(h) = g.held_back.first() {
@@ -211,7 +212,14 @@ impl Board {
                 },
             ),
             config: self.config.summary(),
-            watches: lock(&self.groups).iter().map(|g| lock(g).clone()).collect(),
+            watches: lock(&self.groups)
+                .iter()
+                .map(|g| {
+                    let mut g = lock(g).clone();
+                    g.check_tokens(SystemTime::now());
+                    g
+                })
+                .collect(),
             targets: lock(&self.targets)
                 .iter()
                 .map(|t| lock(t).clone())
