@@ -286,6 +286,7 @@ impl Wiring {
             .targets
             .iter()
             .find_map(|t| t.action.selector().cloned());
+        let metrics = self.metrics.register_group(&cfg.name, cfg.paths.len());
         let task = GroupTask {
             cfg: cfg.clone(),
             key: self.key.clone(),
@@ -294,7 +295,7 @@ impl Wiring {
             wake,
             tx,
             status: self.board.register_group(&cfg.name),
-            metrics: self.metrics.register_group(&cfg.name, cfg.paths.len()),
+            metrics: metrics.clone(),
             daemon_metrics: self.metrics.clone(),
             timing: self.timing,
             ready: Some(ready_tx),
@@ -311,17 +312,19 @@ impl Wiring {
             task.run(self.stop.clone()),
         );
         for index in 0..cfg.targets.len() {
-            self.target(cfg, index, &rx, reconcilers);
+            self.target(cfg, index, &rx, &metrics, reconcilers);
         }
         ready_rx
     }
 
-    /// Starts the reconciler of the target `index` of the group `cfg`, following `rx`.
+    /// Starts the reconciler of the target `index` of the group `cfg`, following `rx`, writing
+    /// into its group's series `group_metrics` what its target holds of the group's tokens.
     fn target(
         &self,
         cfg: &Arc<crate::config::GroupConfig>,
         index: usize,
         rx: &crate::group::DesiredRx,
+        group_metrics: &Arc<crate::report::metrics::GroupMetrics>,
         reconcilers: &mut Tasks,
     ) {
         let t = &cfg.targets[index];
@@ -346,6 +349,8 @@ impl Wiring {
             metrics: self.metrics.register_target(t),
             state_file: self.state_file.clone(),
             key: self.key.clone(),
+            group_metrics: group_metrics.clone(),
+            claims: Default::default(),
         };
         reconcilers.vital(
             format!("the reconciler of target '{}'", crate::text::value(&t.name)),

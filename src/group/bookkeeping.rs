@@ -164,7 +164,7 @@ impl GroupTask {
         let tokens = scan
             .tokens
             .iter()
-            .filter_map(|(p, c)| Some((text::path(p), unix(c.exp?))))
+            .map(|(p, c)| (text::path(p), c.exp.map(unix)))
             .collect();
         self.metrics.set_files(access, certs, tokens);
     }

@@ -116,10 +116,11 @@ struct Memory {
     rescan: bool,
     /// Since when scans found the content still changing.
     unconfirmed_since: Option<Instant>,
-    /// What a version without certificates or environment keys shares (an `Arc` of an empty
+    /// What a version without certificates, environment keys or tokens shares (an `Arc` of an empty
     /// slice still allocates).
     no_certs: Arc<[crate::scan::CertOnDisk]>,
     no_keys: Arc<[(String, Fingerprint)]>,
+    no_tokens: Arc<[(std::path::PathBuf, crate::scan::token::TokenClaims)]>,
 }
 
 impl GroupTask {
@@ -146,6 +147,7 @@ impl GroupTask {
                 rescan: false,
                 no_certs: Arc::new([]),
                 no_keys: Arc::new([]),
+                no_tokens: Arc::new([]),
             };
             let mut next_resync = self.timing.resync.map(|d| Instant::now() + d);
             let mut last_scan = Instant::now();

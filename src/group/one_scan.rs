@@ -170,6 +170,11 @@ impl GroupTask {
                         scan.certs.clone().into()
                     },
                     keys: env_keys(&self.cfg, scan).unwrap_or_else(|| mem.no_keys.clone()),
+                    tokens: if scan.tokens.is_empty() {
+                        mem.no_tokens.clone()
+                    } else {
+                        scan.tokens.clone().into()
+                    },
                     announced: flag,
                 }))
             }

@@ -23,6 +23,9 @@ pub(crate) struct Version {
     pub seen_at: Instant,
     /// The first certificate of each file (compared with what the app serves).
     pub certs: Arc<[crate::scan::CertOnDisk]>,
+    /// The claims of each file holding a JWT: a target keeps those of the version it holds, to
+    /// say which claims the version on disk changes (see `reload::claims`).
+    pub tokens: Arc<[(std::path::PathBuf, crate::scan::token::TokenClaims)]>,
     /// For a group consumed as environment variables: each key (a file directly in a watched
     /// directory, or a watched file) by name, with the keyed fingerprint of its content.
     pub keys: Arc<[(String, Fingerprint)]>,

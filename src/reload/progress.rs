@@ -234,6 +234,7 @@ mod tests {
             seen_at: Instant::now(),
             certs: Vec::new().into(),
             keys: Vec::new().into(),
+            tokens: Vec::new().into(),
             announced: Default::default(),
         }
     }

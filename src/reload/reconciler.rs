@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use super::claims::{self, HeldClaims};
 use super::progress::{After, Ended, Limits, Progress, Step, jitter};
 use super::served;
 use super::state_file::{self, StateFile};
@@ -18,7 +19,9 @@ use crate::config::{ReloadOnStart, TargetConfig};
 use crate::group::{Content, DesiredRx, Version};
 use crate::lock;
 use crate::report::metrics::TargetMetrics;
-use crate::report::status::{Attempt, AttemptResult, ErrorRecord, TargetEntry, TargetState};
+use crate::report::status::{
+    Attempt, AttemptResult, ClaimChanged, ErrorRecord, TargetEntry, TargetState,
+};
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::stop::stopped;
 
@@ -40,6 +43,10 @@ pub(crate) struct Reconciler {
     pub state_file: Option<Arc<StateFile>>,
     /// The fingerprint key (the served certificate's fingerprint is compared with the disk's).
     pub key: FingerprintKey,
+    /// Its group's series (the token claims its target holds against those on disk).
+    pub group_metrics: Arc<crate::report::metrics::GroupMetrics>,
+    /// The claims of the tokens its target holds.
+    pub claims: HeldClaims,
 }
 
 impl Reconciler {
@@ -125,6 +132,7 @@ impl Reconciler {
                     };
                 }
                 self.show_desired(&v, p);
+                self.follow_claims(&v, p);
                 p.published(&v);
                 match p.next_step(&v, &limits, Instant::now()) {
                     Step::Rest => {
@@ -138,6 +146,7 @@ impl Reconciler {
                     }
                     Step::CoalesceUntil(ready) => {
                         self.set_state(TargetState::Coalescing);
+                        self.say_claims(&v).await;
                         // Storm protection: whatever arrives meanwhile coalesces into one action.
                         tokio::select! {
                             _ = tokio::time::sleep_until(ready.into()) => {}
@@ -250,8 +259,9 @@ impl Reconciler {
             sf.remember(&name, &fp, self.action.delivered()).await;
         }
         let after = p.after(v, t0, ended, limits, jitter());
-        // The group logs the change it published first (see `GroupTask::scan`).
-        v.announced.wait(Duration::from_millis(100)).await;
+        // The group logs the change it published first (see `GroupTask::scan`); then what the
+        // change does to the claims of the tokens the app held.
+        self.say_claims(v).await;
         let attempt = |result, detail: String| Attempt {
             at,
             result,
@@ -335,6 +345,32 @@ impl Reconciler {
                 false
             }
         }
+    }
+}
+
+impl Reconciler {
+    /// Follows what the target holds against `v` on disk: which token claims differ, in the
+    /// group's series and the target's entry.
+    fn follow_claims(&mut self, v: &Version, p: &Progress) {
+        let changes = self.claims.follow(v, p.applied);
+        self.group_metrics
+            .set_claims_changed(self.index, claims::series(&changes));
+        lock(&self.status).token_claims_changed = changes
+            .into_iter()
+            .map(|c| ClaimChanged {
+                path: crate::text::path(&c.path),
+                claim: c.claim.as_str(),
+                held: c.held,
+                on_disk: c.on_disk,
+            })
+            .collect();
+    }
+
+    /// Logs the token claims `v` changes against what the target held, once per version, after
+    /// the group's line about the change (waited for at most 100 ms).
+    async fn say_claims(&mut self, v: &Version) {
+        v.announced.wait(Duration::from_millis(100)).await;
+        claims::say(&self.claims.to_say(v), v);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The series of one watch group: its atomics, what records into them, and its families, each
 //! declared once (name, help, type) beside the atomic it reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +10,7 @@ use prometheus::proto::Metric;
 use super::atomic::AtomicF64;
 use crate::lock;
 use crate::report::family::{Emit, Family, counter, flag, gauge};
+use crate::scan::token::Claim;
 
 /// The series of one watch group.
 #[derive(Debug, Default)]
@@ -32,6 +33,10 @@ pub(crate) struct GroupMetrics {
     pub(in crate::report) stalled: AtomicBool,
     /// [`FILE_ACCESS`], [`CERT_EXPIRY`], [`TOKEN_EXPIRY`].
     pub(in crate::report) files: Mutex<FileSeries>,
+    /// [`TOKEN_CLAIM_CHANGED`]: by target (its index in the group), the claims in which the
+    /// version it holds differs from the one on disk, by file as shown. Written by the
+    /// targets' reconcilers (what a target holds is theirs to know), read at a scrape.
+    pub(in crate::report) claims_changed: Mutex<BTreeMap<usize, BTreeSet<(String, Claim)>>>,
 }
 
 const CHANGES: Family = Family::counter("changes_total", "Distinct content changes seen.");
@@ -69,6 +74,11 @@ const TOKEN_EXPIRY: Family = Family::gauge(
     "Unix time the JWT a file holds expires (its exp claim; the signature is not checked).",
 );
 
+const TOKEN_CLAIM_CHANGED: Family = Family::gauge(
+    "token_claim_changed",
+    "1 while the JWT a file holds differs in this claim (aud, iss, sub, scope) between the version a target of the group holds and the one on disk; 0 for the other claims of each token file.",
+);
+
 /// Per file of a group, by path as shown.
 #[derive(Debug, Default)]
 pub(in crate::report) struct FileSeries {
@@ -76,8 +86,8 @@ pub(in crate::report) struct FileSeries {
     pub access: BTreeMap<String, bool>,
     /// Its earliest certificate's expiry, Unix seconds.
     pub cert_expiry: BTreeMap<String, f64>,
-    /// The expiry of the JWT it holds, Unix seconds.
-    pub token_expiry: BTreeMap<String, f64>,
+    /// The files holding a JWT, with its expiry (Unix seconds) when it has one.
+    pub tokens: BTreeMap<String, Option<f64>>,
 }
 
 impl GroupMetrics {
@@ -106,19 +116,29 @@ impl GroupMetrics {
     pub(crate) fn set_identity_drift(&self, on: bool) {
         self.identity_drift.store(on, Relaxed);
     }
-    /// Replaces the access verdicts (path → readable), certificate expiries and token expiries
-    /// (path → unix).
+    /// Replaces the access verdicts (path → readable), certificate expiries (path → unix) and
+    /// the files holding tokens (path → its expiry, unix, if any).
     pub(crate) fn set_files(
         &self,
         access: BTreeMap<String, bool>,
         cert_expiry: BTreeMap<String, f64>,
-        token_expiry: BTreeMap<String, f64>,
+        tokens: BTreeMap<String, Option<f64>>,
     ) {
         *lock(&self.files) = FileSeries {
             access,
             cert_expiry,
-            token_expiry,
+            tokens,
         };
+    }
+    /// The claims (by file, as shown) in which the version the group's target `target` holds
+    /// differs from the one on disk.
+    pub(crate) fn set_claims_changed(&self, target: usize, changed: BTreeSet<(String, Claim)>) {
+        let mut all = lock(&self.claims_changed);
+        if changed.is_empty() {
+            all.remove(&target);
+        } else {
+            all.insert(target, changed);
+        }
     }
 }
 
@@ -146,6 +166,7 @@ pub(in crate::report) fn families(g: &[Arc<GroupMetrics>], out: &mut Emit) {
     let mut access = Vec::new();
     let mut certs = Vec::new();
     let mut tokens = Vec::new();
+    let mut claims = Vec::new();
     for g in g {
         let files = lock(&g.files);
         let w = g.name.as_str();
@@ -156,11 +177,31 @@ pub(in crate::report) fn families(g: &[Arc<GroupMetrics>], out: &mut Emit) {
         for (path, t) in &files.cert_expiry {
             certs.push(gauge(&[("watch", w), ("path", path)], *t));
         }
-        for (path, t) in &files.token_expiry {
-            tokens.push(gauge(&[("watch", w), ("path", path)], *t));
+        for (path, t) in &files.tokens {
+            if let Some(t) = t {
+                tokens.push(gauge(&[("watch", w), ("path", path)], *t));
+            }
+        }
+        // Every claim of every token file, and any file whose token changed from one the
+        // targets hold (a file that is no token any more).
+        let mut series: BTreeMap<(String, Claim), bool> = files
+            .tokens
+            .keys()
+            .flat_map(|p| Claim::ALL.map(|c| ((p.clone(), c), false)))
+            .collect();
+        for key in lock(&g.claims_changed).values().flatten() {
+            series.insert(key.clone(), true);
+        }
+        for ((path, c), on) in series {
+            let v = if on { 1.0 } else { 0.0 };
+            claims.push(gauge(
+                &[("watch", w), ("path", &path), ("claim", c.as_str())],
+                v,
+            ));
         }
     }
     out.push(FILE_ACCESS.of(access));
     out.push(CERT_EXPIRY.of(certs));
     out.push(TOKEN_EXPIRY.of(tokens));
+    out.push(TOKEN_CLAIM_CHANGED.of(claims));
 }

@@ -365,7 +365,11 @@ mod tests {
         g.set_files(
             BTreeMap::from([("/v/a".to_string(), true)]),
             BTreeMap::new(),
-            BTreeMap::from([("/v/token".to_string(), 1.9e9)]),
+            BTreeMap::from([("/v/token".to_string(), Some(1.9e9))]),
+        );
+        g.set_claims_changed(
+            0,
+            [("/v/token".to_string(), crate::scan::token::Claim::Audience)].into(),
         );
         let text = m.encode();
         for name in [
@@ -381,6 +385,7 @@ mod tests {
             "identity_drift",
             "file_access_ok",
             "token_expiry_timestamp_seconds",
+            "token_claim_changed",
             "watch_errors_total",
             "last_reload_success_timestamp_seconds",
             "target_state",
@@ -400,6 +405,12 @@ mod tests {
         );
         assert!(text.contains("le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        for (claim, v) in [("aud", 1), ("iss", 0), ("scope", 0), ("sub", 0)] {
+            let line = format!(
+                "secret_reloader_token_claim_changed{{claim=\"{claim}\",path=\"/v/token\",watch=\"default\"}} {v}\n"
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
         assert!(
             !text.contains("last_change_timestamp_seconds{"),
             "no change yet: {text}"

@@ -21,8 +21,8 @@ pub use group::{FileStatus, GroupStatus, LastScan, PathStatus, WatchMode};
 use serde_json::{Value, json};
 pub(crate) use shared::Stalled;
 pub(crate) use target::{
-    Attempt, AttemptResult, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus, TargetHead,
-    TargetState, TargetStatus,
+    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus,
+    TargetHead, TargetState, TargetStatus,
 };
 
 use crate::config::Config;
@@ -143,6 +143,7 @@ impl Board {
             stalled: None,
             served_certificate: None,
             environment: None,
+            token_claims_changed: Vec::new(),
         }));
         lock(&self.targets).push(entry.clone());
         entry

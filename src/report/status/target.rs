@@ -115,6 +115,22 @@ pub struct TargetStatus {
     /// The app's environment against the files (`--consumed-as env`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentStatus>,
+    /// The token claims (`aud`, `iss`, `sub`, `scope`) in which the version the target holds
+    /// differs from the one on disk; empty when none does or the held version's are unknown.
+    pub token_claims_changed: Vec<ClaimChanged>,
+}
+
+/// A token claim that differs between the version a target holds and the one on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimChanged {
+    /// The file.
+    pub path: String,
+    /// `aud`, `iss`, `sub` or `scope`.
+    pub claim: &'static str,
+    /// Its value in the version the target holds (bounded, escaped; lists joined by spaces).
+    pub held: String,
+    /// Its value on disk.
+    pub on_disk: String,
 }
 
 /// How an app's environment compares with the watched files, by key name (never a value).
