@@ -1,6 +1,8 @@
 //! Secret hygiene: a distinctive secret value and its plain digests (SHA-256, SHA-1, MD5, of the
 //! value and of the whole file) never appear in logs at trace level, `/metrics`, `/status` or the
 //! doctor's report, not even shortened to the 16 hex digits a fingerprint is shown with.
+//! Of a token, only the claims listed in `/status` appear: never its header, signature, other
+//! claims, the token or its digests.
 
 use std::process::Command;
 
@@ -184,6 +186,110 @@ fn header_file_and_status_token_never_appear_nor_their_digests() {
     for secret in header_values.iter().chain([&status_token]) {
         forbidden.push(secret.to_string());
         for data in [secret.to_string(), format!("{secret}\n")] {
+            for hex in digests(dir.path(), &data) {
+                forbidden.push(hex[..16].to_string());
+                forbidden.push(hex[..16].to_uppercase());
+                forbidden.push(hex);
+            }
+        }
+    }
+    for f in &forbidden {
+        assert!(!everything.contains(f.as_str()), "{f} leaked");
+    }
+}
+
+#[test]
+fn of_a_token_only_the_listed_claims_appear() {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Claims that are shown, and a header, claims and a signature that must never be.
+    let token = |aud: &str, unlisted: &str, sig: &str| {
+        let header = r#"{"alg":"RS256","kid":"Kd4hygieneKeyId-7310"}"#;
+        let claims = format!(
+            r#"{{"aud":["{aud}"],"iss":"https://issuer.test","sub":"svc-hygiene","scope":"read","exp":{},"jti":"{unlisted}","vault":{{"policy":"{unlisted}-nested"}}}}"#,
+            now + 3600
+        );
+        format!(
+            "{}.{}.{}",
+            Base64UrlUnpadded::encode_string(header.as_bytes()),
+            Base64UrlUnpadded::encode_string(claims.as_bytes()),
+            Base64UrlUnpadded::encode_string(sig.as_bytes())
+        )
+    };
+    let tokens = [
+        token("aud-one", "Jt5unlistedClaim-2201", "Sg1signatureBytes-4471"),
+        token("aud-two", "Jt5unlistedClaim-9034", "Sg1signatureBytes-8816"),
+    ];
+    w.write(&[("token", tokens[0].as_str())]).unwrap();
+    let sink = Sink::start();
+    let url = sink.url("/-/reload");
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &url,
+        "--log-level",
+        "trace",
+        "--min-reload-interval",
+        "0",
+    ]);
+    d.wait_ready();
+    w.write(&[("token", tokens[1].as_str())]).unwrap();
+    eventually("the reload", || sink.count(), |n| *n == 1);
+    eventually(
+        "the claim change logged",
+        || d.log(),
+        |l| l.contains("audience changed from aud-one to aud-two") && l.contains("reloaded"),
+    );
+    let doctor = |fmt: &str| {
+        let o = Command::new(bin())
+            .args([
+                "doctor",
+                "--watch",
+                vol.to_str().unwrap(),
+                "--reload-url",
+                &url,
+            ])
+            .args(["--listen", &d.addr.to_string(), "--output", fmt])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let everything = [
+        d.log(),
+        d.metrics(),
+        d.status().to_string(),
+        doctor("text"),
+        doctor("json"),
+    ]
+    .join("\n");
+    for shown in [
+        "aud-two",
+        "https://issuer.test",
+        "svc-hygiene",
+        "token_claim_changed",
+    ] {
+        assert!(everything.contains(shown), "{shown} is shown");
+    }
+    let mut forbidden: Vec<String> = [
+        "Kd4hygieneKeyId-7310",
+        "Jt5unlistedClaim",
+        "Sg1signatureBytes",
+        "signatureBytes",
+        "RS256",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for t in &tokens {
+        forbidden.extend(t.split('.').map(String::from));
+        for data in [t.clone(), format!("{t}\n")] {
             for hex in digests(dir.path(), &data) {
                 forbidden.push(hex[..16].to_string());
                 forbidden.push(hex[..16].to_uppercase());
