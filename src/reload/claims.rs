@@ -71,7 +71,7 @@ impl HeldClaims {
     }
 
     /// The changes of `v` to log: once per version.
-    pub(crate) fn to_say(&mut self, v: &Version) -> Vec<ClaimChange> {
+    pub(crate) fn unsaid(&mut self, v: &Version) -> Vec<ClaimChange> {
         if self.said == Some(v.fingerprint) {
             return Vec::new();
         }
@@ -80,7 +80,7 @@ impl HeldClaims {
     }
 }
 
-/// Logs each change of `v` (once per version; see [`HeldClaims::to_say`]).
+/// Logs each change of `v` (once per version; see [`HeldClaims::unsaid`]).
 pub(crate) fn say(changes: &[ClaimChange], v: &Version) {
     for c in changes {
         tracing::warn!(version = %v.fingerprint, path = %text::path(&c.path), claim = c.claim.as_str(),
@@ -165,8 +165,8 @@ mod tests {
                 (Claim::Scope, "read", "read write")
             ]
         );
-        assert_eq!(h.to_say(&b).len(), 2, "said once");
-        assert!(h.to_say(&b).is_empty());
+        assert_eq!(h.unsaid(&b).len(), 2, "said once");
+        assert!(h.unsaid(&b).is_empty());
         // A failed reload of b: the app still holds a.
         assert_eq!(h.follow(&b, None).len(), 2);
         // b applied: nothing differs.

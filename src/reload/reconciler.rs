@@ -370,7 +370,7 @@ impl Reconciler {
     /// the group's line about the change (waited for at most 100 ms).
     async fn say_claims(&mut self, v: &Version) {
         v.announced.wait(Duration::from_millis(100)).await;
-        claims::say(&self.claims.to_say(v), v);
+        claims::say(&self.claims.unsaid(v), v);
     }
 }
 

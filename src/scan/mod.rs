@@ -112,7 +112,8 @@ pub enum ProblemKind {
     /// More files than `--max-files`.
     TooManyFiles,
     /// A token on disk is past its `exp`: whoever writes it failed to refresh it. Does not
-    /// make the version incomplete (never in [`Scan::problems`]; see [`token::TokenClaims::problem`]).
+    /// make the version incomplete: never in [`Scan::problems`], found where it is shown (the
+    /// time passes between scans).
     TokenExpired,
     /// A token on disk is not valid yet (`nbf` ahead of the clock beyond a small skew). Does not
     /// make the version incomplete.

@@ -9,8 +9,8 @@
 //!
 //! Nothing is verified (no signature check: the daemon only reports). Nothing of the token is
 //! kept but these claims: never the signature, the header or the token itself; each string is
-//! bounded ([`CLAIM_LIMIT`] characters, [`LIST_LIMIT`] entries) and escaped (`crate::text`)
-//! before it leaves this file.
+//! bounded (256 characters, 32 entries per list) and escaped (`crate::text`) before it leaves
+//! this file. A claim cut at its bound compares by what is kept.
 
 use std::time::{Duration, SystemTime};
 
