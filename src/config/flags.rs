@@ -244,11 +244,12 @@ pub(crate) fn verify(
             }
         },
         (None, contains) => {
+            // `--verify-url`, or a file's `verify_url` without the path already said.
+            let url = names[0].rsplit(['.', ' ']).next().unwrap_or(names[0]);
             for (given, name) in [(contains.is_some(), names[1]), (json_given, names[2])] {
                 if given {
                     f.error(format!(
-                        "{name} needs {}: the URL whose answer it checks",
-                        names[0]
+                        "{name} needs {url}: the URL whose answer it checks"
                     ));
                 }
             }

@@ -207,8 +207,7 @@ pub(crate) struct FileTarget {
     /// Text the probe's answer must contain.
     pub verify_contains: Option<String>,
     /// Conditions on the probe's answer read as JSON.
-    #[serde(default)]
-    pub verify_json: Vec<String>,
+    pub verify_json: Option<Vec<String>>,
     /// Where the app serves the watched certificate.
     pub verify_served_cert: Option<String>,
     /// TLS options of its https:// URLs.
