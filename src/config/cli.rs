@@ -222,7 +222,7 @@ pub struct RunArgs {
     /// pointer, ==, != or >= (numbers, RFC 3339 times), a JSON literal or $CHANGE (when the
     /// verified content changed), e.g. '/data/lastConfigTime >= $CHANGE'.
     /// SECRET_RELOADER_VERIFY_JSON holds a comma-separated list (`\,` for a comma).
-    #[arg(long, value_name = "'POINTER OP VALUE'")]
+    #[arg(long, value_name = "POINTER OP VALUE")]
     pub verify_json: Vec<OsString>,
 
     /// The app's uid (its runAsUser); default: read from the target process.
