@@ -56,6 +56,11 @@ pub(crate) fn time_seconds(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(clamp(t)).to_string()
 }
 
+/// A time as RFC 3339 with nanoseconds (see [`time`]).
+pub(crate) fn time_nanos(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(clamp(t)).to_string()
+}
+
 fn clamp(t: SystemTime) -> SystemTime {
     let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
     t.clamp(UNIX_EPOCH, last)

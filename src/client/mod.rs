@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Endpoint, TlsClient};
 
 /// Most of a response body read (to let the app finish writing); the rest is dropped.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 /// A connection kept open to an endpoint.
 pub(crate) struct Kept {
     /// Sends the requests.

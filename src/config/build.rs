@@ -104,11 +104,18 @@ fn target_defaults(
     if let Some(url) = &args.verify_url {
         parse::warn_visible_query(url, "--verify-url", f);
     }
+    let json = flags::text_list(
+        &args.verify_json,
+        "SECRET_RELOADER_VERIFY_JSON",
+        "--verify-json",
+        f,
+    );
     let mut verify = flags::verify(
         args.verify_url.as_deref(),
         args.verify_contains.as_deref(),
+        &json,
         args.reload_timeout,
-        ["--verify-url", "--verify-contains"],
+        ["--verify-url", "--verify-contains", "--verify-json"],
         f,
     );
     if let Some(v) = &mut verify {

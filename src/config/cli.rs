@@ -218,6 +218,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT", env = "SECRET_RELOADER_VERIFY_CONTAINS")]
     pub verify_contains: Option<String>,
 
+    /// Condition on the verify answer read as JSON, 'POINTER OP VALUE' (repeatable): an RFC 6901
+    /// pointer, ==, != or >= (numbers, RFC 3339 times), a JSON literal or $CHANGE (when the
+    /// verified content changed), e.g. '/data/lastConfigTime >= $CHANGE'.
+    /// SECRET_RELOADER_VERIFY_JSON holds a comma-separated list (`\,` for a comma).
+    #[arg(long, value_name = "POINTER OP VALUE")]
+    pub verify_json: Vec<OsString>,
+
     /// The app's uid (its runAsUser); default: read from the target process.
     #[arg(long, value_name = "UID", env = "SECRET_RELOADER_APP_UID")]
     pub app_uid: Option<u32>,

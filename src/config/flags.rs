@@ -204,19 +204,38 @@ pub(crate) fn cli_tls(args: &RunArgs, f: &mut Findings) -> Option<Arc<TlsClient>
     Some(Arc::new(tls))
 }
 
-/// The verification of a reload: `url` probed, `contains` looked for in the answer.
+/// The verification of a reload: `url` probed, `contains` looked for in the answer, `json`'s
+/// conditions on it (`names`: the three flags or fields, for messages).
 pub(crate) fn verify(
     url: Option<&str>,
     contains: Option<&str>,
+    json: &[String],
     timeout: std::time::Duration,
-    names: [&str; 2],
+    names: [&str; 3],
     f: &mut Findings,
 ) -> Option<Verify> {
+    let json_given = !json.is_empty();
+    let json: Vec<_> = json
+        .iter()
+        .filter_map(|expr| {
+            super::json_check::parse(expr)
+                .map_err(|e| {
+                    f.error(format!(
+                        "{} '{}': {}",
+                        names[2],
+                        crate::text::value(expr),
+                        crate::text::value(&e)
+                    ));
+                })
+                .ok()
+        })
+        .collect();
     match (url, contains) {
         (Some(url), contains) => match parse::endpoint(url) {
             Ok(endpoint) => Some(Verify {
                 endpoint,
                 contains: contains.map(str::to_string),
+                json,
                 timeout,
             }),
             Err(e) => {
@@ -224,11 +243,18 @@ pub(crate) fn verify(
                 None
             }
         },
-        (None, Some(_)) => {
-            f.error(format!("{} needs {}", names[1], names[0]));
+        (None, contains) => {
+            // `--verify-url`, or a file's `verify_url` without the path already said.
+            let url = names[0].rsplit(['.', ' ']).next().unwrap_or(names[0]);
+            for (given, name) in [(contains.is_some(), names[1]), (json_given, names[2])] {
+                if given {
+                    f.error(format!(
+                        "{name} needs {url}: the URL whose answer it checks"
+                    ));
+                }
+            }
             None
         }
-        (None, None) => None,
     }
 }
 

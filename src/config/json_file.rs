@@ -69,6 +69,7 @@ struct Common<'a> {
     name: &'a Option<String>,
     verify_url: Option<&'a str>,
     verify_contains: Option<&'a str>,
+    verify_json: Option<&'a [String]>,
     verify_served_cert: Option<&'a str>,
     tls: Option<&'a super::tls::FileTls>,
 }
@@ -80,6 +81,7 @@ macro_rules! common {
             name: &$t.name,
             verify_url: $t.verify_url.as_deref(),
             verify_contains: $t.verify_contains.as_deref(),
+            verify_json: $t.verify_json.as_deref(),
             verify_served_cert: $t.verify_served_cert.as_deref(),
             tls: $t.tls.as_ref(),
         }
@@ -115,9 +117,9 @@ impl FileTarget {
     }
 
     /// The verification fields every kind of target has.
-    fn verify(&self) -> (Option<&str>, Option<&str>) {
+    fn verify(&self) -> (Option<&str>, Option<&str>, Option<&[String]>) {
         let c = self.common();
-        (c.verify_url, c.verify_contains)
+        (c.verify_url, c.verify_contains, c.verify_json)
     }
 }
 
@@ -257,13 +259,23 @@ fn file_target_config(
     f: &mut Findings,
 ) -> Option<TargetConfig> {
     let tls = t.tls(group_defaults.tls.as_ref(), at, f);
+    if t.verify().2.is_some_and(<[String]>::is_empty) {
+        f.error(format!(
+            "{at}verify_json is empty: list conditions ('/data/ready == true') or leave it out"
+        ));
+    }
     let verify = match t.verify() {
-        (None, None) => group_defaults.verify.clone(),
-        (url, contains) => flags::verify(
+        (None, None, None) => group_defaults.verify.clone(),
+        (url, contains, json) => flags::verify(
             url,
             contains,
+            json.unwrap_or_default(),
             group_defaults.timeout,
-            [&format!("{at}verify_url"), &format!("{at}verify_contains")],
+            [
+                &format!("{at}verify_url"),
+                &format!("{at}verify_contains"),
+                &format!("{at}verify_json"),
+            ],
             f,
         )
         .map(|mut v| {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::compat_flags::CompatMetrics;
+use super::json_check::JsonCheck;
 use super::parse::{Endpoint, ServedCert};
 use super::values::{AccessPolicy, ConsumedAs, LogFormat, LogLevel, ReloadOnStart};
 use crate::action::ActionConfig;
@@ -140,6 +141,8 @@ pub struct Verify {
     pub endpoint: Endpoint,
     /// Text the answer must contain.
     pub contains: Option<String>,
+    /// Conditions on the answer read as JSON (`--verify-json`), each of which must hold.
+    pub json: Vec<JsonCheck>,
     /// Limit of one probe.
     pub timeout: Duration,
 }

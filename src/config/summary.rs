@@ -66,6 +66,7 @@ impl TargetConfig {
                 "url": v.endpoint.label(),
                 "tls": v.endpoint.tls_summary(),
                 "contains": v.contains.is_some(),
+                "json": v.json.iter().map(|c| text::value(&c.to_string())).collect::<Vec<_>>(),
             })),
             "verify_served_cert": self.served_cert.as_ref().map(|s| s.label()),
             "min_reload_interval": dur(self.min_reload_interval),

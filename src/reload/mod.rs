@@ -3,11 +3,13 @@
 //!
 //! - `reconciler`: the task of one target: when to act, what to record;
 //! - `progress`: what the reconciler knows and decides, pure and tested with a test clock;
-//! - `verify`: the probe after a reload; `served`: the certificate the app serves;
+//! - `verify`: the probe after a reload (`json_check`: `--verify-json`'s conditions on its
+//!   answer); `served`: the certificate the app serves;
 //! - `state_file`: what each target applied, kept across sidecar restarts;
 //! - `claims`: the claims of the tokens a target holds, against those on disk.
 
 mod claims;
+mod json_check;
 pub(crate) mod progress;
 pub(crate) mod reconciler;
 pub(crate) mod served;

@@ -225,7 +225,7 @@ impl Reconciler {
         let name = self.cfg().name.clone();
         if let (Ok(Outcome::Done(detail)), Some(check)) = (&result, &self.cfg().verify) {
             // Only a passing verification makes the version count as applied.
-            let (ok, checked) = match Box::pin(verify::verify(check)).await {
+            let (ok, checked) = match Box::pin(verify::verify(check, v.content_time)).await {
                 Ok(msg) => (true, Ok(Outcome::Done(format!("{detail}; {msg}")))),
                 Err(msg) => (false, Err(ActionError::Failed(msg))),
             };

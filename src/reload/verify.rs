@@ -1,14 +1,16 @@
 //! Verification after a reload: did the app really take the new version?
 //!
 //! The verify URL is probed with GET until it answers 2xx (and, with `--verify-contains`, holds
-//! the expected text), a few times with growing pauses, because an app needs a moment to reload.
-//! Only a passing verification makes the target count as having applied the version.
+//! the expected text; with `--verify-json`, an answer read as JSON on which every condition holds),
+//! a few times with growing pauses, because an app needs a moment to reload. Only a passing
+//! verification makes the target count as having applied the version.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::Method;
 
-use crate::client::request;
+use super::json_check;
+use crate::client::{BODY_LIMIT, request, request_limited};
 use crate::config::Verify;
 
 /// Probes per verification.
@@ -17,23 +19,35 @@ const PROBES: u32 = 5;
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 
 /// Probes `v` until it passes or the probes are used up; the message says what was seen.
-pub(crate) async fn verify(v: &Verify) -> Result<String, String> {
+/// `change`: when the content of the version verified changed (`$CHANGE` of `--verify-json`).
+pub(crate) async fn verify(v: &Verify, change: Option<SystemTime>) -> Result<String, String> {
     let label = v.endpoint.label();
     let mut pause = FIRST_PAUSE;
     let mut last = String::new();
     for probe in 1..=PROBES {
-        match request(&v.endpoint, Method::GET, &[], v.timeout).await {
+        // Conditions on JSON need all of it: an answer cut at the bound is an error, not a
+        // document that ends early.
+        let answer = if v.json.is_empty() {
+            request(&v.endpoint, Method::GET, &[], v.timeout).await
+        } else {
+            request_limited(&v.endpoint, Method::GET, &[], v.timeout, BODY_LIMIT).await
+        };
+        match answer {
             Ok((status, body)) if (200..300).contains(&status) => match &v.contains {
                 Some(text) if !contains(&body, text.as_bytes()) => {
                     last = format!(
                         "GET {label} answered {status} without the expected text (--verify-contains)"
                     );
                 }
-                _ => {
-                    return Ok(format!(
-                        "verified: GET {label} answered {status} (probe {probe})"
-                    ));
-                }
+                _ => match failed_json(v, &body, change) {
+                    Some(e) => last = format!("GET {label} answered {status}: {e}"),
+                    None => {
+                        return Ok(format!(
+                            "verified: GET {label} answered {status} (probe {probe}){}",
+                            held(v)
+                        ));
+                    }
+                },
             },
             Ok((status, _)) => last = format!("GET {label} answered {status}"),
             Err(e) => last = format!("GET {label}: {e}"),
@@ -46,6 +60,23 @@ pub(crate) async fn verify(v: &Verify) -> Result<String, String> {
     Err(format!(
         "reloaded, but verification failed after {PROBES} probes: {last}"
     ))
+}
+
+/// What of `--verify-json` does not hold on `body` (nothing without conditions).
+fn failed_json(v: &Verify, body: &[u8], change: Option<SystemTime>) -> Option<String> {
+    if v.json.is_empty() {
+        return None;
+    }
+    json_check::evaluate(&v.json, body, change).err()
+}
+
+/// The conditions that held, for the message of a passing verification.
+fn held(v: &Verify) -> String {
+    if v.json.is_empty() {
+        return String::new();
+    }
+    let all: Vec<String> = v.json.iter().map(ToString::to_string).collect();
+    format!(": {}", all.join(", "))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -243,6 +243,7 @@ fn each_action_kinds_docs_table_is_in_the_reference_and_names_its_flags_and_fiel
         "name",
         "verify_url",
         "verify_contains",
+        "verify_json",
         "verify_served_cert",
         "tls",
     ];

@@ -1,11 +1,18 @@
-//! A real Prometheus server (Debian's `prometheus` package) scraping the daemon every second: the
-//! target is up, and when a kubelet-style Secret rotates, the reload shows up in what Prometheus
-//! stored, read back through its HTTP API. Everything on 127.0.0.1; Prometheus gets its own
-//! storage directory and an ephemeral port, and is killed on drop.
+//! A real Prometheus server (Debian's `prometheus` package): one scraping the daemon every
+//! second (the target is up, and when a kubelet-style Secret rotates, the reload shows up in what
+//! Prometheus stored, read back through its HTTP API); one reloaded by SIGHUP and verified by what
+//! it reports of its own reload (`--verify-json` on `/api/v1/status/runtimeinfo`). Everything on
+//! 127.0.0.1; Prometheus gets its own storage directory and an ephemeral port, and is killed with
+//! its daemon.
 
-use crate::support::prometheus::{Prometheus, START_DEADLINE};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::prometheus::{Prometheus, START_DEADLINE, prometheus_binary};
 use crate::support::sink::Sink;
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{
+    AtomicWriter, Daemon, credential, daemon_beside, eventually, eventually_within, free_port,
+    http_get, let_content_age, tempdir,
+};
 
 #[test]
 fn prometheus_scrapes_the_daemon_and_sees_a_rotation_reloaded() {
@@ -85,5 +92,146 @@ fn prometheus_scrapes_the_daemon_and_sees_a_rotation_reloaded() {
         prom.value("up{job=\"secret-reloader\"}"),
         Some(1.0),
         "still up"
+    );
+}
+
+/// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
+fn prometheus_yml(rev: &str) -> String {
+    format!("global:\n  scrape_interval: 15s\n  external_labels:\n    rev: \"{rev}\"\n")
+}
+
+/// What Prometheus at `addr` reports of itself (`Null` while it does not answer).
+fn runtimeinfo(addr: std::net::SocketAddr) -> serde_json::Value {
+    match http_get(addr, "/api/v1/status/runtimeinfo") {
+        Ok((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+#[test]
+fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
+    let dir = tempdir();
+    let vol = dir.path().join("config");
+    let writer = AtomicWriter::new(&vol);
+    writer
+        .write(&[("prometheus.yml", prometheus_yml("1"))])
+        .unwrap();
+    // Prometheus starts after its configuration, as in a pod: nothing to reload at start.
+    let_content_age();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let app = format!(
+        "{} --config.file={} --storage.tsdb.path={} --web.listen-address={addr} >/dev/null 2>{}",
+        prometheus_binary().display(),
+        vol.join("prometheus.yml").display(),
+        dir.path().join("data").display(),
+        dir.path().join("prometheus.log").display(),
+    );
+    let verify_url = format!("http://{addr}/api/v1/status/runtimeinfo");
+    let d = daemon_beside(
+        &app,
+        &[
+            "--watch",
+            vol.to_str().unwrap(),
+            "--process-name",
+            "prometheus",
+            "--verify-url",
+            &verify_url,
+            "--verify-json",
+            "/data/reloadConfigSuccess == true",
+            "--verify-json",
+            "/data/lastConfigTime >= $CHANGE",
+            "--min-reload-interval",
+            "0",
+            "--retry-backoff-max",
+            "1s",
+        ],
+    );
+    d.wait_ready();
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let info = eventually_within(
+        "Prometheus to answer",
+        START_DEADLINE,
+        || (runtimeinfo(addr), log()),
+        |(info, _)| info["data"]["reloadConfigSuccess"] == true,
+    )
+    .0;
+    // lastConfigTime counts whole seconds: a change in the second of Prometheus's first load
+    // would not be after it. The rotation comes in a later second (the test's input).
+    let loaded = info["data"]["lastConfigTime"].as_str().unwrap().to_string();
+    let loaded = humantime::parse_rfc3339(&loaded).unwrap();
+    eventually(
+        "a second after Prometheus's first load",
+        || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        },
+        |now| *now > loaded.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+    );
+
+    // A configuration Prometheus refuses: SIGHUP'd, it keeps the old one and says so.
+    writer
+        .write(&[(
+            "prometheus.yml",
+            "global:\n  scrape_interval: banana\n".to_string(),
+        )])
+        .unwrap();
+    let st = eventually_within(
+        "the verification to fail on what Prometheus reports",
+        START_DEADLINE,
+        || (d.status(), log()),
+        |(s, _)| {
+            s["targets"][0]["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/data/reloadConfigSuccess is false, want == true"))
+        },
+    )
+    .0;
+    let t = &st["targets"][0];
+    let msg = t["last_error"]["message"].as_str().unwrap();
+    assert!(msg.contains("verification failed after 5 probes"), "{msg}");
+    assert!(
+        msg.contains(&format!("GET {verify_url} answered 200: ")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "/data/lastConfigTime is \"{}\", want >= $CHANGE (",
+            info["data"]["lastConfigTime"].as_str().unwrap()
+        )),
+        "the time of the first load, before the change: {msg}"
+    );
+    assert_eq!(t["stale"], true, "{t}");
+    assert!(
+        d.metric("verify_total", &[("result", "failure")])
+            .is_some_and(|v| v >= 1.0)
+    );
+    assert_eq!(runtimeinfo(addr)["data"]["reloadConfigSuccess"], false);
+
+    // Fixed: Prometheus loads it and reports so; the target holds the version.
+    writer
+        .write(&[("prometheus.yml", prometheus_yml("3"))])
+        .unwrap();
+    let st = eventually_within(
+        "the fixed configuration to be verified",
+        START_DEADLINE,
+        || (d.status(), log()),
+        |(s, _)| s["targets"][0]["stale"] == false,
+    )
+    .0;
+    let detail = st["targets"][0]["last_attempt"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("verified: GET")
+            && detail
+                .contains(": /data/reloadConfigSuccess == true, /data/lastConfigTime >= $CHANGE"),
+        "{detail}"
+    );
+    let info = runtimeinfo(addr);
+    assert_eq!(info["data"]["reloadConfigSuccess"], true, "{info}");
+    assert_eq!(d.metric("stale", &[]), Some(0.0));
+    assert!(
+        d.metric("verify_total", &[("result", "success")])
+            .is_some_and(|v| v >= 1.0)
     );
 }

@@ -124,3 +124,46 @@ fn verify_contains_must_find_its_text() {
     );
     assert_eq!(wrong.metric("stale", &[]), Some(1.0));
 }
+
+#[test]
+fn verify_json_on_an_answer_that_is_not_json_fails_saying_so() {
+    let dir = tempdir();
+    let vol = dir.path().join("vol");
+    let w = AtomicWriter::new(&vol);
+    w.write(&[("token", credential("1"))]).unwrap();
+    let reload = Sink::start();
+    let check = Sink::start(); // answers "ok\n"
+    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/healthz"));
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &reload_url,
+        "--verify-url",
+        &verify_url,
+        "--verify-json",
+        "/ready == true",
+        "--reload-retries",
+        "0",
+    ]);
+    d.wait_ready();
+    w.write(&[("token", credential("2"))]).unwrap();
+    let st = eventually(
+        "the verification to fail",
+        || d.status(),
+        |s| s["targets"][0]["state"] == "failed",
+    );
+    let msg = st["targets"][0]["last_error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "GET {verify_url} answered 200: the answer is not JSON ("
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        st["config"]["groups"][0]["targets"][0]["verify"]["json"],
+        serde_json::json!(["/ready == true"]),
+        "{st}"
+    );
+    assert_eq!(d.metric("stale", &[]), Some(1.0));
+}

@@ -77,6 +77,8 @@ pub(crate) struct FileTarget {
     pub verify_url: Option<String>,
     /// Text the probe's answer must contain.
     pub verify_contains: Option<String>,
+    /// Conditions on the probe's answer read as JSON.
+    pub verify_json: Option<Vec<String>>,
     /// Where the app serves the watched certificate.
     pub verify_served_cert: Option<String>,
     /// TLS options of its https:// URLs.
