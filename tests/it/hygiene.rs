@@ -39,19 +39,8 @@ fn no_secret_and_no_plain_digest_anywhere() {
         .map(|(i, s)| format!("version={i}\npassword={s}\n"))
         .collect();
     w.write(&[("token", contents[0].as_str())]).unwrap();
-    let sink = Sink::start();
+    let (sink, d) = tracing_daemon(&vol);
     let url = sink.url("/-/reload");
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--log-level",
-        "trace",
-        "--min-reload-interval",
-        "0",
-    ]);
-    d.wait_ready();
     w.write(&[("token", contents[1].as_str())]).unwrap();
     eventually("the reload", || sink.count(), |n| *n == 1);
     // The daemon logs an action once it has completed, just after the endpoint answered.
@@ -227,19 +216,8 @@ fn of_a_token_only_the_listed_claims_appear() {
         token("aud-two", "Jt5unlistedClaim-9034", "Sg1signatureBytes-8816"),
     ];
     w.write(&[("token", tokens[0].as_str())]).unwrap();
-    let sink = Sink::start();
+    let (sink, d) = tracing_daemon(&vol);
     let url = sink.url("/-/reload");
-    let d = Daemon::start(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &url,
-        "--log-level",
-        "trace",
-        "--min-reload-interval",
-        "0",
-    ]);
-    d.wait_ready();
     w.write(&[("token", tokens[1].as_str())]).unwrap();
     eventually("the reload", || sink.count(), |n| *n == 1);
     eventually(
@@ -300,4 +278,23 @@ fn of_a_token_only_the_listed_claims_appear() {
     for f in &forbidden {
         assert!(!everything.contains(f.as_str()), "{f} leaked");
     }
+}
+
+/// A ready daemon watching `vol` at trace level (every line it can write), calling a sink of its
+/// own at each change.
+fn tracing_daemon(vol: &std::path::Path) -> (Sink, Daemon) {
+    let sink = Sink::start();
+    let url = sink.url("/-/reload");
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &url,
+        "--log-level",
+        "trace",
+        "--min-reload-interval",
+        "0",
+    ]);
+    d.wait_ready();
+    (sink, d)
 }
