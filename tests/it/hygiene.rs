@@ -45,31 +45,10 @@ fn no_secret_and_no_plain_digest_anywhere() {
     eventually("the reload", || sink.count(), |n| *n == 1);
     // The daemon logs an action once it has completed, just after the endpoint answered.
     eventually("the reload logged", || d.log(), |l| l.contains("reloaded"));
-    let doctor = |fmt: &str| {
-        let o = Command::new(bin())
-            .args([
-                "doctor",
-                "--watch",
-                vol.to_str().unwrap(),
-                "--reload-url",
-                &url,
-                "--listen",
-                &d.addr.to_string(),
-                "--output",
-                fmt,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    };
-    let everything = [
-        d.log(),
-        d.metrics(),
-        d.status().to_string(),
-        doctor("text"),
-        doctor("json"),
-    ]
-    .join("\n");
+    let everything = everything(
+        &d,
+        &["--watch", vol.to_str().unwrap(), "--reload-url", &url],
+    );
     assert!(everything.contains("reloaded"), "the log was captured");
     let mut forbidden: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
     for data in secrets
@@ -145,16 +124,7 @@ fn header_file_and_status_token_never_appear_nor_their_digests() {
         std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"));
     }
-    let doctor = |fmt: &str| {
-        let o = Command::new(bin())
-            .arg("doctor")
-            .args(flags)
-            .args(["--listen", &d.addr.to_string(), "--output", fmt])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    };
-    let json = doctor("json");
+    let json = doctor(&d, &flags, "json");
     let doctor_json: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("doctor JSON ({e}): {json}"));
     assert_eq!(doctor_json["daemon"]["reachable"], true, "{json}");
@@ -162,7 +132,7 @@ fn header_file_and_status_token_never_appear_nor_their_digests() {
         d.log(),
         d.metrics(),
         d.status().to_string(),
-        doctor("text"),
+        doctor(&d, &flags, "text"),
         json,
     ]
     .join("\n");
@@ -225,28 +195,10 @@ fn of_a_token_only_the_listed_claims_appear() {
         || d.log(),
         |l| l.contains("audience changed from aud-one to aud-two") && l.contains("reloaded"),
     );
-    let doctor = |fmt: &str| {
-        let o = Command::new(bin())
-            .args([
-                "doctor",
-                "--watch",
-                vol.to_str().unwrap(),
-                "--reload-url",
-                &url,
-            ])
-            .args(["--listen", &d.addr.to_string(), "--output", fmt])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    };
-    let everything = [
-        d.log(),
-        d.metrics(),
-        d.status().to_string(),
-        doctor("text"),
-        doctor("json"),
-    ]
-    .join("\n");
+    let everything = everything(
+        &d,
+        &["--watch", vol.to_str().unwrap(), "--reload-url", &url],
+    );
     for shown in [
         "aud-two",
         "https://issuer.test",
@@ -297,4 +249,28 @@ fn tracing_daemon(vol: &std::path::Path) -> (Sink, Daemon) {
     ]);
     d.wait_ready();
     (sink, d)
+}
+
+/// `secret-reloader doctor FLAGS` asking the daemon `d`, in `fmt`: its stdout and stderr.
+fn doctor(d: &Daemon, flags: &[&str], fmt: &str) -> String {
+    let o = Command::new(bin())
+        .arg("doctor")
+        .args(flags)
+        .args(["--listen", &d.addr.to_string(), "--output", fmt])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Everything the daemon `d` shows: its log, /metrics, /status, and the doctor (run with
+/// `flags`) in text and JSON.
+fn everything(d: &Daemon, flags: &[&str]) -> String {
+    [
+        d.log(),
+        d.metrics(),
+        d.status().to_string(),
+        doctor(d, flags, "text"),
+        doctor(d, flags, "json"),
+    ]
+    .join("\n")
 }
