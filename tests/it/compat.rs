@@ -7,17 +7,13 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::prometheus::{Prometheus, START_DEADLINE, prometheus_binary};
+use crate::support::prometheus::{
+    Prometheus, START_DEADLINE, Sighupped, prometheus_binary, prometheus_yml,
+};
 use crate::support::sink::Mode;
 use crate::support::{
-    AtomicWriter, Daemon, Fixture, daemon_beside, eventually, free_port, http_get, let_content_age,
-    metric, open_dir, tempdir,
+    AtomicWriter, Daemon, Fixture, daemon_beside, eventually, http_get, metric, open_dir, tempdir,
 };
-
-/// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
-fn prometheus_yml(rev: &str) -> String {
-    format!("global:\n  scrape_interval: 15s\n  external_labels:\n    rev: \"{rev}\"\n")
-}
 
 /// A configuration Prometheus refuses to load (its `/-/reload` answers 500).
 const BROKEN_YML: &str = "global:\n  scrape_interval: banana\n";
@@ -196,27 +192,12 @@ tests:
 #[test]
 fn prometheus_config_reloader_signal_method_sighups_prometheus() {
     let dir = tempdir();
-    let vol = dir.path().join("config");
-    let writer = AtomicWriter::new(&vol);
-    writer
-        .write(&[("prometheus.yml", prometheus_yml("1"))])
-        .unwrap();
-    // Prometheus starts after its configuration, as in a pod: nothing to reload at start. (A
-    // SIGHUP before Go's signal.Notify would end it: Go catches every signal from the start.)
-    let_content_age();
-    let port = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    // Prometheus beside the daemon in one PID namespace, as in a pod with
-    // shareProcessNamespace: no --process-executable-name, so its default, `prometheus`.
-    let app = format!(
-        "{} --config.file={} --storage.tsdb.path={} --web.listen-address={addr} >/dev/null 2>{}",
-        prometheus_binary().display(),
-        vol.join("prometheus.yml").display(),
-        dir.path().join("data").display(),
-        dir.path().join("prometheus.log").display(),
-    );
+    let p = Sighupped::new(dir.path());
+    let (vol, writer, addr) = (&p.vol, &p.writer, p.addr);
+    // Beside the daemon in one PID namespace, as in a pod with shareProcessNamespace: no
+    // --process-executable-name, so its default, `prometheus`.
     let d = daemon_beside(
-        &app,
+        &p.command,
         &[
             "--watched-dir",
             vol.to_str().unwrap(),
@@ -225,7 +206,7 @@ fn prometheus_config_reloader_signal_method_sighups_prometheus() {
         ],
     );
     d.wait_ready();
-    let log = || fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let log = || p.log();
     eventually(
         "Prometheus to be ready",
         || (http_get(addr, "/-/ready").map(|r| r.0).unwrap_or(0), log()),

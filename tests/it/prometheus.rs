@@ -7,11 +7,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::support::prometheus::{Prometheus, START_DEADLINE, prometheus_binary};
+use crate::support::prometheus::{Prometheus, START_DEADLINE, Sighupped, prometheus_yml};
 use crate::support::sink::Sink;
 use crate::support::{
-    AtomicWriter, Daemon, credential, daemon_beside, eventually, eventually_within, free_port,
-    http_get, let_content_age, tempdir,
+    AtomicWriter, Daemon, credential, daemon_beside, eventually, eventually_within, http_get,
+    tempdir,
 };
 
 #[test]
@@ -95,11 +95,6 @@ fn prometheus_scrapes_the_daemon_and_sees_a_rotation_reloaded() {
     );
 }
 
-/// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
-fn prometheus_yml(rev: &str) -> String {
-    format!("global:\n  scrape_interval: 15s\n  external_labels:\n    rev: \"{rev}\"\n")
-}
-
 /// What Prometheus at `addr` reports of itself (`Null` while it does not answer).
 fn runtimeinfo(addr: std::net::SocketAddr) -> serde_json::Value {
     match http_get(addr, "/api/v1/status/runtimeinfo") {
@@ -111,24 +106,11 @@ fn runtimeinfo(addr: std::net::SocketAddr) -> serde_json::Value {
 #[test]
 fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
     let dir = tempdir();
-    let vol = dir.path().join("config");
-    let writer = AtomicWriter::new(&vol);
-    writer
-        .write(&[("prometheus.yml", prometheus_yml("1"))])
-        .unwrap();
-    // Prometheus starts after its configuration, as in a pod: nothing to reload at start.
-    let_content_age();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let app = format!(
-        "{} --config.file={} --storage.tsdb.path={} --web.listen-address={addr} >/dev/null 2>{}",
-        prometheus_binary().display(),
-        vol.join("prometheus.yml").display(),
-        dir.path().join("data").display(),
-        dir.path().join("prometheus.log").display(),
-    );
+    let p = Sighupped::new(dir.path());
+    let (vol, writer, addr) = (&p.vol, &p.writer, p.addr);
     let verify_url = format!("http://{addr}/api/v1/status/runtimeinfo");
     let d = daemon_beside(
-        &app,
+        &p.command,
         &[
             "--watch",
             vol.to_str().unwrap(),
@@ -147,7 +129,7 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
         ],
     );
     d.wait_ready();
-    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let log = || p.log();
     let info = eventually_within(
         "Prometheus to answer",
         START_DEADLINE,

@@ -176,3 +176,54 @@ fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A Prometheus configuration; `rev` shows up in what Prometheus says it loaded.
+pub fn prometheus_yml(rev: &str) -> String {
+    format!("global:\n  scrape_interval: 15s\n  external_labels:\n    rev: \"{rev}\"\n")
+}
+
+/// A Prometheus to run beside the daemon (`daemon_beside`), reloaded by SIGHUP: its
+/// configuration in a kubelet-style volume `<dir>/config` (revision 1, older than the Prometheus
+/// started after it, as in a pod: nothing to reload at start), its address on 127.0.0.1, the shell
+/// command that starts it, and its log.
+pub struct Sighupped {
+    pub vol: PathBuf,
+    pub writer: super::AtomicWriter,
+    pub addr: SocketAddr,
+    pub command: String,
+    pub log: PathBuf,
+}
+
+impl Sighupped {
+    /// Its files in `dir`.
+    pub fn new(dir: &Path) -> Sighupped {
+        let vol = dir.join("config");
+        let writer = super::AtomicWriter::new(&vol);
+        writer
+            .write(&[("prometheus.yml", prometheus_yml("1"))])
+            .unwrap();
+        // A SIGHUP before Go's signal.Notify would end it: Go catches every signal from the start.
+        super::let_content_age();
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
+        let log = dir.join("prometheus.log");
+        let command = format!(
+            "{} --config.file={} --storage.tsdb.path={} --web.listen-address={addr} >/dev/null 2>{}",
+            prometheus_binary().display(),
+            vol.join("prometheus.yml").display(),
+            dir.join("data").display(),
+            log.display(),
+        );
+        Sighupped {
+            vol,
+            writer,
+            addr,
+            command,
+            log,
+        }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
