@@ -2,21 +2,18 @@
 //! verify URL passes; a failing verification is a failed attempt, retried.
 
 use crate::support::sink::{Mode, Sink};
-use crate::support::{AtomicWriter, Daemon, credential, eventually, tempdir};
+use crate::support::{Daemon, Fixture, eventually};
 
 #[test]
 fn verify_failing_then_passing() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let reload = Sink::start();
+    // A kubelet-style volume holding version 1, and the reload endpoint.
+    let f = Fixture::new();
     let check = Sink::start();
     check.set(Mode::Status(503));
-    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/-/ready"));
+    let (reload_url, verify_url) = (f.url(), check.url("/-/ready"));
     let d = Daemon::start(&[
         "--watch",
-        vol.to_str().unwrap(),
+        f.vol(),
         "--reload-url",
         &reload_url,
         "--verify-url",
@@ -28,7 +25,7 @@ fn verify_failing_then_passing() {
     ]);
     d.wait_ready();
     let target = reload_url.as_str();
-    w.write(&[("token", credential("2"))]).unwrap();
+    f.rotate("2");
     eventually(
         "a failed verification",
         || d.metric("verify_total", &[("target", target), ("result", "failure")]),
@@ -78,17 +75,14 @@ fn verify_failing_then_passing() {
 
 #[test]
 fn verify_contains_must_find_its_text() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let reload = Sink::start();
+    // A kubelet-style volume holding version 1, and the reload endpoint.
+    let f = Fixture::new();
     let check = Sink::start(); // answers "ok\n"
-    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/healthz"));
+    let (reload_url, verify_url) = (f.url(), check.url("/healthz"));
     let args = |text: &'static str| {
         vec![
             "--watch".to_string(),
-            vol.display().to_string(),
+            f.vol().to_string(),
             "--reload-url".into(),
             reload_url.clone(),
             "--verify-url".into(),
@@ -105,7 +99,7 @@ fn verify_contains_must_find_its_text() {
     let right = Daemon::start(&right.iter().map(String::as_str).collect::<Vec<_>>());
     wrong.wait_ready();
     right.wait_ready();
-    w.write(&[("token", credential("2"))]).unwrap();
+    f.rotate("2");
     eventually(
         "the right text to verify",
         || right.metric("stale", &[]),
@@ -127,16 +121,13 @@ fn verify_contains_must_find_its_text() {
 
 #[test]
 fn verify_json_on_an_answer_that_is_not_json_fails_saying_so() {
-    let dir = tempdir();
-    let vol = dir.path().join("vol");
-    let w = AtomicWriter::new(&vol);
-    w.write(&[("token", credential("1"))]).unwrap();
-    let reload = Sink::start();
+    // A kubelet-style volume holding version 1, and the reload endpoint.
+    let f = Fixture::new();
     let check = Sink::start(); // answers "ok\n"
-    let (reload_url, verify_url) = (reload.url("/-/reload"), check.url("/healthz"));
+    let (reload_url, verify_url) = (f.url(), check.url("/healthz"));
     let d = Daemon::start(&[
         "--watch",
-        vol.to_str().unwrap(),
+        f.vol(),
         "--reload-url",
         &reload_url,
         "--verify-url",
@@ -147,7 +138,7 @@ fn verify_json_on_an_answer_that_is_not_json_fails_saying_so() {
         "0",
     ]);
     d.wait_ready();
-    w.write(&[("token", credential("2"))]).unwrap();
+    f.rotate("2");
     let st = eventually(
         "the verification to fail",
         || d.status(),
