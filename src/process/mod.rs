@@ -5,6 +5,7 @@
 //! - `select`: [`Selector`] and finding the app's process (candidates, ambiguity, pid files);
 //! - `handle`: `ProcessHandle`, a pidfd and an open `status` descriptor of one process;
 //! - `tracker`: the app's process followed across reloads, without a `/proc` walk each time;
+//! - `workers`: the app's workers (its process's children) and which predate a version;
 //! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
@@ -15,6 +16,7 @@ pub(crate) mod handle;
 pub mod identity;
 pub(crate) mod select;
 pub(crate) mod tracker;
+pub(crate) mod workers;
 
 use std::io;
 use std::path::{Path, PathBuf};
