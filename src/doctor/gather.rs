@@ -29,6 +29,7 @@ pub(crate) async fn gather(config: &Config, standalone: bool) -> Report {
             reachable: false,
             detail: "not asked (--standalone)".into(),
             stale: HashMap::new(),
+            claims_changed: HashMap::new(),
             pid: None,
         }
     } else {

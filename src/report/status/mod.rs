@@ -61,8 +61,20 @@ pub(crate) struct StatusHead {
     pub ready: bool,
     /// Who the daemon runs as; its pid.
     pub sidecar: SidecarHead,
-    /// Every target's head.
-    pub targets: Vec<TargetHead>,
+    /// Every target's head, and what the doctor reads beside it.
+    pub targets: Vec<TargetRead>,
+}
+
+/// A target as the doctor reads it back: its head, and the token claims it holds otherwise
+/// than the disk.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct TargetRead {
+    /// Name and stale flag.
+    #[serde(flatten)]
+    pub head: TargetHead,
+    /// The claims that differ (absent from an older daemon's answer).
+    #[serde(default)]
+    pub token_claims_changed: Vec<crate::doctor::report::ClaimSaid>,
 }
 
 /// The daemon's own pid, as `/status` names it.
