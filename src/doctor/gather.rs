@@ -30,6 +30,7 @@ pub(crate) async fn gather(config: &Config, standalone: bool) -> Report {
             detail: "not asked (--standalone)".into(),
             stale: HashMap::new(),
             claims_changed: HashMap::new(),
+            workers_reference: HashMap::new(),
             pid: None,
         }
     } else {

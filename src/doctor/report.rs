@@ -45,6 +45,10 @@ pub(crate) struct DaemonView {
     /// says them (bounded and escaped by it, escaped again here).
     #[serde(skip)]
     pub(crate) claims_changed: HashMap<String, Vec<ClaimSaid>>,
+    /// The time each signal target's workers must have started after, as the daemon counts
+    /// them (it knows when it sent the reload).
+    #[serde(skip)]
+    pub(crate) workers_reference: HashMap<String, std::time::SystemTime>,
     /// The daemon's pid, when its `/status` named one that runs this same program: never a
     /// candidate for the app.
     #[serde(skip)]

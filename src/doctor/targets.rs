@@ -153,6 +153,7 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
         detail: String::new(),
         stale: HashMap::new(),
         claims_changed: HashMap::new(),
+        workers_reference: HashMap::new(),
         pid: None,
     };
     let endpoint = match crate::config::parse::endpoint(&url) {
@@ -192,6 +193,12 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                 view.reachable = true;
                 for t in status.targets {
                     view.stale.insert(t.head.name.clone(), t.head.stale);
+                    if let Some(at) = t
+                        .workers
+                        .and_then(|w| humantime::parse_rfc3339_weak(&w.reference).ok())
+                    {
+                        view.workers_reference.insert(t.head.name.clone(), at);
+                    }
                     view.claims_changed
                         .insert(t.head.name, t.token_claims_changed);
                 }

@@ -75,6 +75,16 @@ pub(crate) struct TargetRead {
     /// The claims that differ (absent from an older daemon's answer).
     #[serde(default)]
     pub token_claims_changed: Vec<crate::doctor::report::ClaimSaid>,
+    /// Its workers' count, of which the doctor uses the reference time (a signal target's).
+    #[serde(default)]
+    pub workers: Option<WorkersRead>,
+}
+
+/// What the doctor reads of a target's workers.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WorkersRead {
+    /// The time a worker must have started after to hold the version (RFC 3339).
+    pub reference: String,
 }
 
 /// The daemon's own pid, as `/status` names it.
