@@ -175,7 +175,7 @@ pub(crate) enum CheckName {
     /// The reload endpoint accepts connections.
     #[serde(rename = "endpoint")]
     Endpoint,
-    /// The verify endpoint accepts connections.
+    /// The verify URL answers as a reload's verification wants (one GET).
     #[serde(rename = "verify endpoint")]
     VerifyEndpoint,
     /// The bearer token file is readable.

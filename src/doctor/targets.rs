@@ -30,12 +30,22 @@ pub(super) async fn target(
             let app_uid = g.app.as_ref().map(|a| a.uid);
             signal::doctor::checks(&t.name, s, app_uid, scan, sidecar, daemon, procfs)
         }
-        ActionConfig::Http(h) => (http::doctor::checks(h, t.verify.as_ref()).await, None),
+        ActionConfig::Http(h) => (http::doctor::checks(h).await, None),
         ActionConfig::Exec(e) => (vec![exec::doctor::check(e)], None),
     };
     let mut checks = checks;
     if let (Some(pid), true) = (pid, g.consumed_as == crate::config::ConsumedAs::Env) {
         checks.push(restart::doctor::check(pid, g, scan, procfs, key));
+    }
+    if let Some(v) = &t.verify {
+        // One probe, a GET: what the app says now (with --verify-json, what it reports of its
+        // last reload against the content's change).
+        checks.push(
+            match crate::reload::verify::probe(v, scan.content_time).await {
+                Ok(seen) => Check::new(CheckName::VerifyEndpoint, true, seen),
+                Err(e) => Check::new(CheckName::VerifyEndpoint, false, e),
+            },
+        );
     }
     if let Some(sc) = &t.served_cert {
         checks.push(served_check(sc, scan, key).await);
