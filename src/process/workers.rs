@@ -24,6 +24,8 @@ pub(crate) const NAMED: usize = 64;
 
 /// The live direct children of `parents` (with their start times), in pid order.
 pub(crate) fn children(procfs: &ProcFs, parents: &[i32]) -> std::io::Result<Vec<ProcInfo>> {
+    // A set: with --signal-all the parents may be every process of the namespace.
+    let parents: std::collections::HashSet<i32> = parents.iter().copied().collect();
     let mut out: Vec<ProcInfo> = procfs
         .processes()?
         .into_iter()
