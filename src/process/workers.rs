@@ -126,8 +126,9 @@ mod tests {
             let kids = children(&procfs, &[pid]).unwrap();
             // The long sleeps: two children started more than 300 ms apart.
             let apart = |k: &[ProcInfo]| {
-                k.len() == 2 && k[0].start_ticks.abs_diff(k[1].start_ticks) * 1000
-                    > 300 * crate::process::clock_ticks_per_sec()
+                k.len() == 2
+                    && k[0].start_ticks.abs_diff(k[1].start_ticks) * 1000
+                        > 300 * crate::process::clock_ticks_per_sec()
             };
             if apart(&kids) || std::time::Instant::now() > deadline {
                 break kids;
