@@ -167,8 +167,10 @@ fn a_rotation_nginx_cannot_take_stays_stale_with_served_and_disk_shown() {
         "{status}"
     );
     let msg = status["last_error"]["message"].as_str().unwrap();
+    // Each of nginx's workers, named, serves v1.
     assert!(
-        msg.contains(&format!("serves the certificate with serial {s1}"))
+        msg.contains(&format!("serial {s1}"))
+            && msg.contains("(nginx)")
             && msg.contains("not the one on disk")
             && msg.contains(&s2),
         "{msg}"

@@ -21,8 +21,8 @@ pub use group::{FileStatus, GroupStatus, LastScan, PathStatus, WatchMode};
 use serde_json::{Value, json};
 pub(crate) use shared::Stalled;
 pub(crate) use target::{
-    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus,
-    TargetHead, TargetState, TargetStatus,
+    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk,
+    ServedProcess, ServedStatus, ServedWorker, TargetHead, TargetState, TargetStatus,
 };
 
 use crate::config::Config;
