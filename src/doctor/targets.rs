@@ -11,7 +11,6 @@ use crate::process::ProcFs;
 use crate::process::identity::Sidecar;
 use crate::report::status::StatusHead;
 use crate::scan::Scan;
-use crate::text;
 
 /// Largest `/status` document read from the daemon.
 const STATUS_LIMIT: usize = 16 << 20;
@@ -38,7 +37,7 @@ pub(super) async fn target(
         checks.push(restart::doctor::check(pid, g, scan, procfs, key));
     }
     if let Some(sc) = &t.served_cert {
-        checks.push(served_check(sc, scan, key).await);
+        checks.push(served_check(sc, scan, key, procfs).await);
     }
     (
         TargetReport {
@@ -50,43 +49,30 @@ pub(super) async fn target(
     )
 }
 
-/// What the app serves against the certificates on disk (`--verify-served-cert`).
+/// What the app serves against the certificates on disk (`--verify-served-cert`), worker by
+/// worker when they can be told apart: the looks the daemon makes after a reload.
 async fn served_check(
     sc: &crate::config::ServedCert,
     scan: &Scan,
     key: &crate::scan::fingerprint::FingerprintKey,
+    procfs: &ProcFs,
 ) -> Check {
-    let disk: Vec<String> = scan
-        .certs
-        .iter()
-        .map(|c| format!("serial {} ({})", c.serial, text::path(&c.path)))
-        .collect();
-    let disk = if disk.is_empty() {
-        "no certificate in the watched files".to_string()
-    } else {
-        disk.join(", ")
-    };
-    match crate::reload::served::look(sc, &scan.certs, key).await {
-        Ok(s) if s.matches => Check::new(
-            CheckName::ServedCert,
-            true,
-            format!(
-                "{} serves serial {}, the certificate on disk",
-                sc.label(),
-                s.serial
-            ),
-        ),
-        Ok(s) => Check::new(
+    // An app that does not answer is said at once, not after the looks' time.
+    if let Err(e) = crate::reload::served::look(sc, &scan.certs, key).await {
+        return Check::new(CheckName::ServedCert, false, e);
+    }
+    let confirmed = crate::reload::served::confirm(sc, &scan.certs, key, procfs, |_, _| {}).await;
+    match confirmed {
+        Ok(msg) => Check::new(CheckName::ServedCert, true, msg),
+        Err(msg) => Check::new(
             CheckName::ServedCert,
             false,
             format!(
-                "{} serves serial {}; disk: {disk}: the app did not take the new certificate \
-                 (reload it, and look at its log for why it kept the old one)",
-                sc.label(),
-                s.serial
+                "{}: the app did not take the new certificate everywhere (reload it, and look \
+                 at its log for why it kept the old one)",
+                msg.strip_prefix("reloaded, but ").unwrap_or(&msg)
             ),
         ),
-        Err(e) => Check::new(CheckName::ServedCert, false, e),
     }
 }
 

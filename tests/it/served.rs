@@ -198,7 +198,9 @@ fn a_rotation_nginx_cannot_take_stays_stale_with_served_and_disk_shown() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "doctor reports the problem: {text}");
     assert!(
-        text.contains(&format!("serves serial {s1}; disk: serial {s2}")),
+        text.contains(&format!("serial {s1} (fingerprint"))
+            && text.contains("(nginx)")
+            && text.contains(&format!("serial {s2}")),
         "{text}"
     );
 }
