@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use der::Decode;
 use rustls::pki_types::ServerName;
@@ -23,7 +23,8 @@ use x509_cert::Certificate;
 use super::served_workers::Workers;
 use crate::client::tls;
 use crate::config::ServedCert;
-use crate::process::ProcFs;
+use crate::process::holders::{self, Holders};
+use crate::process::{ProcFs, sockets};
 use crate::scan::CertOnDisk;
 use crate::scan::fingerprint::{Fingerprint, FingerprintKey};
 use crate::scan::pem::serial_hex;
@@ -36,6 +37,15 @@ type Fetched = (
     Option<TlsStream<TcpStream>>,
 );
 
+/// Pause after a look that learned nothing; doubles up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between looks.
+const LONGEST_PAUSE: Duration = Duration::from_millis(1600);
+/// Time for all the looks (one started before it may take its own limit).
+const ALL_LOOKS: Duration = Duration::from_secs(10);
+/// The least limit of a look once a worker has answered (a look that lands in a stopped
+/// worker's queue never gets a handshake).
+const SHORT_LIMIT: Duration = Duration::from_millis(300);
 /// PostgreSQL's SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
 
@@ -119,9 +129,114 @@ pub(crate) async fn confirm(
     disk: &[CertOnDisk],
     key: &FingerprintKey,
     procfs: &ProcFs,
-    seen: impl FnMut(&Served, &Workers),
+    mut seen: impl FnMut(&Served, &Workers),
 ) -> Result<String, String> {
-    super::served_workers::confirm(sc, disk, key, procfs, seen).await
+    let start = Instant::now();
+    let mut tally = super::served_workers::Tally::default();
+    let mut pause = FIRST_PAUSE;
+    let mut limit = sc.timeout;
+    let mut slowest = Duration::ZERO;
+    let mut last_error = String::new();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let t0 = Instant::now();
+        let learned = match look_open(sc, disk, key, limit).await {
+            Ok(open) => {
+                slowest = slowest.max(t0.elapsed());
+                limit = sc.timeout.min(SHORT_LIMIT.max(slowest * 4));
+                let holders = survey(procfs, &open);
+                // Closed only now: its server side had to be there to be found.
+                let served = open.served.clone();
+                drop(open);
+                let learned = tally.record(&served, holders);
+                seen(&served, &tally.workers());
+                if tally.confirmed() {
+                    return Ok(super::served_workers::confirmed(sc, &served, &tally));
+                }
+                if !served.matches {
+                    last_error = mismatch(sc, disk, &served);
+                }
+                learned
+            }
+            Err(e) => {
+                last_error = e;
+                false
+            }
+        };
+        let left = ALL_LOOKS.saturating_sub(start.elapsed());
+        if tries >= tally.budget() || left.is_zero() {
+            break;
+        }
+        // At once after a look that reached a new worker or found the disk's certificate (the
+        // app has reloaded: more workers are to be reached); a growing pause while it has not.
+        if !learned && !tally.last_matched {
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LONGEST_PAUSE);
+        } else if learned {
+            pause = FIRST_PAUSE;
+        }
+    }
+    Err(super::served_workers::failure(
+        sc,
+        disk,
+        &tally,
+        tries,
+        &last_error,
+    ))
+}
+
+/// Who holds the endpoint's listening sockets and who accepted `open`, or why that cannot be
+/// told.
+fn survey(procfs: &ProcFs, open: &Open) -> Result<Holders, String> {
+    let found = sockets::find(procfs, open.server, Some(open.local))
+        .map_err(|e| format!("cannot read the sockets of procfs (net/tcp): {e}"))?;
+    if found.listening.is_empty() {
+        return Err(format!(
+            "no socket listens on {} in the daemon's network namespace (the app is in another, \
+             or the port is forwarded)",
+            open.server
+        ));
+    }
+    let h =
+        holders::holders(procfs, &found).map_err(|e| format!("cannot list the processes: {e}"))?;
+    if !h.workers.is_empty() {
+        return Ok(h);
+    }
+    let skipped = match h.skipped {
+        0 => String::new(),
+        n => format!(
+            " ({n} processes past the first {} not looked at)",
+            holders::PROCESSES
+        ),
+    };
+    if h.unreadable.is_empty() {
+        return Err(format!(
+            "no process of the daemon's PID namespace holds the socket listening on {}{skipped} \
+             (the app is in another)",
+            open.server
+        ));
+    }
+    let named: Vec<String> = h
+        .unreadable
+        .iter()
+        .take(4)
+        .map(|u| match u.uid {
+            Some(uid) => format!("{} (uid {uid})", u.info.shown()),
+            None => u.info.shown(),
+        })
+        .collect();
+    let more = h.unreadable.len().saturating_sub(named.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "cannot read the fds of {}{more}: the daemon runs as uid {}{skipped}",
+        named.join(", "),
+        nix::unistd::geteuid()
+    ))
 }
 
 /// What differs, for messages.

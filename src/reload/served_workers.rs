@@ -1,7 +1,8 @@
 //! The served certificate, worker by worker: one connection reaches one worker, and nginx with
 //! `worker_processes 4` has four, each of which may keep the old certificate.
 //!
-//! So after a reload the daemon looks several times, and at each look finds who accepted:
+//! So after a reload the daemon looks several times (`served::confirm`; this file keeps what
+//! the looks found and decides), and at each look finds who accepted:
 //! the processes holding the endpoint's listening sockets (`process::sockets`, `process::holders`; a holder whose
 //! children hold them too, nginx's master, never accepts and is left out), and among them the
 //! one holding the connection's server side (or, for a server that forks a process per
@@ -24,15 +25,12 @@
 //! enough, and the message says that one connection was checked.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use super::served::{Served, look_open, mismatch};
+use super::served::Served;
 use crate::config::ServedCert;
-use crate::process::holders::{self, Holders};
-use crate::process::sockets;
-use crate::process::{ProcFs, ProcInfo};
+use crate::process::ProcInfo;
+use crate::process::holders::Holders;
 use crate::scan::CertOnDisk;
-use crate::scan::fingerprint::FingerprintKey;
 
 /// Looks when one is enough (the workers cannot be told apart), as before.
 const ONE_CONNECTION_LOOKS: u32 = 7;
@@ -41,15 +39,6 @@ const ONE_CONNECTION_LOOKS: u32 = 7;
 const LOOKS_PER_WORKER: u32 = 8;
 /// Most looks.
 const MOST_LOOKS: u32 = 64;
-/// Pause after a look that learned nothing; doubles up to [`LONGEST_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-/// Longest pause between looks.
-const LONGEST_PAUSE: Duration = Duration::from_millis(1600);
-/// Time for all the looks (one started before it may take its own limit).
-const ALL_LOOKS: Duration = Duration::from_secs(10);
-/// The least limit of a look once a worker has answered (a look that lands in a stopped
-/// worker's queue never gets a handshake).
-const SHORT_LIMIT: Duration = Duration::from_millis(300);
 
 /// What the looks found of the app's workers.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +74,7 @@ impl Workers {
 
 /// The looks so far.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     /// What each pid served last.
     by_pid: BTreeMap<i32, WorkerSeen>,
     /// The holders at the last look that found them.
@@ -99,13 +88,13 @@ struct Tally {
     /// Looks made.
     looks: u32,
     /// Whether the last look served a certificate of the disk.
-    last_matched: bool,
+    pub(super) last_matched: bool,
 }
 
 impl Tally {
     /// Records one look; whether it learned something (a worker reached for the first time or
     /// serving something else than before).
-    fn record(&mut self, served: &Served, holders: Result<Holders, String>) -> bool {
+    pub(super) fn record(&mut self, served: &Served, holders: Result<Holders, String>) -> bool {
         self.looks += 1;
         self.last_matched = served.matches;
         let h = match holders {
@@ -141,7 +130,7 @@ impl Tally {
 
     /// Done: every holder seen serving a certificate of the disk (or, falling back, the last
     /// look did).
-    fn confirmed(&self) -> bool {
+    pub(super) fn confirmed(&self) -> bool {
         if self.per_worker() {
             self.holders
                 .iter()
@@ -152,7 +141,7 @@ impl Tally {
     }
 
     /// How many looks may be made.
-    fn budget(&self) -> u32 {
+    pub(super) fn budget(&self) -> u32 {
         if self.per_worker() {
             (LOOKS_PER_WORKER * self.most as u32).clamp(ONE_CONNECTION_LOOKS, MOST_LOOKS)
         } else {
@@ -161,7 +150,7 @@ impl Tally {
     }
 
     /// The current holders, reached or not.
-    fn workers(&self) -> Workers {
+    pub(super) fn workers(&self) -> Workers {
         let mut out = Workers {
             per_worker: self.per_worker(),
             ..Workers::default()
@@ -184,117 +173,6 @@ impl Tally {
     }
 }
 
-/// Looks until every worker serves a certificate of `disk`, the looks are used up, or (the
-/// workers cannot be told apart) one look matches; `seen` is told each look.
-pub(crate) async fn confirm(
-    sc: &ServedCert,
-    disk: &[CertOnDisk],
-    key: &FingerprintKey,
-    procfs: &ProcFs,
-    mut seen: impl FnMut(&Served, &Workers),
-) -> Result<String, String> {
-    let start = Instant::now();
-    let mut tally = Tally::default();
-    let mut pause = FIRST_PAUSE;
-    let mut limit = sc.timeout;
-    let mut slowest = Duration::ZERO;
-    let mut last_error = String::new();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let t0 = Instant::now();
-        let learned = match look_open(sc, disk, key, limit).await {
-            Ok(open) => {
-                slowest = slowest.max(t0.elapsed());
-                limit = sc.timeout.min(SHORT_LIMIT.max(slowest * 4));
-                let holders = survey(procfs, &open);
-                // Closed only now: its server side had to be there to be found.
-                let served = open.served.clone();
-                drop(open);
-                let learned = tally.record(&served, holders);
-                seen(&served, &tally.workers());
-                if tally.confirmed() {
-                    return Ok(confirmed(sc, &served, &tally));
-                }
-                if !served.matches {
-                    last_error = mismatch(sc, disk, &served);
-                }
-                learned
-            }
-            Err(e) => {
-                last_error = e;
-                false
-            }
-        };
-        let left = ALL_LOOKS.saturating_sub(start.elapsed());
-        if tries >= tally.budget() || left.is_zero() {
-            break;
-        }
-        // At once after a look that reached a new worker or found the disk's certificate (the
-        // app has reloaded: more workers are to be reached); a growing pause while it has not.
-        if !learned && !tally.last_matched {
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(LONGEST_PAUSE);
-        } else if learned {
-            pause = FIRST_PAUSE;
-        }
-    }
-    Err(failure(sc, disk, &tally, tries, &last_error))
-}
-
-/// Who holds the endpoint's listening sockets and who accepted `open`, or why that cannot be
-/// told.
-fn survey(procfs: &ProcFs, open: &super::served::Open) -> Result<Holders, String> {
-    let found = sockets::find(procfs, open.server, Some(open.local))
-        .map_err(|e| format!("cannot read the sockets of procfs (net/tcp): {e}"))?;
-    if found.listening.is_empty() {
-        return Err(format!(
-            "no socket listens on {} in the daemon's network namespace (the app is in another, \
-             or the port is forwarded)",
-            open.server
-        ));
-    }
-    let h =
-        holders::holders(procfs, &found).map_err(|e| format!("cannot list the processes: {e}"))?;
-    if !h.workers.is_empty() {
-        return Ok(h);
-    }
-    let skipped = match h.skipped {
-        0 => String::new(),
-        n => format!(
-            " ({n} processes past the first {} not looked at)",
-            holders::PROCESSES
-        ),
-    };
-    if h.unreadable.is_empty() {
-        return Err(format!(
-            "no process of the daemon's PID namespace holds the socket listening on {}{skipped} \
-             (the app is in another)",
-            open.server
-        ));
-    }
-    let named: Vec<String> = h
-        .unreadable
-        .iter()
-        .take(4)
-        .map(|u| match u.uid {
-            Some(uid) => format!("{} (uid {uid})", u.info.shown()),
-            None => u.info.shown(),
-        })
-        .collect();
-    let more = h.unreadable.len().saturating_sub(named.len());
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    Err(format!(
-        "cannot read the fds of {}{more}: the daemon runs as uid {}{skipped}",
-        named.join(", "),
-        nix::unistd::geteuid()
-    ))
-}
-
 /// `pid 12 (nginx)`, with the backend it was seen through.
 fn worker(w: &WorkerSeen) -> String {
     match w.via {
@@ -304,7 +182,7 @@ fn worker(w: &WorkerSeen) -> String {
 }
 
 /// The success message.
-fn confirmed(sc: &ServedCert, last: &Served, tally: &Tally) -> String {
+pub(super) fn confirmed(sc: &ServedCert, last: &Served, tally: &Tally) -> String {
     let w = tally.workers();
     if !w.per_worker {
         return format!(
@@ -330,7 +208,13 @@ fn confirmed(sc: &ServedCert, last: &Served, tally: &Tally) -> String {
 }
 
 /// The failure message: which workers serve another certificate, which were not checked.
-fn failure(sc: &ServedCert, disk: &[CertOnDisk], tally: &Tally, tries: u32, last: &str) -> String {
+pub(super) fn failure(
+    sc: &ServedCert,
+    disk: &[CertOnDisk],
+    tally: &Tally,
+    tries: u32,
+    last: &str,
+) -> String {
     let w = tally.workers();
     if !w.per_worker || (w.seen.is_empty() && w.not_checked.is_empty()) {
         let note = w.note.map(|n| format!(" ({n})")).unwrap_or_default();
@@ -381,4 +265,148 @@ fn failure(sc: &ServedCert, disk: &[CertOnDisk], tally: &Tally, tries: u32, last
             disk.join(", ")
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::fingerprint::FingerprintKey;
+    use std::time::{Duration, SystemTime};
+
+    fn nginx(pid: i32, ppid: i32) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            comm: "nginx".into(),
+            state: 'S',
+            start_ticks: 0,
+            threads: 1,
+        }
+    }
+
+    /// The disk's certificate (`new`) or the old one.
+    fn served(new: bool) -> Served {
+        let key = FingerprintKey::new(vec![7; 32]);
+        Served {
+            fingerprint: key.digest(if new { b"new" } else { b"old" }),
+            serial: if new { "0B" } else { "0A" }.into(),
+            not_after: SystemTime::UNIX_EPOCH,
+            matches: new,
+        }
+    }
+
+    /// Holders `workers` (children of pid 1), the look accepted by `by` (a child of `parent`).
+    fn looked(workers: &[i32], by: i32, parent: i32) -> Result<Holders, String> {
+        Ok(Holders {
+            workers: workers.iter().map(|&p| nginx(p, 1)).collect(),
+            accepted_by: Some(nginx(by, parent)),
+            ..Holders::default()
+        })
+    }
+
+    fn endpoint() -> ServedCert {
+        ServedCert {
+            host: "127.0.0.1".into(),
+            port: 8443,
+            postgres: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Holders, accepted by, the new certificate served, learned, confirmed, not checked.
+    type Step = (&'static [i32], i32, bool, bool, bool, &'static [i32]);
+
+    #[test]
+    fn every_holder_must_be_seen_serving_the_disk() {
+        let mut t = Tally::default();
+        let steps: &[Step] = &[
+            (&[10, 11], 10, true, true, false, &[11]),
+            (&[10, 11], 10, true, false, false, &[11]),
+            (&[10, 11], 11, false, true, false, &[]),
+            (&[10, 11], 11, false, false, false, &[]),
+            (&[10, 11], 11, true, true, true, &[]),
+            // A new worker replaces one: it must be seen too; the gone one no longer counts.
+            (&[11, 12], 11, true, false, false, &[12]),
+            (&[11, 12], 12, true, true, true, &[]),
+        ];
+        for (i, &(holders, by, new, learned, confirmed, unchecked)) in steps.iter().enumerate() {
+            assert_eq!(
+                t.record(&served(new), looked(holders, by, 1)),
+                learned,
+                "step {i}"
+            );
+            assert_eq!(t.confirmed(), confirmed, "step {i}");
+            let w = t.workers();
+            assert!(w.per_worker && w.note.is_none(), "step {i}");
+            let pids: Vec<i32> = w.not_checked.iter().map(|p| p.pid).collect();
+            assert_eq!(pids, unchecked, "step {i}");
+        }
+        assert_eq!(t.budget(), 16);
+        assert_eq!(t.workers().counts(), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_worker_serving_the_old_certificate_and_one_not_reached_are_named() {
+        let mut t = Tally::default();
+        t.record(&served(false), looked(&[10, 11, 12], 10, 1));
+        t.record(&served(true), looked(&[10, 11, 12], 11, 1));
+        assert_eq!(t.workers().counts(), (1, 1, 1));
+        let cert = CertOnDisk {
+            path: "/etc/tls/tls.crt".into(),
+            fingerprint: served(true).fingerprint,
+            serial: "0B".into(),
+            not_after: SystemTime::UNIX_EPOCH,
+        };
+        let msg = failure(&endpoint(), &[cert], &t, 2, "");
+        assert!(msg.contains("pid 10 (nginx) serves serial 0A"), "{msg}");
+        assert!(msg.contains("pid 12 (nginx) not checked"), "{msg}");
+        assert!(msg.contains("/etc/tls/tls.crt serial 0B"), "{msg}");
+        assert!(!msg.contains("pid 11"), "{msg}");
+        // Many holders: the looks are bounded.
+        t.record(&served(true), looked(&(1..=20).collect::<Vec<_>>(), 1, 1));
+        assert_eq!(t.budget(), MOST_LOOKS);
+    }
+
+    #[test]
+    fn a_backend_stands_for_the_holder_that_forked_it() {
+        let mut t = Tally::default();
+        assert!(t.record(&served(true), looked(&[5], 77, 5)));
+        assert!(t.confirmed());
+        let w = t.workers();
+        assert_eq!((w.seen[0].info.pid, w.seen[0].via), (5, Some(77)));
+        let msg = confirmed(&endpoint(), &served(true), &t);
+        assert!(
+            msg.contains("pid 5 (nginx) (seen through pid 77) serial 0B"),
+            "{msg}"
+        );
+        // A look that reached a process neither holding nor forked by a holder proves nothing.
+        let mut t = Tally::default();
+        assert!(!t.record(&served(true), looked(&[5], 99, 1)));
+        assert!(!t.confirmed());
+        assert!(
+            t.workers()
+                .note
+                .unwrap()
+                .contains("1 look(s) reached a process")
+        );
+    }
+
+    #[test]
+    fn workers_that_cannot_be_told_apart_fall_back_to_one_matching_look() {
+        let mut t = Tally::default();
+        let why = "cannot read the fds of pid 42 (nginx) (uid 101): the daemon runs as uid 1000";
+        assert!(!t.record(&served(false), Err(why.into())));
+        assert!(!t.confirmed());
+        assert_eq!(t.budget(), ONE_CONNECTION_LOOKS);
+        t.record(&served(true), Err(why.into()));
+        assert!(t.confirmed());
+        let w = t.workers();
+        assert!(!w.per_worker && w.seen.is_empty());
+        assert_eq!(w.note.unwrap(), format!("{why}; one connection checked"));
+        let msg = confirmed(&endpoint(), &served(true), &t);
+        assert!(
+            msg.contains("serial 0B, look 2); cannot read the fds"),
+            "{msg}"
+        );
+    }
 }
