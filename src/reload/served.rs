@@ -139,31 +139,43 @@ pub(crate) async fn confirm(
     let mut last_error = String::new();
     let mut tries = 0;
     loop {
-        tries += 1;
-        let t0 = Instant::now();
-        let learned = match look_open(sc, disk, key, limit).await {
-            Ok(open) => {
-                slowest = slowest.max(t0.elapsed());
-                limit = sc.timeout.min(SHORT_LIMIT.max(slowest * 4));
-                let holders = survey(procfs, &open);
-                // Closed only now: its server side had to be there to be found.
-                let served = open.served.clone();
-                drop(open);
-                let learned = tally.record(&served, holders);
-                seen(&served, &tally.workers());
-                if tally.confirmed() {
-                    return Ok(super::served_workers::confirmed(sc, &served, &tally));
-                }
-                if !served.matches {
-                    last_error = mismatch(sc, disk, &served);
-                }
-                learned
-            }
-            Err(e) => {
-                last_error = e;
-                false
-            }
+        // Several connections at once once there are workers to reach: a worker busy with one
+        // handshake leaves the next connection to another (nginx without `reuseport` wakes its
+        // workers unevenly: one by one, a worker met 1 connection in 32).
+        let n = tally.at_once();
+        tries += n;
+        let timed = |_| async {
+            let t0 = Instant::now();
+            let look = look_open(sc, disk, key, limit).await;
+            (t0.elapsed(), look)
         };
+        let looks = all((0..n).map(timed).collect()).await;
+        let mut learned = false;
+        for (took, look) in looks {
+            let open = match look {
+                Ok(open) => open,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            slowest = slowest.max(took);
+            let holders = survey(procfs, &open);
+            // Closed only now: its server side had to be there to be found.
+            let served = open.served.clone();
+            drop(open);
+            learned |= tally.record(&served, holders);
+            seen(&served, &tally.workers());
+            if tally.confirmed() {
+                return Ok(super::served_workers::confirmed(sc, &served, &tally));
+            }
+            if !served.matches {
+                last_error = mismatch(sc, disk, &served);
+            }
+        }
+        if !slowest.is_zero() {
+            limit = sc.timeout.min(SHORT_LIMIT.max(slowest * 4));
+        }
         let left = ALL_LOOKS.saturating_sub(start.elapsed());
         if tries >= tally.budget() || left.is_zero() {
             break;
@@ -184,6 +196,31 @@ pub(crate) async fn confirm(
         tries,
         &last_error,
     ))
+}
+
+/// The outputs of `futures`, run together on this task.
+async fn all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Who holds the endpoint's listening sockets and who accepted `open`, or why that cannot be

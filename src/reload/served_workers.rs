@@ -39,6 +39,8 @@ const ONE_CONNECTION_LOOKS: u32 = 7;
 const LOOKS_PER_WORKER: u32 = 8;
 /// Most looks.
 const MOST_LOOKS: u32 = 64;
+/// Most looks at once.
+const AT_ONCE: u32 = 4;
 
 /// What the looks found of the app's workers.
 #[derive(Debug, Clone, Default)]
@@ -147,6 +149,12 @@ impl Tally {
         } else {
             ONE_CONNECTION_LOOKS
         }
+    }
+
+    /// How many looks to make at once: one until the workers are known, then one per worker,
+    /// up to [`AT_ONCE`].
+    pub(super) fn at_once(&self) -> u32 {
+        (self.holders.len() as u32).clamp(1, AT_ONCE)
     }
 
     /// The current holders, reached or not.
@@ -341,7 +349,7 @@ mod tests {
             let pids: Vec<i32> = w.not_checked.iter().map(|p| p.pid).collect();
             assert_eq!(pids, unchecked, "step {i}");
         }
-        assert_eq!(t.budget(), 16);
+        assert_eq!((t.budget(), t.at_once()), (16, 2));
         assert_eq!(t.workers().counts(), (2, 0, 0));
     }
 
@@ -364,7 +372,7 @@ mod tests {
         assert!(!msg.contains("pid 11"), "{msg}");
         // Many holders: the looks are bounded.
         t.record(&served(true), looked(&(1..=20).collect::<Vec<_>>(), 1, 1));
-        assert_eq!(t.budget(), MOST_LOOKS);
+        assert_eq!((t.budget(), t.at_once()), (MOST_LOOKS, AT_ONCE));
     }
 
     #[test]
@@ -397,7 +405,7 @@ mod tests {
         let why = "cannot read the fds of pid 42 (nginx) (uid 101): the daemon runs as uid 1000";
         assert!(!t.record(&served(false), Err(why.into())));
         assert!(!t.confirmed());
-        assert_eq!(t.budget(), ONE_CONNECTION_LOOKS);
+        assert_eq!((t.budget(), t.at_once()), (ONE_CONNECTION_LOOKS, 1));
         t.record(&served(true), Err(why.into()));
         assert!(t.confirmed());
         let w = t.workers();
