@@ -21,9 +21,10 @@ pub use group::{FileStatus, GroupStatus, LastScan, PathStatus, WatchMode};
 use serde_json::{Value, json};
 pub(crate) use shared::Stalled;
 pub(crate) use target::{
-    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk,
-    ServedProcess, ServedStatus, ServedWorker, TargetHead, TargetState, TargetStatus,
+    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus,
+    TargetHead, TargetState, TargetStatus,
 };
+pub(crate) use target::{ServedProcess, ServedWorker};
 
 use crate::config::Config;
 use crate::lock;
