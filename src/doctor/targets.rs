@@ -11,6 +11,7 @@ use crate::process::ProcFs;
 use crate::process::identity::Sidecar;
 use crate::report::status::StatusHead;
 use crate::scan::Scan;
+use crate::text;
 
 /// Largest `/status` document read from the daemon.
 const STATUS_LIMIT: usize = 16 << 20;
@@ -146,7 +147,7 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                 let stale = view.stale.values().filter(|s| **s).count();
                 view.detail = format!(
                     "version {}, ready: {}, {} target(s), {stale} stale",
-                    crate::text::value(&status.version),
+                    text::value(&status.version),
                     status.ready,
                     view.stale.len()
                 );
