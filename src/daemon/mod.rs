@@ -351,6 +351,7 @@ impl Wiring {
             key: self.key.clone(),
             group_metrics: group_metrics.clone(),
             claims: Default::default(),
+            procfs: self.procfs.clone(),
         };
         reconcilers.vital(
             format!("the reconciler of target '{}'", crate::text::value(&t.name)),

@@ -48,7 +48,7 @@ pub(super) async fn target(
         );
     }
     if let Some(sc) = &t.served_cert {
-        checks.push(served_check(sc, scan, key).await);
+        checks.push(served_check(sc, scan, key, procfs).await);
     }
     checks.extend(claims_check(daemon.claims_changed.get(&t.name)));
     (
@@ -61,43 +61,30 @@ pub(super) async fn target(
     )
 }
 
-/// What the app serves against the certificates on disk (`--verify-served-cert`).
+/// What the app serves against the certificates on disk (`--verify-served-cert`), worker by
+/// worker when they can be told apart: the looks the daemon makes after a reload.
 async fn served_check(
     sc: &crate::config::ServedCert,
     scan: &Scan,
     key: &crate::scan::fingerprint::FingerprintKey,
+    procfs: &ProcFs,
 ) -> Check {
-    let disk: Vec<String> = scan
-        .certs
-        .iter()
-        .map(|c| format!("serial {} ({})", c.serial, text::path(&c.path)))
-        .collect();
-    let disk = if disk.is_empty() {
-        "no certificate in the watched files".to_string()
-    } else {
-        disk.join(", ")
-    };
-    match crate::reload::served::look(sc, &scan.certs, key).await {
-        Ok(s) if s.matches => Check::new(
-            CheckName::ServedCert,
-            true,
-            format!(
-                "{} serves serial {}, the certificate on disk",
-                sc.label(),
-                s.serial
-            ),
-        ),
-        Ok(s) => Check::new(
+    // An app that does not answer is said at once, not after the looks' time.
+    if let Err(e) = crate::reload::served::look(sc, &scan.certs, key).await {
+        return Check::new(CheckName::ServedCert, false, e);
+    }
+    let confirmed = crate::reload::served::confirm(sc, &scan.certs, key, procfs, |_, _| {}).await;
+    match confirmed {
+        Ok(msg) => Check::new(CheckName::ServedCert, true, msg),
+        Err(msg) => Check::new(
             CheckName::ServedCert,
             false,
             format!(
-                "{} serves serial {}; disk: {disk}: the app did not take the new certificate \
-                 (reload it, and look at its log for why it kept the old one)",
-                sc.label(),
-                s.serial
+                "{}: the app did not take the new certificate everywhere (reload it, and look \
+                 at its log for why it kept the old one)",
+                msg.strip_prefix("reloaded, but ").unwrap_or(&msg)
             ),
         ),
-        Err(e) => Check::new(CheckName::ServedCert, false, e),
     }
 }
 
@@ -215,7 +202,7 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                 let stale = view.stale.values().filter(|s| **s).count();
                 view.detail = format!(
                     "version {}, ready: {}, {} target(s), {stale} stale",
-                    crate::text::value(&status.version),
+                    text::value(&status.version),
                     status.ready,
                     view.stale.len()
                 );

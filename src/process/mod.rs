@@ -6,6 +6,8 @@
 //! - `handle`: `ProcessHandle`, a pidfd and an open `status` descriptor of one process;
 //! - `tracker`: the app's process followed across reloads, without a `/proc` walk each time;
 //! - `workers`: the app's workers (its process's children) and which predate a version;
+//! - `sockets`: an endpoint's TCP sockets (its listeners, the server side of one connection),
+//!   from `net/tcp`; `holders`: which processes hold them, from their descriptors;
 //! - [`identity`]: who the app and the sidecar run as.
 //!
 //! The procfs mount point is injected ([`ProcFs::new`]) so that tests and `--proc-root` can point
@@ -13,8 +15,10 @@
 
 pub(crate) mod environ;
 pub(crate) mod handle;
+pub(crate) mod holders;
 pub mod identity;
 pub(crate) mod select;
+pub(crate) mod sockets;
 pub(crate) mod tracker;
 pub(crate) mod workers;
 

@@ -4,7 +4,8 @@
 //! - `reconciler`: the task of one target: when to act, what to record;
 //! - `progress`: what the reconciler knows and decides, pure and tested with a test clock;
 //! - `verify`: the probe after a reload (`json_check`: `--verify-json`'s conditions on its
-//!   answer); `served`: the certificate the app serves;
+//!   answer); `served`: the certificate the app serves; `served_workers`: the same, worker
+//!   by worker (which process accepted each look);
 //! - `state_file`: what each target applied, kept across sidecar restarts;
 //! - `claims`: the claims of the tokens a target holds, against those on disk;
 //! - `workers`: a signal target's workers counted against the version
@@ -15,6 +16,7 @@ mod json_check;
 pub(crate) mod progress;
 pub(crate) mod reconciler;
 pub(crate) mod served;
+pub(crate) mod served_workers;
 mod shown;
 pub(crate) mod state_file;
 pub(crate) mod verify;

@@ -48,6 +48,8 @@ pub(crate) struct Reconciler {
     pub group_metrics: Arc<crate::report::metrics::GroupMetrics>,
     /// The claims of the tokens its target holds.
     pub claims: HeldClaims,
+    /// Where the processes are read (which worker served a look: `--verify-served-cert`).
+    pub procfs: crate::process::ProcFs,
 }
 
 impl Reconciler {
@@ -245,7 +247,9 @@ impl Reconciler {
         }
         if let (Ok(Outcome::Done(detail)), Some(sc)) = (&result, &self.cfg().served_cert) {
             // Only the certificate on disk, served, makes the version count as applied.
-            let confirmed = served::confirm(sc, &v.certs, &self.key, |s| self.saw_served(v, s));
+            let confirmed = served::confirm(sc, &v.certs, &self.key, &self.procfs, |s, w| {
+                self.saw_served(v, s, Some(w))
+            });
             result = match Box::pin(confirmed).await {
                 Ok(msg) => Ok(Outcome::Done(format!("{detail}; {msg}"))),
                 Err(msg) => Err(ActionError::Failed(msg)),
@@ -357,7 +361,7 @@ impl Reconciler {
         };
         match Box::pin(served::look(sc, &v.certs, &self.key)).await {
             Ok(s) => {
-                self.saw_served(v, &s);
+                self.saw_served(v, &s, None);
                 if !s.matches {
                     let why = served::mismatch(sc, &v.certs, &s);
                     tracing::warn!(version = %v.fingerprint, "{why}; reloading again");

@@ -7,9 +7,10 @@ use std::time::SystemTime;
 use super::progress::Progress;
 use super::reconciler::Reconciler;
 use super::served::Served;
+use super::served_workers::Workers;
 use crate::group::Version;
 use crate::lock;
-use crate::report::status::{ServedDisk, ServedStatus, TargetState};
+use crate::report::status::{ServedDisk, ServedProcess, ServedStatus, ServedWorker, TargetState};
 
 impl Reconciler {
     /// Records how the app's environment compared with the files (`--consumed-as env`).
@@ -20,23 +21,47 @@ impl Reconciler {
         }
     }
 
-    /// Records what the app served.
-    pub(super) fn saw_served(&self, v: &Version, s: &Served) {
+    /// Records what the app served; with `workers`, what the check across the app's workers
+    /// found so far (without: a single look, at start or a resync, that keeps what the last
+    /// check found of the workers).
+    pub(super) fn saw_served(&self, v: &Version, s: &Served, workers: Option<&Workers>) {
         let unix = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0)
         };
-        self.metrics.served(s.matches, unix(s.not_after));
+        // A worker seen serving another certificate is a mismatch, whatever the last look saw.
+        let matches = s.matches && workers.is_none_or(|w| w.seen.iter().all(|w| w.served.matches));
+        self.metrics.served(matches, unix(s.not_after));
+        if let Some(w) = workers {
+            self.metrics
+                .served_workers(w.per_worker.then(|| w.counts()));
+        }
         let endpoint = self
             .cfg()
             .served_cert
             .as_ref()
             .map(|sc| sc.label())
             .unwrap_or_default();
-        lock(&self.status).served_certificate = Some(ServedStatus {
+        let mut t = lock(&self.status);
+        let before = t.served_certificate.take();
+        let (per_worker, workers, not_checked, note) = match (workers, before) {
+            (Some(w), _) => shown_workers(w),
+            (None, Some(b)) => (b.per_worker, b.workers, b.not_checked, b.note),
+            (None, None) => (
+                false,
+                Vec::new(),
+                Vec::new(),
+                Some(
+                    "one connection checked: at start and at a resync the daemon looks once; \
+                      after a reload, at every worker"
+                        .to_string(),
+                ),
+            ),
+        };
+        t.served_certificate = Some(ServedStatus {
             endpoint,
-            matches_disk: s.matches,
+            matches_disk: matches,
             serial: s.serial.clone(),
             fingerprint: s.fingerprint.short(),
             not_after: s.not_after,
@@ -50,6 +75,10 @@ impl Reconciler {
                 })
                 .collect(),
             checked_at: SystemTime::now(),
+            per_worker,
+            workers,
+            not_checked,
+            note,
         });
     }
 
@@ -99,4 +128,28 @@ impl Reconciler {
         }
         t.head.stale = stale;
     }
+}
+
+/// The workers as `/status` shows them.
+fn shown_workers(w: &Workers) -> (bool, Vec<ServedWorker>, Vec<ServedProcess>, Option<String>) {
+    let seen = w
+        .seen
+        .iter()
+        .map(|s| ServedWorker {
+            pid: s.info.pid,
+            name: crate::text::value(&s.info.comm),
+            serial: s.served.serial.clone(),
+            fingerprint: s.served.fingerprint.short(),
+            matches_disk: s.served.matches,
+        })
+        .collect();
+    let not_checked = w
+        .not_checked
+        .iter()
+        .map(|p| ServedProcess {
+            pid: p.pid,
+            name: crate::text::value(&p.comm),
+        })
+        .collect();
+    (w.per_worker, seen, not_checked, w.note.clone())
 }

@@ -29,6 +29,7 @@ mod prometheus;
 mod props;
 mod restart;
 mod served;
+mod served_workers;
 mod signal;
 mod splay;
 mod support;

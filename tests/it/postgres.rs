@@ -141,6 +141,14 @@ fn postgres_serves_the_rotated_certificate_after_sighup_to_the_postmaster() {
             && detail.contains("serves the certificate on disk"),
         "{detail} (postmaster {master})"
     );
+    // Forked per connection, each look's backend stands for the postmaster, the one process
+    // holding the port: PostgreSQL has one worker, seen through its backends.
+    let sc = &t["served_certificate"];
+    assert_eq!(sc["per_worker"], true, "{sc}");
+    assert_eq!(sc["workers"].as_array().map(Vec::len), Some(1), "{sc}");
+    assert_eq!(sc["workers"][0]["pid"].to_string(), master, "{sc}");
+    assert_eq!(sc["workers"][0]["serial"], s2.as_str(), "{sc}");
+    assert!(detail.contains("(seen through pid"), "{detail}");
     assert!(served_subject(port).contains("CN=pg-v2"));
     let log = std::fs::read_to_string(p.join("postgres.log")).unwrap_or_default();
     assert!(

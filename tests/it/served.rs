@@ -167,8 +167,10 @@ fn a_rotation_nginx_cannot_take_stays_stale_with_served_and_disk_shown() {
         "{status}"
     );
     let msg = status["last_error"]["message"].as_str().unwrap();
+    // Each of nginx's workers, named, serves v1.
     assert!(
-        msg.contains(&format!("serves the certificate with serial {s1}"))
+        msg.contains(&format!("serial {s1}"))
+            && msg.contains("(nginx)")
             && msg.contains("not the one on disk")
             && msg.contains(&s2),
         "{msg}"
@@ -196,7 +198,9 @@ fn a_rotation_nginx_cannot_take_stays_stale_with_served_and_disk_shown() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "doctor reports the problem: {text}");
     assert!(
-        text.contains(&format!("serves serial {s1}; disk: serial {s2}")),
+        text.contains(&format!("serial {s1} (fingerprint"))
+            && text.contains("(nginx)")
+            && text.contains(&format!("serial {s2}")),
         "{text}"
     );
 }

@@ -43,7 +43,7 @@ pub(crate) struct TargetMetrics {
     pub(in crate::report) ambiguous: AtomicBool,
     /// [`TLS_INSECURE`].
     pub(in crate::report) tls_insecure: AtomicBool,
-    /// [`SERVED_MATCH`], [`SERVED_EXPIRY`] (`--verify-served-cert`).
+    /// [`SERVED_MATCH`], [`SERVED_EXPIRY`], [`SERVED_WORKERS`] (`--verify-served-cert`).
     pub(in crate::report) served: Option<Served>,
     /// [`STATE`]: the current [`TargetState`], as its discriminant.
     pub(in crate::report) state: AtomicU8,
@@ -84,6 +84,10 @@ const SERVED_EXPIRY: Family = Family::gauge(
     "served_certificate_expiry_timestamp_seconds",
     "Expiry of the certificate the app serves (--verify-served-cert), Unix seconds.",
 );
+const SERVED_WORKERS: Family = Family::gauge(
+    "served_certificate_workers",
+    "The app's workers at the last check after a reload (--verify-served-cert), by result: matches (seen serving the certificate on disk), differs (seen serving another), not_checked (holding the port, reached by no look); only when the workers could be told apart.",
+);
 const TLS_INSECURE: Family = Family::gauge(
     "tls_insecure_skip_verify",
     "1 when an https:// call of the target accepts any certificate (--tls-insecure-skip-verify).",
@@ -102,6 +106,9 @@ pub(in crate::report) struct Served {
     pub matches: AtomicBool,
     /// The served certificate's expiry, Unix seconds.
     pub expiry: AtomicF64,
+    /// [`SERVED_WORKERS`]: whether the workers were told apart, and how many matched, differed
+    /// and were not checked.
+    pub workers: Mutex<Option<[usize; 3]>>,
 }
 
 /// Verification results.
@@ -187,6 +194,14 @@ impl TargetMetrics {
             s.matches.store(matches, Relaxed);
             s.expiry.set(not_after);
             s.looked.store(true, Relaxed);
+        }
+    }
+
+    /// The workers at the last check after a reload: how many were seen serving the disk's
+    /// certificate, another, and how many were not checked (`None`: not told apart).
+    pub(crate) fn served_workers(&self, counts: Option<(usize, usize, usize)>) {
+        if let Some(s) = &self.served {
+            *lock(&s.workers) = counts.map(|(m, d, n)| [m, d, n]);
         }
     }
 
@@ -292,6 +307,20 @@ pub(in crate::report) fn families(t: &[Arc<TargetMetrics>], shared_versions: boo
     out.push(SERVED_EXPIRY.of(each(&|t| {
         looked(t).map(|s| gauge(&[("target", &t.name)], s.expiry.get()))
     })));
+    out.push(
+        SERVED_WORKERS.of(t
+            .iter()
+            .filter_map(|t| Some((t, (*lock(&looked(t)?.workers))?)))
+            .flat_map(|(t, counts)| {
+                ["matches", "differs", "not_checked"]
+                    .into_iter()
+                    .zip(counts)
+                    .map(move |(result, n)| {
+                        gauge(&[("target", &t.name), ("result", result)], n as f64)
+                    })
+            })
+            .collect()),
+    );
     out.push(TLS_INSECURE.of(each(&|t| {
         Some(gauge(&[("target", &t.name)], flag(&t.tls_insecure)))
     })));

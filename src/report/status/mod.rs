@@ -24,6 +24,7 @@ pub(crate) use target::{
     Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, OldWorkerStatus,
     ServedDisk, ServedStatus, TargetHead, TargetState, TargetStatus, WorkersStatus,
 };
+pub(crate) use target::{ServedProcess, ServedWorker};
 
 use crate::config::Config;
 use crate::lock;

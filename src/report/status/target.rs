@@ -215,6 +215,40 @@ pub struct ServedStatus {
     /// When it was read.
     #[serde(serialize_with = "rfc3339_required")]
     pub checked_at: SystemTime,
+    /// Whether the app's workers were told apart at the last check after a reload (which
+    /// process accepted each look); when not, `note` says why and one connection was checked.
+    pub per_worker: bool,
+    /// The workers (processes holding the listening socket) a look reached, in pid order.
+    pub workers: Vec<ServedWorker>,
+    /// The workers no look reached: not checked, never counted as good.
+    pub not_checked: Vec<ServedProcess>,
+    /// Why the workers could not be told apart, or what else the looks met.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A worker and the certificate it served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedWorker {
+    /// Its pid (in the daemon's PID namespace).
+    pub pid: i32,
+    /// Its name (escaped).
+    pub name: String,
+    /// The serial it served, hexadecimal.
+    pub serial: String,
+    /// The keyed fingerprint of that certificate (short).
+    pub fingerprint: String,
+    /// Whether it is a certificate of the disk.
+    pub matches_disk: bool,
+}
+
+/// A process, by pid and name.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedProcess {
+    /// Its pid.
+    pub pid: i32,
+    /// Its name (escaped).
+    pub name: String,
 }
 
 /// A certificate on disk it was compared with.
