@@ -221,8 +221,8 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>
     read_open(&file, &md, limit)
 }
 
-/// Reads a small kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`): a
-/// non-blocking open, one `read` per 4 KiB, at most `limit` bytes; longer content is
+/// Reads a kernel-generated file (`/proc/<pid>/stat`, `status`, `cmdline`, `mountinfo`): a
+/// non-blocking open, reads until one returns nothing, at most `limit` bytes; longer content is
 /// cut at the limit.
 pub(crate) fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     let file = open_proc(path)?;
@@ -230,21 +230,18 @@ pub(crate) fn read_proc(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     let mut first = [0u8; 4096];
     let want = limit.min(first.len());
     let n = read_retrying(&file, &mut first[..want])?;
-    if n < want || n >= limit {
-        return Ok(first[..n].to_vec());
-    }
     let mut buf = first[..n].to_vec();
-    let mut len = n;
-    loop {
-        buf.resize((buf.len() * 2).min(limit), 0);
+    // A short read is not the end: seq_file tables (mountinfo, net/tcp) come a page or so per
+    // read. Only a read that returns nothing is.
+    while n > 0 && buf.len() < limit {
+        let len = buf.len();
+        buf.resize((len * 2).max(len + 4096).min(limit), 0);
         let n = read_retrying(&file, &mut buf[len..])?;
-        len += n;
-        // procfs generates these files whole: a short read has reached the end.
-        if n == 0 || len < buf.len() || len >= limit {
+        buf.truncate(len + n);
+        if n == 0 {
             break;
         }
     }
-    buf.truncate(len);
     Ok(buf)
 }
 
@@ -287,6 +284,33 @@ fn read_retrying(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proc_table_longer_than_a_page_is_read_whole() {
+        // net/tcp hands out about a page per read; enough listeners make it several pages.
+        let listeners: Vec<_> = (0..64)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let whole = std::fs::read("/proc/self/net/tcp").unwrap();
+        assert!(whole.len() > 8192, "{} bytes", whole.len());
+        let read = read_proc(Path::new("/proc/self/net/tcp"), 4 << 20).unwrap();
+        for l in &listeners {
+            let port = format!(":{:04X} ", l.local_addr().unwrap().port());
+            let text = String::from_utf8_lossy(&read);
+            assert!(
+                text.contains(&port),
+                "port {port} missing from a read of {} bytes",
+                read.len()
+            );
+        }
+        // And the limit still holds.
+        assert_eq!(
+            read_proc(Path::new("/proc/self/net/tcp"), 5000)
+                .unwrap()
+                .len(),
+            5000
+        );
+    }
 
     #[test]
     fn fifo_and_directory_are_refused_without_blocking() {

@@ -7,9 +7,9 @@
 //! skipped, never a panic, and the read is bounded.
 //!
 //! `net/tcp` is a `seq_file`: each `read` returns whole lines up to a page, whatever the buffer,
-//! so it is read until a read returns nothing (`files::read_proc` stops at the first short read,
-//! right for `stat` but not here). It describes the network namespace of the reading process:
-//! in a pod, the app's.
+//! so it is read until a read returns nothing, streamed through a 64 KiB buffer (a node's table
+//! can be megabytes: it is never held whole). It describes the network namespace of the reading
+//! process: in a pod, the app's.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
