@@ -36,3 +36,4 @@ mod tokens;
 mod verify;
 mod volumes;
 mod webhook;
+mod workers;

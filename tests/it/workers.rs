@@ -1,0 +1,123 @@
+//! Workers, counted: after a reload signal, which of the app's workers (the live direct children
+//! of the process the daemon signals) started before the version they should hold, in `/status`
+//! (`targets[0].workers`) and the metrics, and with `--applied-when workers-replaced`, a target
+//! applied only once they are gone (`draining` until then, `failed` after
+//! `--worker-drain-timeout`, never signalled twice for one version).
+//!
+//! Real apps, each holding an old worker the way it does in production:
+//! - `nginx`: Debian's nginx, a request proxied to an upstream of the test that never finishes.
+//! - `haproxy`: HAProxy in master-worker mode, a TCP connection proxied the same way.
+//! - `prefork`: a pre-forking app of ours (`fixtures/prefork.py`) that replaces its workers one by
+//!   one; and the doctor's `workers` check on it.
+//!
+//! What the daemon can and cannot see of workers, app by app (found by hand and by these tests):
+//! - nginx: the master's children are its workers (and, when configured, the cache manager and
+//!   cache loader: children too, counted like workers). After SIGHUP the master forks new
+//!   workers within the same 10 ms clock tick as the signal (measured: the same `starttime` as a
+//!   process started right after `kill`), and asks the old ones to finish: an old worker with a
+//!   request in flight stays ("nginx: worker process is shutting down" in its title; its `comm`
+//!   stays `nginx`) until that request ends, for as long as it lasts unless
+//!   `worker_shutdown_timeout` is set. The daemon sees its pid, `comm` and start time; it cannot
+//!   see which connections it holds, nor tell an old worker from a new one by its title (it reads
+//!   `comm`, not the command line). A new worker started in the signal's own clock tick has a
+//!   start time that cannot be told from the signal's by start times alone.
+//! - HAProxy (`-W`): the master re-executes itself on SIGUSR2 (same pid, same start time) and
+//!   forks a new worker about 40 ms later; the old worker stays a child of the master while it
+//!   has connections (`hard-stop-after` bounds it), its `comm` is `haproxy` like the new one's.
+//! - A pre-forking app (gunicorn, php-fpm, ours): its workers are its children; one replaced one
+//!   by one is seen going from old to new worker by worker. Python cannot set its `comm` (every
+//!   worker is `python3`), so the app is selected by its command line.
+//! - PostgreSQL reloads in place: SIGHUP to the postmaster is passed on to every backend, which
+//!   applies the new configuration between queries; nothing is replaced. Its children (the
+//!   checkpointer, background writer, WAL writer, autovacuum and logical replication launchers,
+//!   and one backend per client connection) keep their start times, so every one of them counts
+//!   as older for good: `workers-replaced` does not fit PostgreSQL (its target would fail at the
+//!   drain timeout); the default `signalled` does.
+//! - Prometheus reloads in place in one process with no children: there is nothing to count
+//!   (`total` 0), and `workers-replaced` is applied at once.
+
+mod haproxy;
+mod nginx;
+mod prefork;
+
+use serde_json::Value;
+
+use crate::support::{Daemon, eventually, eventually_within};
+
+/// The first target of a `/status`.
+fn target(status: &Value) -> Value {
+    status["targets"][0].clone()
+}
+
+/// The pids of the workers a target names as older than its version.
+fn older_pids(t: &Value) -> Vec<i64> {
+    t["workers"]["older"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|w| w["pid"].as_i64()).collect())
+        .unwrap_or_default()
+}
+
+/// How many times the daemon counted the target's workers (0 before the first count).
+fn counts(t: &Value) -> u64 {
+    t["workers"]["counts"].as_u64().unwrap_or(0)
+}
+
+/// The first target's state once `cond` holds.
+fn target_when(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, || target(&d.status()), cond)
+}
+
+/// Waits until the daemon counted the workers `more` times after the count `since`: it looked
+/// again, so whatever it would have done on that look is done. Returns the target then.
+fn counted_again(d: &Daemon, since: u64, more: u64) -> Value {
+    eventually_within(
+        &format!("{more} more counts of the workers after count {since}"),
+        crate::support::DEADLINE * 2,
+        || target(&d.status()),
+        |t| counts(t) >= since + more,
+    )
+}
+
+/// Reload attempts the daemon made, whatever their result: for a signal target, the signals it
+/// sent (a drain that times out may count its signal as a failed attempt).
+fn attempts(d: &Daemon) -> f64 {
+    ["success", "failure"]
+        .iter()
+        .map(|r| d.metric("reloads_total", &[("result", r)]).unwrap_or(0.0))
+        .sum()
+}
+
+/// The daemon's `workers_older_than_version` and `workers` gauges for `target`.
+fn gauges(d: &Daemon, target: &str) -> (Option<f64>, Option<f64>) {
+    let labels = [("target", target)];
+    (
+        d.metric("workers_older_than_version", &labels),
+        d.metric("workers", &labels),
+    )
+}
+
+/// An RFC 3339 time of `/status`.
+fn time(v: &Value) -> std::time::SystemTime {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    humantime::parse_rfc3339_weak(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// The checks of the daemon's invariants that hold at every look at a counted target: the
+/// counts add up, and every old worker named started before the reference time.
+fn consistent(t: &Value) {
+    let w = &t["workers"];
+    let (total, current, older) = (
+        w["total"].as_u64().unwrap(),
+        w["current"].as_u64().unwrap(),
+        w["older_than_version"].as_u64().unwrap(),
+    );
+    assert_eq!(total, current + older, "{w}");
+    assert_eq!(older_pids(t).len() as u64, older, "{w}");
+    let reference = time(&w["reference"]);
+    for o in w["older"].as_array().unwrap() {
+        assert!(
+            time(&o["started"]) <= reference,
+            "{o} vs reference {reference:?}"
+        );
+    }
+}
