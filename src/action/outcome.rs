@@ -20,3 +20,12 @@ pub(crate) enum ActionError {
     /// Several unrelated processes match the selector: nothing was sent. Counts as a failure.
     Ambiguous(String),
 }
+
+impl ActionError {
+    /// What went wrong, whatever the kind.
+    pub(crate) fn into_message(self) -> String {
+        match self {
+            ActionError::Waiting(m) | ActionError::Failed(m) | ActionError::Ambiguous(m) => m,
+        }
+    }
+}

@@ -130,6 +130,19 @@ impl Action {
         }
     }
 
+    /// The workers of the signalled process(es) against `reference` (signal targets; `None`
+    /// for other kinds, and for an app restarted on an environment change, whose workers are
+    /// replaced with it).
+    pub(crate) async fn workers(
+        &mut self,
+        reference: crate::process::workers::Reference,
+    ) -> Option<Result<crate::process::workers::Count, String>> {
+        match self {
+            Action::Signal(a) => Some(a.workers(reference).await),
+            Action::Restart(_) | Action::Http(_) | Action::Exec(_) => None,
+        }
+    }
+
     /// Records in the target's series what only this kind knows of the attempt that just ended
     /// (`ok`: whether it counted, verification included): an HTTP call's answer.
     pub(crate) fn record(&self, ok: bool, metrics: &crate::report::metrics::TargetMetrics) {

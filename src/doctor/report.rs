@@ -145,6 +145,9 @@ pub(crate) enum CheckName {
     /// It holds the content on disk, by its start time or the daemon's word.
     #[serde(rename = "freshness")]
     Freshness,
+    /// Its workers started after the content on disk.
+    #[serde(rename = "workers")]
+    Workers,
     /// The reload endpoint accepts connections.
     #[serde(rename = "endpoint")]
     Endpoint,
@@ -176,6 +179,7 @@ impl CheckName {
             CheckName::Signal => "signal",
             CheckName::Permission => "permission",
             CheckName::Freshness => "freshness",
+            CheckName::Workers => "workers",
             CheckName::Endpoint => "endpoint",
             CheckName::VerifyEndpoint => "verify endpoint",
             CheckName::BearerToken => "bearer token",

@@ -44,6 +44,10 @@ pub(crate) struct ActionWishes {
     pub(crate) verify_served_cert: Option<String>,
     pub(crate) splay: Option<String>,
     pub(crate) restart_on_env_change: bool,
+    /// `--verify-json` conditions, one per line of the annotation.
+    pub(crate) verify_json: Vec<String>,
+    pub(crate) applied_when: Option<String>,
+    pub(crate) worker_drain_timeout: Option<String>,
 }
 
 /// The annotations a user writes, with what each takes (the `--help` of the annotations).
@@ -65,6 +69,18 @@ pub(crate) const KNOWN: &[(&str, &str)] = &[
     ("signal", "the reload signal (default HUP)"),
     ("reload-url", "call this URL instead of signalling"),
     ("verify-url", "probed after each reload"),
+    (
+        "verify-json",
+        "conditions on the verify URL's JSON answer, one per line: '/data/reloadConfigSuccess == true'",
+    ),
+    (
+        "applied-when",
+        "workers-replaced: applied once every worker started after the reload (nginx, HAProxy, gunicorn)",
+    ),
+    (
+        "worker-drain-timeout",
+        "with applied-when workers-replaced: how long old workers may run (default 5m)",
+    ),
     (
         "verify-served-cert",
         "HOST:PORT or postgres://HOST:PORT where the app serves the certificate",
@@ -166,6 +182,30 @@ fn one(w: &mut Wishes, name: &str, v: &str) -> Result<(), String> {
         "splay" => {
             parse::duration(v)?;
             w.action.splay = text();
+        }
+        "verify-json" => {
+            w.action.verify_json = v
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| crate::config::json_check::parse(l).map(|_| l.to_string()))
+                .collect::<Result<_, _>>()?;
+            if w.action.verify_json.is_empty() {
+                return Err("write one condition per line: '/data/ready == true'".into());
+            }
+        }
+        "applied-when" => {
+            if !matches!(v.trim(), "signalled" | "workers-replaced") {
+                return Err(format!(
+                    "'{}' is not signalled or workers-replaced",
+                    crate::text::value(v)
+                ));
+            }
+            w.action.applied_when = text();
+        }
+        "worker-drain-timeout" => {
+            parse::duration(v)?;
+            w.action.worker_drain_timeout = text();
         }
         "restart-on-env-change" => {
             w.action.restart_on_env_change = match v {

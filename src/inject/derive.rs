@@ -113,6 +113,28 @@ pub(crate) fn plan(spec: &Value, wishes: &Wishes) -> Result<Plan, Vec<String>> {
                 .into(),
         );
     }
+    let a = &wishes.action;
+    if a.reload_url.is_some() && (a.applied_when.is_some() || a.worker_drain_timeout.is_some()) {
+        errors.push(
+            "annotations applied-when and worker-drain-timeout are about a signalled process's \
+             workers: not with reload-url"
+                .into(),
+        );
+    }
+    if a.worker_drain_timeout.is_some() && a.applied_when.as_deref() != Some("workers-replaced") {
+        errors.push(
+            "annotation worker-drain-timeout is the time old workers get with applied-when: \
+             \"workers-replaced\": add it, or leave worker-drain-timeout out"
+                .into(),
+        );
+    }
+    if !a.verify_json.is_empty() && a.verify_url.is_none() {
+        errors.push(
+            "annotation verify-json holds conditions on the verify URL's answer: add \
+             secret-reloader.io/verify-url"
+                .into(),
+        );
+    }
     plan.process = wishes.process_name.clone().or_else(|| {
         let cmd = str_at(app, "/command/0")?;
         let base = cmd.rsplit('/').next().filter(|b| !b.is_empty())?;

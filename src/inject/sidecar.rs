@@ -238,8 +238,17 @@ fn config(plan: &Plan) -> String {
             Some(url) => json!({"type": "http", "url": url}),
             None => {
                 let mut t = json!({"type": "signal", "process_name": plan.process});
-                if let (Some(s), Value::Object(m)) = (&plan.action.signal, &mut t) {
-                    m.insert("signal".into(), s.clone().into());
+                if let Value::Object(m) = &mut t {
+                    let a = &plan.action;
+                    for (field, value) in [
+                        ("signal", &a.signal),
+                        ("applied_when", &a.applied_when),
+                        ("worker_drain_timeout", &a.worker_drain_timeout),
+                    ] {
+                        if let Some(v) = value {
+                            m.insert(field.into(), v.clone().into());
+                        }
+                    }
                 }
                 t
             }
@@ -247,6 +256,9 @@ fn config(plan: &Plan) -> String {
         if let Value::Object(m) = &mut target {
             if let Some(u) = &plan.action.verify_url {
                 m.insert("verify_url".into(), u.clone().into());
+            }
+            if !plan.action.verify_json.is_empty() {
+                m.insert("verify_json".into(), plan.action.verify_json.clone().into());
             }
             if let Some(e) = &plan.action.verify_served_cert {
                 m.insert("verify_served_cert".into(), e.clone().into());

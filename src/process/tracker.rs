@@ -98,6 +98,11 @@ impl Tracker {
         self
     }
 
+    /// The procfs it looks in.
+    pub(crate) fn procfs(&self) -> &ProcFs {
+        &self.procfs
+    }
+
     /// Whether the next lookup reads a file (the pid file, its directory's watch): no process
     /// kept, or its pid file may have changed, or is not watched. Such a lookup may stall.
     pub(crate) fn needs_files(&self) -> bool {

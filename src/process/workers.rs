@@ -4,16 +4,20 @@
 //!
 //! An app that reloads by replacing its workers keeps the old ones while they finish their
 //! connections (a websocket, a long keep-alive: minutes, with the old certificate or token). A
-//! worker that started before the reference time (the later of the content's change and the
+//! worker that started before the [`Reference`] (the later of the content's change and the
 //! reload sent for it) holds the old version: a pre-forking master forks from what it loaded,
 //! so a worker forked between the change and the reload is old too.
+//!
+//! Start times count in clock ticks (10 ms), truncated: a worker forked in the tick the reload
+//! was sent in counts as current (a master cannot reload and fork within that tick in practice,
+//! and the opposite error would keep a reloaded app stale for good).
 //!
 //! Only the direct children count: a worker's own children (a CGI program, a helper) are not
 //! workers of the app. Zombies do not count.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{ProcFs, ProcInfo};
+use super::{ProcFs, ProcInfo, clock_ticks_per_sec};
 
 /// Most workers named: an app with thousands of workers is counted, not listed.
 pub(crate) const NAMED: usize = 64;
@@ -27,6 +31,30 @@ pub(crate) fn children(procfs: &ProcFs, parents: &[i32]) -> std::io::Result<Vec<
         .collect();
     out.sort_unstable_by_key(|p| p.pid);
     Ok(out)
+}
+
+/// What a worker must have started after to hold a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reference {
+    /// When the version's content changed on disk.
+    pub changed: SystemTime,
+    /// How much later than the change a start must be to be trusted (file times lag).
+    pub margin: Duration,
+    /// When the reload for it was sent, if one was.
+    pub sent: Option<SystemTime>,
+}
+
+impl Reference {
+    /// The time shown: the later of the change and the reload.
+    pub(crate) fn time(&self) -> SystemTime {
+        self.sent.map_or(self.changed, |s| s.max(self.changed))
+    }
+
+    /// Whether a worker that started at `started` holds an older version.
+    pub(crate) fn predates(&self, started: SystemTime) -> bool {
+        let tick = Duration::from_nanos(1_000_000_000 / clock_ticks_per_sec());
+        started <= self.changed + self.margin || self.sent.is_some_and(|s| started + tick < s)
+    }
 }
 
 /// A worker that started before the reference time.
@@ -56,16 +84,11 @@ pub(crate) struct Count {
 }
 
 impl Count {
-    /// Counts `workers` against `reference` (`margin`: how much later a start must be to be
-    /// trusted, for the clock tick of start times).
-    pub(crate) fn of(
-        workers: &[ProcInfo],
-        reference: SystemTime,
-        margin: std::time::Duration,
-    ) -> Count {
+    /// Counts `workers` against `reference`.
+    pub(crate) fn of(workers: &[ProcInfo], reference: Reference) -> Count {
         let mut older: Vec<OldWorker> = workers
             .iter()
-            .filter(|w| w.start_time() <= reference + margin)
+            .filter(|w| reference.predates(w.start_time()))
             .map(|w| OldWorker {
                 pid: w.pid,
                 name: w.comm.clone(),
@@ -80,7 +103,7 @@ impl Count {
             current: workers.len() - older_count,
             older,
             older_count,
-            reference,
+            reference: reference.time(),
         }
     }
 
@@ -126,8 +149,9 @@ mod tests {
             let kids = children(&procfs, &[pid]).unwrap();
             // The long sleeps: two children started more than 300 ms apart.
             let apart = |k: &[ProcInfo]| {
-                k.len() == 2 && k[0].start_ticks.abs_diff(k[1].start_ticks) * 1000
-                    > 300 * crate::process::clock_ticks_per_sec()
+                k.len() == 2
+                    && k[0].start_ticks.abs_diff(k[1].start_ticks) * 1000
+                        > 300 * crate::process::clock_ticks_per_sec()
             };
             if apart(&kids) || std::time::Instant::now() > deadline {
                 break kids;
@@ -147,12 +171,25 @@ mod tests {
         let (first, second) = (kids[0].start_time(), kids[1].start_time());
         assert!(second > first + Duration::from_millis(300));
         let between = first + (second.duration_since(first).unwrap() / 2);
-        let c = Count::of(&kids, between, Duration::from_millis(20));
+        let changed = |t| Reference {
+            changed: t,
+            margin: Duration::from_millis(20),
+            sent: None,
+        };
+        let c = Count::of(&kids, changed(between));
         assert_eq!((c.total, c.current, c.older_count), (2, 1, 1));
         assert_eq!(c.older[0].pid, kids[0].pid);
         assert!(c.named().contains(&format!("pid {} (sleep)", kids[0].pid)));
         // Nothing is older than a time before both.
-        let c = Count::of(&kids, first - Duration::from_secs(1), Duration::ZERO);
+        let before = first - Duration::from_secs(1);
+        let c = Count::of(&kids, changed(before));
         assert_eq!((c.current, c.older_count), (2, 0));
+        // A reload sent between them: the first predates it, whatever the change time.
+        let sent = Reference {
+            sent: Some(between),
+            ..changed(before)
+        };
+        let c = Count::of(&kids, sent);
+        assert_eq!((c.current, c.older_count, c.reference), (1, 1, between));
     }
 }

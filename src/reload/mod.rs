@@ -6,7 +6,9 @@
 //! - `verify`: the probe after a reload (`json_check`: `--verify-json`'s conditions on its
 //!   answer); `served`: the certificate the app serves;
 //! - `state_file`: what each target applied, kept across sidecar restarts;
-//! - `claims`: the claims of the tokens a target holds, against those on disk.
+//! - `claims`: the claims of the tokens a target holds, against those on disk;
+//! - `workers`: a signal target's workers counted against the version
+//!   (`--applied-when workers-replaced`).
 
 mod claims;
 mod json_check;
@@ -16,3 +18,4 @@ pub(crate) mod served;
 mod shown;
 pub(crate) mod state_file;
 pub(crate) mod verify;
+pub(crate) mod workers;

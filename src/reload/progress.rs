@@ -10,7 +10,10 @@
 //! - at most one action per `min_reload_interval`: the first change after a quiet time is acted
 //!   on at once, later ones coalesce into one action when the interval has passed;
 //! - failures are retried with capped exponential backoff and jitter; `retries` bounds attempts
-//!   per version, after which the version is left until the next change or resync.
+//!   per version, after which the version is left until the next change or resync;
+//! - with `--applied-when workers-replaced`, a version whose signal was sent is draining: not
+//!   held until its old workers exit, and never signalled again (not even at a resync) while
+//!   they do, past the drain timeout included.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +47,20 @@ pub(crate) struct Progress {
     pub force: Option<Fingerprint>,
     /// When the first version the target does not hold was seen (`--splay` counts from it).
     pub first_unapplied: Option<Instant>,
+    /// The version whose signal was sent while its old workers finish
+    /// (`--applied-when workers-replaced`).
+    pub draining: Option<Drain>,
+}
+
+/// A version signalled, awaiting the exit of the workers that started before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Drain {
+    /// The version.
+    pub version: Fingerprint,
+    /// Until when the old workers may run (`--worker-drain-timeout`).
+    pub deadline: Instant,
+    /// Whether the deadline passed (and was reported).
+    pub expired: bool,
 }
 
 /// Limits of a target's retries.
@@ -100,7 +117,46 @@ pub(crate) struct After {
 impl Progress {
     /// Whether the target must still be made to hold `v`.
     pub(crate) fn needs(&self, v: &Version) -> bool {
-        self.applied != Some(v.fingerprint) && self.gave_up != Some((v.fingerprint, v.resync_round))
+        self.applied != Some(v.fingerprint)
+            && self.gave_up != Some((v.fingerprint, v.resync_round))
+            && self.draining_for(v).is_none()
+    }
+
+    /// The drain of `v`, when its signal was sent and its old workers are awaited.
+    pub(crate) fn draining_for(&self, v: &Version) -> Option<Drain> {
+        self.draining.filter(|d| d.version == v.fingerprint)
+    }
+
+    /// After a signal for `v` was sent: not held until its old workers exit, awaited until
+    /// `deadline`.
+    pub(crate) fn drain(&mut self, v: &Version, deadline: Instant) {
+        self.applied = None;
+        self.draining = Some(Drain {
+            version: v.fingerprint,
+            deadline,
+            expired: false,
+        });
+    }
+
+    /// The old workers of `v` are gone: it is held. `false` when `v` was not draining.
+    pub(crate) fn drained(&mut self, v: &Version) -> bool {
+        if self.draining_for(v).is_none() {
+            return false;
+        }
+        self.draining = None;
+        self.applied = Some(v.fingerprint);
+        true
+    }
+
+    /// Whether the drain of `v` passed its deadline at `now` just now (once).
+    pub(crate) fn drain_expired(&mut self, v: &Version, now: Instant) -> bool {
+        match &mut self.draining {
+            Some(d) if d.version == v.fingerprint && !d.expired && now >= d.deadline => {
+                d.expired = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Notes that `v` was published: the first version the target does not hold after a change
@@ -338,6 +394,34 @@ mod tests {
         );
         // A resync tries the version again.
         assert!(p.needs(&version("b", 1)));
+    }
+
+    #[test]
+    fn a_draining_version_is_not_held_and_never_sent_again_until_its_workers_exit() {
+        let t0 = Instant::now();
+        let (a, b) = (version("a", 0), version("b", 0));
+        let mut p = Progress::default();
+        p.after(&a, t0, Ended::Done, &LIMITS, 0.5);
+        p.drain(&a, t0 + Duration::from_secs(5));
+        assert_eq!(p.applied, None, "stale while old workers run");
+        let late = t0 + Duration::from_secs(60);
+        assert_eq!(p.next_step(&a, &LIMITS, late), Step::Rest);
+        // Not at a resync either, past the deadline included.
+        assert!(!p.needs(&version("a", 3)));
+        assert!(!p.drain_expired(&a, t0 + Duration::from_secs(4)));
+        assert!(p.drain_expired(&a, late));
+        assert!(!p.drain_expired(&a, late), "reported once");
+        assert!(!p.needs(&a));
+        // A new version is signalled as any other.
+        assert_eq!(p.next_step(&b, &LIMITS, late), Step::Act { force: false });
+        assert!(!p.drained(&b));
+        // The old workers exit, even after the deadline: held.
+        assert!(p.drained(&a));
+        assert_eq!((p.applied, p.draining), (Some(a.fingerprint), None));
+        // A later reload of another version ends the drain.
+        p.drain(&a, late);
+        p.after(&b, late, Ended::Done, &LIMITS, 0.5);
+        assert_eq!(p.draining, None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::progress::{After, Ended, Limits, Progress, Step, jitter};
 use super::served;
 use super::state_file::{self, StateFile};
 use super::verify;
+use super::workers::WorkerLooks;
 use crate::action::{Action, ActionError, Outcome};
 use crate::config::{ReloadOnStart, TargetConfig};
 use crate::group::{Content, DesiredRx, Version};
@@ -79,6 +80,8 @@ impl Reconciler {
             let mut look_again: Option<(Instant, Duration)> = None;
             // The resync round whose app environment was compared (`--consumed-as env`).
             let mut env_round: Option<u64> = None;
+            // When the signalled process's workers are counted next.
+            let mut workers = WorkerLooks::default();
             loop {
                 let desired = self.rx.borrow_and_update().clone();
                 let Some(desired) = desired else {
@@ -131,13 +134,17 @@ impl Reconciler {
                         Some((Instant::now() + pause, pause))
                     };
                 }
+                self.follow_workers(&v, p, &mut workers).await;
                 self.show_desired(&v, p);
                 self.follow_claims(&v, p);
                 p.published(&v);
                 match p.next_step(&v, &limits, Instant::now()) {
                     Step::Rest => {
                         self.settle(p, &v, desired.scan_ns);
-                        let again = look_again.map(|(at, _)| at);
+                        let again = [look_again.map(|(at, _)| at), workers.due]
+                            .into_iter()
+                            .flatten()
+                            .min();
                         tokio::select! {
                             r = self.rx.changed() => if r.is_err() { return },
                             _ = stopped(&mut stop) => return,
@@ -159,6 +166,7 @@ impl Reconciler {
                         let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
                         served_round = Some(v.resync_round);
                         look_again = None;
+                        workers.now();
                         if let Some(delay) = after.delay {
                             tokio::select! {
                                 _ = tokio::time::sleep(delay) => {}
@@ -251,14 +259,21 @@ impl Reconciler {
             Err(ActionError::Waiting(_)) => Ended::Waiting,
             Err(ActionError::Failed(_) | ActionError::Ambiguous(_)) => Ended::Failed,
         };
+        // With --applied-when workers-replaced, a signal sent is not yet the version held.
+        let drain = self.drain_timeout().filter(|_| ended == Ended::Done);
         if matches!(ended, Ended::Done | Ended::Skipped)
+            && drain.is_none()
             && let Some(sf) = &self.state_file
         {
             // Recorded before anything else: a SIGKILL from here on cannot cause a redundant
             // reload.
             sf.remember(&name, &fp, self.action.delivered()).await;
         }
-        let after = p.after(v, t0, ended, limits, jitter());
+        let mut after = p.after(v, t0, ended, limits, jitter());
+        if let Some(timeout) = drain {
+            p.drain(v, Instant::now() + timeout);
+            after.state = TargetState::Draining;
+        }
         // The group logs the change it published first (see `GroupTask::scan`); then what the
         // change does to the claims of the tokens the app held.
         self.say_claims(v).await;
@@ -274,9 +289,16 @@ impl Reconciler {
                 let mut t = lock(&self.status);
                 t.failed_attempts = 0;
                 match outcome {
-                    Outcome::Done(detail) => {
+                    Outcome::Done(mut detail) => {
+                        if p.draining_for(v).is_some() {
+                            detail.push_str(
+                                "; applied once every worker that started before it has exited \
+                                 (--applied-when workers-replaced)",
+                            );
+                        } else {
+                            t.last_success = Some(SystemTime::now());
+                        }
                         t.last_attempt = Some(attempt(AttemptResult::Success, detail.clone()));
-                        t.last_success = Some(SystemTime::now());
                         drop(t);
                         self.metrics.action(true, took, unix_now());
                         tracing::info!(version = %fp, took = ?took,

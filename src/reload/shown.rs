@@ -58,12 +58,13 @@ impl Reconciler {
         self.metrics.set_state(state);
     }
 
-    /// Nothing more to do for the scan `scan_ns`: idle, or failed until the next change.
+    /// Nothing more to do for the scan `scan_ns`: idle, draining (old workers awaited), or
+    /// failed until the next change.
     pub(super) fn settle(&self, p: &Progress, v: &Version, scan_ns: u64) {
-        let state = if p.applied == Some(v.fingerprint) {
-            TargetState::Idle
-        } else {
-            TargetState::Failed
+        let state = match p.draining_for(v) {
+            _ if p.applied == Some(v.fingerprint) => TargetState::Idle,
+            Some(d) if !d.expired => TargetState::Draining,
+            _ => TargetState::Failed,
         };
         self.set_state(state);
         lock(&self.status).settled_scan_monotonic_ns = Some(scan_ns);

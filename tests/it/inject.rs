@@ -208,6 +208,71 @@ fn restart_on_env_change_sends_term_and_annotations_tune_the_action() {
 }
 
 #[test]
+fn worker_and_verify_json_annotations_reach_a_configuration_the_daemon_accepts() {
+    let seed = SEED.replace(
+        "secret-reloader.io/inject: \"true\"",
+        "secret-reloader.io/inject: \"true\"\n    secret-reloader.io/applied-when: workers-replaced\n    \
+         secret-reloader.io/worker-drain-timeout: 90s\n    \
+         secret-reloader.io/verify-url: http://127.0.0.1:9090/api/v1/status/runtimeinfo\n    \
+         secret-reloader.io/verify-json: |\n      /data/reloadConfigSuccess == true\n      \
+         /data/lastConfigTime >= $CHANGE",
+    );
+    let (code, out, err) = inject(&[], &seed);
+    assert_eq!(code, 0, "{err}");
+    let s = sidecar(&docs(&out)[0]["spec"]).clone();
+    let config = config_of(&s);
+    let t = &config["groups"][0]["targets"][0];
+    assert_eq!(t["applied_when"], "workers-replaced");
+    assert_eq!(t["worker_drain_timeout"], "90s");
+    assert_eq!(
+        t["verify_json"],
+        serde_json::json!([
+            "/data/reloadConfigSuccess == true",
+            "/data/lastConfigTime >= $CHANGE"
+        ])
+    );
+    // The daemon's own parser takes it: the doctor exits 2 on a configuration it refuses.
+    let exit = crate::support::process::run_bin(&crate::support::process::os(&[
+        "doctor",
+        "--standalone",
+        "--config-json",
+        &config.to_string(),
+    ]));
+    assert_ne!(exit.code, 2, "{}", exit.stderr);
+    // Each annotation is checked, and the ones that need another say which.
+    for (extra, want) in [
+        (
+            "secret-reloader.io/applied-when: sometimes",
+            "'sometimes' is not signalled or workers-replaced",
+        ),
+        (
+            "secret-reloader.io/worker-drain-timeout: 1m",
+            "worker-drain-timeout is the time old workers get",
+        ),
+        (
+            "secret-reloader.io/verify-json: /a => 1",
+            "'=>' is not an operator",
+        ),
+        (
+            "secret-reloader.io/verify-json: /a == 1",
+            "add secret-reloader.io/verify-url",
+        ),
+        (
+            "secret-reloader.io/reload-url: http://127.0.0.1:1/\n    secret-reloader.io/applied-when: workers-replaced",
+            "not with reload-url",
+        ),
+    ] {
+        let seed = SEED.replace(
+            "secret-reloader.io/inject: \"true\"",
+            &format!("secret-reloader.io/inject: \"true\"\n    {extra}"),
+        );
+        let (code, out, err) = inject(&[], &seed);
+        assert_eq!((code, out.as_str()), (1, ""), "{extra}");
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}
+
+#[test]
 fn injecting_again_changes_nothing_and_remove_restores_the_input() {
     let (_, once, _) = inject(&[], SEED);
     let (code, twice, err) = inject(&[], &once);

@@ -3,11 +3,12 @@
 
 use std::time::SystemTime;
 
-use super::SignalConfig;
 use super::send::{START_MARGIN, is_restart_signal};
+use super::{AppliedWhen, SignalConfig};
 use crate::doctor::report::{Check, CheckName, DaemonView, ts};
 use crate::process::identity::Sidecar;
 use crate::process::select::{self, FindError};
+use crate::process::workers::{self, Count, Reference};
 use crate::process::{ProcFs, ProcInfo};
 use crate::scan::Scan;
 
@@ -70,6 +71,7 @@ pub(crate) fn checks(
             )),
         }
         checks.push(freshness(name, started, scan.content_time, daemon));
+        checks.extend(workers(s, p, procfs, scan.content_time));
     }
     (checks, procs.first().map(|p| p.pid))
 }
@@ -143,6 +145,81 @@ fn sending(
         )
     };
     [handled, permitted]
+}
+
+/// The workers (children) of `p` that started before the content changed: with
+/// `--applied-when workers-replaced` a problem (they hold the older version); otherwise said,
+/// as an app that reloads in place (PostgreSQL) updates its workers itself. Nothing for a
+/// process without workers under the default.
+fn workers(
+    s: &SignalConfig,
+    p: &ProcInfo,
+    procfs: &ProcFs,
+    content: Option<SystemTime>,
+) -> Option<Check> {
+    let replaced = s.applied_when == AppliedWhen::WorkersReplaced;
+    let children = match workers::children(procfs, &[p.pid]) {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(Check::new(
+                CheckName::Workers,
+                false,
+                format!(
+                    "cannot list the processes to find the workers of {}: {e}",
+                    p.shown()
+                ),
+            ));
+        }
+    };
+    if children.is_empty() && !replaced {
+        return None;
+    }
+    let Some(changed) = content else {
+        return Some(Check::new(
+            CheckName::Workers,
+            true,
+            format!("{} worker(s); no content yet", children.len()),
+        ));
+    };
+    let c = Count::of(
+        &children,
+        Reference {
+            changed,
+            margin: START_MARGIN,
+            sent: None,
+        },
+    );
+    if c.older_count == 0 {
+        return Some(Check::new(
+            CheckName::Workers,
+            true,
+            format!(
+                "{} worker(s) of {}, every one started after the current content appeared ({})",
+                c.total,
+                p.shown(),
+                ts(changed)
+            ),
+        ));
+    }
+    let consequence = if replaced {
+        "they hold the older version (--applied-when workers-replaced): they keep connections \
+         open, or did not take the app's reload"
+    } else {
+        "if the app reloads by replacing its workers (nginx, HAProxy, gunicorn), they hold the \
+         older version until they exit: see --applied-when workers-replaced"
+    };
+    Some(Check::new(
+        CheckName::Workers,
+        !replaced,
+        format!(
+            "{} of {} worker(s) of {} started before the current content appeared ({}): {}; {consequence}",
+            c.older_count,
+            c.total,
+            p.shown(),
+            ts(changed),
+            c.named()
+        ),
+    ))
 }
 
 /// Whether the process that started at `started` holds the content of `content`.

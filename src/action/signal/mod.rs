@@ -8,6 +8,7 @@ pub(crate) mod doctor;
 pub(crate) mod send;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -55,7 +56,54 @@ pub struct SignalFlags {
     /// Signal every matching process, not only the oldest one whose parent does not match.
     #[arg(long, env = "SECRET_RELOADER_SIGNAL_ALL")]
     pub signal_all: bool,
+
+    /// When a signal counts as applied: `signalled` (once sent and verified), or
+    /// `workers-replaced` (also once every worker of the process started after the change: for
+    /// apps that reload by replacing their workers, as nginx, HAProxy, gunicorn do)
+    #[arg(long, value_name = "WHEN", env = "SECRET_RELOADER_APPLIED_WHEN")]
+    pub applied_when: Option<String>,
+
+    /// With --applied-when workers-replaced: how long the old workers may take to exit; after
+    /// it the target is reported stale with them named, and not signalled again [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse::duration,
+          env = "SECRET_RELOADER_WORKER_DRAIN_TIMEOUT")]
+    pub worker_drain_timeout: Option<Duration>,
 }
+
+/// When a signal target counts as holding the version it was signalled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliedWhen {
+    /// Once the signal is sent (and the verifications pass): apps that reload in place
+    /// (PostgreSQL, Prometheus). Their workers are counted for information.
+    Signalled,
+    /// Also once every worker started after the change: apps that reload by starting new
+    /// workers while the old ones finish their connections.
+    WorkersReplaced,
+}
+
+impl AppliedWhen {
+    /// The flag's and field's value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AppliedWhen::Signalled => "signalled",
+            AppliedWhen::WorkersReplaced => "workers-replaced",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<AppliedWhen, String> {
+        match raw.trim() {
+            "signalled" => Ok(AppliedWhen::Signalled),
+            "workers-replaced" => Ok(AppliedWhen::WorkersReplaced),
+            other => Err(format!(
+                "'{}' is not signalled or workers-replaced",
+                crate::text::value(other)
+            )),
+        }
+    }
+}
+
+/// How long old workers may take to exit by default (`--worker-drain-timeout`).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A signal to the target process.
 #[derive(Debug, Clone)]
@@ -68,6 +116,10 @@ pub struct SignalConfig {
     pub selector: Selector,
     /// Signal every match instead of the one top-level match.
     pub all: bool,
+    /// When a signal counts as applied.
+    pub applied_when: AppliedWhen,
+    /// With [`AppliedWhen::WorkersReplaced`]: how long old workers may take to exit.
+    pub drain_timeout: Duration,
 }
 
 impl SignalConfig {
@@ -82,6 +134,9 @@ impl SignalConfig {
             "signal": self.signal.map_or("none", |s| s.as_str()),
             "selector": self.selector.summary(),
             "signal_all": self.all,
+            "applied_when": self.applied_when.as_str(),
+            "worker_drain_timeout": (self.applied_when == AppliedWhen::WorkersReplaced)
+                .then(|| humantime::format_duration(self.drain_timeout).to_string()),
         })
     }
 }
@@ -102,15 +157,22 @@ pub(crate) fn from_flags(
     match (selector, &args.signal) {
         (Some(selector), sig) => {
             let sig = sig.as_deref().unwrap_or("HUP");
-            match signal_or_none(sig) {
-                Ok(signal) => {
-                    return Some(SignalConfig {
-                        signal,
-                        selector,
-                        all: args.signal_all,
-                    });
-                }
-                Err(e) => f.error(format!("--signal: {e}")),
+            let signal = signal_or_none(sig).map_err(|e| f.error(format!("--signal: {e}")));
+            let when = applied_when(
+                args.applied_when.as_deref(),
+                args.worker_drain_timeout,
+                "",
+                ["--applied-when", "--worker-drain-timeout"],
+                f,
+            );
+            if let (Ok(signal), Some((applied_when, drain_timeout))) = (signal, when) {
+                return Some(SignalConfig {
+                    signal,
+                    selector,
+                    all: args.signal_all,
+                    applied_when,
+                    drain_timeout,
+                });
             }
         }
         (None, Some(_)) => f.error(
@@ -119,9 +181,49 @@ pub(crate) fn from_flags(
         (None, None) if args.signal_all => {
             f.error("--signal-all needs --process-name or --process-cmdline")
         }
+        (None, None) if args.applied_when.is_some() || args.worker_drain_timeout.is_some() => f
+            .error(
+                "--applied-when and --worker-drain-timeout are about a signal target's workers: \
+                 add --process-name, --process-cmdline or --pid-file",
+            ),
         (None, None) => {}
     }
     None
+}
+
+/// When a signal counts as applied, and the drain timeout; `prefix` and the two names say
+/// where they come from (flags, or a config file's target), for messages; `None` after an error.
+fn applied_when(
+    when: Option<&str>,
+    drain: Option<Duration>,
+    prefix: &str,
+    [when_name, drain_name]: [&str; 2],
+    f: &mut Findings,
+) -> Option<(AppliedWhen, Duration)> {
+    let when = match when.map(AppliedWhen::parse).transpose() {
+        Ok(w) => w.unwrap_or(AppliedWhen::Signalled),
+        Err(e) => {
+            f.error(format!("{prefix}{when_name}: {e}"));
+            return None;
+        }
+    };
+    match (when, drain) {
+        (AppliedWhen::Signalled, Some(_)) => {
+            f.error(format!(
+                "{prefix}{drain_name} is the time old workers get with {when_name} \
+                 workers-replaced: add it, or leave {drain_name} out"
+            ));
+            None
+        }
+        (_, Some(d)) if d.is_zero() => {
+            f.error(format!(
+                "{prefix}{drain_name}: 0 would report every reload stale at once: give old \
+                 workers time to finish their connections (default 5m)"
+            ));
+            None
+        }
+        (w, d) => Some((w, d.unwrap_or(DRAIN_TIMEOUT))),
+    }
 }
 
 /// A signal by name or number, or `none` (`None`: nothing is sent, see [`SignalConfig`]).
@@ -162,6 +264,10 @@ pub(crate) struct FileTarget {
     /// Every match.
     #[serde(default)]
     pub signal_all: bool,
+    /// When a signal counts as applied.
+    pub applied_when: Option<String>,
+    /// How long old workers may take to exit.
+    pub worker_drain_timeout: Option<String>,
     /// The target's name (its `target` label).
     pub name: Option<String>,
     /// Probed after each reload.
@@ -192,10 +298,31 @@ pub(crate) fn from_file(t: &FileTarget, at: &str, f: &mut Findings) -> Option<Si
     let signal = signal_or_none(t.signal.as_deref().unwrap_or("HUP"))
         .map_err(|e| f.error(format!("{at}signal: {e}")))
         .ok();
+    let drain = match t
+        .worker_drain_timeout
+        .as_deref()
+        .map(crate::config::parse::duration)
+    {
+        Some(Err(e)) => {
+            f.error(format!("{at}worker_drain_timeout: {e}"));
+            return None;
+        }
+        Some(Ok(d)) => Some(d),
+        None => None,
+    };
+    let (applied_when, drain_timeout) = applied_when(
+        t.applied_when.as_deref(),
+        drain,
+        at,
+        ["applied_when", "worker_drain_timeout"],
+        f,
+    )?;
     Some(SignalConfig {
         signal: signal?,
         selector: sel?,
         all: t.signal_all,
+        applied_when,
+        drain_timeout,
     })
 }
 

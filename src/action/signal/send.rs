@@ -198,6 +198,22 @@ impl SignalAction {
         }
     }
 
+    /// The live children of the target process(es), counted against `reference`: each one
+    /// that started before it holds an older version.
+    pub(crate) async fn workers(
+        &mut self,
+        reference: crate::process::workers::Reference,
+    ) -> Result<crate::process::workers::Count, String> {
+        let procs = self.targets().await.map_err(ActionError::into_message)?;
+        let pids: Vec<i32> = procs.iter().map(|(h, _)| h.info.pid).collect();
+        let procfs = self.tracker.as_ref().map(|t| t.procfs().clone());
+        self.keep(procs);
+        let procfs = procfs.ok_or("a lookup of the pid file has not returned")?;
+        let children = crate::process::workers::children(&procfs, &pids)
+            .map_err(|e| format!("cannot list the processes: {e}"))?;
+        Ok(crate::process::workers::Count::of(&children, reference))
+    }
+
     fn not_found(&self) -> ActionError {
         ActionError::Waiting(format!(
             "no process matches {} (yet): waiting for it (the pod needs shareProcessNamespace: true)",

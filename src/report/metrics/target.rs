@@ -33,6 +33,8 @@ pub(crate) struct TargetMetrics {
     pub(in crate::report) applied: Mutex<Option<Fingerprint>>,
     /// The environment restart's series (`--consumed-as env`).
     pub(in crate::report) environment: crate::action::restart::metrics::EnvironmentSeries,
+    /// A signal target's workers.
+    pub(crate) workers: crate::reload::workers::WorkerSeries,
     /// The answers of an HTTP target's calls (configmap-reload's series).
     pub(in crate::report) calls: Option<crate::action::http::metrics::CallSeries>,
     /// [`STALE`].
@@ -68,7 +70,7 @@ const APPLIED_VERSION: Family = Family::gauge(
 );
 const STATE: Family = Family::gauge(
     "target_state",
-    "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, retrying, failed, held).",
+    "1 for the state the target's reconciler is in (idle, acting, coalescing, waiting, draining, retrying, failed, held).",
 );
 const AMBIGUOUS: Family = Family::gauge(
     "signal_target_ambiguous",
@@ -131,6 +133,7 @@ impl TargetMetrics {
             last_success_duration: AtomicF64::default(),
             applied: Mutex::new(None),
             environment: Default::default(),
+            workers: Default::default(),
             calls: calls.then(Default::default),
             stale: AtomicBool::new(false),
             ambiguous: AtomicBool::new(false),
@@ -270,6 +273,13 @@ pub(in crate::report) fn families(t: &[Arc<TargetMetrics>], shared_versions: boo
         crate::action::restart::metrics::ENVIRONMENT_STALE
             .of(each(&|t| t.environment.sample(&t.name))),
     );
+    let workers: Vec<_> = t
+        .iter()
+        .filter_map(|t| t.workers.samples(&t.name))
+        .collect();
+    let (total, older) = workers.into_iter().unzip();
+    out.push(crate::reload::workers::WORKERS.of(total));
+    out.push(crate::reload::workers::WORKERS_OLDER.of(older));
     out.push(AMBIGUOUS.of(each(&|t| {
         Some(gauge(&[("target", &t.name)], flag(&t.ambiguous)))
     })));

@@ -21,8 +21,8 @@ pub use group::{FileStatus, GroupStatus, LastScan, PathStatus, WatchMode};
 use serde_json::{Value, json};
 pub(crate) use shared::Stalled;
 pub(crate) use target::{
-    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, ServedDisk, ServedStatus,
-    TargetHead, TargetState, TargetStatus,
+    Attempt, AttemptResult, ClaimChanged, EnvironmentStatus, ErrorRecord, OldWorkerStatus,
+    ServedDisk, ServedStatus, TargetHead, TargetState, TargetStatus, WorkersStatus,
 };
 
 use crate::config::Config;
@@ -144,6 +144,7 @@ impl Board {
             served_certificate: None,
             environment: None,
             token_claims_changed: Vec::new(),
+            workers: None,
         }));
         lock(&self.targets).push(entry.clone());
         entry

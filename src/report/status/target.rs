@@ -23,10 +23,13 @@ pub enum TargetState {
     /// environment differs: after the daemon's restart signal, or, with `--signal none`, from
     /// someone else). Counts no failure.
     Waiting,
+    /// The signal was sent; the app's workers that started before the change are awaited
+    /// (`--applied-when workers-replaced`): stale until they exit.
+    Draining,
     /// An action failed; retried after a backoff.
     Retrying,
-    /// Retries used up until the next change or resync, or a configuration problem (ambiguous
-    /// target, an ignored signal).
+    /// Retries used up until the next change or resync, a configuration problem (ambiguous
+    /// target, an ignored signal), or old workers still alive after `--worker-drain-timeout`.
     Failed,
     /// The content on disk is held back (incomplete, inconsistent, unreadable): nothing fit to
     /// apply.
@@ -35,11 +38,12 @@ pub enum TargetState {
 
 impl TargetState {
     /// Every state, for the `target_state` metric.
-    pub(crate) const ALL: [TargetState; 7] = [
+    pub(crate) const ALL: [TargetState; 8] = [
         TargetState::Idle,
         TargetState::Acting,
         TargetState::Coalescing,
         TargetState::Waiting,
+        TargetState::Draining,
         TargetState::Retrying,
         TargetState::Failed,
         TargetState::Held,
@@ -52,6 +56,7 @@ impl TargetState {
             TargetState::Acting => "acting",
             TargetState::Coalescing => "coalescing",
             TargetState::Waiting => "waiting",
+            TargetState::Draining => "draining",
             TargetState::Retrying => "retrying",
             TargetState::Failed => "failed",
             TargetState::Held => "held",
@@ -118,6 +123,46 @@ pub struct TargetStatus {
     /// The token claims (`aud`, `iss`, `sub`, `scope`) in which the version the target holds
     /// differs from the one on disk; empty when none does or the held version's are unknown.
     pub token_claims_changed: Vec<ClaimChanged>,
+    /// The workers of the signalled process against the version on disk (signal targets, once
+    /// counted); absent for other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersStatus>,
+}
+
+/// The workers (live children) of a signal target's process, against the version on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkersStatus {
+    /// Live workers.
+    pub total: usize,
+    /// Those that started after the reference time: they hold the version.
+    pub current: usize,
+    /// Those that did not.
+    pub older_than_version: usize,
+    /// The oldest of them (at most 64): they hold an older version.
+    pub older: Vec<OldWorkerStatus>,
+    /// A worker must have started after this to hold the version: the later of the content's
+    /// change and the reload signal sent for it.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub reference: SystemTime,
+    /// When they were counted.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub checked_at: SystemTime,
+    /// Counts made since the daemon started (this one included).
+    pub counts: u64,
+    /// Why they could not be counted at the last look (the process is gone, procfs unreadable).
+    pub error: Option<String>,
+}
+
+/// A worker that started before the reference time.
+#[derive(Debug, Clone, Serialize)]
+pub struct OldWorkerStatus {
+    /// Its pid.
+    pub pid: i32,
+    /// Its name (escaped).
+    pub name: String,
+    /// When it started.
+    #[serde(serialize_with = "rfc3339_required")]
+    pub started: SystemTime,
 }
 
 /// A token claim that differs between the version a target holds and the one on disk.
