@@ -40,9 +40,20 @@ mod haproxy;
 mod nginx;
 mod prefork;
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use crate::support::{Daemon, eventually, eventually_within};
+
+/// Returns once an app started at `started` is old enough for the daemon to signal it at once
+/// (1 s: a younger one's handler may not be its own yet): a rotation after this is signalled
+/// right after the change, as in production, and the app's new workers start right after it.
+/// An input of the test (the app's age), not a wait for the daemon.
+fn aged(started: Instant) {
+    let age = Duration::from_millis(1500);
+    std::thread::sleep(age.saturating_sub(started.elapsed()));
+}
 
 /// The first target of a `/status`.
 fn target(status: &Value) -> Value {

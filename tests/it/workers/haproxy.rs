@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{attempts, consistent, counted_again, counts, older_pids, target_when};
+use super::{aged, attempts, consistent, counted_again, counts, older_pids, target_when};
 use crate::support::held::{Client, Upstream, ns_pid};
 use crate::support::process::running;
 use crate::support::{
@@ -48,6 +48,7 @@ fn haproxy_old_worker_holding_a_connection_is_named_until_it_closes() {
         conf.display(),
         log.display()
     );
+    let started = std::time::Instant::now();
     let d = daemon_beside(
         &app,
         &[
@@ -85,6 +86,7 @@ fn haproxy_old_worker_holding_a_connection_is_named_until_it_closes() {
         log()
     );
 
+    aged(started);
     w.write(&[("token", credential("2"))]).unwrap();
     let t = target_when(&d, "the old worker named beside the new one", |t| {
         older_pids(t) == [old] && t["workers"]["total"] == 2

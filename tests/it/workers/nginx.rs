@@ -9,7 +9,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{attempts, consistent, counted_again, counts, gauges, older_pids, target, target_when};
+use super::{
+    aged, attempts, consistent, counted_again, counts, gauges, older_pids, target, target_when,
+};
 use crate::nginx::nginx_and_daemon;
 use crate::support::held::{Client, Upstream, ns_pid};
 use crate::support::process::running;
@@ -72,6 +74,7 @@ impl Setup {
         ];
         args.extend(extra);
         let t = now_ns();
+        let started = std::time::Instant::now();
         let d = nginx_and_daemon(dir.path(), &conf, &args);
         d.wait_ready();
         let addr = ([127, 0, 0, 1], port).into();
@@ -102,6 +105,7 @@ impl Setup {
             Some(pid),
             "the holder {host} is the worker nginx names"
         );
+        aged(started);
         Setup {
             d,
             client: Some(client),
