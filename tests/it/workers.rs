@@ -132,3 +132,22 @@ fn consistent(t: &Value) {
         );
     }
 }
+
+#[test]
+fn an_http_target_has_no_workers_in_status_or_metrics() {
+    let f = crate::support::Fixture::new();
+    let d = crate::support::daemon_for(&[&f.vol], &f.sink, &["--resync-interval", "1s"]);
+    f.rotate("2");
+    target_when(&d, "the rotation applied", |t| {
+        t["stale"] == false && t["last_attempt"]["result"] == "success"
+    });
+    // Past a resync too: workers are counted at each one, for signal targets.
+    d.passed(crate::support::now_ns());
+    let t = target(&d.status());
+    assert!(
+        t.get("workers").is_none(),
+        "no workers for an HTTP target: {t}"
+    );
+    let name = t["name"].as_str().unwrap();
+    assert_eq!(gauges(&d, name), (None, None));
+}
