@@ -151,3 +151,33 @@ fn an_http_target_has_no_workers_in_status_or_metrics() {
     let name = t["name"].as_str().unwrap();
     assert_eq!(gauges(&d, name), (None, None));
 }
+
+#[test]
+fn an_app_without_workers_is_applied_at_the_signal_with_workers_replaced() {
+    // The demo app reloads in place in one process, as Prometheus does.
+    let dir = crate::support::tempdir();
+    let (w, vol) = crate::support::volume(dir.path());
+    crate::support::let_content_age();
+    let app = crate::support::App::start(dir.path(), &vol.join("token"), &[]);
+    app.wait_up();
+    let d = Daemon::start(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        &app.name,
+        "--min-reload-interval",
+        "0",
+        "--applied-when",
+        "workers-replaced",
+    ]);
+    d.wait_ready();
+    w.write(&[("token", crate::support::credential("2"))])
+        .unwrap();
+    let t = target_when(&d, "the rotation applied", |t| {
+        t["state"] == "idle" && t["stale"] == false && t["last_attempt"]["result"] == "success"
+    });
+    consistent(&t);
+    assert_eq!(t["workers"]["total"], 0, "{t}");
+    let reloads = eventually("the app to reload", || app.reloads(), |n| *n >= 1);
+    assert_eq!(reloads, 1);
+}
