@@ -11,30 +11,36 @@
 //!   one; and the doctor's `workers` check on it.
 //!
 //! What the daemon can and cannot see of workers, app by app (found by hand and by these tests):
-//! - nginx: the master's children are its workers (and, when configured, the cache manager and
-//!   cache loader: children too, counted like workers). After SIGHUP the master forks new
-//!   workers within the same 10 ms clock tick as the signal (measured: the same `starttime` as a
-//!   process started right after `kill`), and asks the old ones to finish: an old worker with a
-//!   request in flight stays ("nginx: worker process is shutting down" in its title; its `comm`
-//!   stays `nginx`) until that request ends, for as long as it lasts unless
-//!   `worker_shutdown_timeout` is set. The daemon sees its pid, `comm` and start time; it cannot
-//!   see which connections it holds, nor tell an old worker from a new one by its title (it reads
-//!   `comm`, not the command line). A new worker started in the signal's own clock tick has a
-//!   start time that cannot be told from the signal's by start times alone.
+//! - nginx: the master's children are its workers, and its cache manager and cache loader when
+//!   a `proxy_cache_path` is set (counted like workers; a reload replaces them too). After SIGHUP
+//!   the master forks new workers within the signal's own 10 ms clock tick (measured: the same
+//!   `starttime` as a process started right after `kill`), and asks the old ones to finish: an
+//!   old worker with a request in flight stays ("nginx: worker process is shutting down" in its
+//!   title) until that request ends, for as long as it lasts unless `worker_shutdown_timeout`
+//!   is set. The daemon sees its pid, `comm` (`nginx`, as every nginx process) and start time;
+//!   it cannot see which connections it holds, nor its title. A kubelet rotation is signalled
+//!   about 3 ms after the change (the `..data` swap skips the debounce), so nginx's new workers
+//!   start a few milliseconds after both the change and the signal: only the signal's time can
+//!   tell them from the old ones.
 //! - HAProxy (`-W`): the master re-executes itself on SIGUSR2 (same pid, same start time) and
 //!   forks a new worker about 40 ms later; the old worker stays a child of the master while it
-//!   has connections (`hard-stop-after` bounds it), its `comm` is `haproxy` like the new one's.
+//!   has connections (`hard-stop-after` bounds it). Every process's `comm` is `haproxy`; the
+//!   new worker's command line says `-sf <old pid>`, which the daemon does not read.
 //! - A pre-forking app (gunicorn, php-fpm, ours): its workers are its children; one replaced one
-//!   by one is seen going from old to new worker by worker. Python cannot set its `comm` (every
-//!   worker is `python3`), so the app is selected by its command line.
-//! - PostgreSQL reloads in place: SIGHUP to the postmaster is passed on to every backend, which
-//!   applies the new configuration between queries; nothing is replaced. Its children (the
-//!   checkpointer, background writer, WAL writer, autovacuum and logical replication launchers,
-//!   and one backend per client connection) keep their start times, so every one of them counts
-//!   as older for good: `workers-replaced` does not fit PostgreSQL (its target would fail at the
-//!   drain timeout); the default `signalled` does.
-//! - Prometheus reloads in place in one process with no children: there is nothing to count
-//!   (`total` 0), and `workers-replaced` is applied at once.
+//!   by one is seen going from old to new worker by worker. Ours keeps `python3` as the `comm`
+//!   of every process (the standard library sets no process name), so it is selected by its
+//!   command line, which its forked workers share: the selector takes the top-level match, the
+//!   master.
+//! - PostgreSQL reloads in place (checked by hand with Debian's 15): SIGHUP to the postmaster
+//!   is passed on to its children, which apply the new configuration themselves; nothing is
+//!   replaced. Its children (checkpointer, background writer, WAL writer, autovacuum and logical
+//!   replication launchers, one backend per client connection) keep their pids and start times
+//!   across the reload, so every one counts as older for good: `workers-replaced` does not fit
+//!   PostgreSQL (its target would fail at the drain timeout); the default `signalled` does, and
+//!   its count stays information only.
+//! - Prometheus reloads in place in one process (checked by hand: no children before or after
+//!   SIGHUP): there is nothing to count (`total` 0) and `workers-replaced` is applied at the
+//!   first count after the signal, as for the demo app here.
 
 mod haproxy;
 mod nginx;
