@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{aged, attempts, consistent, counted_again, counts, older_pids, target_when};
+use super::{aged, consistent, counted_again, counts, older_pids, signals, target_when};
 use crate::support::held::{Client, Upstream, ns_pid};
 use crate::support::process::running;
 use crate::support::{
@@ -112,6 +112,6 @@ fn haproxy_old_worker_holding_a_connection_is_named_until_it_closes() {
     assert_eq!(t["workers"]["total"], 1, "the new worker only: {t}");
     assert!(!running(host), "the old worker exited");
     d.passed(crate::support::now_ns());
-    assert_eq!(attempts(&d), 1.0, "one USR2 for one rotation");
+    assert_eq!(signals(&d), (1.0, 1.0), "one USR2 for one rotation");
     assert_eq!(log().matches("Reloading HAProxy").count(), 1, "{}", log());
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{
-    aged, attempts, consistent, counted_again, counts, gauges, older_pids, target, target_when,
+    aged, consistent, counted_again, counts, gauges, older_pids, signals, target, target_when,
 };
 use crate::nginx::nginx_and_daemon;
 use crate::support::held::{Client, Upstream, ns_pid};
@@ -84,7 +84,7 @@ impl Setup {
             |c| *c == 200,
         );
         d.passed(t);
-        assert_eq!(attempts(&d), 0.0, "no signal at start");
+        assert_eq!(signals(&d), (0.0, 0.0), "no signal at start");
 
         let client = Client::connect(port, "/hold");
         let head = upstream.wait_held(1).remove(0);
@@ -146,7 +146,7 @@ impl Setup {
     /// every point where it would have sent another.
     fn one_signal(&self) {
         self.d.passed(now_ns());
-        assert_eq!(attempts(&self.d), 1.0, "one signal for one rotation");
+        assert_eq!(signals(&self.d), (1.0, 1.0), "one signal for one rotation");
         assert_eq!(self.sighups(), 1, "nginx received one SIGHUP");
     }
 }

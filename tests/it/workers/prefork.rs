@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use super::{attempts, consistent, older_pids, target, target_when};
+use super::{consistent, older_pids, signals, target, target_when};
 use crate::support::prefork::Prefork;
 use crate::support::process::doctor;
 use crate::support::{
@@ -42,7 +42,7 @@ fn prefork_workers_replaced_one_by_one_are_counted_down_to_zero() {
     ]);
     d.wait_ready();
     d.passed(t);
-    assert_eq!(attempts(&d), 0.0, "no signal at start");
+    assert_eq!(signals(&d), (0.0, 0.0), "no signal at start");
 
     w.write(&[("token", credential("2"))]).unwrap();
     // The app pauses before its first replacement: the first count after the signal sees all 4.
@@ -96,7 +96,7 @@ fn prefork_workers_replaced_one_by_one_are_counted_down_to_zero() {
     assert_eq!(t["workers"]["current"], 4, "{t}");
     app.wait_reloaded("2");
     d.passed(now_ns());
-    assert_eq!(attempts(&d), 1.0, "one signal for one rotation");
+    assert_eq!(signals(&d), (1.0, 1.0), "one signal for one rotation");
     assert_eq!(app.hups(), 1, "the app took one SIGHUP");
 }
 
