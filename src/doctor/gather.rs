@@ -29,6 +29,8 @@ pub(crate) async fn gather(config: &Config, standalone: bool) -> Report {
             reachable: false,
             detail: "not asked (--standalone)".into(),
             stale: HashMap::new(),
+            claims_changed: HashMap::new(),
+            workers_reference: HashMap::new(),
             pid: None,
         }
     } else {

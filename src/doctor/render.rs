@@ -140,7 +140,7 @@ fn group(o: &mut String, g: &GroupReport) {
         let _ = writeln!(o, "  Target {} ({})", t.name, t.kind);
         for c in &t.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };
-            let _ = writeln!(o, "    {mark} {:<13} {}", c.what, c.detail);
+            let _ = writeln!(o, "    {mark} {:<15} {}", c.what, c.detail);
         }
     }
 }

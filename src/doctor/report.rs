@@ -41,10 +41,31 @@ pub(crate) struct DaemonView {
     /// Whether each target (by name) is stale, as the daemon sees it.
     #[serde(skip)]
     pub(crate) stale: HashMap<String, bool>,
+    /// The token claims in which what each target holds differs from the disk, as the daemon
+    /// says them (bounded and escaped by it, escaped again here).
+    #[serde(skip)]
+    pub(crate) claims_changed: HashMap<String, Vec<ClaimSaid>>,
+    /// The time each signal target's workers must have started after, as the daemon counts
+    /// them (it knows when it sent the reload).
+    #[serde(skip)]
+    pub(crate) workers_reference: HashMap<String, std::time::SystemTime>,
     /// The daemon's pid, when its `/status` named one that runs this same program: never a
     /// candidate for the app.
     #[serde(skip)]
     pub(crate) pid: Option<i32>,
+}
+
+/// A token claim the daemon says differs between what a target holds and the disk.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct ClaimSaid {
+    /// The file.
+    pub path: String,
+    /// `aud`, `iss`, `sub` or `scope`.
+    pub claim: String,
+    /// Its value in the version the target holds.
+    pub held: String,
+    /// Its value on disk.
+    pub on_disk: String,
 }
 
 /// A watch group.
@@ -148,10 +169,13 @@ pub(crate) enum CheckName {
     /// Its workers started after the content on disk.
     #[serde(rename = "workers")]
     Workers,
+    /// The token it holds has the claims of the one on disk (the daemon's word).
+    #[serde(rename = "token claims")]
+    TokenClaims,
     /// The reload endpoint accepts connections.
     #[serde(rename = "endpoint")]
     Endpoint,
-    /// The verify endpoint accepts connections.
+    /// The verify URL answers as a reload's verification wants (one GET).
     #[serde(rename = "verify endpoint")]
     VerifyEndpoint,
     /// The bearer token file is readable.
@@ -180,6 +204,7 @@ impl CheckName {
             CheckName::Permission => "permission",
             CheckName::Freshness => "freshness",
             CheckName::Workers => "workers",
+            CheckName::TokenClaims => "token claims",
             CheckName::Endpoint => "endpoint",
             CheckName::VerifyEndpoint => "verify endpoint",
             CheckName::BearerToken => "bearer token",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::report::{Check, CheckName, DaemonView, TargetReport};
+use super::report::{Check, CheckName, ClaimSaid, DaemonView, TargetReport};
 use crate::action::{ActionConfig, exec, http, restart, signal};
 use crate::config::{Config, GroupConfig, TargetConfig};
 use crate::process::ProcFs;
@@ -30,16 +30,27 @@ pub(super) async fn target(
             let app_uid = g.app.as_ref().map(|a| a.uid);
             signal::doctor::checks(&t.name, s, app_uid, scan, sidecar, daemon, procfs)
         }
-        ActionConfig::Http(h) => (http::doctor::checks(h, t.verify.as_ref()).await, None),
+        ActionConfig::Http(h) => (http::doctor::checks(h).await, None),
         ActionConfig::Exec(e) => (vec![exec::doctor::check(e)], None),
     };
     let mut checks = checks;
     if let (Some(pid), true) = (pid, g.consumed_as == crate::config::ConsumedAs::Env) {
         checks.push(restart::doctor::check(pid, g, scan, procfs, key));
     }
+    if let Some(v) = &t.verify {
+        // One probe, a GET: what the app says now (with --verify-json, what it reports of its
+        // last reload against the content's change).
+        checks.push(
+            match crate::reload::verify::probe(v, scan.content_time).await {
+                Ok(seen) => Check::new(CheckName::VerifyEndpoint, true, seen),
+                Err(e) => Check::new(CheckName::VerifyEndpoint, false, e),
+            },
+        );
+    }
     if let Some(sc) = &t.served_cert {
         checks.push(served_check(sc, scan, key).await);
     }
+    checks.extend(claims_check(daemon.claims_changed.get(&t.name)));
     (
         TargetReport {
             name: t.name.clone(),
@@ -90,6 +101,40 @@ async fn served_check(
     }
 }
 
+/// The token claims the running daemon says the target holds otherwise than the disk: why the
+/// app may now get 401 or 403.
+fn claims_check(said: Option<&Vec<ClaimSaid>>) -> Option<Check> {
+    let said = said.filter(|s| !s.is_empty())?;
+    let noun = |c: &str| match c {
+        "aud" => "audience",
+        "iss" => "issuer",
+        "sub" => "subject",
+        _ => "scope",
+    };
+    let lines: Vec<String> = said
+        .iter()
+        .map(|c| {
+            format!(
+                "{} changed from {} to {}; the app holds the version with {} ({})",
+                noun(&c.claim),
+                text::value(&c.held),
+                text::value(&c.on_disk),
+                text::value(&c.held),
+                text::value(&c.path)
+            )
+        })
+        .collect();
+    Some(Check::new(
+        CheckName::TokenClaims,
+        false,
+        format!(
+            "{} (the running daemon's word): until it reloads, the app presents a token that \
+             the other side may refuse (401/403)",
+            lines.join("; ")
+        ),
+    ))
+}
+
 /// Whether the process `pid` runs the same program as this one (`None`: it cannot be told).
 fn same_program(pid: i32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
@@ -117,6 +162,8 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
         reachable: false,
         detail: String::new(),
         stale: HashMap::new(),
+        claims_changed: HashMap::new(),
+        workers_reference: HashMap::new(),
         pid: None,
     };
     let endpoint = match crate::config::parse::endpoint(&url) {
@@ -155,7 +202,15 @@ pub(super) async fn ask_daemon(config: &Config) -> DaemonView {
                 }
                 view.reachable = true;
                 for t in status.targets {
-                    view.stale.insert(t.name, t.stale);
+                    view.stale.insert(t.head.name.clone(), t.head.stale);
+                    if let Some(at) = t
+                        .workers
+                        .and_then(|w| humantime::parse_rfc3339_weak(&w.reference).ok())
+                    {
+                        view.workers_reference.insert(t.head.name.clone(), at);
+                    }
+                    view.claims_changed
+                        .insert(t.head.name, t.token_claims_changed);
                 }
                 let stale = view.stale.values().filter(|s| **s).count();
                 view.detail = format!(

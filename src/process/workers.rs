@@ -24,6 +24,8 @@ pub(crate) const NAMED: usize = 64;
 
 /// The live direct children of `parents` (with their start times), in pid order.
 pub(crate) fn children(procfs: &ProcFs, parents: &[i32]) -> std::io::Result<Vec<ProcInfo>> {
+    // A set: with --signal-all the parents may be every process of the namespace.
+    let parents: std::collections::HashSet<i32> = parents.iter().copied().collect();
     let mut out: Vec<ProcInfo> = procfs
         .processes()?
         .into_iter()
@@ -45,15 +47,27 @@ pub(crate) struct Reference {
 }
 
 impl Reference {
-    /// The time shown: the later of the change and the reload.
-    pub(crate) fn time(&self) -> SystemTime {
-        self.sent.map_or(self.changed, |s| s.max(self.changed))
+    /// The reload sent for the version, when one was sent after its change.
+    fn reload(&self) -> Option<SystemTime> {
+        self.sent.filter(|s| *s >= self.changed)
     }
 
-    /// Whether a worker that started at `started` holds an older version.
+    /// The time shown: the reload sent for the version, else its change.
+    pub(crate) fn time(&self) -> SystemTime {
+        self.reload().unwrap_or(self.changed)
+    }
+
+    /// Whether a worker that started at `started` holds an older version. After a reload the
+    /// reload decides (a worker forked by the reloaded master may start within milliseconds of
+    /// the change); without one, the change with its margin.
     pub(crate) fn predates(&self, started: SystemTime) -> bool {
-        let tick = Duration::from_nanos(1_000_000_000 / clock_ticks_per_sec());
-        started <= self.changed + self.margin || self.sent.is_some_and(|s| started + tick < s)
+        match self.reload() {
+            Some(sent) => {
+                let tick = Duration::from_nanos(1_000_000_000 / clock_ticks_per_sec());
+                started + tick < sent
+            }
+            None => started <= self.changed + self.margin,
+        }
     }
 }
 

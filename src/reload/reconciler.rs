@@ -134,7 +134,10 @@ impl Reconciler {
                         Some((Instant::now() + pause, pause))
                     };
                 }
-                self.follow_workers(&v, p, &mut workers).await;
+                if self.counts_workers() && workers.is_due(&v, p) {
+                    // Boxed: it runs after reloads and resyncs only, never on the way to one.
+                    Box::pin(self.follow_workers(&v, p, &mut workers)).await;
+                }
                 self.show_desired(&v, p);
                 self.follow_claims(&v, p);
                 p.published(&v);

@@ -21,38 +21,14 @@ const FIRST_PAUSE: Duration = Duration::from_millis(200);
 /// Probes `v` until it passes or the probes are used up; the message says what was seen.
 /// `change`: when the content of the version verified changed (`$CHANGE` of `--verify-json`).
 pub(crate) async fn verify(v: &Verify, change: Option<SystemTime>) -> Result<String, String> {
-    let label = v.endpoint.label();
     let mut pause = FIRST_PAUSE;
     let mut last = String::new();
-    for probe in 1..=PROBES {
-        // Conditions on JSON need all of it: an answer cut at the bound is an error, not a
-        // document that ends early.
-        let answer = if v.json.is_empty() {
-            request(&v.endpoint, Method::GET, &[], v.timeout).await
-        } else {
-            request_limited(&v.endpoint, Method::GET, &[], v.timeout, BODY_LIMIT).await
-        };
-        match answer {
-            Ok((status, body)) if (200..300).contains(&status) => match &v.contains {
-                Some(text) if !contains(&body, text.as_bytes()) => {
-                    last = format!(
-                        "GET {label} answered {status} without the expected text (--verify-contains)"
-                    );
-                }
-                _ => match failed_json(v, &body, change) {
-                    Some(e) => last = format!("GET {label} answered {status}: {e}"),
-                    None => {
-                        return Ok(format!(
-                            "verified: GET {label} answered {status} (probe {probe}){}",
-                            held(v)
-                        ));
-                    }
-                },
-            },
-            Ok((status, _)) => last = format!("GET {label} answered {status}"),
-            Err(e) => last = format!("GET {label}: {e}"),
+    for n in 1..=PROBES {
+        match probe(v, change).await {
+            Ok(seen) => return Ok(format!("verified: {seen} (probe {n})")),
+            Err(e) => last = e,
         }
-        if probe < PROBES {
+        if n < PROBES {
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
@@ -60,6 +36,32 @@ pub(crate) async fn verify(v: &Verify, change: Option<SystemTime>) -> Result<Str
     Err(format!(
         "reloaded, but verification failed after {PROBES} probes: {last}"
     ))
+}
+
+/// One probe of `v`: what passed, or what did not (the doctor's look, and each of
+/// [`verify`]'s).
+pub(crate) async fn probe(v: &Verify, change: Option<SystemTime>) -> Result<String, String> {
+    let label = v.endpoint.label();
+    // Conditions on JSON need all of it: an answer cut at the bound is an error, not a
+    // document that ends early.
+    let answer = if v.json.is_empty() {
+        request(&v.endpoint, Method::GET, &[], v.timeout).await
+    } else {
+        request_limited(&v.endpoint, Method::GET, &[], v.timeout, BODY_LIMIT).await
+    };
+    match answer {
+        Ok((status, body)) if (200..300).contains(&status) => match &v.contains {
+            Some(text) if !contains(&body, text.as_bytes()) => Err(format!(
+                "GET {label} answered {status} without the expected text (--verify-contains)"
+            )),
+            _ => match failed_json(v, &body, change) {
+                Some(e) => Err(format!("GET {label} answered {status}: {e}")),
+                None => Ok(format!("GET {label} answered {status}{}", held(v))),
+            },
+        },
+        Ok((status, _)) => Err(format!("GET {label} answered {status}")),
+        Err(e) => Err(format!("GET {label}: {e}")),
+    }
 }
 
 /// What of `--verify-json` does not hold on `body` (nothing without conditions).

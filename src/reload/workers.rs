@@ -93,8 +93,11 @@ impl WorkerLooks {
         self.pause = FIRST_PAUSE;
     }
 
-    fn is_due(&self, v: &Version) -> bool {
-        self.round != Some(v.resync_round) || self.due.is_some_and(|d| Instant::now() >= d)
+    /// Whether to count before the next step: due, and no action about to be taken for `v`
+    /// (it counts right after; a count before it would only delay it).
+    pub(crate) fn is_due(&self, v: &Version, p: &Progress) -> bool {
+        !p.needs(v)
+            && (self.round != Some(v.resync_round) || self.due.is_some_and(|d| Instant::now() >= d))
     }
 }
 
@@ -111,17 +114,20 @@ impl Reconciler {
         }
     }
 
-    /// Counts the workers when due, shows the count, and, for a version draining, makes it
-    /// held once they are all younger, or reports the old ones past the deadline.
+    /// Whether the action is one whose workers are counted (a signal's).
+    pub(super) fn counts_workers(&self) -> bool {
+        matches!(self.action, Action::Signal(_))
+    }
+
+    /// Counts the workers (when [`WorkerLooks::is_due`]), shows the count, and, for a version
+    /// draining, makes it held once they are all younger, or reports the old ones past the
+    /// deadline.
     pub(super) async fn follow_workers(
         &mut self,
         v: &Version,
         p: &mut Progress,
         looks: &mut WorkerLooks,
     ) {
-        if !matches!(self.action, Action::Signal(_)) || !looks.is_due(v) {
-            return;
-        }
         looks.round = Some(v.resync_round);
         let now = SystemTime::now();
         let wall = |at: Instant| now.checked_sub(at.elapsed()).unwrap_or(now);

@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::process::doctor;
 use crate::support::prometheus::{Prometheus, START_DEADLINE, Sighupped, prometheus_yml};
 use crate::support::sink::Sink;
 use crate::support::{
@@ -109,6 +110,30 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
     let p = Sighupped::new(dir.path());
     let (vol, writer, addr) = (&p.vol, &p.writer, p.addr);
     let verify_url = format!("http://{addr}/api/v1/status/runtimeinfo");
+    // The doctor's look at the verify URL (one GET), with the daemon's own flags.
+    let doctor_says = || {
+        let (_, text, json) = doctor(&[
+            "--standalone",
+            "--watch",
+            vol.to_str().unwrap(),
+            "--process-name",
+            "prometheus",
+            "--verify-url",
+            &verify_url,
+            "--verify-json",
+            "/data/reloadConfigSuccess == true",
+            "--verify-json",
+            "/data/lastConfigTime >= $CHANGE",
+        ]);
+        let check = json["groups"][0]["targets"][0]["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["what"] == "verify endpoint").cloned());
+        let check = check.unwrap_or_else(|| panic!("no verify check:\n{text}"));
+        (
+            check["ok"] == true,
+            check["detail"].as_str().unwrap().to_string(),
+        )
+    };
     let d = daemon_beside(
         &p.command,
         &[
@@ -190,6 +215,12 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
             .is_some_and(|v| v >= 1.0)
     );
     assert_eq!(runtimeinfo(addr)["data"]["reloadConfigSuccess"], false);
+    let (ok, detail) = doctor_says();
+    assert!(!ok, "{detail}");
+    assert!(
+        detail.contains("/data/reloadConfigSuccess is false, want == true"),
+        "{detail}"
+    );
 
     // Fixed: Prometheus loads it and reports so; the target holds the version.
     writer
@@ -215,5 +246,11 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
     assert!(
         d.metric("verify_total", &[("result", "success")])
             .is_some_and(|v| v >= 1.0)
+    );
+    let (ok, detail) = doctor_says();
+    assert!(ok, "{detail}");
+    assert!(
+        detail.ends_with(": /data/reloadConfigSuccess == true, /data/lastConfigTime >= $CHANGE"),
+        "{detail}"
     );
 }

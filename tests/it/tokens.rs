@@ -131,6 +131,24 @@ fn claim_change_is_said(before: &str, after: &str, claim: &str, line: &str) {
     assert_eq!(held.as_array().map(Vec::len), Some(1), "{status}");
     assert_eq!(held[0]["claim"], claim, "{status}");
     assert_eq!(held[0]["path"], path.as_str(), "{status}");
+    // The doctor says it too, from the running daemon's word.
+    let (code, text, json) = doctor(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &sink.url("/-/reload"),
+        "--listen",
+        &d.addr.to_string(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(line), "{text}");
+    let check = json["groups"][0]["targets"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == "token claims")
+        .cloned();
+    assert_eq!(check.map(|c| c["ok"].clone()), Some(false.into()), "{json}");
 
     sink.set(Mode::Status(200));
     eventually(

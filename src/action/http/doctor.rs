@@ -1,13 +1,13 @@
-//! The doctor's checks of an HTTP target: the endpoint (and the verify endpoint) accept
-//! connections, the token and header files are readable. Nothing is called.
+//! The doctor's checks of an HTTP target: the endpoint accepts connections, the token and header
+//! files are readable. Nothing is called (the verify URL, a GET, is probed by the doctor for
+//! every kind of target).
 
 use super::HttpConfig;
-use crate::config::Verify;
 use crate::doctor::report::{Check, CheckName};
 use crate::text;
 
-/// The checks of the target (`verify`: its verification, whose endpoint is looked at too).
-pub(crate) async fn checks(h: &HttpConfig, verify: Option<&Verify>) -> Vec<Check> {
+/// The checks of the target.
+pub(crate) async fn checks(h: &HttpConfig) -> Vec<Check> {
     let mut checks = vec![Check::reachable(CheckName::Endpoint, &h.endpoint).await];
     let files = h
         .bearer_token_file
@@ -27,9 +27,6 @@ pub(crate) async fn checks(h: &HttpConfig, verify: Option<&Verify>) -> Vec<Check
                 format!("cannot read {}: {e}", text::path(path)),
             ),
         });
-    }
-    if let Some(v) = verify {
-        checks.push(Check::reachable(CheckName::VerifyEndpoint, &v.endpoint).await);
     }
     checks
 }

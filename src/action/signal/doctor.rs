@@ -71,7 +71,8 @@ pub(crate) fn checks(
             )),
         }
         checks.push(freshness(name, started, scan.content_time, daemon));
-        checks.extend(workers(s, p, procfs, scan.content_time));
+        let reload = daemon.workers_reference.get(name).copied();
+        checks.extend(workers(s, p, procfs, scan.content_time, reload));
     }
     (checks, procs.first().map(|p| p.pid))
 }
@@ -147,7 +148,8 @@ fn sending(
     [handled, permitted]
 }
 
-/// The workers (children) of `p` that started before the content changed: with
+/// The workers (children) of `p` that started before the content changed (or before the reload
+/// the running daemon sent for it, `reload`): with
 /// `--applied-when workers-replaced` a problem (they hold the older version); otherwise said,
 /// as an app that reloads in place (PostgreSQL) updates its workers itself. Nothing for a
 /// process without workers under the default.
@@ -156,6 +158,7 @@ fn workers(
     p: &ProcInfo,
     procfs: &ProcFs,
     content: Option<SystemTime>,
+    reload: Option<SystemTime>,
 ) -> Option<Check> {
     let replaced = s.applied_when == AppliedWhen::WorkersReplaced;
     let children = match workers::children(procfs, &[p.pid]) {
@@ -186,18 +189,24 @@ fn workers(
         Reference {
             changed,
             margin: START_MARGIN,
-            sent: None,
+            sent: reload,
         },
     );
+    let since = match reload.filter(|r| *r > changed) {
+        Some(r) => format!(
+            "the reload the daemon sent for the current content ({})",
+            ts(r)
+        ),
+        None => format!("the current content appeared ({})", ts(changed)),
+    };
     if c.older_count == 0 {
         return Some(Check::new(
             CheckName::Workers,
             true,
             format!(
-                "{} worker(s) of {}, every one started after the current content appeared ({})",
+                "{} worker(s) of {}, every one started after {since}",
                 c.total,
                 p.shown(),
-                ts(changed)
             ),
         ));
     }
@@ -212,11 +221,10 @@ fn workers(
         CheckName::Workers,
         !replaced,
         format!(
-            "{} of {} worker(s) of {} started before the current content appeared ({}): {}; {consequence}",
+            "{} of {} worker(s) of {} started before {since}: {}; {consequence}",
             c.older_count,
             c.total,
             p.shown(),
-            ts(changed),
             c.named()
         ),
     ))

@@ -61,8 +61,30 @@ pub(crate) struct StatusHead {
     pub ready: bool,
     /// Who the daemon runs as; its pid.
     pub sidecar: SidecarHead,
-    /// Every target's head.
-    pub targets: Vec<TargetHead>,
+    /// Every target's head, and what the doctor reads beside it.
+    pub targets: Vec<TargetRead>,
+}
+
+/// A target as the doctor reads it back: its head, and the token claims it holds otherwise
+/// than the disk.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct TargetRead {
+    /// Name and stale flag.
+    #[serde(flatten)]
+    pub head: TargetHead,
+    /// The claims that differ (absent from an older daemon's answer).
+    #[serde(default)]
+    pub token_claims_changed: Vec<crate::doctor::report::ClaimSaid>,
+    /// Its workers' count, of which the doctor uses the reference time (a signal target's).
+    #[serde(default)]
+    pub workers: Option<WorkersRead>,
+}
+
+/// What the doctor reads of a target's workers.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WorkersRead {
+    /// The time a worker must have started after to hold the version (RFC 3339).
+    pub reference: String,
 }
 
 /// The daemon's own pid, as `/status` names it.

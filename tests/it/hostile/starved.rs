@@ -142,7 +142,12 @@ fn a_daemon_that_cannot_start_a_thread_says_so_and_recovers() {
         || exhausted(&d, "threads"),
         |n| *n >= 1.0,
     );
-    assert!(d.log().contains("cannot start a thread"), "{}", d.log());
+    // Counted, then said: the line may follow the count by a moment.
+    eventually(
+        "the failure to be said",
+        || d.log(),
+        |l| l.contains("cannot start a thread"),
+    );
     assert_eq!(http_get(d.addr, "/healthz").unwrap().0, 200);
     assert!(episode(&d.status(), "threads").is_some());
     // Only the uid itself may raise it (no CAP_SYS_RESOURCE needed up to the hard limit).
