@@ -37,3 +37,4 @@ mod tokens;
 mod verify;
 mod volumes;
 mod webhook;
+mod workers;

@@ -5,6 +5,8 @@
 //! - [`App`]: the demonstration app under a unique process name, killed on drop.
 //! - [`sink::Sink`]: a real HTTP endpoint on 127.0.0.1 that counts calls; [`raw::RawEndpoint`]
 //!   one on raw TCP that keeps every request head as it came.
+//! - [`held::Upstream`]: a connection held open through a proxy, and which process holds it;
+//!   [`prefork::Prefork`]: a pre-forking app that replaces its workers one by one.
 //! - [`process`]: commands run to their end within a limit (the doctor among them), processes
 //!   killed on drop, what `/proc` says of a process.
 //! - [`eventually`]: poll a condition with a generous deadline; never a fixed sleep as assertion.
@@ -15,7 +17,9 @@
 // does not use is not dead code.
 #![allow(dead_code)]
 
+pub mod held;
 pub mod native;
+pub mod prefork;
 pub mod process;
 pub mod prometheus;
 pub mod raw;
