@@ -214,8 +214,9 @@ fn workers(
         "they hold the older version (--applied-when workers-replaced): they keep connections \
          open, or did not take the app's reload"
     } else {
-        "if the app reloads by replacing its workers (nginx, HAProxy, gunicorn), they hold the \
-         older version until they exit: see --applied-when workers-replaced"
+        "information: an app that reloads in place (PostgreSQL) updates them itself; one that \
+         reloads by replacing its workers (nginx, HAProxy, gunicorn) leaves them the older \
+         version until they exit (--applied-when workers-replaced waits for that)"
     };
     Some(Check::new(
         CheckName::Workers,
