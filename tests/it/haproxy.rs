@@ -12,7 +12,8 @@ use std::path::Path;
 use crate::support::tls::{KeyKind, pair, served_subject};
 use crate::support::{AtomicWriter, daemon_beside, eventually, free_port, tempdir};
 
-fn haproxy() -> &'static str {
+/// Requires the Debian package: `scripts/test` installs it. Its absence is a failure, not a skip.
+pub fn haproxy() -> &'static str {
     let path = "/usr/sbin/haproxy";
     assert!(
         Path::new(path).exists(),

@@ -26,15 +26,28 @@ fn nginx() -> &'static str {
 
 /// Writes an nginx configuration serving TLS from `vol` on `port`, everything under `dir`.
 pub fn nginx_conf(dir: &Path, vol: &Path, port: u16) -> std::path::PathBuf {
-    let d = dir.display();
+    nginx_conf_with(dir, 2, &tls_server(vol, &format!("127.0.0.1:{port} ssl")))
+}
+
+/// A server block's body listening on `listen` (`ADDR:PORT ssl …`) with the pair in `vol`.
+pub fn tls_server(vol: &Path, listen: &str) -> String {
     let v = vol.display();
+    format!(
+        "listen {listen};\n    ssl_certificate {v}/tls.crt;\n    \
+         ssl_certificate_key {v}/tls.key;\n    location / {{ return 200 \"ok\\n\"; }}"
+    )
+}
+
+/// Writes an nginx configuration with `workers` worker processes and one server block of
+/// `server`, everything (pid file, log, temporary files) under `dir`.
+pub fn nginx_conf_with(dir: &Path, workers: u32, server: &str) -> std::path::PathBuf {
+    let d = dir.display();
     let conf = format!(
-        "daemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {d}/nginx.pid;\n\
+        "daemon off;\nmaster_process on;\nworker_processes {workers};\nuser root;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n\
          fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {v}/tls.crt;\n\
-         ssl_certificate_key {v}/tls.key;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+         server {{\n    {server}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();

@@ -110,21 +110,21 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
     let p = Sighupped::new(dir.path());
     let (vol, writer, addr) = (&p.vol, &p.writer, p.addr);
     let verify_url = format!("http://{addr}/api/v1/status/runtimeinfo");
+    let flags = [
+        "--watch",
+        vol.to_str().unwrap(),
+        "--process-name",
+        "prometheus",
+        "--verify-url",
+        &verify_url,
+        "--verify-json",
+        "/data/reloadConfigSuccess == true",
+        "--verify-json",
+        "/data/lastConfigTime >= $CHANGE",
+    ];
     // The doctor's look at the verify URL (one GET), with the daemon's own flags.
     let doctor_says = || {
-        let (_, text, json) = doctor(&[
-            "--standalone",
-            "--watch",
-            vol.to_str().unwrap(),
-            "--process-name",
-            "prometheus",
-            "--verify-url",
-            &verify_url,
-            "--verify-json",
-            "/data/reloadConfigSuccess == true",
-            "--verify-json",
-            "/data/lastConfigTime >= $CHANGE",
-        ]);
+        let (_, text, json) = doctor(&[&["--standalone"][..], &flags].concat());
         let check = json["groups"][0]["targets"][0]["checks"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["what"] == "verify endpoint").cloned());
@@ -134,25 +134,8 @@ fn verify_json_holds_a_sighupped_prometheus_to_what_it_reports_of_its_reload() {
             check["detail"].as_str().unwrap().to_string(),
         )
     };
-    let d = daemon_beside(
-        &p.command,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--process-name",
-            "prometheus",
-            "--verify-url",
-            &verify_url,
-            "--verify-json",
-            "/data/reloadConfigSuccess == true",
-            "--verify-json",
-            "/data/lastConfigTime >= $CHANGE",
-            "--min-reload-interval",
-            "0",
-            "--retry-backoff-max",
-            "1s",
-        ],
-    );
+    let tuning = ["--min-reload-interval", "0", "--retry-backoff-max", "1s"];
+    let d = daemon_beside(&p.command, &[&flags[..], &tuning].concat());
     d.wait_ready();
     let log = || p.log();
     let info = eventually_within(

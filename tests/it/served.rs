@@ -21,6 +21,12 @@ fn nginx_checked(dir: &Path, vol: &Path) -> (u16, Daemon) {
 fn nginx_serving(dir: &Path, from: &Path, vol: &Path, extra: &[&str]) -> (u16, Daemon) {
     let port = free_port();
     let conf = nginx_conf(dir, from, port);
+    (port, checked(dir, &conf, port, vol, extra))
+}
+
+/// nginx with `conf` (serving the v1 pair on 127.0.0.1:`port`), and a daemon watching `vol`
+/// (with `extra` flags) that signals it and checks what it serves; once nginx serves v1.
+pub fn checked(dir: &Path, conf: &Path, port: u16, vol: &Path, extra: &[&str]) -> Daemon {
     let served = format!("127.0.0.1:{port}");
     let mut args = vec![
         "--watch",
@@ -35,14 +41,14 @@ fn nginx_serving(dir: &Path, from: &Path, vol: &Path, extra: &[&str]) -> (u16, D
         "300ms",
     ];
     args.extend(extra);
-    let d = nginx_and_daemon(dir, &conf, &args);
+    let d = nginx_and_daemon(dir, conf, &args);
     d.wait_ready();
     eventually(
         "nginx to serve v1",
         || served_subject(port),
         |s| s.contains("CN=v1"),
     );
-    (port, d)
+    d
 }
 
 fn served(d: &Daemon) -> serde_json::Value {

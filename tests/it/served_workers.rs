@@ -9,7 +9,8 @@
 
 use std::path::Path;
 
-use crate::nginx::{nginx_and_daemon, nginx_conf};
+use crate::nginx::{nginx_conf_with, tls_server};
+use crate::served::checked;
 use crate::support::tls::{KeyKind, pair, serial, served_subject};
 use crate::support::{
     AtomicWriter, Daemon, eventually, free_port, let_content_age, now_ns, tempdir,
@@ -19,37 +20,12 @@ use crate::support::{
 /// it and checks what each worker serves.
 fn four_workers(dir: &Path, vol: &Path) -> (u16, Daemon) {
     let port = free_port();
-    let conf = nginx_conf(dir, vol, port);
-    let text = std::fs::read_to_string(&conf).unwrap();
-    let text = text
-        .replace("worker_processes 2;", "worker_processes 4;")
-        .replace(" ssl;", " ssl reuseport;");
-    assert!(text.contains("reuseport") && text.contains("worker_processes 4"));
-    std::fs::write(&conf, text).unwrap();
-    let served = format!("127.0.0.1:{port}");
-    let d = nginx_and_daemon(
+    let conf = nginx_conf_with(
         dir,
-        &conf,
-        &[
-            "--watch",
-            vol.to_str().unwrap(),
-            "--process-name",
-            "nginx",
-            "--verify-served-cert",
-            &served,
-            "--min-reload-interval",
-            "0",
-            "--retry-backoff-max",
-            "300ms",
-        ],
+        4,
+        &tls_server(vol, &format!("127.0.0.1:{port} ssl reuseport")),
     );
-    d.wait_ready();
-    eventually(
-        "nginx to serve v1",
-        || served_subject(port),
-        |s| s.contains("CN=v1"),
-    );
-    (port, d)
+    (port, checked(dir, &conf, port, vol, &[]))
 }
 
 /// The live children of host pid `parent`, as host pids.

@@ -4,23 +4,13 @@
 //!
 //! HAProxy and the daemon run in their own PID namespace, as in `tests/it/haproxy.rs`.
 
-use std::path::Path;
-
 use super::{aged, consistent, counted_again, counts, older_pids, signals, target_when};
+use crate::haproxy::haproxy;
 use crate::support::held::{Client, Upstream, ns_pid};
 use crate::support::process::running;
 use crate::support::{
     credential, daemon_beside, eventually, free_port, let_content_age, tempdir, volume,
 };
-
-fn haproxy() -> &'static str {
-    let path = "/usr/sbin/haproxy";
-    assert!(
-        Path::new(path).exists(),
-        "HAProxy is not installed: apt-get install haproxy (see scripts/test)"
-    );
-    path
-}
 
 #[test]
 fn haproxy_old_worker_holding_a_connection_is_named_until_it_closes() {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{
     aged, consistent, counted_again, counts, gauges, older_pids, signals, target, target_when,
 };
-use crate::nginx::nginx_and_daemon;
+use crate::nginx::{nginx_and_daemon, nginx_conf_with};
 use crate::support::held::{Client, Upstream, ns_pid};
 use crate::support::process::running;
 use crate::support::{
@@ -23,21 +23,13 @@ use crate::support::{
 /// nginx with one worker on 127.0.0.1:`port`, `/hold` proxied to `upstream` unbuffered and
 /// without a read timeout, its workers' `$pid` sent along.
 fn conf(dir: &Path, port: u16, upstream: std::net::SocketAddr) -> std::path::PathBuf {
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n\
-         fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
-         server {{\n    listen 127.0.0.1:{port};\n\
+    let server = format!(
+        "listen 127.0.0.1:{port};\n    \
          location /hold {{ proxy_pass http://{upstream}; proxy_buffering off; \
-         proxy_read_timeout 1h; proxy_set_header X-Worker-Pid $pid; }}\n\
-         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+         proxy_read_timeout 1h; proxy_set_header X-Worker-Pid $pid; }}\n    \
+         location / {{ return 200 \"ok\\n\"; }}"
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    path
+    nginx_conf_with(dir, 1, &server)
 }
 
 /// nginx beside the daemon, at version 1, with a request held by its worker.
