@@ -28,6 +28,24 @@ fn four_workers(dir: &Path, vol: &Path) -> (u16, Daemon) {
     (port, checked(dir, &conf, port, vol, &[]))
 }
 
+/// A kubelet-style volume `<dir>/tls` holding pair v1; pair v2 to rotate to, and its serial.
+fn at_v1(
+    dir: &Path,
+) -> (
+    std::path::PathBuf,
+    AtomicWriter,
+    [(&'static str, String); 2],
+    String,
+) {
+    let vol = dir.join("tls");
+    let w = AtomicWriter::new(&vol);
+    let (crt1, key1) = pair(dir, "v1", KeyKind::EcPkcs8);
+    let (crt2, key2) = pair(dir, "v2", KeyKind::EcPkcs8);
+    w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
+    let s2 = serial(dir, &crt2);
+    (vol, w, [("tls.crt", crt2), ("tls.key", key2)], s2)
+}
+
 /// The live children of host pid `parent`, as host pids.
 fn children(parent: i32) -> Vec<i32> {
     let mut out: Vec<i32> = std::fs::read_dir("/proc")
@@ -86,19 +104,14 @@ fn pids(list: &serde_json::Value) -> Vec<i64> {
 #[test]
 fn each_of_four_nginx_workers_is_seen_serving_the_rotated_certificate() {
     let dir = tempdir();
-    let vol = dir.path().join("tls");
-    let w = AtomicWriter::new(&vol);
-    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
-    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
-    let s2 = serial(dir.path(), &crt2);
-    w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
+    let (vol, w, v2, s2) = at_v1(dir.path());
     let (port, d) = four_workers(dir.path(), &vol);
     let target = d.status()["targets"][0]["name"]
         .as_str()
         .unwrap()
         .to_string();
 
-    w.write(&[("tls.crt", &crt2), ("tls.key", &key2)]).unwrap();
+    w.write(&v2).unwrap();
     let t = eventually(
         "the rotation applied, every worker seen serving it",
         || d.status()["targets"][0].clone(),
@@ -148,12 +161,7 @@ fn each_of_four_nginx_workers_is_seen_serving_the_rotated_certificate() {
 fn a_stopped_nginx_worker_is_named_not_checked_and_the_target_stays_stale() {
     use nix::sys::signal::{Signal, kill};
     let dir = tempdir();
-    let vol = dir.path().join("tls");
-    let w = AtomicWriter::new(&vol);
-    let (crt1, key1) = pair(dir.path(), "v1", KeyKind::EcPkcs8);
-    let (crt2, key2) = pair(dir.path(), "v2", KeyKind::EcPkcs8);
-    let s2 = serial(dir.path(), &crt2);
-    w.write(&[("tls.crt", &crt1), ("tls.key", &key1)]).unwrap();
+    let (vol, w, v2, s2) = at_v1(dir.path());
     // nginx starts after the content: nothing to reload at start, and the daemon has settled
     // before a worker stops.
     let_content_age();
@@ -174,7 +182,7 @@ fn a_stopped_nginx_worker_is_named_not_checked_and_the_target_stays_stale() {
     kill(nix::unistd::Pid::from_raw(stopped.0), Signal::SIGSTOP).unwrap();
     let inner = i64::from(ns_pid(stopped.0));
 
-    w.write(&[("tls.crt", &crt2), ("tls.key", &key2)]).unwrap();
+    w.write(&v2).unwrap();
     let t = eventually(
         "an attempt that failed on the stopped worker",
         || d.status()["targets"][0].clone(),

@@ -4,13 +4,14 @@
 //! audience or scope while the app holds the old token is said (metric, target entry, log); an
 //! expired or not-yet-valid token is a problem of the group; the token itself appears nowhere.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 
 use crate::support::process::doctor;
 use crate::support::sink::{Mode, Sink};
-use crate::support::{AtomicWriter, daemon_for, eventually, tempdir};
+use crate::support::{AtomicWriter, Daemon, daemon_for, eventually, tempdir};
 
 fn jwt(exp: u64) -> String {
     let header = r#"{"alg":"RS256","kid":"k1"}"#;
@@ -88,6 +89,18 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// The doctor with the flags of a daemon that watches `vol` and calls `sink`, asking `d`.
+fn doctor_beside(vol: &Path, sink: &Sink, d: &Daemon) -> (i32, String, serde_json::Value) {
+    doctor(&[
+        "--watch",
+        vol.to_str().unwrap(),
+        "--reload-url",
+        &sink.url("/-/reload"),
+        "--listen",
+        &d.addr.to_string(),
+    ])
+}
+
 /// A rotation that changes `claims` while the app's endpoint fails: the app keeps the token it
 /// had, and the daemon says which claims changed (metric, target entry, log); once the endpoint
 /// answers again and the app takes the new token, the metric is 0.
@@ -132,14 +145,7 @@ fn claim_change_is_said(before: &str, after: &str, claim: &str, line: &str) {
     assert_eq!(held[0]["claim"], claim, "{status}");
     assert_eq!(held[0]["path"], path.as_str(), "{status}");
     // The doctor says it too, from the running daemon's word.
-    let (code, text, json) = doctor(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &sink.url("/-/reload"),
-        "--listen",
-        &d.addr.to_string(),
-    ]);
+    let (code, text, json) = doctor_beside(&vol, &sink, &d);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains(line), "{text}");
     let check = json["groups"][0]["targets"][0]["checks"]
@@ -226,14 +232,7 @@ fn an_expired_token_on_disk_is_a_problem_of_the_group() {
     }
     assert_eq!(g["files"][0]["token_expires"], t["exp"]);
 
-    let (code, text, json) = doctor(&[
-        "--watch",
-        vol.to_str().unwrap(),
-        "--reload-url",
-        &sink.url("/-/reload"),
-        "--listen",
-        &d.addr.to_string(),
-    ]);
+    let (code, text, json) = doctor_beside(&vol, &sink, &d);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("the token on disk expired at"), "{text}");
     assert!(
