@@ -171,7 +171,9 @@ impl Reconciler {
                         let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
                         served_round = Some(v.resync_round);
                         look_again = None;
-                        workers.now();
+                        if self.counts_workers() {
+                            workers.now();
+                        }
                         if let Some(delay) = after.delay {
                             tokio::select! {
                                 _ = tokio::time::sleep(delay) => {}

@@ -137,6 +137,8 @@ impl Reconciler {
             sent: p.last_action.map(wall),
         };
         let Some(counted) = self.action.workers(reference).await else {
+            // Not a kind with workers: nothing is ever due.
+            looks.due = None;
             return;
         };
         looks.counts += 1;
@@ -211,6 +213,8 @@ impl Reconciler {
 
     fn show_workers(&self, c: &Count, counts: u64) {
         self.metrics.workers.counted(c);
+        let now = SystemTime::now();
+        let age = now.duration_since(c.reference).unwrap_or_default();
         lock(&self.status).workers = Some(WorkersStatus {
             total: c.total,
             current: c.current,
@@ -225,7 +229,8 @@ impl Reconciler {
                 })
                 .collect(),
             reference: c.reference,
-            checked_at: SystemTime::now(),
+            version_age_seconds: (age.as_secs_f64() * 1e3).round() / 1e3,
+            checked_at: now,
             counts,
             error: None,
         });
@@ -246,6 +251,7 @@ impl Reconciler {
                     older_than_version: 0,
                     older: Vec::new(),
                     reference: SystemTime::now(),
+                    version_age_seconds: 0.0,
                     checked_at: SystemTime::now(),
                     counts,
                     error: Some(e.to_string()),

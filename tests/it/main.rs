@@ -17,6 +17,7 @@ mod hostile;
 mod http;
 mod https;
 mod hygiene;
+mod idle;
 mod inject;
 mod kubelet_write;
 mod library;

@@ -133,6 +133,14 @@ fn consistent(t: &Value) {
     );
     assert_eq!(total, current + older, "{w}");
     assert_eq!(older_pids(t).len() as u64, older, "{w}");
+    // The version's age is counted from the reference to the count (both shown to the
+    // millisecond).
+    let age = time(&w["checked_at"])
+        .duration_since(time(&w["reference"]))
+        .unwrap_or_default()
+        .as_secs_f64();
+    let shown = w["version_age_seconds"].as_f64().unwrap();
+    assert!((shown - age).abs() < 0.01, "{w}");
     let reference = time(&w["reference"]) + Duration::from_millis(20);
     for o in w["older"].as_array().unwrap() {
         assert!(

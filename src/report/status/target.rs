@@ -144,6 +144,9 @@ pub struct WorkersStatus {
     /// change and the reload signal sent for it.
     #[serde(serialize_with = "rfc3339_required")]
     pub reference: SystemTime,
+    /// How long the version the older workers predate had been there when they were counted
+    /// (seconds since the reference).
+    pub version_age_seconds: f64,
     /// When they were counted.
     #[serde(serialize_with = "rfc3339_required")]
     pub checked_at: SystemTime,
