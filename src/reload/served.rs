@@ -165,10 +165,15 @@ pub(crate) async fn confirm(
             let served = open.served.clone();
             drop(open);
             learned |= tally.record(&served, holders);
-            seen(&served, &tally.workers());
             if tally.confirmed() {
-                return Ok(super::served_workers::confirmed(sc, &served, &tally));
+                // What a current worker serves: the look that completed the tally may have met
+                // an old worker on its way out (it no longer holds the port), with the old
+                // certificate.
+                let current = tally.current_served().unwrap_or(&served).clone();
+                seen(&current, &tally.workers());
+                return Ok(super::served_workers::confirmed(sc, &current, &tally));
             }
+            seen(&served, &tally.workers());
             if !served.matches {
                 last_error = mismatch(sc, disk, &served);
             }

@@ -157,6 +157,15 @@ impl Tally {
         (self.holders.len() as u32).clamp(1, AT_ONCE)
     }
 
+    /// What a current holder served at its last look (the first in pid order), when the
+    /// workers are told apart and one was reached.
+    pub(super) fn current_served(&self) -> Option<&Served> {
+        self.holders
+            .iter()
+            .find_map(|h| self.by_pid.get(&h.pid))
+            .map(|w| &w.served)
+    }
+
     /// The current holders, reached or not.
     pub(super) fn workers(&self) -> Workers {
         let mut out = Workers {
@@ -319,6 +328,25 @@ mod tests {
             postgres: false,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn a_look_that_meets_an_old_worker_on_its_way_out_is_not_what_the_app_serves() {
+        let mut t = Tally::default();
+        // The new worker (11) serves the disk's certificate while the old one (10) still holds
+        // the port; then a look reaches 10, which has closed its listener (11 alone holds it
+        // now), with the old certificate: that completes the tally, but is not the answer.
+        t.record(&served(true), looked(&[10, 11], 11, 1));
+        assert!(!t.confirmed());
+        t.record(&served(false), looked(&[11], 10, 1));
+        assert!(t.confirmed());
+        assert_eq!(t.current_served().map(|s| s.matches), Some(true));
+        let w = t.workers();
+        assert!(w.per_worker && w.seen.iter().all(|w| w.served.matches));
+        assert!(
+            w.note
+                .is_some_and(|n| n.contains("does not hold the listening socket"))
+        );
     }
 
     /// Holders, accepted by, the new certificate served, learned, confirmed, not checked.

@@ -30,8 +30,15 @@ impl Reconciler {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0)
         };
-        // A worker seen serving another certificate is a mismatch, whatever the last look saw.
-        let matches = s.matches && workers.is_none_or(|w| w.seen.iter().all(|w| w.served.matches));
+        // Told apart, the workers decide: each one seen serves the disk's certificate (a look
+        // that met an old worker on its way out, no longer holding the port, is not the app's
+        // answer). Otherwise the look does.
+        let matches = match workers {
+            Some(w) if w.per_worker && !w.seen.is_empty() => {
+                w.seen.iter().all(|w| w.served.matches)
+            }
+            _ => s.matches,
+        };
         self.metrics.served(matches, unix(s.not_after));
         if let Some(w) = workers {
             self.metrics
