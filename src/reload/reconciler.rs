@@ -73,7 +73,8 @@ impl Reconciler {
                 backoff_max: self.cfg().retry_backoff_max,
                 splay: self.cfg().splay_offset,
             };
-            let mut progress: Option<Progress> = None;
+            // Boxed, as what follows: a thousand idle reconcilers hold it.
+            let mut progress: Option<Box<Progress>> = None;
             // The last message of a wait, logged once.
             let mut last_wait: Option<String> = None;
             // The resync round whose served certificate was looked at (`--verify-served-cert`), and
@@ -82,8 +83,9 @@ impl Reconciler {
             let mut look_again: Option<(Instant, Duration)> = None;
             // The resync round whose app environment was compared (`--consumed-as env`).
             let mut env_round: Option<u64> = None;
-            // When the signalled process's workers are counted next.
-            let mut workers = WorkerLooks::default();
+            // When the signalled process's workers are counted next (signal targets only).
+            let mut workers: Option<Box<WorkerLooks>> =
+                self.counts_workers().then(Default::default);
             loop {
                 let desired = self.rx.borrow_and_update().clone();
                 let Some(desired) = desired else {
@@ -107,7 +109,7 @@ impl Reconciler {
                 let p = match &mut progress {
                     Some(p) => p,
                     // Boxed: it runs once, and inline it would size the task for its life.
-                    None => progress.insert(Box::pin(self.start(&v)).await),
+                    None => progress.insert(Box::new(Box::pin(self.start(&v)).await)),
                 };
                 if p.applied == Some(v.fingerprint) && env_round != Some(v.resync_round) {
                     // An app that took the keys as environment variables may have been restarted
@@ -136,9 +138,9 @@ impl Reconciler {
                         Some((Instant::now() + pause, pause))
                     };
                 }
-                if self.counts_workers() && workers.is_due(&v, p) {
+                if let Some(w) = workers.as_mut().filter(|w| w.is_due(&v, p)) {
                     // Boxed: it runs after reloads and resyncs only, never on the way to one.
-                    Box::pin(self.follow_workers(&v, p, &mut workers)).await;
+                    Box::pin(self.follow_workers(&v, p, w)).await;
                 }
                 self.show_desired(&v, p);
                 self.follow_claims(&v, p);
@@ -146,10 +148,13 @@ impl Reconciler {
                 match p.next_step(&v, &limits, Instant::now()) {
                     Step::Rest => {
                         self.settle(p, &v, desired.scan_ns);
-                        let again = [look_again.map(|(at, _)| at), workers.due]
-                            .into_iter()
-                            .flatten()
-                            .min();
+                        let again = [
+                            look_again.map(|(at, _)| at),
+                            workers.as_ref().and_then(|w| w.due),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .min();
                         tokio::select! {
                             r = self.rx.changed() => if r.is_err() { return },
                             _ = stopped(&mut stop) => return,
@@ -171,8 +176,8 @@ impl Reconciler {
                         let after = self.attempt(&v, p, force, &limits, &mut last_wait).await;
                         served_round = Some(v.resync_round);
                         look_again = None;
-                        if self.counts_workers() {
-                            workers.now();
+                        if let Some(w) = workers.as_mut() {
+                            w.now();
                         }
                         if let Some(delay) = after.delay {
                             tokio::select! {

@@ -17,7 +17,7 @@ impl Reconciler {
     pub(super) fn saw_environment(&self) {
         if let Some(e) = self.action.environment() {
             self.metrics.environment(!e.keys.differing.is_empty());
-            lock(&self.status).environment = Some(e.clone());
+            lock(&self.status).environment = Some(Box::new(e.clone()));
         }
     }
 
@@ -66,7 +66,7 @@ impl Reconciler {
                 ),
             ),
         };
-        t.served_certificate = Some(ServedStatus {
+        t.served_certificate = Some(Box::new(ServedStatus {
             endpoint,
             matches_disk: matches,
             serial: s.serial.clone(),
@@ -86,7 +86,7 @@ impl Reconciler {
             workers,
             not_checked,
             note,
-        });
+        }));
     }
 
     pub(super) fn set_state(&self, state: TargetState) {

@@ -215,7 +215,7 @@ impl Reconciler {
         self.metrics.workers.counted(c);
         let now = SystemTime::now();
         let age = now.duration_since(c.reference).unwrap_or_default();
-        lock(&self.status).workers = Some(WorkersStatus {
+        lock(&self.status).workers = Some(Box::new(WorkersStatus {
             total: c.total,
             current: c.current,
             older_than_version: c.older_count,
@@ -233,7 +233,7 @@ impl Reconciler {
             checked_at: now,
             counts,
             error: None,
-        });
+        }));
     }
 
     fn workers_unknown(&self, e: &str, counts: u64) {
@@ -245,7 +245,7 @@ impl Reconciler {
                 w.checked_at = SystemTime::now();
             }
             None => {
-                t.workers = Some(WorkersStatus {
+                t.workers = Some(Box::new(WorkersStatus {
                     total: 0,
                     current: 0,
                     older_than_version: 0,
@@ -255,7 +255,7 @@ impl Reconciler {
                     checked_at: SystemTime::now(),
                     counts,
                     error: Some(e.to_string()),
-                })
+                }))
             }
         }
     }

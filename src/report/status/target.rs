@@ -116,17 +116,17 @@ pub struct TargetStatus {
     /// The certificate the app served at the last look (`--verify-served-cert`), against the
     /// one on disk; absent without that option.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub served_certificate: Option<ServedStatus>,
+    pub served_certificate: Option<Box<ServedStatus>>,
     /// The app's environment against the files (`--consumed-as env`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub environment: Option<EnvironmentStatus>,
+    pub environment: Option<Box<EnvironmentStatus>>,
     /// The token claims (`aud`, `iss`, `sub`, `scope`) in which the version the target holds
     /// differs from the one on disk; empty when none does or the held version's are unknown.
     pub token_claims_changed: Vec<ClaimChanged>,
     /// The workers of the signalled process against the version on disk (signal targets, once
     /// counted); absent for other kinds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub workers: Option<WorkersStatus>,
+    pub workers: Option<Box<WorkersStatus>>,
 }
 
 /// The workers (live children) of a signal target's process, against the version on disk.
