@@ -35,19 +35,18 @@ impl Upstream {
     pub fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        // Non-blocking, so that the thread sees `stop` without a connection to wake it.
-        listener.set_nonblocking(true).unwrap();
         let held = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s) = (held.clone(), stop.clone());
+        // Blocking: the drop wakes it with a connection of its own after setting `stop`.
         std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let h = h.clone();
-                        std::thread::spawn(move || hold(stream, &h));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    let h = h.clone();
+                    std::thread::spawn(move || hold(stream, &h));
                 }
             }
         });
@@ -75,13 +74,14 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(self.addr);
         self.release();
     }
 }
 
 /// Reads a request head, answers the start of a response, keeps the connection.
 fn hold(mut stream: TcpStream, held: &Mutex<Vec<Held>>) {
-    stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
