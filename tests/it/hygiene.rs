@@ -144,13 +144,7 @@ fn header_file_and_status_token_never_appear_nor_their_digests() {
     let mut forbidden: Vec<String> = Vec::new();
     for secret in header_values.iter().chain([&status_token]) {
         forbidden.push(secret.to_string());
-        for data in [secret.to_string(), format!("{secret}\n")] {
-            for hex in digests(dir.path(), &data) {
-                forbidden.push(hex[..16].to_string());
-                forbidden.push(hex[..16].to_uppercase());
-                forbidden.push(hex);
-            }
-        }
+        forbidden.extend(digest_forms(dir.path(), secret));
     }
     for f in &forbidden {
         assert!(!everything.contains(f.as_str()), "{f} leaked");
@@ -219,17 +213,25 @@ fn of_a_token_only_the_listed_claims_appear() {
     .collect();
     for t in &tokens {
         forbidden.extend(t.split('.').map(String::from));
-        for data in [t.clone(), format!("{t}\n")] {
-            for hex in digests(dir.path(), &data) {
-                forbidden.push(hex[..16].to_string());
-                forbidden.push(hex[..16].to_uppercase());
-                forbidden.push(hex);
-            }
-        }
+        forbidden.extend(digest_forms(dir.path(), t));
     }
     for f in &forbidden {
         assert!(!everything.contains(f.as_str()), "{f} leaked");
     }
+}
+
+/// Every unkeyed digest of `secret` (with and without a final newline, as a file holds it), whole
+/// and as a short prefix in either case: none may appear anywhere.
+fn digest_forms(dir: &std::path::Path, secret: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for data in [secret.to_string(), format!("{secret}\n")] {
+        for hex in digests(dir, &data) {
+            out.push(hex[..16].to_string());
+            out.push(hex[..16].to_uppercase());
+            out.push(hex);
+        }
+    }
+    out
 }
 
 /// A ready daemon watching `vol` at trace level (every line it can write), calling a sink of its
