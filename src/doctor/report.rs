@@ -44,7 +44,7 @@ pub(crate) struct DaemonView {
     /// The token claims in which what each target holds differs from the disk, as the daemon
     /// says them (bounded and escaped by it, escaped again here).
     #[serde(skip)]
-    pub(crate) claims_changed: HashMap<String, Vec<ClaimSaid>>,
+    pub(crate) claims_changed: HashMap<String, Vec<crate::report::status::ClaimSaid>>,
     /// The time each signal target's workers must have started after, as the daemon counts
     /// them (it knows when it sent the reload).
     #[serde(skip)]
@@ -53,19 +53,6 @@ pub(crate) struct DaemonView {
     /// candidate for the app.
     #[serde(skip)]
     pub(crate) pid: Option<i32>,
-}
-
-/// A token claim the daemon says differs between what a target holds and the disk.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub(crate) struct ClaimSaid {
-    /// The file.
-    pub path: String,
-    /// `aud`, `iss`, `sub` or `scope`.
-    pub claim: String,
-    /// Its value in the version the target holds.
-    pub held: String,
-    /// Its value on disk.
-    pub on_disk: String,
 }
 
 /// A watch group.

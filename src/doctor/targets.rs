@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::report::{Check, CheckName, ClaimSaid, DaemonView, TargetReport};
+use super::report::{Check, CheckName, DaemonView, TargetReport};
 use crate::action::{ActionConfig, exec, http, restart, signal};
 use crate::config::{Config, GroupConfig, TargetConfig};
 use crate::process::ProcFs;
 use crate::process::identity::Sidecar;
-use crate::report::status::StatusHead;
+use crate::report::status::{ClaimSaid, StatusHead};
 use crate::scan::Scan;
 use crate::text;
 

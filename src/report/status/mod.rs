@@ -75,10 +75,23 @@ pub(crate) struct TargetRead {
     pub head: TargetHead,
     /// The claims that differ (absent from an older daemon's answer).
     #[serde(default)]
-    pub token_claims_changed: Vec<crate::doctor::report::ClaimSaid>,
+    pub token_claims_changed: Vec<ClaimSaid>,
     /// Its workers' count, of which the doctor uses the reference time (a signal target's).
     #[serde(default)]
     pub workers: Option<WorkersRead>,
+}
+
+/// A token claim the daemon says differs between what a target holds and the disk.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ClaimSaid {
+    /// The file.
+    pub path: String,
+    /// `aud`, `iss`, `sub` or `scope`.
+    pub claim: String,
+    /// Its value in the version the target holds.
+    pub held: String,
+    /// Its value on disk.
+    pub on_disk: String,
 }
 
 /// What the doctor reads of a target's workers.
