@@ -24,15 +24,21 @@ pub(crate) const NAMED: usize = 64;
 
 /// The live direct children of `parents` (with their start times), in pid order.
 pub(crate) fn children(procfs: &ProcFs, parents: &[i32]) -> std::io::Result<Vec<ProcInfo>> {
+    Ok(children_among(&procfs.processes()?, parents))
+}
+
+/// The direct children of `parents` among `all` (one walk of `/proc` serves several parents
+/// looked at one by one), in pid order.
+pub(crate) fn children_among(all: &[ProcInfo], parents: &[i32]) -> Vec<ProcInfo> {
     // A set: with --signal-all the parents may be every process of the namespace.
     let parents: std::collections::HashSet<i32> = parents.iter().copied().collect();
-    let mut out: Vec<ProcInfo> = procfs
-        .processes()?
-        .into_iter()
+    let mut out: Vec<ProcInfo> = all
+        .iter()
         .filter(|p| parents.contains(&p.ppid) && !parents.contains(&p.pid))
+        .cloned()
         .collect();
     out.sort_unstable_by_key(|p| p.pid);
-    Ok(out)
+    out
 }
 
 /// What a worker must have started after to hold a version.

@@ -47,6 +47,8 @@ pub(crate) fn checks(
     };
     let mut checks = Vec::new();
     let sig = s.signal;
+    // One walk of /proc for the workers of every process found (--signal-all finds many).
+    let all = procfs.processes();
     for p in &procs {
         let st = procfs.status(p.pid).unwrap_or_default();
         let started = p.start_time();
@@ -72,7 +74,7 @@ pub(crate) fn checks(
         }
         checks.push(freshness(name, started, scan.content_time, daemon));
         let reload = daemon.workers_reference.get(name).copied();
-        checks.extend(workers(s, p, procfs, scan.content_time, reload));
+        checks.extend(workers(s, p, &all, scan.content_time, reload));
     }
     (checks, procs.first().map(|p| p.pid))
 }
@@ -156,13 +158,13 @@ fn sending(
 fn workers(
     s: &SignalConfig,
     p: &ProcInfo,
-    procfs: &ProcFs,
+    all: &std::io::Result<Vec<ProcInfo>>,
     content: Option<SystemTime>,
     reload: Option<SystemTime>,
 ) -> Option<Check> {
     let replaced = s.applied_when == AppliedWhen::WorkersReplaced;
-    let children = match workers::children(procfs, &[p.pid]) {
-        Ok(c) => c,
+    let children = match all {
+        Ok(all) => workers::children_among(all, &[p.pid]),
         Err(e) => {
             return Some(Check::new(
                 CheckName::Workers,
